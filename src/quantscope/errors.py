@@ -1,0 +1,47 @@
+"""The errors quantscope raises for bad input.
+
+Every message names what is wrong, where (file, node, layer, sample) and what to
+do about it. All derive from :class:`QuantscopeError`, so a caller can catch one
+type; the command line prints the message and exits with status 2.
+"""
+
+from __future__ import annotations
+
+
+class QuantscopeError(Exception):
+    """Base class of every error quantscope raises for a user's input."""
+
+
+class ModelLoadError(QuantscopeError):
+    """The model file cannot be read, is not ONNX, is truncated, or fails the checker."""
+
+
+class UnsupportedModelError(QuantscopeError):
+    """The model uses operators or structures quantscope cannot handle.
+
+    ``nodes`` lists every offending node as ``(node name, op type)``, not only the first.
+    """
+
+    def __init__(self, message: str, nodes: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.nodes = list(nodes or [])
+
+
+class CalibrationDataError(QuantscopeError):
+    """The data cannot be used: empty, wrong shape, undecodable image, bad file."""
+
+
+class NonFiniteActivationError(QuantscopeError):
+    """A NaN or Inf appeared in a tensor during calibration or validation."""
+
+    def __init__(self, message: str, layer: str):
+        super().__init__(message)
+        self.layer = layer
+
+
+class ConfigurationError(QuantscopeError):
+    """An option or configuration value is invalid (unknown layer name, bad range...)."""
+
+
+class DeviceError(QuantscopeError):
+    """The requested execution device (GPU) is not available."""

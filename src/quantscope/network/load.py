@@ -1,0 +1,171 @@
+"""Load a network: an ONNX file, an ``onnx.ModelProto``, or a PyTorch ``nn.Module``.
+
+Every path ends in a checked ``onnx.ModelProto`` (onnx checker passed, shapes
+inferred, external data loaded from inside the model's own folder only).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from ..errors import ModelLoadError
+
+__all__ = ["load_model"]
+
+
+def load_model(source: Any, example_input: Any = None) -> onnx.ModelProto:
+    """Return a checked ONNX model for ``source``.
+
+    Args:
+        source: a path to an ``.onnx`` file, an ``onnx.ModelProto``, or a
+            ``torch.nn.Module`` (then ``example_input`` is required).
+        example_input: for a torch module, one example input tensor of shape
+            ``(N, C, H, W)`` (or whatever the module takes); the batch axis is
+            exported as dynamic.
+
+    Raises:
+        ModelLoadError: the file is missing, is not ONNX, is truncated, fails
+            the onnx checker, or refers to external data outside its folder.
+    """
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+        _check_external_data(model, base_dir=None, where="the given ModelProto")
+        return _checked(model, "the given ModelProto")
+    if isinstance(source, (str, os.PathLike)):
+        return _load_file(Path(source))
+    if _is_torch_module(source):
+        return _from_torch(source, example_input)
+    raise ModelLoadError(
+        f"cannot load a network from a {type(source).__name__}: pass a path to an .onnx "
+        "file, an onnx.ModelProto, or a torch.nn.Module with example_input"
+    )
+
+
+def _load_file(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a folder, not an ONNX model file")
+    data = path.read_bytes()
+    if not data:
+        raise ModelLoadError(f"{path}: the file is empty, not an ONNX model")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{path}: not a readable ONNX model (protobuf decoding failed: {exc}). "
+            "The file may be truncated or of another format; re-export it to ONNX."
+        ) from None
+    if not model.graph.node and not model.graph.input:
+        raise ModelLoadError(
+            f"{path}: decodes to an empty ONNX model (no graph); the file is not ONNX "
+            "or is truncated"
+        )
+    _check_external_data(model, base_dir=path.resolve().parent, where=str(path))
+    return _checked(model, str(path))
+
+
+def _external_tensors(model: onnx.ModelProto):
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            yield tensor
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_location == onnx.TensorProto.EXTERNAL:
+                yield attr.t
+
+
+def _check_external_data(model: onnx.ModelProto, base_dir: Path | None, where: str) -> None:
+    tensors = list(_external_tensors(model))
+    if not tensors:
+        return
+    if base_dir is None:
+        raise ModelLoadError(
+            f"{where}: tensors {[t.name for t in tensors][:5]} keep their data in external "
+            "files, which cannot be found from an in-memory model; pass the .onnx file path instead"
+        )
+    for tensor in tensors:
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        target = (base_dir / location).resolve()
+        if os.path.isabs(location) or not target.is_relative_to(base_dir):
+            raise ModelLoadError(
+                f"{where}: tensor {tensor.name!r} points to external data at {location!r}, "
+                f"outside the model's folder {base_dir}. quantscope reads external data only "
+                "from the model's own folder; move the data file next to the model and "
+                "re-save it with a relative location."
+            )
+        if not target.exists():
+            raise ModelLoadError(
+                f"{where}: tensor {tensor.name!r} needs external data file {location!r}, "
+                f"which is missing from {base_dir}"
+            )
+    try:
+        onnx.external_data_helper.load_external_data_for_model(model, str(base_dir))
+    except Exception as exc:  # onnx raises several types here
+        raise ModelLoadError(f"{where}: cannot read external data: {exc}") from None
+
+
+def _checked(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise ModelLoadError(f"{where}: fails the ONNX checker: {first}") from None
+    try:
+        model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:  # InferenceError and friends
+        first = str(exc).strip().splitlines()[0]
+        raise ModelLoadError(f"{where}: ONNX shape inference fails: {first}") from None
+    return model
+
+
+def _is_torch_module(obj: Any) -> bool:
+    # Do not import torch to find out: check the class hierarchy by name.
+    return any(
+        c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in type(obj).__mro__
+    )
+
+
+def _from_torch(module: Any, example_input: Any) -> onnx.ModelProto:
+    if example_input is None:
+        raise ModelLoadError(
+            "a torch.nn.Module needs example_input (a tensor of the input's shape, e.g. "
+            "torch.zeros(1, 3, 224, 224)) to be exported to ONNX"
+        )
+    import torch  # optional extra: imported only here
+
+    if not isinstance(example_input, torch.Tensor):
+        example_input = torch.as_tensor(example_input, dtype=torch.float32)
+    buffer = io.BytesIO()
+    was_training = module.training
+    module.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (example_input,),
+                buffer,
+                dynamo=False,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
+                opset_version=17,
+                do_constant_folding=True,
+            )
+    except Exception as exc:
+        raise ModelLoadError(f"exporting the torch module to ONNX failed: {exc}") from None
+    finally:
+        module.train(was_training)
+    model = onnx.load_from_string(buffer.getvalue())
+    return _checked(model, f"the ONNX export of {type(module).__name__}")

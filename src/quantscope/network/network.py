@@ -1,0 +1,295 @@
+"""The prepared network: an onnx_ir model plus its optimized layers.
+
+``prepare(source)`` loads a model, runs the preparation passes (fold
+BatchNormalization, drop Dropout/Identity) and groups nodes into *optimized
+layers* the way MATLAB's ``prepareNetwork`` does:
+
+- the network input is a layer of its own (kind ``"input"``);
+- a chain of Sub/Div/Mul/Add with constant operands right after the input is
+  one layer ``<input>_normalization`` (kind ``"normalization"``);
+- each Conv or fully connected layer (Gemm, or MatMul + Add with constant
+  weights) together with the activation after it (Relu, Clip, LeakyRelu, PRelu)
+  is one layer, named by joining the member names with ``_``
+  (``conv1`` + ``relu_conv1`` -> ``conv1_relu_conv1``);
+- every other node with a floating-point output computed from the input is a
+  layer of its own. Shape computations and constant subgraphs are not layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from ..errors import UnsupportedModelError
+from ..passes import PrepareLog, run_prepare_passes
+from .load import load_model
+from .ops import FUSABLE_ACTIVATIONS, NORMALIZATION_OPS, check_supported
+
+__all__ = ["Network", "OptimizedLayer", "prepare"]
+
+_FLOAT_TYPES = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16}
+
+
+@dataclass(frozen=True)
+class OptimizedLayer:
+    """One optimized layer of a prepared network.
+
+    Attributes:
+        name: optimized layer name (member names joined with ``_``).
+        network_layer: the name of the last member (MATLAB's "Network Layer Name").
+        members: names of the network layers (ONNX nodes) grouped here, in order.
+            For the input layer, the input's name.
+        kind: ``"input"``, ``"normalization"``, ``"conv"``, ``"fc"``, or the ONNX
+            op type of a single-node layer (``"MaxPool"``, ``"Concat"``...).
+        op_types: op type of each member (``"Input"`` for the input layer).
+        output: name of the value holding this layer's output activation.
+        inputs: names of the activation values this layer reads.
+        weight: initializer name of the weights (conv/fc only), in the prepared
+            model: Conv ``(M, C/group, kH, kW)``, Gemm/MatMul as stored.
+        bias: initializer name of the bias ``(M,)`` (conv/fc only, None if absent).
+        folded: names of BatchNormalization layers folded into this layer.
+    """
+
+    name: str
+    network_layer: str
+    members: tuple[str, ...]
+    kind: str
+    op_types: tuple[str, ...]
+    output: str
+    inputs: tuple[str, ...] = ()
+    weight: str | None = None
+    bias: str | None = None
+    folded: tuple[str, ...] = ()
+
+    @property
+    def has_learnables(self) -> bool:
+        return self.weight is not None
+
+
+class Network:
+    """A prepared float network, ready to calibrate.
+
+    Attributes:
+        model: the prepared ``onnx_ir.Model`` (BN folded, Dropout/Identity dropped).
+        layers: optimized layers in topological order, the input layer first.
+        log: what the preparation passes did and why some rewrites did not apply.
+        input_name: name of the single network input.
+        input_shape: its shape with ``None`` for symbolic dims, e.g. ``(None, 3, 224, 224)``.
+        output_names: names of the network outputs.
+    """
+
+    def __init__(self, model: ir.Model, layers: list[OptimizedLayer], log: PrepareLog, source_name: str = ""):
+        self.model = model
+        self.layers = layers
+        self.log = log
+        self.source_name = source_name
+        graph_input = [v for v in model.graph.inputs if not v.is_initializer()][0]
+        self.input_name: str = graph_input.name
+        self.input_shape: tuple[int | None, ...] = tuple(
+            d if isinstance(d, int) else None for d in (graph_input.shape or ())
+        )
+        self.input_dtype = graph_input.dtype.numpy() if graph_input.dtype is not None else np.dtype(np.float32)
+        self.output_names: list[str] = [v.name for v in model.graph.outputs]
+        self._by_name = {layer.name: layer for layer in layers}
+
+    # ---- lookups -------------------------------------------------------------------
+    def layer(self, name: str) -> OptimizedLayer:
+        """The optimized layer called ``name`` (or containing network layer ``name``)."""
+        if name in self._by_name:
+            return self._by_name[name]
+        mapped = self.layer_of.get(name)
+        if mapped is not None:
+            return self._by_name[mapped]
+        raise KeyError(f"no layer {name!r} in the network; layers are: {', '.join(self._by_name)}")
+
+    @property
+    def layer_of(self) -> dict[str, str]:
+        """Map from each network layer name (ONNX node, folded BN included) to its optimized layer."""
+        mapping: dict[str, str] = {}
+        for layer in self.layers:
+            for member in layer.members + layer.folded:
+                mapping[member] = layer.name
+        return mapping
+
+    def constant(self, name: str) -> np.ndarray:
+        """The array of initializer ``name`` in the prepared model."""
+        value = self.model.graph.initializers[name]
+        return value.const_value.numpy()
+
+    # ---- conversions ---------------------------------------------------------------
+    def to_proto(self, extra_outputs: list[str] | tuple[str, ...] = ()) -> onnx.ModelProto:
+        """The prepared model as an ``onnx.ModelProto``, with ``extra_outputs`` added as
+        graph outputs (value names, e.g. every layer's output for calibration)."""
+        proto = ir.to_proto(self.model)
+        present = {o.name for o in proto.graph.output}
+        for name in extra_outputs:
+            if name not in present:
+                proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+                present.add(name)
+        return proto
+
+    def summary(self) -> str:
+        lines = [f"{len(self.layers)} optimized layers"]
+        lines += [f"  {layer.name} [{layer.kind}]" for layer in self.layers]
+        lines += [f"  note: {n}" for n in self.log.notes]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Network({self.source_name or 'model'}, {len(self.layers)} layers, input {self.input_name} {self.input_shape})"
+
+
+def prepare(source: Any, example_input: Any = None) -> Network:
+    """Load and prepare a network.
+
+    Args:
+        source: an ``.onnx`` path, ``onnx.ModelProto``, ``torch.nn.Module``, or an
+            already prepared :class:`Network` (returned as is).
+        example_input: for a torch module, an example input ``(N, C, H, W)``.
+    """
+    if isinstance(source, Network):
+        return source
+    proto = load_model(source, example_input)
+    name = str(source) if isinstance(source, (str,)) or hasattr(source, "__fspath__") else ""
+    model = ir.from_proto(proto)
+    check_supported(model.graph, where=name or "the model")
+    inputs = [v for v in model.graph.inputs if not v.is_initializer()]
+    if len(inputs) != 1:
+        raise UnsupportedModelError(
+            f"{name or 'the model'} has {len(inputs)} inputs ({', '.join(v.name for v in inputs)}); "
+            "quantscope handles networks with exactly one input"
+        )
+    if inputs[0].dtype not in _FLOAT_TYPES:
+        raise UnsupportedModelError(
+            f"input {inputs[0].name!r} has type {inputs[0].dtype}; quantscope needs a floating-point input"
+        )
+    log = run_prepare_passes(model)
+    layers = _group_layers(model, log)
+    return Network(model, layers, log, source_name=name)
+
+
+def _is_float(value: ir.Value | None) -> bool:
+    return value is not None and value.dtype in _FLOAT_TYPES
+
+
+def _is_const(value: ir.Value | None) -> bool:
+    return value is not None and value.const_value is not None
+
+
+def _single_consumer(value: ir.Value) -> ir.Node | None:
+    uses = value.uses()
+    if len(uses) != 1 or value.is_graph_output():
+        return None
+    return uses[0].node if hasattr(uses[0], "node") else uses[0][0]
+
+
+def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
+    graph = model.graph
+    graph_input = [v for v in graph.inputs if not v.is_initializer()][0]
+    layers = [
+        OptimizedLayer(
+            name=graph_input.name,
+            network_layer=graph_input.name,
+            members=(graph_input.name,),
+            kind="input",
+            op_types=("Input",),
+            output=graph_input.name,
+        )
+    ]
+    assigned: set[int] = set()
+
+    # Values that depend on the network input through float data (not shape computations).
+    dynamic: set[int] = {id(graph_input)}
+
+    # Input normalization: Sub/Div/Mul/Add chain with constant operands.
+    chain: list[ir.Node] = []
+    value = graph_input
+    while True:
+        node = _single_consumer(value)
+        if node is None or node.op_type not in NORMALIZATION_OPS or len(node.inputs) != 2:
+            break
+        other = node.inputs[1] if node.inputs[0] is value else node.inputs[0]
+        if not _is_const(other):
+            break
+        if node.op_type in ("Sub", "Div") and node.inputs[0] is not value:
+            break  # c - x or c / x is not a normalization
+        chain.append(node)
+        value = node.outputs[0]
+    if chain:
+        layers.append(
+            OptimizedLayer(
+                name=f"{graph_input.name}_normalization",
+                network_layer=graph_input.name,
+                members=tuple(n.name for n in chain),
+                kind="normalization",
+                op_types=tuple(n.op_type for n in chain),
+                output=chain[-1].outputs[0].name,
+                inputs=(graph_input.name,),
+            )
+        )
+        for n in chain:
+            assigned.add(id(n))
+            dynamic.add(id(n.outputs[0]))
+
+    for node in graph:
+        if id(node) in assigned:
+            continue
+        is_dynamic = any(v is not None and id(v) in dynamic for v in node.inputs)
+        if not is_dynamic:
+            continue  # constant subgraph
+        for out in node.outputs:
+            dynamic.add(id(out))
+        if not node.outputs or not _is_float(node.outputs[0]):
+            continue  # shape computation (Shape, Size, ...)
+        members = [node]
+        kind = node.op_type
+        weight = bias = None
+        if node.op_type in ("Conv", "Gemm") and _is_const(node.inputs[1]) and _is_float(node.inputs[0]):
+            kind = "conv" if node.op_type == "Conv" else "fc"
+            weight = node.inputs[1].name
+            if len(node.inputs) > 2 and _is_const(node.inputs[2]):
+                bias = node.inputs[2].name
+        elif node.op_type == "MatMul" and _is_const(node.inputs[1]) and len(node.inputs[1].shape or ()) == 2:
+            kind = "fc"
+            weight = node.inputs[1].name
+            nxt = _single_consumer(node.outputs[0])
+            if nxt is not None and nxt.op_type == "Add" and id(nxt) not in assigned:
+                other = nxt.inputs[1] if nxt.inputs[0] is node.outputs[0] else nxt.inputs[0]
+                if _is_const(other) and len(other.shape or ()) == 1:
+                    members.append(nxt)
+                    bias = other.name
+        if kind in ("conv", "fc"):
+            nxt = _single_consumer(members[-1].outputs[0])
+            if (
+                nxt is not None
+                and nxt.op_type in FUSABLE_ACTIVATIONS
+                and nxt.inputs[0] is members[-1].outputs[0]
+                and all(_is_const(v) for v in nxt.inputs[1:] if v is not None)
+            ):
+                members.append(nxt)
+        for m in members:
+            assigned.add(id(m))
+            for out in m.outputs:
+                dynamic.add(id(out))
+        layer_inputs = tuple(
+            v.name for v in node.inputs if v is not None and id(v) in dynamic and _is_float(v)
+        )
+        folded = tuple(bn for bn, target in log.folded.items() if target == node.name)
+        layers.append(
+            OptimizedLayer(
+                name="_".join(m.name for m in members),
+                network_layer=members[-1].name,
+                members=tuple(m.name for m in members),
+                kind=kind,
+                op_types=tuple(m.op_type for m in members),
+                output=members[-1].outputs[0].name,
+                inputs=layer_inputs,
+                weight=weight,
+                bias=bias,
+                folded=folded,
+            )
+        )
+    return layers

@@ -1,0 +1,49 @@
+"""Graph passes that prepare a network for quantization (MATLAB's ``prepareNetwork``).
+
+One pass per file. :func:`run_prepare_passes` runs them in order and collects
+each pass's explanations of what it did not rewrite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+from onnx_ir.passes.common import (
+    LiftConstantsToInitializersPass,
+    RemoveUnusedNodesPass,
+    TopologicalSortPass,
+)
+
+from .drop_dropout import DropDropoutPass
+from .fold_batchnorm import FoldBatchNormPass
+from .name_nodes import NameNodesPass
+
+__all__ = ["DropDropoutPass", "FoldBatchNormPass", "NameNodesPass", "PrepareLog", "run_prepare_passes"]
+
+
+@dataclass
+class PrepareLog:
+    """What the passes did: folded BatchNormalizations, dropped nodes, and notes."""
+
+    folded: dict[str, str] = field(default_factory=dict)  # BN name -> Conv/Gemm name
+    dropped: list[str] = field(default_factory=list)  # Dropout/Identity names
+    notes: list[str] = field(default_factory=list)  # why a rewrite did not apply
+
+
+def run_prepare_passes(model: ir.Model) -> PrepareLog:
+    """Prepare ``model`` in place: name nodes, lift constants, drop Dropout/Identity, fold BN."""
+    log = PrepareLog()
+    NameNodesPass()(model)
+    LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    TopologicalSortPass()(model)
+    drop = DropDropoutPass()
+    drop(model)
+    fold = FoldBatchNormPass()
+    fold(model)
+    RemoveUnusedNodesPass()(model)
+    TopologicalSortPass()(model)
+    log.dropped = drop.dropped
+    log.folded = fold.folded
+    log.notes = drop.notes + fold.notes
+    return log

@@ -1,0 +1,55 @@
+"""Drop Dropout and Identity nodes: at inference both pass their input through."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from onnx_ir.passes import InPlacePass, PassResult
+from onnx_ir.passes.common import IdentityEliminationPass
+
+
+class DropDropoutPass(InPlacePass):
+    """Turn inference-mode Dropout into Identity, then remove Identity nodes.
+
+    A Dropout is kept (and ``notes`` says why) when its mask output is used or
+    when it runs in training mode. The names of dropped nodes are in ``dropped``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notes: list[str] = []
+        self.dropped: list[str] = []
+
+    def call(self, model: ir.Model) -> PassResult:
+        graph = model.graph
+        for node in list(graph):
+            if node.op_type != "Dropout":
+                continue
+            if len(node.outputs) > 1 and node.outputs[1].uses():
+                self.notes.append(f"Dropout {node.name!r} not dropped: its mask output is used")
+                continue
+            training = node.inputs[2] if len(node.inputs) > 2 else None
+            if training is not None and (
+                training.const_value is None or bool(training.const_value.numpy())
+            ):
+                self.notes.append(
+                    f"Dropout {node.name!r} not dropped: training_mode is not a constant false"
+                )
+                continue
+            identity = ir.Node("", "Identity", [node.inputs[0]], name=node.name)
+            graph.insert_before(node, identity)
+            old = node.outputs[0]
+            new = identity.outputs[0]
+            new.name = old.name
+            new.shape, new.type = old.shape, old.type
+            old.replace_all_uses_with(new, replace_graph_outputs=True)
+            graph.remove(node, safe=True)
+        identities = [n.name for n in graph if n.op_type == "Identity"]
+        result = IdentityEliminationPass()(model)
+        remaining = {n.name for n in graph if n.op_type == "Identity"}
+        self.dropped = [name for name in identities if name not in remaining]
+        for name in sorted(remaining):
+            self.notes.append(
+                f"Identity/Dropout {name!r} not dropped: it connects a graph input directly "
+                "to a graph output"
+            )
+        return PassResult(model, bool(self.dropped) or result.modified)
