@@ -102,7 +102,7 @@ class FoldBatchNormPass(InPlacePass):
         was_output = out.is_graph_output()
         out_name = out.name
         out.replace_all_uses_with(x, replace_graph_outputs=True)
-        graph.remove(bn, safe=False)
+        graph.remove(bn, safe=True)
         if was_output:
             x.name = out_name
         self.folded[bn.name] = producer.name

@@ -1,0 +1,186 @@
+"""The calibration result: one row per tensor, MATLAB's columns first."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._io import write_atomic
+from ..errors import CalibrationDataError
+from .stats import TensorStats
+
+__all__ = ["COLUMNS", "Calibration", "RangeEntry"]
+
+#: MATLAB's columns, in its order; quantscope's own columns follow them.
+COLUMNS = [
+    "Optimized Layer Name",
+    "Network Layer Name",
+    "Learnables / Activations",
+    "MinValue",
+    "MaxValue",
+]
+EXTRA_COLUMNS = ["Tensor", "NumValues"]
+KINDS = ("Weights", "Bias", "Activations")
+_FORMAT = "quantscope.calibration"
+
+
+@dataclass(frozen=True)
+class RangeEntry:
+    """One calibrated tensor.
+
+    Attributes:
+        layer: optimized layer name.
+        network_layer: the last member of the optimized layer (MATLAB's Network Layer Name).
+        kind: ``"Weights"``, ``"Bias"`` or ``"Activations"``.
+        tensor: name of the ONNX value (initializer or activation) in the prepared model.
+        stats: its statistics.
+    """
+
+    layer: str
+    network_layer: str
+    kind: str
+    tensor: str
+    stats: TensorStats
+
+    @property
+    def row_name(self) -> str:
+        """MATLAB's Optimized Layer Name cell: ``<layer>_Weights``, ``<layer>_Bias``, or ``<layer>``."""
+        return self.layer if self.kind == "Activations" else f"{self.layer}_{self.kind}"
+
+
+class Calibration:
+    """Ranges of every weight, bias and activation tensor of a prepared network.
+
+    Attributes:
+        entries: one :class:`RangeEntry` per tensor, in topological order; per
+            optimized layer: Weights, Bias, Activations.
+        num_samples: number of samples the network ran on.
+        network: the prepared :class:`~quantscope.network.Network` (None when loaded from a file).
+    """
+
+    def __init__(self, entries: list[RangeEntry], num_samples: int, network=None, model_name: str = ""):
+        self.entries = list(entries)
+        self.num_samples = int(num_samples)
+        self.network = network
+        self.model_name = model_name
+        self._by_key = {(e.layer, e.kind): e for e in self.entries}
+
+    # ---- access --------------------------------------------------------------------
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per tensor: MATLAB's columns (``Optimized Layer Name``, ``Network Layer
+        Name``, ``Learnables / Activations``, ``MinValue``, ``MaxValue``), then ``Tensor``
+        (ONNX value name) and ``NumValues`` (values seen)."""
+        rows = [
+            (e.row_name, e.network_layer, e.kind, e.stats.min, e.stats.max, e.tensor, e.stats.count)
+            for e in self.entries
+        ]
+        df = pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS)
+        df["MinValue"] = df["MinValue"].astype(np.float64)
+        df["MaxValue"] = df["MaxValue"].astype(np.float64)
+        df["NumValues"] = df["NumValues"].astype(np.int64)
+        return df
+
+    def stats(self, layer: str, kind: str = "Activations") -> TensorStats:
+        """Statistics of ``layer``'s ``kind`` tensor (``"Weights"``, ``"Bias"``, ``"Activations"``)."""
+        try:
+            return self._by_key[(layer, kind)].stats
+        except KeyError:
+            raise KeyError(f"no {kind} entry for layer {layer!r}") from None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Calibration):
+            return NotImplemented
+        return self.num_samples == other.num_samples and [
+            (e.layer, e.network_layer, e.kind, e.tensor) for e in self.entries
+        ] == [(e.layer, e.network_layer, e.kind, e.tensor) for e in other.entries] and all(
+            a.stats == b.stats for a, b in zip(self.entries, other.entries)
+        )
+
+    def __repr__(self) -> str:
+        return f"Calibration({len(self.entries)} tensors, {self.num_samples} samples)"
+
+    # ---- files ---------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "format": _FORMAT,
+            "version": 1,
+            "model": self.model_name,
+            "num_samples": self.num_samples,
+            "entries": [
+                {
+                    "layer": e.layer,
+                    "network_layer": e.network_layer,
+                    "kind": e.kind,
+                    "tensor": e.tensor,
+                    **e.stats.to_dict(),
+                }
+                for e in self.entries
+            ],
+        }
+
+    def to_json(self) -> str:
+        """JSON text with every statistic, histograms included; floats round-trip exactly."""
+        return json.dumps(self.to_dict(), indent=1, allow_nan=True)
+
+    def to_csv(self) -> str:
+        """CSV text of :attr:`table` (floats written with full precision, ``%.17g``)."""
+        buf = io.StringIO()
+        self.table.to_csv(buf, index=False, float_format="%.17g")
+        return buf.getvalue()
+
+    def save(self, path: str | Path) -> Path:
+        """Write to ``path`` atomically: ``.json`` (everything) or ``.csv`` (the table)."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            return write_atomic(path, self.to_json())
+        if suffix == ".csv":
+            return write_atomic(path, self.to_csv())
+        raise CalibrationDataError(f"{path}: unknown format {suffix!r}; use a .json or .csv file name")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Calibration":
+        """Read a calibration saved with :meth:`save` (``.json`` or ``.csv``). From CSV,
+        the histograms are absent (``stats.hist is None``)."""
+        path = Path(path)
+        if not path.exists():
+            raise CalibrationDataError(f"{path}: no such file")
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            try:
+                d = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise CalibrationDataError(f"{path}: not valid JSON ({exc})") from None
+            return cls.from_dict(d, where=str(path))
+        if suffix == ".csv":
+            df = pd.read_csv(path)
+            missing = [c for c in COLUMNS + EXTRA_COLUMNS if c not in df.columns]
+            if missing:
+                raise CalibrationDataError(f"{path}: missing columns {missing}; not a quantscope ranges CSV")
+            entries = []
+            for row in df.itertuples(index=False):
+                name, network_layer, kind, lo, hi, tensor, count = row[:7]
+                layer = name if kind == "Activations" else name[: -len(kind) - 1]
+                stats = TensorStats(min=float(lo), max=float(hi), count=int(count), hist=None)
+                entries.append(RangeEntry(layer, network_layer, kind, tensor, stats))
+            return cls(entries, num_samples=0)
+        raise CalibrationDataError(f"{path}: unknown format {suffix!r}; use a .json or .csv file")
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "the data") -> "Calibration":
+        if d.get("format") != _FORMAT:
+            raise CalibrationDataError(f"{where}: not a quantscope calibration file (format {d.get('format')!r})")
+        entries = [
+            RangeEntry(e["layer"], e["network_layer"], e["kind"], e["tensor"], TensorStats.from_dict(e))
+            for e in d["entries"]
+        ]
+        return cls(entries, num_samples=d["num_samples"], model_name=d.get("model", ""))

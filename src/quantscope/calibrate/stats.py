@@ -1,0 +1,166 @@
+"""Mergeable per-tensor statistics: min, max, count and a fixed-edge histogram.
+
+The histogram needs no range in advance: a float32 value's bin is read off its
+bit pattern, the sign, the 8 exponent bits and the top ``MANTISSA_BITS`` mantissa
+bits (``bits >> (23 - MANTISSA_BITS)``). Every bin is a half-open interval
+``[lo, hi)`` of magnitudes with ``hi / lo <= 1 + 2**-MANTISSA_BITS`` (8 bins per
+octave, relative width at most 12.5 %), with a sign. Zero (and float32
+subnormals) fall in bin 0 of each sign.
+
+Because the edges are fixed, ``update`` and ``merge`` are exact integer
+additions plus min/max: the result does not depend on batch size, data order or
+how the data was split between workers (DESIGN.md idea 5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["MANTISSA_BITS", "NUM_BINS", "TensorStats", "bin_edges"]
+
+#: Mantissa bits kept in the bin index: 2**MANTISSA_BITS bins per octave.
+MANTISSA_BITS = 3
+_SHIFT = 23 - MANTISSA_BITS
+#: Bins per sign (magnitude bins); the index space with the sign bit is twice this.
+NUM_BINS = 1 << (8 + MANTISSA_BITS)
+
+
+def bin_edges() -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper magnitude edges of the ``NUM_BINS`` magnitude bins, float64.
+
+    Bin ``i`` holds magnitudes ``lo[i] <= |x| < hi[i]``; the last bins (exponent
+    255) are Inf/NaN and never hold finite values.
+    """
+    idx = np.arange(NUM_BINS, dtype=np.uint64)
+    lo = (idx << np.uint64(_SHIFT)).astype(np.uint32).view(np.float32).astype(np.float64)
+    hi_bits = ((idx + np.uint64(1)) << np.uint64(_SHIFT))
+    hi_bits = np.minimum(hi_bits, np.uint64(0x7F800000)).astype(np.uint32)
+    hi = hi_bits.view(np.float32).astype(np.float64)
+    return lo, hi
+
+
+@dataclass
+class TensorStats:
+    """Statistics of every value a tensor took: exact min/max/count and a histogram.
+
+    Attributes:
+        min, max: smallest and largest value seen (float64 holding the exact float32).
+        count: number of values seen.
+        hist: int64 array of length ``2 * NUM_BINS``; ``hist[:NUM_BINS]`` counts
+            values with sign bit 0 (``+0`` and positives) by magnitude bin,
+            ``hist[NUM_BINS:]`` counts negatives (and ``-0``). None when loaded from CSV.
+    """
+
+    min: float = float("inf")
+    max: float = float("-inf")
+    count: int = 0
+    hist: np.ndarray | None = field(default_factory=lambda: np.zeros(2 * NUM_BINS, dtype=np.int64))
+
+    # ---- building ----------------------------------------------------------------
+    def update(self, x: np.ndarray) -> "TensorStats":
+        """Add every value of ``x`` (any shape, float). Returns self.
+
+        Values are read as float32 for the histogram; min/max are exact for
+        float32 inputs. Non-finite values are counted by ``min``/``max`` being
+        NaN/Inf: check :meth:`finite` after updating.
+        """
+        if x.size == 0:
+            return self
+        lo = float(np.min(x))
+        hi = float(np.max(x))
+        if np.isnan(lo) or np.isnan(hi):
+            self.min = self.max = float("nan")
+        else:
+            self.min = min(self.min, lo)
+            self.max = max(self.max, hi)
+        self.count += int(x.size)
+        if self.hist is not None:
+            bits = np.ascontiguousarray(x, dtype=np.float32).reshape(-1).view(np.uint32)
+            self.hist += np.bincount(bits >> np.uint32(_SHIFT), minlength=2 * NUM_BINS).astype(np.int64)
+        return self
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> "TensorStats":
+        """Statistics of one array."""
+        return cls().update(x)
+
+    def merge(self, other: "TensorStats") -> "TensorStats":
+        """Combine with ``other`` (exact, order-independent). Returns a new object."""
+        if self.hist is None or other.hist is None:
+            hist = None
+        else:
+            hist = self.hist + other.hist
+        if np.isnan(self.min) or np.isnan(other.min):
+            lo = hi = float("nan")
+        else:
+            lo, hi = min(self.min, other.min), max(self.max, other.max)
+        return TensorStats(min=lo, max=hi, count=self.count + other.count, hist=hist)
+
+    # ---- reading -----------------------------------------------------------------
+    @property
+    def finite(self) -> bool:
+        """True when no NaN or Inf has been seen."""
+        return bool(np.isfinite(self.min) and np.isfinite(self.max)) or self.count == 0
+
+    @property
+    def max_abs(self) -> float:
+        """Largest magnitude seen, ``max(|min|, |max|)``."""
+        return max(abs(self.min), abs(self.max))
+
+    def magnitude_hist(self) -> np.ndarray:
+        """Counts by magnitude bin, both signs together (length ``NUM_BINS``)."""
+        if self.hist is None:
+            raise ValueError("these statistics have no histogram (loaded from CSV?)")
+        return self.hist[:NUM_BINS] + self.hist[NUM_BINS:]
+
+    def log2_hist(self) -> dict[int, int]:
+        """Counts of nonzero magnitudes by octave: ``{k: count of 2**k <= |x| < 2**(k+1)}``
+        (MATLAB's Deep Network Quantizer heat map), plus key ``None``-free zeros omitted."""
+        mag = self.magnitude_hist()
+        per_octave = mag.reshape(256, -1).sum(axis=1)
+        return {e - 127: int(c) for e, c in enumerate(per_octave) if c and e > 0}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TensorStats):
+            return NotImplemented
+        same_hist = (self.hist is None and other.hist is None) or (
+            self.hist is not None and other.hist is not None and np.array_equal(self.hist, other.hist)
+        )
+        return (
+            _same_float(self.min, other.min)
+            and _same_float(self.max, other.max)
+            and self.count == other.count
+            and same_hist
+        )
+
+    # ---- (de)serialization ---------------------------------------------------------
+    def to_dict(self) -> dict:
+        """JSON-ready dict; the histogram is stored sparse as ``[[bin, count], ...]``."""
+        out: dict = {"min": self.min, "max": self.max, "count": self.count}
+        if self.hist is not None:
+            nz = np.flatnonzero(self.hist)
+            out["hist"] = {
+                "mantissa_bits": MANTISSA_BITS,
+                "bins": [[int(i), int(self.hist[i])] for i in nz],
+            }
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TensorStats":
+        hist = None
+        if d.get("hist") is not None:
+            if d["hist"].get("mantissa_bits") != MANTISSA_BITS:
+                raise ValueError(
+                    f"histogram with {d['hist'].get('mantissa_bits')} mantissa bits; this "
+                    f"quantscope uses {MANTISSA_BITS}"
+                )
+            hist = np.zeros(2 * NUM_BINS, dtype=np.int64)
+            for i, c in d["hist"]["bins"]:
+                hist[int(i)] = int(c)
+        return cls(min=float(d["min"]), max=float(d["max"]), count=int(d["count"]), hist=hist)
+
+
+def _same_float(a: float, b: float) -> bool:
+    return (np.isnan(a) and np.isnan(b)) or a == b

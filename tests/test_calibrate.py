@@ -1,0 +1,168 @@
+"""Calibration on tiny models: exact ranges, determinism, files, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+from onnx.reference import ReferenceEvaluator
+
+import quantscope as qs
+from quantscope.calibrate.result import COLUMNS
+from tinymodels import images, make_model, small_cnn, tensor
+
+
+def reference_activations(model: onnx.ModelProto, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """Every named value computed by onnx.reference (independent of onnxruntime)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.output[:]
+    for name in names:
+        m.graph.output.append(helper.make_empty_tensor_value_info(name))
+    outs = ReferenceEvaluator(m).run(None, {m.graph.input[0].name: x})
+    return dict(zip(names, outs))
+
+
+def test_every_range_equals_numpy_exactly():
+    model = small_cnn(seed=5, exact=True)
+    x = images(20, seed=2)
+    net = qs.prepare(model)
+    cal = qs.calibrate(net, x, batch_size=8, progress=False)
+    t = cal.table
+    assert list(t.columns[:5]) == COLUMNS
+    layers_out = [layer.output for layer in net.layers[1:]]
+    ref = reference_activations(model, x, layers_out)
+    ref[net.input_name] = x
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    checked = 0
+    for row in t.itertuples(index=False):
+        name, network_layer, kind, lo, hi, tensor_name, count = row[:7]
+        values = init[tensor_name] if kind in ("Weights", "Bias") else ref[tensor_name]
+        assert lo == values.min() and hi == values.max(), (name, lo, hi, values.min(), values.max())
+        assert count == values.size
+        checked += 1
+    # 13 layers: 6 with weights and bias, all with activations
+    assert checked == 6 * 2 + 12
+    row = t[t["Optimized Layer Name"] == "fire2-squeeze1x1_fire2-relu_squeeze1x1_Weights"].iloc[0]
+    assert row["Network Layer Name"] == "fire2-relu_squeeze1x1" and row["Learnables / Activations"] == "Weights"
+    assert list(t["Optimized Layer Name"][:5]) == [
+        "imageinput",
+        "imageinput_normalization",
+        "conv1_relu_conv1_Weights",
+        "conv1_relu_conv1_Bias",
+        "conv1_relu_conv1",
+    ]
+    assert list(t["Network Layer Name"][:2]) == ["imageinput", "imageinput"]
+
+
+def test_table_identical_for_batch_sizes_and_order():
+    net = qs.prepare(small_cnn(seed=1))
+    x = images(150, seed=3)
+    base = qs.calibrate(net, x, batch_size=1, progress=False)
+    for bs in (7, 64):
+        other = qs.calibrate(net, x, batch_size=bs, progress=False)
+        assert other == base
+        assert other.table.equals(base.table)
+        assert other.to_json() == base.to_json()
+    perm = np.random.default_rng(0).permutation(len(x))
+    shuffled = qs.calibrate(net, x[perm], batch_size=7, progress=False)
+    assert shuffled == base and shuffled.to_json() == base.to_json()
+
+
+def test_json_and_csv_round_trip(tmp_path):
+    net = qs.prepare(small_cnn())
+    cal = qs.calibrate(net, images(10), batch_size=4, progress=False)
+    cal.save(tmp_path / "ranges.json")
+    back = qs.Calibration.load(tmp_path / "ranges.json")
+    assert back == cal
+    assert back.table.equals(cal.table)
+    cal.save(tmp_path / "ranges.csv")
+    from_csv = qs.Calibration.load(tmp_path / "ranges.csv")
+    assert from_csv.table.equals(cal.table)
+    assert from_csv.entries[0].stats.hist is None
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary files left behind
+    with pytest.raises(qs.CalibrationDataError, match="unknown format"):
+        cal.save(tmp_path / "ranges.txt")
+    json.loads((tmp_path / "ranges.json").read_text())
+
+
+def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
+    net = qs.prepare(small_cnn())
+    cal = qs.calibrate(net, images(4), progress=False)
+    target = tmp_path / "ranges.json"
+    target.write_text("previous result")
+
+    def boom(self):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(qs.Calibration, "to_json", boom)
+    with pytest.raises(RuntimeError):
+        cal.save(target)
+    assert target.read_text() == "previous result"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_nan_activation_names_the_layer():
+    # log of a negative value: NaN in layer "log_layer"
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["g"], name="fc"),
+        helper.make_node("Log", ["g"], ["y"], name="log_layer"),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 2])], [tensor("y", ["N", 2])], {"w": -np.eye(2, dtype=np.float32)})
+    x = np.array([[-1.0, -2.0], [-1.0, -2.0], [1.0, 0.5]], np.float32)
+    with pytest.raises(qs.NonFiniteActivationError, match="log_layer") as info:
+        qs.calibrate(model, x, batch_size=2, progress=False)
+    assert info.value.layer == "log_layer"
+    assert "sample 2" in str(info.value)
+
+
+def test_inf_activation_names_the_layer():
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["y"], name="huge_fc")]
+    model = make_model(nodes, [tensor("x", ["N", 2])], [tensor("y", ["N", 2])], {"w": np.full((2, 2), 3e38, np.float32)})
+    with pytest.raises(qs.NonFiniteActivationError, match="Inf in the output of layer 'huge_fc'"):
+        qs.calibrate(model, np.ones((2, 2), np.float32), progress=False)
+
+
+def test_shape_that_does_not_fit():
+    with pytest.raises(qs.CalibrationDataError, match="shape"):
+        qs.calibrate(small_cnn(), np.zeros((4, 3, 9, 9), np.float32), progress=False)
+
+
+def test_empty_data():
+    with pytest.raises(qs.CalibrationDataError, match="no samples"):
+        qs.calibrate(small_cnn(), np.zeros((0, 3, 8, 8), np.float32), progress=False)
+
+
+def test_streaming_iterable_and_labels():
+    net = qs.prepare(small_cnn())
+    x = images(30)
+    y = np.arange(30) % 3
+    base = qs.calibrate(net, x, progress=False)
+    pairs = [(x[i : i + 9], y[i : i + 9]) for i in range(0, 30, 9)]
+    assert qs.calibrate(net, pairs, batch_size=4, progress=False) == base
+    assert qs.calibrate(net, (x, y), batch_size=5, progress=False) == base
+
+
+def test_nhwc_layout():
+    net = qs.prepare(small_cnn())
+    x = images(6)
+    a = qs.calibrate(net, x, progress=False)
+    b = qs.calibrate(net, np.ascontiguousarray(x.transpose(0, 2, 3, 1)), layout="NHWC", progress=False)
+    assert a == b
+
+
+def test_use_gpu_without_gpu_is_a_clear_error():
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has a GPU provider")
+    with pytest.raises(qs.DeviceError, match="GPU"):
+        qs.calibrate(small_cnn(), images(2), use_gpu=True, progress=False)
+
+
+def test_bad_batch_size():
+    with pytest.raises(qs.CalibrationDataError, match="batch_size"):
+        qs.calibrate(small_cnn(), images(2), batch_size=0, progress=False)

@@ -1,0 +1,76 @@
+"""The command line, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+import quantscope as qs
+from quantscope.cli import main
+from tinymodels import images, small_cnn
+
+
+@pytest.fixture()
+def model_and_data(tmp_path):
+    model = tmp_path / "small.onnx"
+    onnx.save(small_cnn(), model)
+    data = tmp_path / "cal.npz"
+    np.savez(data, x=images(12), y=np.arange(12) % 3)
+    return model, data
+
+
+def test_calibrate_writes_json_and_csv(model_and_data, tmp_path, capsys):
+    model, data = model_and_data
+    assert main(["calibrate", str(model), str(data), "--batch-size", "5", "--out", str(tmp_path / "r.json"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "fire2-squeeze1x1_fire2-relu_squeeze1x1_Weights" in out.replace("\n", "") or "fire2-squeeze1x1" in out
+    assert "12 samples" in out
+    saved = qs.Calibration.load(tmp_path / "r.json")
+    direct = qs.calibrate(qs.prepare(model), np.load(data)["x"], progress=False)
+    assert saved == direct
+    assert main(["calibrate", str(model), str(data), "--out", str(tmp_path / "r.csv"), "--quiet"]) == 0
+    assert qs.Calibration.load(tmp_path / "r.csv").table.equals(direct.table)
+
+
+def test_errors_exit_2_with_message(model_and_data, tmp_path, capsys):
+    model, data = model_and_data
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00\x01garbage" * 10)
+    assert main(["calibrate", str(bad), str(data), "--quiet"]) == 2
+    assert "bad.onnx" in capsys.readouterr().err
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((2, 3, 5, 5), np.float32))
+    assert main(["calibrate", str(model), str(wrong), "--quiet"]) == 2
+    assert "shape" in capsys.readouterr().err
+
+
+def test_console_script_installed(model_and_data, tmp_path):
+    exe = shutil.which("quantscope")
+    if exe is None:
+        pytest.skip("quantscope console script not on PATH")
+    model, data = model_and_data
+    out = tmp_path / "r.json"
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    result = subprocess.run([exe, "calibrate", str(model), str(data), "--out", str(out)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Calibrating" not in result.stderr  # no progress bar when not a terminal
+    assert json.loads(out.read_text())["num_samples"] == 12
+
+
+def test_demo_runs(capsys):
+    from quantscope.demo import run_demo
+
+    result = run_demo(quiet=True)
+    table = result["calibration"].table
+    row = table[table["Optimized Layer Name"] == "fire2-squeeze1x1_fire2-relu_squeeze1x1_Weights"]
+    assert len(row) == 1 and row.iloc[0]["Network Layer Name"] == "fire2-relu_squeeze1x1"
+    assert table.iloc[0]["Optimized Layer Name"] == "imageinput"
+    assert table.iloc[0]["MinValue"] >= 0 and table.iloc[0]["MaxValue"] <= 255
+    assert (table["Optimized Layer Name"] == "imageinput_normalization").any()

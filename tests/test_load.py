@@ -1,0 +1,124 @@
+"""Loading: good models load, bad ones get clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import quantscope as qs
+from tinymodels import make_model, small_cnn, tensor
+
+
+def test_load_file_and_modelproto(tmp_path):
+    model = small_cnn()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    a = qs.prepare(path)
+    b = qs.prepare(model)
+    assert [x.name for x in a.layers] == [x.name for x in b.layers]
+
+
+def test_not_onnx(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("this is a text file, not a network\n" * 20)
+    with pytest.raises(qs.ModelLoadError, match="notes.onnx"):
+        qs.prepare(path)
+
+
+def test_missing_and_empty(tmp_path):
+    with pytest.raises(qs.ModelLoadError, match="no such file"):
+        qs.prepare(tmp_path / "nothere.onnx")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(qs.ModelLoadError, match="empty"):
+        qs.prepare(tmp_path / "empty.onnx")
+
+
+def test_truncated_model(tmp_path):
+    data = small_cnn().SerializeToString()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(qs.ModelLoadError, match="cut.onnx"):
+        qs.prepare(path)
+
+
+def test_unsupported_operators_all_named():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="ok_relu"),
+        helper.make_node("Hardmax", ["a"], ["b"], name="nms_1"),
+        helper.make_node("Relu", ["x"], ["c"], name="ok2"),
+        helper.make_node("MyCustomOp", ["c"], ["d"], name="custom_7", domain="com.example"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [tensor("x", ["N", 4])], [tensor("b", ["N", 4]), tensor("d", ["N", 4])]
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    )
+    model.ir_version = 8
+    with pytest.raises(qs.UnsupportedModelError) as info:
+        qs.prepare(model)
+    msg = str(info.value)
+    assert "nms_1 (Hardmax)" in msg and "custom_7" in msg and "MyCustomOp" in msg
+    assert {n for n, _ in info.value.nodes} == {"nms_1", "custom_7"}
+
+
+def _with_external_weights(tmp_path, location: str) -> onnx.ModelProto:
+    w = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    model = make_model(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")],
+        [tensor("x", ["N", 64])],
+        [tensor("y", ["N", 64])],
+        {"w": w},
+    )
+    tensor_proto = model.graph.initializer[0]
+    (tmp_path / "weights.bin").write_bytes(w.tobytes())
+    tensor_proto.ClearField("raw_data")
+    tensor_proto.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(w.nbytes))):
+        entry = tensor_proto.external_data.add()
+        entry.key, entry.value = key, value
+    return model
+
+
+def test_external_data_inside_folder_loads(tmp_path):
+    model = _with_external_weights(tmp_path, "weights.bin")
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    net = qs.prepare(path)
+    np.testing.assert_array_equal(net.constant("w"), np.arange(64 * 64, dtype=np.float32).reshape(64, 64))
+
+
+@pytest.mark.parametrize("location", ["../weights.bin", "/etc/passwd", "sub/../../weights.bin"])
+def test_external_data_outside_folder_refused(tmp_path, location):
+    sub = tmp_path / "model_dir"
+    sub.mkdir()
+    model = _with_external_weights(tmp_path, location)
+    path = sub / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(qs.ModelLoadError, match="outside the model's folder"):
+        qs.prepare(path)
+
+
+def test_wrong_type_of_source():
+    with pytest.raises(qs.ModelLoadError, match="cannot load"):
+        qs.prepare(12345)
+
+
+def test_two_inputs_refused():
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"], name="add")]
+    model = make_model(nodes, [tensor("a", ["N", 2]), tensor("b", ["N", 2])], [tensor("y", ["N", 2])], {})
+    with pytest.raises(qs.UnsupportedModelError, match="2 inputs"):
+        qs.prepare(model)
+
+
+def test_torch_module_export():
+    torch = pytest.importorskip("torch")
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3))
+    net = qs.prepare(module, example_input=torch.zeros(1, 1, 6, 6))
+    kinds = [layer.kind for layer in net.layers]
+    assert kinds[:2] == ["input", "conv"] and kinds[-1] == "fc"
+    assert net.input_shape == (None, 1, 6, 6)
+    with pytest.raises(qs.ModelLoadError, match="example_input"):
+        qs.prepare(module)

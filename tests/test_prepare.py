@@ -1,0 +1,124 @@
+"""Preparation: BatchNormalization folding, Dropout/Identity removal, optimized layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+import quantscope as qs
+from tinymodels import images, make_model, small_cnn, tensor
+
+
+def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def test_optimized_layer_names_and_mapping():
+    net = qs.prepare(small_cnn())
+    names = [layer.name for layer in net.layers]
+    assert names == [
+        "imageinput",
+        "imageinput_normalization",
+        "conv1_relu_conv1",
+        "pool1",
+        "fire2-squeeze1x1_fire2-relu_squeeze1x1",
+        "fire2-expand1x1_fire2-relu_expand1x1",
+        "fire2-expand3x3_fire2-relu_expand3x3",
+        "fire2-concat",
+        "pool10",
+        "flatten",
+        "fc_relu_fc",
+        "fc2_fc2_add",
+        "prob",
+    ]
+    sq = net.layer("fire2-squeeze1x1_fire2-relu_squeeze1x1")
+    assert sq.network_layer == "fire2-relu_squeeze1x1"
+    assert sq.kind == "conv" and sq.weight == "sq_W" and sq.bias == "sq_B"
+    assert net.layer("fc2_fc2_add").kind == "fc" and net.layer("fc2_fc2_add").bias == "fc2_B"
+    norm = net.layer("imageinput_normalization")
+    assert norm.network_layer == "imageinput" and norm.members == ("norm_sub", "norm_div")
+    assert net.layer_of["relu_conv1"] == "conv1_relu_conv1"
+    assert net.layer_of["conv1"] == "conv1_relu_conv1"
+    assert net.layer("relu_fc").name == "fc_relu_fc"
+    assert net.input_shape == (None, 3, 8, 8)
+
+
+def _fold_reference(model: onnx.ModelProto) -> tuple[np.ndarray, np.ndarray]:
+    """Fold bn1 into conv1 independently (float64 numpy)."""
+    init = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    s = init["bn_scale"] / np.sqrt(init["bn_var"] + 1e-3)
+    w = init["conv1_W"] * s[:, None, None, None]
+    b = (init["conv1_B"] - init["bn_mean"]) * s + init["bn_bias"]
+    return w.astype(np.float32), b.astype(np.float32)
+
+
+def test_batchnorm_folded_outputs_match_and_weights_are_folded():
+    model = small_cnn(seed=3, with_bn=True)
+    net = qs.prepare(model)
+    assert net.log.folded == {"bn1": "conv1"}
+    assert not any(n.op_type == "BatchNormalization" for n in net.model.graph)
+    x = images(16)
+    original = run(model, x)
+    prepared = run(net.to_proto(), x)
+    np.testing.assert_allclose(prepared, original, rtol=1e-5, atol=1e-7)
+    # compare the logits too (softmax can hide differences)
+    logits_name = net.layer("fc2_fc2_add").output
+    a = run(net.to_proto([logits_name]), x)
+    layer = net.layer("conv1_relu_conv1")
+    assert layer.folded == ("bn1",)
+    w_ref, b_ref = _fold_reference(model)
+    np.testing.assert_array_equal(net.constant(layer.weight), w_ref)
+    np.testing.assert_array_equal(net.constant(layer.bias), b_ref)
+    cal = qs.calibrate(net, x, batch_size=8)
+    t = cal.table.set_index("Optimized Layer Name")
+    assert t.loc["conv1_relu_conv1_Weights", "MinValue"] == w_ref.min()
+    assert t.loc["conv1_relu_conv1_Weights", "MaxValue"] == w_ref.max()
+    assert t.loc["conv1_relu_conv1_Bias", "MaxValue"] == b_ref.max()
+    assert a.shape == (16, 3)
+
+
+def test_batchnorm_after_add_is_not_folded_and_says_why():
+    rng = np.random.default_rng(0)
+    init = {
+        "w": rng.standard_normal((4, 2, 1, 1)).astype(np.float32),
+        "s": np.ones(4, np.float32),
+        "b": np.zeros(4, np.float32),
+        "m": np.zeros(4, np.float32),
+        "v": np.ones(4, np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Add", ["c", "c"], ["a"], name="add"),
+        helper.make_node("BatchNormalization", ["a", "s", "b", "m", "v"], ["y"], name="bn_after_add"),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 2, 3, 3])], [tensor("y", ["N", 4, 3, 3])], init)
+    net = qs.prepare(model)
+    assert net.log.folded == {}
+    assert any("bn_after_add" in n and "Add" in n for n in net.log.notes), net.log.notes
+    assert [layer.kind for layer in net.layers] == ["input", "conv", "Add", "BatchNormalization"]
+
+
+def test_dropout_and_identity_are_dropped():
+    model = small_cnn(with_dropout=True)
+    net = qs.prepare(model)
+    assert "drop9" in net.log.dropped
+    assert not any(n.op_type in ("Dropout", "Identity") for n in net.model.graph)
+    x = images(4)
+    np.testing.assert_array_equal(run(net.to_proto(), x), run(model, x))
+
+
+def test_identity_that_is_graph_output_keeps_output_name():
+    init = {"w": np.ones((2, 2), np.float32)}
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["g"], name="fc"),
+        helper.make_node("Identity", ["g"], ["y"], name="id"),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 2])], [tensor("y", ["N", 2])], init)
+    net = qs.prepare(model)
+    assert net.output_names == ["y"]
+    assert [layer.name for layer in net.layers] == ["x", "fc"]
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    np.testing.assert_array_equal(run(net.to_proto(), x), run(model, x))
