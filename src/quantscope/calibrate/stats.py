@@ -34,6 +34,11 @@ def bin_edges() -> tuple[np.ndarray, np.ndarray]:
     255) are Inf/NaN and never hold finite values.
     """
     idx = np.arange(NUM_BINS, dtype=np.uint64)
+    with np.errstate(invalid="ignore"):  # the last bins are NaN patterns
+        return _edges(idx)
+
+
+def _edges(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lo = (idx << np.uint64(_SHIFT)).astype(np.uint32).view(np.float32).astype(np.float64)
     hi_bits = ((idx + np.uint64(1)) << np.uint64(_SHIFT))
     hi_bits = np.minimum(hi_bits, np.uint64(0x7F800000)).astype(np.uint32)

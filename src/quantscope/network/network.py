@@ -115,6 +115,31 @@ class Network:
                 mapping[member] = layer.name
         return mapping
 
+    def value_shape(self, name: str) -> tuple[int | None, ...] | None:
+        """Shape of value ``name`` (activation or initializer) from shape inference,
+        ``None`` for symbolic dims (the batch), or None when unknown. NCHW for images."""
+        if name in self.model.graph.initializers:
+            return tuple(self.model.graph.initializers[name].const_value.shape)
+        value = self._values().get(name)
+        if value is None or value.shape is None:
+            return None
+        return tuple(d if isinstance(d, int) else None for d in value.shape)
+
+    def node_attributes(self, node_name: str) -> dict[str, Any]:
+        """Attributes of ONNX node ``node_name`` as plain Python values (ints, floats, lists)."""
+        node = self._nodes()[node_name]
+        return {k: a.value for k, a in node.attributes.items()}
+
+    def _values(self) -> dict[str, ir.Value]:
+        values = {v.name: v for v in self.model.graph.inputs}
+        for node in self.model.graph:
+            for out in node.outputs:
+                values[out.name] = out
+        return values
+
+    def _nodes(self) -> dict[str, ir.Node]:
+        return {node.name: node for node in self.model.graph}
+
     def constant(self, name: str) -> np.ndarray:
         """The array of initializer ``name`` in the prepared model."""
         value = self.model.graph.initializers[name]
