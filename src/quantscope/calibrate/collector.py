@@ -56,6 +56,39 @@ def weight_entries(network: Network, layer) -> list[RangeEntry]:
     return entries
 
 
+#: Layers whose output holds exactly the values of their single input, rearranged.
+_SAME_VALUES = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose"})
+
+
+def derived_layers(network: Network) -> dict[str, tuple[str, ...]]:
+    """Layers whose output statistics follow exactly from other layers' outputs:
+    ``{layer name: value names whose statistics merge into it}``.
+
+    A Flatten/Reshape/Squeeze/Unsqueeze/Transpose output holds the same multiset
+    of values as its input, and a Concat output the union of its inputs', so
+    their min, max, count and histogram are those of the inputs merged. The
+    collector does not fetch these tensors from onnxruntime at all.
+    """
+    outputs = {layer.output for layer in network.layers}
+    derived: dict[str, tuple[str, ...]] = {}
+    for layer in network.layers[1:]:
+        if layer.kind not in _SAME_VALUES and layer.kind != "Concat":
+            continue
+        if layer.kind in _SAME_VALUES and len(layer.inputs) != 1:
+            continue
+        node_inputs = layer.inputs
+        if layer.kind == "Concat" and len(node_inputs) != _num_node_inputs(network, layer):
+            continue  # a constant operand: compute it directly
+        if node_inputs and all(name in outputs for name in node_inputs):
+            derived[layer.name] = node_inputs
+    return derived
+
+
+def _num_node_inputs(network: Network, layer) -> int:
+    node = next(n for n in network.model.graph if n.name == layer.members[0])
+    return sum(1 for v in node.inputs if v is not None)
+
+
 def calibrate(
     network: Any,
     data: Any,
@@ -101,7 +134,8 @@ def calibrate(
         entries.append(RangeEntry(layer.name, layer.network_layer, "Activations", layer.output, TensorStats()))
 
     input_layer = network.layers[0]
-    act_layers = network.layers[1:]
+    derived = derived_layers(network)
+    act_layers = [layer for layer in network.layers[1:] if layer.name not in derived]
     output_names = [layer.output for layer in act_layers]
     session = create_session(network.to_proto(output_names).SerializeToString(), use_gpu=use_gpu)
     input_dtype = network.input_dtype
@@ -118,6 +152,16 @@ def calibrate(
             bar.advance(len(x))
     if num_samples == 0:
         raise CalibrationDataError("the calibration data contains no samples; give at least one input")
+    by_output = {layer.output: entries[act_index[layer.name]] for layer in network.layers}
+    for layer in network.layers:  # topological order: sources are final before use
+        if layer.name in derived:
+            stats = TensorStats()
+            for name in derived[layer.name]:
+                stats = stats.merge(by_output[name].stats)
+            entries[act_index[layer.name]] = RangeEntry(
+                layer.name, layer.network_layer, "Activations", layer.output, stats
+            )
+            by_output[layer.output] = entries[act_index[layer.name]]
     return Calibration(entries, num_samples, network=network, model_name=network.source_name)
 
 
