@@ -1,0 +1,357 @@
+"""The quantization plan: integer types of every tensor, chosen from the calibration.
+
+A :class:`QuantPlan` says, for a prepared network and a scheme, how each
+activation tensor, each weight and each bias is stored as integers
+(:class:`QParams`), which layers run in integers, and which stay in float and why.
+It is pure data: the simulator (``quantscope.simulate``) executes it and the
+exporter writes it as QDQ ONNX.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from ..calibrate.result import Calibration
+from ..calibrate.stats import NUM_BINS, TensorStats, bin_edges
+from ..errors import ConfigurationError
+from ..network import Network, OptimizedLayer
+from .numerics import FloatScale, PowerOfTwo, Rounding, Saturation, pow2_exponent, quantize, round_values
+
+__all__ = [
+    "INT_LAYER_KINDS",
+    "PASS_THROUGH_KINDS",
+    "QParams",
+    "QuantPlan",
+    "histogram_exponent",
+    "make_plan",
+    "resolve_scheme",
+]
+
+#: Layer kinds with an integer kernel (simulate.reference / simulate.fast).
+INT_LAYER_KINDS = frozenset(
+    {
+        "input", "conv", "fc", "MaxPool", "AveragePool", "GlobalAveragePool", "Add", "Concat",
+        "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Relu", "Clip", "LeakyRelu", "PRelu",
+    }
+)
+#: Kinds whose output holds the input's values rearranged: same integer type as the input.
+PASS_THROUGH_KINDS = frozenset({"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"})
+#: Kinds that stay in float, with their outputs (MATLAB keeps softmax/output layers in float).
+FLOAT_OUTPUT_KINDS = frozenset({"Softmax", "LogSoftmax", "Sigmoid", "Tanh", "Exp", "Log", "Erf", "Gelu"})
+
+
+@dataclass(frozen=True)
+class QParams:
+    """How a real tensor is stored as integers: ``x = (q - zero_point) * scale``.
+
+    Attributes:
+        scale: float64, shape ``()`` (per tensor) or ``(C,)`` (per channel along ``axis``).
+        zero_point: int64, same shape as ``scale``.
+        bits: integer width (8 for weights and activations, 32 for biases).
+        axis: the channel axis for per-channel parameters, else None.
+        exponent: for power-of-two parameters, ``scale == 2.0 ** exponent``; else None.
+    """
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    bits: int = 8
+    axis: int | None = None
+    exponent: int | None = None
+
+    @classmethod
+    def pow2(cls, exponent: int, bits: int = 8) -> "QParams":
+        return cls(np.array(2.0 ** exponent), np.array(0, np.int64), bits, None, int(exponent))
+
+    @property
+    def qmin(self) -> int:
+        return -(1 << (self.bits - 1))
+
+    @property
+    def qmax(self) -> int:
+        return (1 << (self.bits - 1)) - 1
+
+    def quantize(self, x: np.ndarray, rounding: Rounding, saturation: Saturation) -> np.ndarray:
+        """Integers for real ``x`` (eq. (2) of docs/int8.md)."""
+        return quantize(x, self.scale, self.zero_point, self.bits, rounding, saturation, axis=self.axis)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        """Real values (float64) of integers ``q`` (eq. (10))."""
+        s, z = self.scale, self.zero_point
+        if self.axis is not None:
+            shape = [1] * q.ndim
+            shape[self.axis] = -1
+            s, z = s.reshape(shape), z.reshape(shape)
+        return (q.astype(np.float64) - z) * s
+
+    def to_dict(self) -> dict:
+        d: dict = {"bits": self.bits}
+        if self.exponent is not None:
+            d["exponent"] = self.exponent
+        d["scale"] = self.scale.tolist()
+        d["zero_point"] = self.zero_point.tolist()
+        if self.axis is not None:
+            d["axis"] = self.axis
+        return d
+
+    def same_as(self, other: "QParams | None") -> bool:
+        return (
+            other is not None
+            and self.bits == other.bits
+            and self.axis == other.axis
+            and np.array_equal(self.scale, other.scale)
+            and np.array_equal(self.zero_point, other.zero_point)
+        )
+
+
+@dataclass
+class QuantPlan:
+    """Integer types for a prepared network under one scheme.
+
+    Attributes:
+        network: the prepared network.
+        scheme: :class:`PowerOfTwo` (FPGA) or :class:`FloatScale` (CPU).
+        activations: value name -> :class:`QParams` of every quantized activation
+            (the network input and each integer layer's output).
+        weights: layer name -> (int8 weights, their QParams).
+        biases: layer name -> (int32 bias, its QParams at ``s_w * s_x``).
+        float_layers: layer name -> why that layer computes in float.
+    """
+
+    network: Network
+    scheme: PowerOfTwo | FloatScale
+    activations: dict[str, QParams] = field(default_factory=dict)
+    weights: dict[str, tuple[np.ndarray, QParams]] = field(default_factory=dict)
+    biases: dict[str, tuple[np.ndarray, QParams]] = field(default_factory=dict)
+    float_layers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rounding(self) -> Rounding:
+        return self.scheme.rounding
+
+    @property
+    def saturation(self) -> Saturation:
+        return self.scheme.saturation
+
+    def is_int(self, layer: OptimizedLayer) -> bool:
+        return layer.name not in self.float_layers
+
+    def summary(self) -> list[tuple[str, str, str]]:
+        """(layer, "int8" or "float", reason) for every layer."""
+        rows = []
+        for layer in self.network.layers:
+            if layer.name in self.float_layers:
+                rows.append((layer.name, "float", self.float_layers[layer.name]))
+            else:
+                how = "int8 weights, int32 bias" if layer.name in self.weights else "int8 output"
+                rows.append((layer.name, "int8", how))
+        return rows
+
+    def memory_bytes(self) -> tuple[int, int]:
+        """LearnableParameterMemory (bytes) of the float network and of the quantized one.
+
+        Float: 4 bytes per learnable. Quantized: 1 byte per int8 weight and 4 per
+        int32 bias of each quantized layer, 4 bytes per learnable of layers left in
+        float (SPEC.md section 2).
+        """
+        float_bytes = quant_bytes = 0
+        for layer in self.network.layers:
+            sizes = [self.network.constant(n).size for n in (layer.weight, layer.bias) if n is not None]
+            float_bytes += 4 * sum(sizes)
+            if layer.name in self.weights:
+                quant_bytes += self.weights[layer.name][0].size
+                if layer.name in self.biases:
+                    quant_bytes += 4 * self.biases[layer.name][0].size
+            else:
+                quant_bytes += 4 * sum(sizes)
+        return float_bytes, quant_bytes
+
+    def to_dict(self) -> dict:
+        """Exponents/scales of every tensor, JSON-ready."""
+        return {
+            "scheme": type(self.scheme).__name__,
+            "rounding": self.rounding.name,
+            "saturation": self.saturation.name,
+            "activations": {k: v.to_dict() for k, v in self.activations.items()},
+            "weights": {k: v[1].to_dict() for k, v in self.weights.items()},
+            "biases": {k: v[1].to_dict() for k, v in self.biases.items()},
+            "float_layers": dict(self.float_layers),
+        }
+
+
+def resolve_scheme(scheme: str | PowerOfTwo | FloatScale) -> PowerOfTwo | FloatScale:
+    """``"fpga"``/``"pow2"`` -> PowerOfTwo(), ``"cpu"`` -> FloatScale(), objects as they are."""
+    if isinstance(scheme, (PowerOfTwo, FloatScale)):
+        return scheme
+    names = {"fpga": PowerOfTwo, "pow2": PowerOfTwo, "cpu": FloatScale}
+    if isinstance(scheme, str) and scheme.lower() in names:
+        return names[scheme.lower()]()
+    raise ConfigurationError(f"unknown target/scheme {scheme!r}: use 'fpga', 'cpu', PowerOfTwo(...) or FloatScale(...)")
+
+
+# ---------------------------------------------------------------- exponent choice
+
+_LO, _HI = bin_edges()
+
+
+def histogram_exponent(stats: TensorStats, word_length: int = 8, search: int = 8) -> int:
+    """The power-of-two exponent with the least expected squared error over the
+    histogram (the "Histogram" exponent method), saturation included.
+
+    For each candidate ``e`` in ``[e_minmax - search, e_minmax]``, every histogram
+    bin contributes ``count * err``, with the bin's value ``v`` taken at its
+    centre (clamped to the observed range): ``(v - qmax * 2^e)^2`` when ``v``
+    saturates, ``v^2`` when it flushes to zero (``v < 2^e / 2``), and the uniform
+    rounding noise ``4^e / 12`` otherwise. Ties go to the larger exponent.
+    """
+    e_max = pow2_exponent(stats.max_abs, word_length)
+    if stats.hist is None or stats.count == 0 or stats.max_abs == 0:
+        return e_max
+    qmax = (1 << (word_length - 1)) - 1
+    centre = np.where(np.isfinite(_HI), (_LO + _HI) / 2, _LO)
+    best_e, best_err = e_max, None
+    pos, neg = stats.hist[:NUM_BINS].astype(np.float64), stats.hist[NUM_BINS:].astype(np.float64)
+    v_pos = np.minimum(centre, max(stats.max, 0.0))
+    v_neg = np.minimum(centre, max(-stats.min, 0.0))
+    for e in range(e_max, e_max - search - 1, -1):
+        step = 2.0 ** e
+        err = 0.0
+        for counts, v, top in ((pos, v_pos, qmax * step), (neg, v_neg, (qmax + 1) * step)):
+            sat = v > top + step / 2
+            flush = v < step / 2
+            per = np.where(sat, (v - top) ** 2, np.where(flush, v**2, step * step / 12.0))
+            err += float(np.dot(counts, per))
+        if best_err is None or err < best_err:
+            best_e, best_err = e, err
+    return best_e
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def _weight_axis(network: Network, layer: OptimizedLayer) -> int:
+    """The output-channel axis of a layer's weight tensor."""
+    if layer.op_types[0] == "Conv":
+        return 0
+    if layer.op_types[0] == "Gemm":
+        return 0 if network.node_attributes(layer.members[0]).get("transB", 0) else 1
+    return 1  # MatMul (K, M)
+
+
+def _float_activation_qparams(stats: TensorStats, symmetric: bool) -> QParams:
+    """onnxruntime's int8 activation parameters (quant_utils.compute_scale_zp)."""
+    rmin, rmax = min(stats.min, 0.0), max(stats.max, 0.0)
+    if symmetric:
+        absmax = max(abs(rmin), abs(rmax))
+        scale = 2 * absmax / 254 if absmax > 0 else 1.0
+        return QParams(np.array(scale), np.array(0, np.int64))
+    scale = (rmax - rmin) / 255.0
+    if scale == 0:
+        return QParams(np.array(1.0), np.array(0, np.int64))
+    zp = int(np.clip(round_values(np.array(-128 - rmin / scale), Rounding.HALF_EVEN), -128, 127))
+    return QParams(np.array(scale), np.array(zp, np.int64))
+
+
+def make_plan(
+    calibration: Calibration,
+    scheme: str | PowerOfTwo | FloatScale = "fpga",
+    keep_float: Iterable[str] = (),
+    network: Network | None = None,
+) -> QuantPlan:
+    """Choose integer types for every tensor of the calibrated network.
+
+    Args:
+        calibration: ranges from :func:`quantscope.calibrate`.
+        scheme: ``"fpga"`` / :class:`PowerOfTwo` or ``"cpu"`` / :class:`FloatScale`.
+        keep_float: names of layers (optimized or network layer names) to leave in float.
+        network: the prepared network, when the calibration was loaded from a file.
+
+    Raises:
+        ConfigurationError: a name in ``keep_float`` is not a layer of the network,
+            or the calibration does not match the network.
+    """
+    scheme = resolve_scheme(scheme)
+    network = network or calibration.network
+    if network is None:
+        raise ConfigurationError("this calibration has no network: pass network=quantscope.prepare(model)")
+    keep: set[str] = set()
+    for name in keep_float:
+        try:
+            keep.add(network.layer(name).name)
+        except KeyError:
+            raise ConfigurationError(
+                f"keep_float names {name!r}, which is not a layer of the network; layers are: "
+                f"{', '.join(layer.name for layer in network.layers)}"
+            ) from None
+    if network.layers[0].name in keep:
+        raise ConfigurationError("the input layer cannot be kept in float alone; keep the layers after it instead")
+
+    plan = QuantPlan(network, scheme)
+    wl = scheme.word_length if isinstance(scheme, PowerOfTwo) else 8
+
+    def act_qparams(layer: OptimizedLayer) -> QParams:
+        try:
+            stats = calibration.stats(layer.name)
+        except KeyError:
+            raise ConfigurationError(
+                f"the calibration has no range for layer {layer.name!r}: was it made for another network?"
+            ) from None
+        if not stats.finite:
+            raise ConfigurationError(f"layer {layer.name!r} has a non-finite calibrated range")
+        if isinstance(scheme, PowerOfTwo):
+            if scheme.exponent_method == "Histogram":
+                return QParams.pow2(histogram_exponent(stats, wl), wl)
+            return QParams.pow2(pow2_exponent(stats.max_abs, wl), wl)
+        return _float_activation_qparams(stats, scheme.symmetric_activations)
+
+    for layer in network.layers:
+        if layer.name in keep:
+            plan.float_layers[layer.name] = "kept in float at the user's request"
+            continue
+        if layer.kind in FLOAT_OUTPUT_KINDS:
+            plan.float_layers[layer.name] = f"no int8 kernel for {layer.kind}: runs in float on dequantized inputs"
+            continue
+        in_q = [plan.activations.get(name) for name in layer.inputs]
+        if layer.kind in PASS_THROUGH_KINDS and in_q and in_q[0] is not None:
+            plan.activations[layer.output] = in_q[0]
+        else:
+            plan.activations[layer.output] = act_qparams(layer)
+        if layer.kind in ("conv", "fc"):
+            if not in_q or in_q[0] is None:
+                plan.float_layers[layer.name] = "its input is a float tensor (after a float layer)"
+                del plan.activations[layer.output]
+                continue
+            _plan_learnables(plan, layer, in_q[0], wl)
+    return plan
+
+
+def _plan_learnables(plan: QuantPlan, layer: OptimizedLayer, x_q: QParams, wl: int) -> None:
+    network, scheme = plan.network, plan.scheme
+    w = network.constant(layer.weight).astype(np.float64)
+    b = network.constant(layer.bias).astype(np.float64) if layer.bias is not None else None
+    if isinstance(scheme, PowerOfTwo):
+        e_w = pow2_exponent(float(np.abs(w).max()), wl)
+        w_q = QParams.pow2(e_w, wl)
+        qw = w_q.quantize(w, scheme.rounding, scheme.saturation)
+        plan.weights[layer.name] = (qw, w_q)
+        if b is not None:
+            b_q = QParams.pow2(e_w + x_q.exponent, 32)
+            plan.biases[layer.name] = (b_q.quantize(b, scheme.rounding, scheme.saturation), b_q)
+        return
+    axis = _weight_axis(network, layer)
+    if scheme.per_channel:
+        reduce_axes = tuple(i for i in range(w.ndim) if i != axis)
+        absmax = np.abs(w).max(axis=reduce_axes)
+        scale = np.where(absmax > 0, absmax / 127.0, 1.0)
+        w_q = QParams(scale, np.zeros(scale.shape, np.int64), 8, axis)
+    else:
+        absmax = float(np.abs(w).max())
+        w_q = QParams(np.array(absmax / 127.0 if absmax > 0 else 1.0), np.array(0, np.int64))
+    qw = w_q.quantize(w, scheme.rounding, scheme.saturation)
+    plan.weights[layer.name] = (qw, w_q)
+    if b is not None:
+        b_scale = np.broadcast_to(w_q.scale * x_q.scale, (b.size,)).astype(np.float64)
+        b_q = QParams(b_scale, np.zeros(b.size, np.int64), 32, 0)
+        plan.biases[layer.name] = (b_q.quantize(b, scheme.rounding, scheme.saturation), b_q)

@@ -1,0 +1,314 @@
+"""Run a quantized network: integer layers with the integer kernels, float layers in float.
+
+The simulator walks the prepared network's optimized layers in topological order.
+Each value is held either as integers with their :class:`QParams` (an
+:class:`IntTensor`) or as a float array:
+
+- the network input is quantized with its planned parameters (eq. (2));
+- Conv / fully connected layers: the exact integer accumulator of the integer
+  input, int8 weights and int32 bias (eq. (4)), requantized to the output's
+  parameters (eq. (5) power-of-two, eq. (9) float scale), then the fused
+  activation on the output grid (eq. (8));
+- pooling, Add, Concat, standalone activations and data movement run on
+  integers and are requantized to the layer's output parameters;
+- every other layer (the input normalization, Softmax, anything without an
+  integer kernel, layers kept in float) runs in float (onnxruntime, on the
+  dequantized inputs); its output is quantized when the plan quantizes it.
+
+``kernels="reference"`` uses :mod:`quantscope.simulate.reference` (the
+definition); ``kernels="fast"`` swaps Conv/Gemm/MatMul for the exact BLAS kernels
+of :mod:`quantscope.simulate.fast`. Both give the same integers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ..errors import ConfigurationError
+from ..network import Network, OptimizedLayer
+from ..quantize.numerics import FloatScale, Overflow, PowerOfTwo, requantize_pow2, requantize_scale
+from ..quantize.plan import PASS_THROUGH_KINDS, QParams, QuantPlan
+from . import fast, reference
+
+__all__ = ["IntTensor", "Simulator"]
+
+
+@dataclass
+class IntTensor:
+    """Integers ``q`` (int8 for activations) standing for ``(q - zero_point) * scale``."""
+
+    q: np.ndarray
+    qp: QParams
+
+    def dequantize(self) -> np.ndarray:
+        return self.qp.dequantize(self.q)
+
+
+Value = IntTensor | np.ndarray
+
+
+class Simulator:
+    """Executes a :class:`QuantPlan` on batches of float inputs.
+
+    Args:
+        plan: the quantization plan (network + scheme + parameters).
+        kernels: ``"fast"`` (default) or ``"reference"``.
+        overflow: what an int32 accumulator overflow does (``Overflow.RAISE`` or ``WRAP``).
+    """
+
+    def __init__(self, plan: QuantPlan, kernels: str = "fast", overflow: Overflow = Overflow.RAISE):
+        if kernels not in ("fast", "reference"):
+            raise ConfigurationError(f"kernels must be 'fast' or 'reference', got {kernels!r}")
+        self.plan = plan
+        self.network: Network = plan.network
+        self.kernels = fast.KERNELS if kernels == "fast" else reference.KERNELS
+        self.overflow = overflow
+        self._nodes = {node.name: node for node in self.network.model.graph}
+        self._float_sessions: dict[str, ort.InferenceSession] = {}
+        self._proto: onnx.ModelProto | None = None
+
+    # ---------------------------------------------------------------- public
+    def run(self, x: np.ndarray, collect: bool = False) -> tuple[np.ndarray, dict[str, Value]]:
+        """Run a batch ``x`` (float, the network's input layout, e.g. NCHW).
+
+        Returns ``(output, layers)``: the network's first output as float64
+        (dequantized), and, when ``collect``, every layer's output value
+        (:class:`IntTensor` or float array) keyed by optimized layer name.
+        """
+        env: dict[str, Value] = {}
+        collected: dict[str, Value] = {}
+        for layer in self.network.layers:
+            out = self._run_layer(layer, env, x)
+            env[layer.output] = out
+            if collect:
+                collected[layer.name] = out
+        result = env[self.network.output_names[0]]
+        return _as_float(result), collected
+
+    # ---------------------------------------------------------------- layers
+    def _run_layer(self, layer: OptimizedLayer, env: dict[str, Value], x: np.ndarray) -> Value:
+        plan = self.plan
+        out_qp = plan.activations.get(layer.output)
+        if layer.kind == "input":
+            return IntTensor(out_qp.quantize(x, plan.rounding, plan.saturation), out_qp)
+        if not plan.is_int(layer) or layer.kind not in _INT_HANDLERS:
+            result = self._run_float(layer, env)
+            if out_qp is None:
+                return result
+            return IntTensor(out_qp.quantize(result, plan.rounding, plan.saturation), out_qp)
+        inputs = [self._as_int(env[name], out_qp) for name in layer.inputs]
+        return _INT_HANDLERS[layer.kind](self, layer, inputs, out_qp)
+
+    def _as_int(self, value: Value, fallback: QParams) -> IntTensor:
+        if isinstance(value, IntTensor):
+            return value
+        return IntTensor(fallback.quantize(value, self.plan.rounding, self.plan.saturation), fallback)
+
+    def _attrs(self, node_name: str) -> dict[str, Any]:
+        node = self._nodes[node_name]
+        return {k: a.value for k, a in node.attributes.items()}
+
+    def _const_input(self, node_name: str, index: int) -> np.ndarray | None:
+        node = self._nodes[node_name]
+        if index >= len(node.inputs) or node.inputs[index] is None:
+            return None
+        value = node.inputs[index]
+        if value.const_value is None:
+            raise ConfigurationError(f"input {index} of {node.op_type} {node_name!r} is not a constant")
+        return value.const_value.numpy()
+
+    def requantize(self, t: IntTensor, qp: QParams) -> IntTensor:
+        """Move integers to other parameters (eq. (5) or (9)); a no-op when they match."""
+        if t.qp.same_as(qp):
+            return t
+        if t.qp.exponent is not None and qp.exponent is not None:
+            q = requantize_pow2(t.q, t.qp.exponent, qp.exponent, qp.bits, self.plan.rounding, self.plan.saturation)
+        else:
+            q = requantize_scale(
+                t.q.astype(np.int64) - t.qp.zero_point, t.qp.scale / qp.scale, qp.zero_point, qp.bits,
+                self.plan.rounding, self.plan.saturation,
+            )
+        return IntTensor(q, qp)
+
+    # learnable layers
+    def _learnable(self, layer: OptimizedLayer, inputs: list[IntTensor], out_qp: QParams) -> IntTensor:
+        plan, k = self.plan, self.kernels
+        xin = inputs[0]
+        qw, w_qp = plan.weights[layer.name]
+        qb = plan.biases[layer.name][0] if layer.name in plan.biases else None
+        head = layer.members[0]
+        op = layer.op_types[0]
+        zx = int(xin.qp.zero_point)
+        if op == "Conv":
+            attrs = self._attrs(head)
+            acc = k["Conv"](
+                xin.q, qw, qb, x_zero_point=zx, overflow=self.overflow,
+                **{a: attrs[a] for a in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides") if a in attrs},
+            )
+            channel_axis = 1
+        elif op == "Gemm":
+            attrs = self._attrs(head)
+            acc = k["Gemm"](
+                xin.q, qw, qb, trans_a=attrs.get("transA", 0), trans_b=attrs.get("transB", 0),
+                alpha=attrs.get("alpha", 1.0), beta=attrs.get("beta", 1.0), a_zero_point=zx, overflow=self.overflow,
+            )
+            channel_axis = 1
+        else:  # MatMul (+ Add)
+            acc = k["MatMul"](xin.q, qw, a_zero_point=zx, overflow=self.overflow)
+            if qb is not None:
+                acc = acc + qb.astype(np.int64)
+            channel_axis = acc.ndim - 1
+        if isinstance(plan.scheme, PowerOfTwo):
+            q = requantize_pow2(acc, w_qp.exponent + xin.qp.exponent, out_qp.exponent, out_qp.bits, plan.rounding, plan.saturation)
+        else:
+            multiplier = xin.qp.scale * w_qp.scale / out_qp.scale
+            axis = channel_axis if np.ndim(multiplier) else None
+            q = requantize_scale(acc, multiplier, out_qp.zero_point, out_qp.bits, plan.rounding, plan.saturation, axis=axis)
+        out = IntTensor(q, out_qp)
+        for member, op_type in zip(layer.members[1:], layer.op_types[1:]):
+            if op_type in _ACTIVATIONS:
+                out = self._activation(member, op_type, out)
+        return out
+
+    def _activation(self, node_name: str, op_type: str, t: IntTensor) -> IntTensor:
+        """A fused/standalone activation on ``t``'s own grid (eq. (8))."""
+        plan = self.plan
+        z = int(t.qp.zero_point)
+        if op_type == "Relu":
+            return IntTensor(self.kernels["Relu"](t.q, zero_point=z), t.qp)
+        if op_type == "Clip":
+            attrs = self._attrs(node_name)
+            lo = self._const_input(node_name, 1)
+            hi = self._const_input(node_name, 2)
+            lo = attrs.get("min") if lo is None else float(lo)
+            hi = attrs.get("max") if hi is None else float(hi)
+            bounds = []
+            for bound in (lo, hi):
+                if bound is None:
+                    bounds.append(None)
+                else:
+                    qb = int(t.qp.quantize(np.array(bound, np.float64), plan.rounding, plan.saturation))
+                    bounds.append(qb)
+            return IntTensor(self.kernels["Clip"](t.q, bounds[0], bounds[1]), t.qp)
+        if op_type == "LeakyRelu":
+            alpha = self._attrs(node_name).get("alpha", 0.01)
+            return IntTensor(
+                self.kernels["LeakyRelu"](t.q, alpha, rounding=plan.rounding, zero_point=z, saturation=plan.saturation), t.qp
+            )
+        if op_type == "PRelu":
+            slope = self._const_input(node_name, 1)
+            if t.q.ndim >= 3 and slope.ndim == 1:
+                slope = slope.reshape(-1, *([1] * (t.q.ndim - 2)))
+            return IntTensor(
+                self.kernels["PRelu"](t.q, slope, rounding=plan.rounding, zero_point=z, saturation=plan.saturation), t.qp
+            )
+        raise ConfigurationError(f"no integer activation {op_type}")
+
+    def _standalone_activation(self, layer, inputs, out_qp):
+        t = self._activation(layer.members[0], layer.kind, inputs[0])
+        return self.requantize(t, out_qp)
+
+    def _pool(self, layer, inputs, out_qp):
+        t = inputs[0]
+        k = self.kernels
+        attrs = self._attrs(layer.members[0])
+        if layer.kind == "MaxPool":
+            keys = ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides")
+            q = k["MaxPool"](t.q, **{a: attrs[a] for a in keys if a in attrs})
+        elif layer.kind == "AveragePool":
+            keys = ("auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides")
+            q = k["AveragePool"](t.q, rounding=self.plan.rounding, **{a: attrs[a] for a in keys if a in attrs})
+        else:
+            q = k["GlobalAveragePool"](t.q, rounding=self.plan.rounding)
+        return self.requantize(IntTensor(q, t.qp), out_qp)
+
+    def _add(self, layer, inputs, out_qp):
+        if len(inputs) != 2:
+            return self._float_then_quantize(layer, out_qp)
+        a, b = inputs
+        if isinstance(self.plan.scheme, PowerOfTwo):
+            q = self.kernels["Add"](
+                a.q, b.q, a.qp.exponent, b.qp.exponent, out_qp.exponent, bits=out_qp.bits,
+                rounding=self.plan.rounding, saturation=self.plan.saturation,
+            )
+            return IntTensor(q, out_qp)
+        total = a.dequantize() + b.dequantize()  # eq. (9b): float-scale Add in float64
+        return IntTensor(out_qp.quantize(total, self.plan.rounding, self.plan.saturation), out_qp)
+
+    def _concat(self, layer, inputs, out_qp):
+        axis = self._attrs(layer.members[0])["axis"]
+        parts = [self.requantize(t, out_qp).q for t in inputs]
+        return IntTensor(np.concatenate(parts, axis=axis), out_qp)
+
+    def _move(self, layer, inputs, out_qp):
+        t = inputs[0]
+        name = layer.members[0]
+        attrs = self._attrs(name)
+        if layer.kind == "Flatten":
+            q = reference.flatten(t.q, axis=attrs.get("axis", 1))
+        elif layer.kind == "Reshape":
+            q = reference.reshape(t.q, self._const_input(name, 1), allowzero=attrs.get("allowzero", 0))
+        elif layer.kind == "Transpose":
+            q = reference.transpose(t.q, perm=attrs.get("perm"))
+        else:
+            axes = self._const_input(name, 1)
+            axes = attrs.get("axes") if axes is None else axes
+            if layer.kind == "Squeeze":
+                q = np.squeeze(t.q, axis=None if axes is None else tuple(int(a) for a in np.ravel(axes)))
+            else:
+                q = t.q
+                for a in sorted(int(v) % (t.q.ndim + len(np.ravel(axes))) for v in np.ravel(axes)):
+                    q = np.expand_dims(q, a)
+        return self.requantize(IntTensor(q, t.qp), out_qp)
+
+    # float layers
+    def _run_float(self, layer: OptimizedLayer, env: dict[str, Value]) -> np.ndarray:
+        session = self._float_sessions.get(layer.name)
+        if session is None:
+            session = self._float_session(layer)
+            self._float_sessions[layer.name] = session
+        feeds = {}
+        for name in layer.inputs:
+            feeds[name] = _as_float(env[name]).astype(np.float32)
+        return session.run([layer.output], feeds)[0]
+
+    def _float_then_quantize(self, layer, out_qp):
+        raise ConfigurationError(f"layer {layer.name!r}: unexpected inputs for an integer {layer.kind}")
+
+    def _float_session(self, layer: OptimizedLayer) -> ort.InferenceSession:
+        if self._proto is None:
+            self._proto = self.network.to_proto()
+        try:
+            sub = onnx.utils.Extractor(self._proto).extract_model(list(layer.inputs), [layer.output])
+        except Exception as exc:
+            raise ConfigurationError(f"cannot run layer {layer.name!r} in float on its own: {exc}") from None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        return ort.InferenceSession(sub.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _as_float(value: Value) -> np.ndarray:
+    return value.dequantize() if isinstance(value, IntTensor) else np.asarray(value, dtype=np.float64)
+
+
+_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "PRelu")
+
+_INT_HANDLERS = {
+    "conv": Simulator._learnable,
+    "fc": Simulator._learnable,
+    "MaxPool": Simulator._pool,
+    "AveragePool": Simulator._pool,
+    "GlobalAveragePool": Simulator._pool,
+    "Add": Simulator._add,
+    "Concat": Simulator._concat,
+    "Relu": Simulator._standalone_activation,
+    "Clip": Simulator._standalone_activation,
+    "LeakyRelu": Simulator._standalone_activation,
+    "PRelu": Simulator._standalone_activation,
+    **{kind: Simulator._move for kind in PASS_THROUGH_KINDS},
+}
