@@ -1,0 +1,146 @@
+"""Export a quantization plan as a QDQ ONNX model (and its parameters as JSON).
+
+The QDQ format (QuantizeLinear/DequantizeLinear pairs) is what onnxruntime and
+other runtimes read to run int8 kernels: onnxruntime fuses ``DQ -> Conv -> Q``
+into QLinearConv, ``DQ -> MatMul/Gemm -> Q`` into QLinearMatMul/QGemm, and drops
+a Relu before a Q whose zero point is the type's minimum.
+
+What is written:
+- every quantized activation ``v`` gets ``v_prequant -> QuantizeLinear -> DequantizeLinear -> v``
+  (the producer's output is renamed so consumers and graph outputs keep their names);
+- every quantized Conv/Gemm/MatMul weight is an int8 initializer behind a
+  DequantizeLinear (per output channel along ``axis`` for the CPU scheme), and its
+  bias an int32 initializer behind a DequantizeLinear at scale ``s_x * s_w``;
+- layers the plan keeps in float are left as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .._io import write_atomic
+from .plan import QParams, QuantPlan
+
+__all__ = ["to_qdq", "save_qdq", "save_params"]
+
+_MIN_OPSET = 13  # per-channel DequantizeLinear (axis)
+
+
+def _qdq_tensors(name: str, qp: QParams, dtype=np.int8) -> list[onnx.TensorProto]:
+    scale = qp.scale.astype(np.float32)
+    zp = qp.zero_point.astype(dtype)
+    return [numpy_helper.from_array(scale, f"{name}_scale"), numpy_helper.from_array(zp, f"{name}_zero_point")]
+
+
+def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
+    """The plan as a QDQ ONNX model that onnxruntime runs with int8 kernels."""
+    network = plan.network
+    model = network.to_proto()
+    graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < _MIN_OPSET:
+        model = onnx.version_converter.convert_version(model, _MIN_OPSET)
+        graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    new_inits: list[onnx.TensorProto] = []
+    new_nodes: list[onnx.NodeProto] = []
+    dq_before: dict[str, list[onnx.NodeProto]] = {}  # node name -> DQ nodes to put before it
+
+    # weights and biases
+    for layer in network.layers:
+        if layer.name not in plan.weights:
+            continue
+        head = layer.members[0]
+        qw, w_qp = plan.weights[layer.name]
+        wq_name = f"{layer.weight}_quantized"
+        new_inits.append(numpy_helper.from_array(qw.astype(np.int8), wq_name))
+        new_inits += _qdq_tensors(wq_name, w_qp)
+        attrs = {"axis": w_qp.axis} if w_qp.axis is not None else {}
+        nodes = [
+            helper.make_node(
+                "DequantizeLinear", [wq_name, f"{wq_name}_scale", f"{wq_name}_zero_point"],
+                [f"{layer.weight}_dequantized"], name=f"{wq_name}_DequantizeLinear", **attrs,
+            )
+        ]
+        replace = {layer.weight: f"{layer.weight}_dequantized"}
+        if layer.name in plan.biases:
+            qb, b_qp = plan.biases[layer.name]
+            bq_name = f"{layer.bias}_quantized"
+            new_inits.append(numpy_helper.from_array(qb.astype(np.int32), bq_name))
+            scale = np.broadcast_to(b_qp.scale, qb.shape).astype(np.float32)
+            new_inits.append(numpy_helper.from_array(scale, f"{bq_name}_scale"))
+            new_inits.append(numpy_helper.from_array(np.zeros(qb.shape, np.int32), f"{bq_name}_zero_point"))
+            nodes.append(
+                helper.make_node(
+                    "DequantizeLinear", [bq_name, f"{bq_name}_scale", f"{bq_name}_zero_point"],
+                    [f"{layer.bias}_dequantized"], name=f"{bq_name}_DequantizeLinear", axis=0,
+                )
+            )
+            replace[layer.bias] = f"{layer.bias}_dequantized"
+        for member in layer.members:
+            node = next(n for n in graph.node if n.name == member)
+            for i, name in enumerate(node.input):
+                if name in replace:
+                    node.input[i] = replace[name]
+        dq_before.setdefault(head, []).extend(nodes)
+
+    # activations
+    producers = {out: node for node in graph.node for out in node.output}
+    qdq_after: dict[str, list[onnx.NodeProto]] = {}
+    input_qdq: list[onnx.NodeProto] = []
+    for value, qp in plan.activations.items():
+        if value in producers:
+            node = producers[value]
+            pre = f"{value}_prequant"
+            node.output[list(node.output).index(value)] = pre
+        elif value == network.input_name:
+            pre = value
+        else:
+            continue
+        q_name = f"{value}_quantized"
+        new_inits += _qdq_tensors(q_name, qp)
+        pair = [
+            helper.make_node("QuantizeLinear", [pre, f"{q_name}_scale", f"{q_name}_zero_point"], [q_name], name=f"{value}_QuantizeLinear"),
+            helper.make_node("DequantizeLinear", [q_name, f"{q_name}_scale", f"{q_name}_zero_point"],
+                             [value if value in producers else f"{value}_dequantized"], name=f"{value}_DequantizeLinear"),
+        ]
+        if value in producers:
+            qdq_after.setdefault(producers[value].name, []).extend(pair)
+        else:
+            input_qdq.extend(pair)
+            for node in graph.node:
+                for i, name in enumerate(node.input):
+                    if name == value:
+                        node.input[i] = f"{value}_dequantized"
+
+    ordered = list(input_qdq)
+    for node in graph.node:
+        ordered.extend(dq_before.get(node.name, []))
+        ordered.append(node)
+        ordered.extend(qdq_after.get(node.name, []))
+    del graph.node[:]
+    graph.node.extend(ordered)
+    used = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + new_inits)
+    del graph.value_info[:]
+    model.producer_name = "quantscope"
+    onnx.checker.check_model(model)
+    del initializers
+    return model
+
+
+def save_qdq(plan: QuantPlan, path: str | Path) -> Path:
+    """Write :func:`to_qdq` to ``path`` atomically."""
+    return write_atomic(path, to_qdq(plan).SerializeToString())
+
+
+def save_params(plan: QuantPlan, path: str | Path) -> Path:
+    """Write the exponents/scales of every tensor (``plan.to_dict()``) as JSON, atomically."""
+    return write_atomic(path, json.dumps(plan.to_dict(), indent=1))

@@ -1,0 +1,69 @@
+"""Metric functions: ``metric(scores, labels) -> float``.
+
+``scores``: the network's output, one row per sample, ``(N, num_classes)``.
+``labels``: class indices ``(N,)`` (or one-hot ``(N, num_classes)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..errors import ConfigurationError
+
+__all__ = ["Metric", "resolve_metrics", "top1_accuracy", "top5_accuracy"]
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _label_indices(labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return labels.argmax(axis=1)
+    return labels.reshape(-1).astype(np.int64)
+
+
+def top1_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of samples whose highest score is the label's class (0..1)."""
+    scores = np.asarray(scores).reshape(len(scores), -1)
+    return float(np.mean(scores.argmax(axis=1) == _label_indices(labels)))
+
+
+def top5_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of samples whose label is among the five highest scores (0..1)."""
+    scores = np.asarray(scores).reshape(len(scores), -1)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+    return float(np.mean((top == _label_indices(labels)[:, None]).any(axis=1)))
+
+
+_NAMED = {"top1": top1_accuracy, "accuracy": top1_accuracy, "top5": top5_accuracy}
+
+
+def resolve_metrics(metrics: Any) -> dict[str, Metric]:
+    """``None`` -> top-1; a name (``"top1"``, ``"top5"``), a callable, or a list or dict of them."""
+    if metrics is None:
+        return {"top1_accuracy": top1_accuracy}
+    if isinstance(metrics, str) or callable(metrics):
+        metrics = [metrics]
+    if isinstance(metrics, dict):
+        items: Iterable = metrics.items()
+    else:
+        items = []
+        for m in metrics:
+            if isinstance(m, str):
+                if m not in _NAMED:
+                    raise ConfigurationError(f"unknown metric {m!r}; use one of {', '.join(_NAMED)} or a function")
+                items.append((_NAMED[m].__name__, _NAMED[m]))
+            elif callable(m):
+                items.append((getattr(m, "__name__", "metric"), m))
+            else:
+                raise ConfigurationError(f"a metric must be a name or a function(scores, labels), got {m!r}")
+    out: dict[str, Metric] = {}
+    for name, fn in items:
+        if not callable(fn):
+            raise ConfigurationError(f"metric {name!r} is not callable")
+        out[str(name)] = fn
+    if not out:
+        raise ConfigurationError("no metric given")
+    return out

@@ -1,0 +1,267 @@
+"""Validation: the float network and its int8 emulation on the same data, side by side.
+
+MATLAB's ``validate(quantObj, valData, quantOpts)``: the metric of each network,
+their learnable-parameter memory, and per-layer diagnostics of where int8 loses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from .._progress import progress_bar
+from ..calibrate.collector import create_session
+from ..calibrate.data import as_source
+from ..calibrate.result import Calibration
+from ..errors import CalibrationDataError
+from ..quantize.numerics import FloatScale, PowerOfTwo
+from ..quantize.plan import QParams, QuantPlan, make_plan
+from ..simulate.engine import IntTensor, Simulator
+from .metrics import resolve_metrics, top1_accuracy
+
+__all__ = ["LayerError", "ValidationResult", "validate"]
+
+METRIC_COLUMNS = ["NetworkImplementation", "MetricOutput", "LearnableParameterMemory(bytes)"]
+LAYER_COLUMNS = [
+    "Layer", "Kind", "Precision", "SQNR(dB)", "SQNRDrop(dB)", "OutputSQNR(dB)", "WeightSQNR(dB)",
+    "Saturated", "FlushedToZero",
+]
+
+
+def _db(signal: float, noise: float) -> float:
+    if noise == 0:
+        return math.inf
+    if signal == 0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+@dataclass
+class LayerError:
+    """Running sums for one layer's diagnostics (all over the validation data)."""
+
+    signal: float = 0.0  # sum f^2 of the float network's output
+    noise: float = 0.0  # sum (f - int8 network's dequantized output)^2
+    grid_noise: float = 0.0  # sum (f - dequantize(quantize(f)))^2: the output grid alone
+    count: int = 0
+    saturated: int = 0  # float values beyond the int8 range (they saturate)
+    flushed: int = 0  # nonzero float values that quantize to zero
+
+    def update(self, f: np.ndarray, q: np.ndarray | None, qp: QParams | None, plan: QuantPlan) -> None:
+        f = f.astype(np.float64)
+        self.signal += float(np.sum(f * f))
+        if q is not None:
+            self.noise += float(np.sum((f - q) ** 2))
+        self.count += f.size
+        if qp is not None and qp.axis is None:
+            s, z = float(qp.scale), int(qp.zero_point)
+            t = f / s
+            lo, hi = qp.qmin - z, qp.qmax - z
+            self.saturated += int(np.count_nonzero((t > hi + 0.5) | (t < lo - 0.5)))
+            self.flushed += int(np.count_nonzero((f != 0) & (np.abs(t) < 0.5)))
+            g = qp.dequantize(qp.quantize(f, plan.rounding, plan.saturation))
+            self.grid_noise += float(np.sum((f - g) ** 2))
+
+
+@dataclass
+class ValidationResult:
+    """What :func:`validate` measured.
+
+    Attributes:
+        num_samples: samples validated (MATLAB's ``NumSamples``).
+        metric_results: metric name -> DataFrame with rows ``Floating-Point`` and
+            ``Quantized`` and columns ``NetworkImplementation``, ``MetricOutput``,
+            ``LearnableParameterMemory(bytes)`` (plus ``FramesPerSecond`` on an FPGA target).
+        layer_errors: per optimized layer, worst first: SQNR of the int8 network's
+            output against the float one (dB, cumulative), the drop this layer adds
+            to its inputs' SQNR, the SQNR of its output grid and of its weights
+            alone, and the fractions of float values that saturate or flush to zero.
+        verdict: one line naming the layer that costs most.
+        plan: the quantization plan used.
+        float_scores, int8_scores: the two networks' outputs ``(N, ...)``.
+        labels: the labels used by the metrics (the float network's top-1 when the
+            data has none).
+    """
+
+    num_samples: int
+    metric_results: dict[str, pd.DataFrame]
+    layer_errors: pd.DataFrame
+    verdict: str
+    plan: QuantPlan
+    float_scores: np.ndarray
+    int8_scores: np.ndarray
+    labels: np.ndarray
+    labelled: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def memory(self) -> tuple[int, int]:
+        """(float bytes, quantized bytes) of learnable parameters."""
+        return self.plan.memory_bytes()
+
+    def top1_agreement(self) -> float:
+        """Fraction of samples where int8 and float pick the same class."""
+        f = self.float_scores.reshape(len(self.float_scores), -1).argmax(1)
+        q = self.int8_scores.reshape(len(self.int8_scores), -1).argmax(1)
+        return float(np.mean(f == q))
+
+    def to_dict(self) -> dict:
+        return {
+            "NumSamples": self.num_samples,
+            "labelled": self.labelled,
+            "metrics": {k: v.to_dict(orient="records") for k, v in self.metric_results.items()},
+            "top1_agreement": self.top1_agreement(),
+            "layer_errors": self.layer_errors.replace([np.inf, -np.inf], None).to_dict(orient="records"),
+            "verdict": self.verdict,
+            "quantization": self.plan.to_dict(),
+            **self.extra,
+        }
+
+
+def _weight_sqnr(plan: QuantPlan, layer_name: str) -> float:
+    if layer_name not in plan.weights:
+        return math.nan
+    qw, qp = plan.weights[layer_name]
+    w = plan.network.constant(plan.network.layer(layer_name).weight).astype(np.float64)
+    return _db(float(np.sum(w * w)), float(np.sum((w - qp.dequantize(qw)) ** 2)))
+
+
+def validate(
+    calibration: Calibration | QuantPlan,
+    data: Any,
+    *,
+    target: str | PowerOfTwo | FloatScale = "fpga",
+    metrics: Any = None,
+    keep_float: Iterable[str] = (),
+    batch_size: int = 32,
+    progress: bool | None = None,
+    kernels: str = "fast",
+    layout: str = "NCHW",
+) -> ValidationResult:
+    """Quantize, run the float and the int8 network on ``data``, and compare them.
+
+    Args:
+        calibration: a :class:`Calibration` (with its network) or a ready :class:`QuantPlan`.
+        data: validation data (anything :func:`quantscope.as_source` takes); labels
+            are used by the metrics when present.
+        target: ``"fpga"`` (power-of-two scaling, MATLAB's) or ``"cpu"`` (float
+            scales as onnxruntime's int8 kernels use), or a scheme object.
+        metrics: ``None`` (top-1 accuracy with labels; top-1 agreement with the
+            float network without), a name (``"top1"``, ``"top5"``), a function
+            ``f(scores (N, classes), labels (N,)) -> float``, or a list/dict of them.
+        keep_float: layer names to leave in float.
+        batch_size: samples per batch.
+        kernels: ``"fast"`` or ``"reference"`` integer kernels (same results).
+    """
+    plan = calibration if isinstance(calibration, QuantPlan) else make_plan(calibration, target, keep_float)
+    network = plan.network
+    sim = Simulator(plan, kernels=kernels)
+    source = as_source(data, layout=layout, input_shape=network.input_shape)
+    layer_names = [layer.output for layer in network.layers[1:]]
+    session = create_session(network.to_proto(layer_names).SerializeToString())
+    errors = {layer.name: LayerError() for layer in network.layers}
+    float_scores, int8_scores, labels = [], [], []
+    labelled = True
+    out_name = network.output_names[0]
+    n = 0
+    with progress_bar("Validating", source.num_samples, enabled=progress) as bar:
+        for batch in source.batches(batch_size):
+            x = np.ascontiguousarray(batch.x, dtype=network.input_dtype)
+            outs = dict(zip(layer_names, session.run(layer_names, {network.input_name: x})))
+            outs[network.input_name] = x
+            result, layers = sim.run(x, collect=True)
+            for layer in network.layers:
+                value = layers[layer.name]
+                f = outs[layer.output]
+                if isinstance(value, IntTensor):
+                    errors[layer.name].update(f, value.dequantize(), value.qp, plan)
+                else:
+                    errors[layer.name].update(f, np.asarray(value, np.float64), None, plan)
+            float_scores.append(outs[out_name])
+            int8_scores.append(result)
+            if batch.y is None:
+                labelled = False
+            else:
+                labels.append(np.asarray(batch.y))
+            n += len(x)
+            bar.advance(len(x))
+    if n == 0:
+        raise CalibrationDataError("the validation data contains no samples")
+    fs = np.concatenate(float_scores)
+    qs_ = np.concatenate(int8_scores)
+    if labelled:
+        y = np.concatenate(labels)
+        metric_fns = resolve_metrics(metrics)
+    else:
+        y = fs.reshape(len(fs), -1).argmax(axis=1)
+        metric_fns = resolve_metrics(metrics) if metrics is not None else {"top1_agreement": top1_accuracy}
+    float_bytes, quant_bytes = plan.memory_bytes()
+    metric_results = {}
+    for name, fn in metric_fns.items():
+        metric_results[name] = pd.DataFrame(
+            [("Floating-Point", float(fn(fs, y)), float_bytes), ("Quantized", float(fn(qs_, y)), quant_bytes)],
+            columns=METRIC_COLUMNS,
+        )
+    table = _layer_table(plan, errors)
+    return ValidationResult(
+        num_samples=n,
+        metric_results=metric_results,
+        layer_errors=table,
+        verdict=_verdict(table),
+        plan=plan,
+        float_scores=fs,
+        int8_scores=qs_,
+        labels=y,
+        labelled=labelled,
+    )
+
+
+def _layer_table(plan: QuantPlan, errors: dict[str, LayerError]) -> pd.DataFrame:
+    network = plan.network
+    sqnr = {layer.output: _db(errors[layer.name].signal, errors[layer.name].noise) for layer in network.layers}
+    rows = []
+    for layer in network.layers:
+        e = errors[layer.name]
+        own = sqnr[layer.output]
+        before = min((sqnr[i] for i in layer.inputs if i in sqnr), default=math.inf)
+        if not layer.inputs:
+            drop = math.nan  # the input layer: nothing before it
+        elif not math.isfinite(own):
+            drop = 0.0  # no error at all
+        else:
+            drop = before - own  # inf when its inputs were exact
+        rows.append(
+            (
+                layer.name,
+                layer.kind,
+                "float" if layer.name in plan.float_layers else "int8",
+                own,
+                drop,
+                _db(e.signal, e.grid_noise) if layer.output in plan.activations else math.nan,
+                _weight_sqnr(plan, layer.name),
+                e.saturated / e.count if e.count else 0.0,
+                e.flushed / e.count if e.count else 0.0,
+            )
+        )
+    df = pd.DataFrame(rows, columns=LAYER_COLUMNS)
+    order = np.lexsort((np.arange(len(df)), -df["SQNRDrop(dB)"].to_numpy(dtype=np.float64)))
+    return df.iloc[order].reset_index(drop=True)
+
+
+def _verdict(table: pd.DataFrame) -> str:
+    int_rows = table[table["Precision"] == "int8"]
+    if int_rows.empty:
+        return "no layer is quantized"
+    worst = int_rows.iloc[0]
+    parts = [f"{worst['Layer']} costs most: it lowers the SQNR by {worst['SQNRDrop(dB)']:.1f} dB to {worst['SQNR(dB)']:.1f} dB"]
+    if not math.isnan(worst["WeightSQNR(dB)"]):
+        parts.append(f"weights quantize at {worst['WeightSQNR(dB)']:.1f} dB")
+    if worst["Saturated"] > 0:
+        parts.append(f"{100 * worst['Saturated']:.2f}% of its outputs saturate")
+    if worst["FlushedToZero"] > 0:
+        parts.append(f"{100 * worst['FlushedToZero']:.1f}% flush to zero")
+    return "; ".join(parts)
