@@ -6,6 +6,10 @@ The public API, at a glance (explicit re-exports; everything else is private)::
     cal = quantscope.calibrate(net, data)           # MATLAB's calibrate
     cal.table                                       # pandas DataFrame, MATLAB's columns
     cal.save("ranges.json")
+    res = quantscope.validate(cal, val_data, target="fpga")   # MATLAB's validate
+    res.metric_results["top1_accuracy"]              # float vs int8, memory
+    qnet = quantscope.quantize_network(cal, "cpu")   # MATLAB's quantize
+    qnet.save("model.int8.onnx")                     # QDQ ONNX + exponents/scales JSON
 
 Importing quantscope imports neither torch nor dask.
 """
@@ -29,6 +33,8 @@ from .errors import (
     UnsupportedModelError,
 )
 from .network import Network, OptimizedLayer, load_model, prepare
+from .quantize import FloatScale, PowerOfTwo, QuantizedNetwork, Rounding, Saturation, quantize_network
+from .validate import ValidationResult, validate
 
 __version__ = "0.1.0"
 
@@ -39,17 +45,25 @@ __all__ = [
     "ConfigurationError",
     "DataSource",
     "DeviceError",
+    "FloatScale",
     "ImageDatastore",
     "ModelLoadError",
     "Network",
     "NonFiniteActivationError",
     "OptimizedLayer",
+    "PowerOfTwo",
+    "QuantizedNetwork",
     "QuantscopeError",
+    "Rounding",
+    "Saturation",
     "TensorStats",
     "UnsupportedModelError",
+    "ValidationResult",
     "__version__",
     "as_source",
     "calibrate",
     "load_model",
     "prepare",
+    "quantize_network",
+    "validate",
 ]

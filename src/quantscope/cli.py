@@ -1,6 +1,8 @@
 """The ``quantscope`` command: a thin layer over the library.
 
     quantscope calibrate MODEL DATA [--batch-size N] [--out ranges.json|ranges.csv]
+    quantscope validate MODEL --calibration DATA --validation DATA [--target fpga|cpu] [--metric top1] [--out result.json]
+    quantscope quantize MODEL --calibration DATA -o model.int8.onnx [--target fpga|cpu] [--keep-float LAYER ...]
     quantscope demo
 """
 
@@ -69,6 +71,76 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def print_validation(console: Console, result, max_layers: int = 10) -> None:
+    """Print MATLAB's validation tables, the worst layers and the verdict."""
+    console.print(f"NumSamples: {result.num_samples}" + ("" if result.labelled else " (no labels: metrics against the float network's top-1)"))
+    for name, df in result.metric_results.items():
+        t = Table(title=f"Metric: {name}", header_style="bold")
+        for col in df.columns:
+            t.add_column(col, justify="left" if col == "NetworkImplementation" else "right")
+        for row in df.itertuples(index=False):
+            t.add_row(str(row[0]), f"{row[1]:.6g}", f"{row[2]:.5g}", *[f"{v:.5g}" for v in row[3:]])
+        console.print(t)
+    t = Table(title="Layers that lose most (worst first)", header_style="bold")
+    for col in ("Layer", "Precision", "SQNR(dB)", "SQNRDrop(dB)", "WeightSQNR(dB)", "Saturated", "FlushedToZero"):
+        t.add_column(col, overflow="fold", justify="left" if col in ("Layer", "Precision") else "right")
+    for row in result.layer_errors.head(max_layers).itertuples(index=False):
+        t.add_row(
+            escape(str(row[0])), str(row[2]), _fmt(row[3]), _fmt(row[4]), _fmt(row[6]),
+            f"{100 * row[7]:.2f}%", f"{100 * row[8]:.2f}%",
+        )
+    console.print(t)
+    console.print(f"[bold]Verdict:[/] {escape(result.verdict)}")
+
+
+def _calibrated(args: argparse.Namespace, console: Console):
+    from .calibrate import calibrate
+    from .network import prepare
+
+    network = prepare(args.model)
+    for note in network.log.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    return calibrate(
+        network, args.calibration, batch_size=args.batch_size, progress=False if args.quiet else None, layout=args.layout
+    )
+
+
+def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from ._io import write_atomic
+    from .validate import validate
+
+    cal = _calibrated(args, console)
+    result = validate(
+        cal, args.validation, target=args.target, metrics=args.metric, keep_float=args.keep_float or (),
+        batch_size=args.batch_size, progress=False if args.quiet else None, layout=args.layout,
+    )
+    print_validation(console, result)
+    if args.out:
+        path = write_atomic(args.out, json.dumps(result.to_dict(), indent=1, default=float))
+        console.print(f"wrote {path}")
+    return 0
+
+
+def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
+    from .quantize import quantize_network
+
+    cal = _calibrated(args, console)
+    qnet = quantize_network(cal, args.target, args.keep_float or ())
+    t = Table(title=f"Quantized network ({args.target})", header_style="bold")
+    for col in ("Layer", "Precision", "Reason"):
+        t.add_column(col, overflow="fold")
+    for row in qnet.layers.itertuples(index=False):
+        t.add_row(escape(str(row[0])), str(row[1]), escape(str(row[2])))
+    console.print(t)
+    float_bytes, quant_bytes = qnet.memory_bytes()
+    console.print(f"LearnableParameterMemory: {float_bytes:,} bytes float -> {quant_bytes:,} bytes quantized")
+    onnx_path, json_path = qnet.save(args.output)
+    console.print(f"wrote {onnx_path} (QDQ ONNX) and {json_path} (exponents/scales)")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from .demo import run_demo
 
@@ -93,6 +165,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_calibrate)
 
+    for name, helptext in (
+        ("validate", "compare the float and the int8 network on data (MATLAB's validate)"),
+        ("quantize", "quantize and export a QDQ ONNX model plus exponents/scales (MATLAB's quantize)"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("model", help="ONNX model file")
+        p.add_argument("--calibration", required=True, help="calibration data: image folder, .npy or .npz")
+        if name == "validate":
+            p.add_argument("--validation", required=True, help="validation data: image folder, .npy or .npz (labels y)")
+            p.add_argument("--metric", action="append", help="top1 (default with labels), top5; repeat for several")
+            p.add_argument("--out", help="write the result as JSON")
+        else:
+            p.add_argument("-o", "--output", required=True, help="QDQ ONNX file to write (exponents/scales beside it as .json)")
+        p.add_argument("--target", choices=("fpga", "cpu"), default="fpga", help="fpga: power-of-two scales; cpu: onnxruntime int8")
+        p.add_argument("--keep-float", action="append", metavar="LAYER", help="leave this layer in float (repeat)")
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(func=_cmd_validate if name == "validate" else _cmd_quantize)
+
     p = sub.add_parser("demo", help="run the whole workflow on a model and data shipped with quantscope")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
@@ -102,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 160))  # files and pipes: keep table rows on one line
     try:
         return args.func(args, console)
     except QuantscopeError as exc:

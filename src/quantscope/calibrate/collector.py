@@ -23,14 +23,19 @@ from .stats import TensorStats
 __all__ = ["calibrate", "create_session", "weight_entries"]
 
 
-def create_session(proto_bytes: bytes, use_gpu: bool = False) -> ort.InferenceSession:
+def create_session(proto_bytes: bytes, use_gpu: bool = False, spinning: bool = True) -> ort.InferenceSession:
     """An onnxruntime session on the CPU, or on the GPU when ``use_gpu`` (CUDA provider).
+
+    ``spinning=False`` stops onnxruntime's idle threads from spinning between runs,
+    for loops that alternate onnxruntime with numpy work.
 
     Raises:
         DeviceError: ``use_gpu`` and this onnxruntime has no GPU provider.
     """
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if use_gpu:
         available = ort.get_available_providers()
         gpu = [p for p in ("CUDAExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider") if p in available]

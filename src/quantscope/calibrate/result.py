@@ -108,6 +108,19 @@ class Calibration:
     def __repr__(self) -> str:
         return f"Calibration({len(self.entries)} tensors, {self.num_samples} samples)"
 
+    # ---- next steps of the workflow --------------------------------------------------
+    def quantize(self, target="fpga", keep_float=()):
+        """MATLAB's ``quantize(quantObj)``: see :func:`quantscope.quantize_network`."""
+        from ..quantize import quantize_network
+
+        return quantize_network(self, target, keep_float)
+
+    def validate(self, data, **options):
+        """MATLAB's ``validate(quantObj, valData)``: see :func:`quantscope.validate`."""
+        from ..validate import validate
+
+        return validate(self, data, **options)
+
     # ---- files ---------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {

@@ -1,0 +1,74 @@
+"""The FPGA target: quantscope's deep-learning processor in software.
+
+Configure a processor (or take a shipping-bitstream preset), compile a prepared
+network for it (placement, legs, weight images, instructions, DDR memory map),
+estimate its performance with the documented cycle model and its FPGA resources,
+and deploy/predict on a simulated board::
+
+    from quantscope import fpga
+    cfg = fpga.processor("zcu102_int8")
+    compiled = fpga.compile_network(net, cfg)
+    print(compiled.memory_map.format())
+    print(fpga.estimate_performance(net, cfg, frames=4).format())
+    fpga.estimate_resources(cfg)
+
+The model, its formulas and constants are documented in ``docs/fpga.md``.
+"""
+
+from .board import QuantizedNetworkRequired, SimulatedBoard, Workflow
+from .compile import (
+    CompiledNetwork,
+    LayerPlacement,
+    Leg,
+    MemoryMap,
+    Region,
+    WeightImage,
+    compile_network,
+    format_size,
+)
+from .config import (
+    BOARDS,
+    PRESETS,
+    AdderModule,
+    Board,
+    ConvModule,
+    DataType,
+    FCModule,
+    ProcessorConfig,
+    processor,
+)
+from .cycles import COSTS, LayerCost, LayerInfo, Tiling, layer_cost
+from .profile import Profile, ProfileRow, estimate_performance, estimate_resources, profile_compiled
+
+__all__ = [
+    "BOARDS",
+    "COSTS",
+    "PRESETS",
+    "AdderModule",
+    "Board",
+    "CompiledNetwork",
+    "ConvModule",
+    "DataType",
+    "FCModule",
+    "LayerCost",
+    "LayerInfo",
+    "LayerPlacement",
+    "Leg",
+    "MemoryMap",
+    "ProcessorConfig",
+    "Profile",
+    "ProfileRow",
+    "QuantizedNetworkRequired",
+    "Region",
+    "SimulatedBoard",
+    "Tiling",
+    "WeightImage",
+    "Workflow",
+    "compile_network",
+    "estimate_performance",
+    "estimate_resources",
+    "format_size",
+    "layer_cost",
+    "processor",
+    "profile_compiled",
+]

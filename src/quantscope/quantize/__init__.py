@@ -1,0 +1,22 @@
+"""Quantization: numerics, schemes, the plan of integer types, the quantized network, QDQ export."""
+
+from .export import save_params, save_qdq, to_qdq
+from .numerics import FloatScale, Overflow, PowerOfTwo, Rounding, Saturation
+from .plan import QParams, QuantPlan, make_plan
+from .quantized import QuantizedNetwork, quantize_network
+
+__all__ = [
+    "FloatScale",
+    "Overflow",
+    "PowerOfTwo",
+    "QParams",
+    "QuantPlan",
+    "QuantizedNetwork",
+    "Rounding",
+    "Saturation",
+    "make_plan",
+    "quantize_network",
+    "save_params",
+    "save_qdq",
+    "to_qdq",
+]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigurationError
 from ..network import Network, OptimizedLayer
@@ -82,11 +83,14 @@ class Simulator:
         """
         env: dict[str, Value] = {}
         collected: dict[str, Value] = {}
-        for layer in self.network.layers:
-            out = self._run_layer(layer, env, x)
-            env[layer.output] = out
-            if collect:
-                collected[layer.name] = out
+        # One BLAS thread: the products here are small, and a multi-threaded BLAS
+        # that competes with onnxruntime's threads for 2 cores runs 10-100x slower.
+        with threadpool_limits(limits=1, user_api="blas"):
+            for layer in self.network.layers:
+                out = self._run_layer(layer, env, x)
+                env[layer.output] = out
+                if collect:
+                    collected[layer.name] = out
         result = env[self.network.output_names[0]]
         return _as_float(result), collected
 
@@ -289,6 +293,7 @@ class Simulator:
             raise ConfigurationError(f"cannot run layer {layer.name!r} in float on its own: {exc}") from None
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(sub.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 

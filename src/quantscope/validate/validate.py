@@ -162,7 +162,7 @@ def validate(
     sim = Simulator(plan, kernels=kernels)
     source = as_source(data, layout=layout, input_shape=network.input_shape)
     layer_names = [layer.output for layer in network.layers[1:]]
-    session = create_session(network.to_proto(layer_names).SerializeToString())
+    session = create_session(network.to_proto(layer_names).SerializeToString(), spinning=False)
     errors = {layer.name: LayerError() for layer in network.layers}
     float_scores, int8_scores, labels = [], [], []
     labelled = True

@@ -1,0 +1,90 @@
+"""The quantized network: runs (emulated int8), says what was quantized, saves deployables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..calibrate.data import as_source
+from ..calibrate.result import Calibration
+from .export import save_params, save_qdq, to_qdq
+from .numerics import FloatScale, PowerOfTwo
+from .plan import QuantPlan, make_plan
+
+__all__ = ["QuantizedNetwork", "quantize_network"]
+
+
+class QuantizedNetwork:
+    """A network with integer types chosen for every tensor (MATLAB's ``quantize(quantObj)``).
+
+    Attributes:
+        plan: the :class:`QuantPlan` (scheme, parameters, float layers and why).
+    """
+
+    def __init__(self, plan: QuantPlan, kernels: str = "fast"):
+        from ..simulate.engine import Simulator
+
+        self.plan = plan
+        self.network = plan.network
+        self._sim = Simulator(plan, kernels=kernels)
+
+    def predict(self, data: Any, batch_size: int = 64, layout: str = "NCHW") -> np.ndarray:
+        """Outputs of the emulated int8 network (float64, dequantized), one row per sample."""
+        source = as_source(data, layout=layout, input_shape=self.network.input_shape)
+        outs = [self._sim.run(np.asarray(b.x, dtype=self.network.input_dtype))[0] for b in source.batches(batch_size)]
+        return np.concatenate(outs)
+
+    @property
+    def layers(self) -> pd.DataFrame:
+        """One row per optimized layer: ``Layer``, ``Precision`` (int8/float), ``Reason``,
+        ``Exponent`` (power-of-two) or ``Scale``/``ZeroPoint`` of its output."""
+        rows = []
+        for name, precision, reason in self.plan.summary():
+            layer = self.network.layer(name)
+            qp = self.plan.activations.get(layer.output)
+            rows.append(
+                (
+                    name,
+                    precision,
+                    reason,
+                    qp.exponent if qp is not None and qp.exponent is not None else None,
+                    float(qp.scale) if qp is not None and qp.axis is None else None,
+                    int(qp.zero_point) if qp is not None and qp.axis is None else None,
+                )
+            )
+        return pd.DataFrame(rows, columns=["Layer", "Precision", "Reason", "Exponent", "Scale", "ZeroPoint"])
+
+    def to_onnx(self):
+        """The QDQ ONNX model (``onnx.ModelProto``)."""
+        return to_qdq(self.plan)
+
+    def save(self, path: str | Path) -> tuple[Path, Path]:
+        """Write the QDQ ONNX model to ``path`` and the exponents/scales to
+        ``path`` with suffix ``.json``; both atomically. Returns both paths."""
+        path = Path(path)
+        onnx_path = save_qdq(self.plan, path)
+        json_path = save_params(self.plan, path.with_suffix(".json"))
+        return onnx_path, json_path
+
+    def memory_bytes(self) -> tuple[int, int]:
+        return self.plan.memory_bytes()
+
+    def __repr__(self) -> str:
+        n_float = len(self.plan.float_layers)
+        return (
+            f"QuantizedNetwork({type(self.plan.scheme).__name__}, {len(self.network.layers) - n_float} int8 layers, "
+            f"{n_float} float)"
+        )
+
+
+def quantize_network(
+    calibration: Calibration,
+    target: str | PowerOfTwo | FloatScale = "fpga",
+    keep_float: Iterable[str] = (),
+    kernels: str = "fast",
+) -> QuantizedNetwork:
+    """Quantize a calibrated network: ``"fpga"`` (power-of-two) or ``"cpu"`` (float scales)."""
+    return QuantizedNetwork(make_plan(calibration, target, keep_float), kernels=kernels)

@@ -1,0 +1,101 @@
+"""The quantization plan, memory accounting, export, and the quantized network."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import quantscope as qs
+from quantscope.calibrate.stats import TensorStats
+from quantscope.quantize.numerics import pow2_exponent
+from quantscope.quantize.plan import histogram_exponent, make_plan
+from quantscope.zoo import squeezenet
+from tinymodels import images, small_cnn
+
+
+def test_memory_rule_squeezenet_5_classes():
+    net = qs.prepare(squeezenet(num_classes=5, input_size=67))
+    cal = qs.calibrate(net, np.random.default_rng(0).uniform(0, 255, (2, 3, 67, 67)).astype(np.float32), progress=False)
+    plan = make_plan(cal, "fpga")
+    assert plan.memory_bytes() == (2_900_244, 733_908)
+    # keeping conv10 in float: its 512*5 weights + 5 biases stay at 4 bytes
+    kept = make_plan(cal, "fpga", keep_float=["conv10"])
+    assert kept.memory_bytes() == (2_900_244, 733_908 - (512 * 5 + 4 * 5) + 4 * (512 * 5 + 5))
+    assert "conv10_relu_conv10" in kept.float_layers
+
+
+def test_pow2_exponents_follow_the_formula():
+    net = qs.prepare(small_cnn(seed=4))
+    x = images(16)
+    cal = qs.calibrate(net, x, progress=False)
+    plan = make_plan(cal, "fpga")
+    for layer in net.layers:
+        qp = plan.activations.get(layer.output)
+        if qp is None:
+            continue
+        if layer.kind in ("Flatten",):
+            continue
+        assert qp.exponent == pow2_exponent(cal.stats(layer.name).max_abs)
+        assert float(qp.scale) == 2.0**qp.exponent and int(qp.zero_point) == 0
+    qw, wqp = plan.weights["conv1_relu_conv1"]
+    w = net.constant("conv1_W")
+    assert wqp.exponent == int(np.floor(np.log2(np.abs(w).max()))) - 6
+    assert qw.dtype == np.int8 and np.abs(qw).max() <= 127
+    qb, bqp = plan.biases["conv1_relu_conv1"]
+    assert bqp.exponent == wqp.exponent + plan.activations[net.layer("imageinput_normalization").output].exponent
+    assert qb.dtype == np.int32
+
+
+def test_histogram_exponent_minimises_direct_error():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(20000), [40.0]]).astype(np.float32)  # one outlier
+    stats = TensorStats.of(x)
+    e_minmax = pow2_exponent(stats.max_abs)
+    e_hist = histogram_exponent(stats)
+    assert e_hist < e_minmax  # clips the outlier
+    def mse(e):
+        q = np.clip(np.sign(x) * np.floor(np.abs(x) / 2.0**e + 0.5), -128, 127) * 2.0**e
+        return float(np.mean((x - q) ** 2))
+    errors = {e: mse(e) for e in range(e_minmax - 8, e_minmax + 1)}
+    best = min(errors, key=errors.get)
+    assert abs(e_hist - best) <= 1 and errors[e_hist] <= 1.5 * errors[best]
+
+
+def test_keep_float_names_are_checked():
+    net = qs.prepare(small_cnn())
+    cal = qs.calibrate(net, images(4), progress=False)
+    with pytest.raises(qs.ConfigurationError, match="not_a_layer"):
+        make_plan(cal, "fpga", keep_float=["not_a_layer"])
+    with pytest.raises(qs.ConfigurationError, match="unknown target"):
+        make_plan(cal, "gpu")
+
+
+@pytest.mark.parametrize("target", ["cpu", "fpga"])
+def test_quantized_network_runs_reports_and_saves(tmp_path, target):
+    net = qs.prepare(small_cnn(seed=7))
+    x = images(64, seed=3)
+    cal = qs.calibrate(net, x[:32], progress=False)
+    qnet = cal.quantize(target, keep_float=["fc2_add"])
+    layers = qnet.layers
+    row = layers[layers["Layer"] == "fc2_fc2_add"].iloc[0]
+    assert row["Precision"] == "float" and "request" in row["Reason"]
+    assert layers[layers["Layer"] == "prob"].iloc[0]["Precision"] == "float"
+    assert (layers["Precision"] == "int8").sum() == len(net.layers) - 2
+    out = qnet.predict(x[32:])
+    assert out.shape == (32, 3)
+    onnx_path, json_path = qnet.save(tmp_path / "small.int8.onnx")
+    model = onnx.load(onnx_path)
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    int8_inits = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert len(int8_inits) == 4  # the four quantized convolutions
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ort_out = sess.run(None, {"imageinput": x[32:]})[0]
+    assert np.mean(ort_out.argmax(1) == out.argmax(1)) >= 0.9
+    params = json.loads(json_path.read_text())
+    assert params["scheme"] == ("FloatScale" if target == "cpu" else "PowerOfTwo")
+    assert "fc2_fc2_add" in params["float_layers"]

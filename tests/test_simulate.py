@@ -1,0 +1,87 @@
+"""The int8 network simulator: the fast kernels equal the reference bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import quantscope as qs
+from quantscope.quantize.plan import make_plan
+from quantscope.simulate import fast, reference
+from quantscope.simulate.engine import IntTensor, Simulator
+from realdata import ccexam_mnist_module, imagenet_inputs, mnist_normalized, mobilenet_v2_module
+from tinymodels import images, small_cnn
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_conv_equals_reference_random(seed):
+    rng = np.random.default_rng(seed)
+    group = [1, 2, 4][seed % 3]
+    c, m = 4 * group, 2 * group
+    k = [1, 3, 5][seed % 3]
+    x = rng.integers(-128, 128, (3, c, 11, 9)).astype(np.int8)
+    w = rng.integers(-128, 128, (m, c // group, k, k)).astype(np.int8)
+    b = rng.integers(-(2**20), 2**20, m).astype(np.int32)
+    attrs = dict(strides=[1 + seed % 2, 2 - seed % 2], pads=[seed % 2, 1, 0, k // 2], dilations=[1, 1 + (seed % 2)], group=group)
+    zp = (seed % 3) - 1
+    np.testing.assert_array_equal(fast.conv(x, w, b, x_zero_point=zp, **attrs), reference.conv(x, w, b, x_zero_point=zp, **attrs))
+    # depthwise
+    wd = rng.integers(-128, 128, (c, 1, 3, 3)).astype(np.int8)
+    np.testing.assert_array_equal(fast.conv(x, wd, group=c, pads=[1, 1, 1, 1]), reference.conv(x, wd, group=c, pads=[1, 1, 1, 1]))
+    a = rng.integers(-128, 128, (5, 37)).astype(np.int8)
+    wg = rng.integers(-128, 128, (6, 37)).astype(np.int8)
+    np.testing.assert_array_equal(fast.gemm(a, wg, b[:6] if m >= 6 else None, trans_b=1), reference.gemm(a, wg, b[:6] if m >= 6 else None, trans_b=1))
+    np.testing.assert_array_equal(fast.matmul(a, wg.T, a_zero_point=3), reference.matmul(a, wg.T, a_zero_point=3))
+
+
+@pytest.mark.parametrize("target", ["fpga", "cpu"])
+def test_small_cnn_fast_equals_reference(target):
+    net = qs.prepare(small_cnn(seed=2, with_bn=True, with_dropout=True))
+    x = images(40, seed=5)
+    cal = qs.calibrate(net, x, progress=False)
+    plan = make_plan(cal, target)
+    out_fast, layers_fast = Simulator(plan, "fast").run(x, collect=True)
+    out_ref, layers_ref = Simulator(plan, "reference").run(x, collect=True)
+    np.testing.assert_array_equal(out_fast, out_ref)
+    for name, value in layers_ref.items():
+        other = layers_fast[name]
+        if isinstance(value, IntTensor):
+            np.testing.assert_array_equal(other.q, value.q, err_msg=name)
+            assert value.q.dtype == np.int8
+    assert set(plan.float_layers) == {"prob"}
+    # the integer network approximates the float one
+    assert np.mean(out_fast.argmax(1) == _float_run(net, x).argmax(1)) > 0.8
+
+
+def _float_run(net, x):
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(net.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
+    return s.run(None, {net.input_name: x})[0]
+
+
+@pytest.mark.parametrize("target", ["fpga", "cpu"])
+def test_mnist_cnn_fast_equals_reference_on_100_digits(target):
+    torch = pytest.importorskip("torch")
+    module, _ = ccexam_mnist_module()
+    net = qs.prepare(module, example_input=torch.zeros(1, 1, 28, 28))
+    x, _ = mnist_normalized(1100)
+    cal = qs.calibrate(net, x[:1000], progress=False)
+    plan = make_plan(cal, target)
+    fast_out, _ = Simulator(plan, "fast").run(x[1000:])
+    ref_out, _ = Simulator(plan, "reference").run(x[1000:])
+    np.testing.assert_array_equal(fast_out, ref_out)
+
+
+def test_mobilenet_v2_fast_equals_reference_on_100_photos():
+    torch = pytest.importorskip("torch")
+    net = qs.prepare(mobilenet_v2_module(), example_input=torch.zeros(1, 3, 224, 224))
+    x = imagenet_inputs(100)
+    cal = qs.calibrate(net, x[:22], progress=False)
+    plan = make_plan(cal, "fpga")
+    kinds = {layer.kind for layer in net.layers}
+    assert {"conv", "fc", "Add", "GlobalAveragePool"} <= kinds
+    for start in range(0, 100, 25):
+        a, _ = Simulator(plan, "fast").run(x[start : start + 25])
+        b, _ = Simulator(plan, "reference").run(x[start : start + 25])
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,128 @@
+"""Validation: metrics, memory, diagnostics, and the CPU export against onnxruntime."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import quantscope as qs
+from quantscope.cli import main
+from realdata import ccexam_mnist_module, imagenet_photos, mnist_normalized, mobilenet_v2_module
+from tinymodels import images, small_cnn
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    torch = pytest.importorskip("torch")
+    module, _ = ccexam_mnist_module()
+    net = qs.prepare(module, example_input=torch.zeros(1, 1, 28, 28))
+    x, y = mnist_normalized()
+    cal = qs.calibrate(net, (x[:1000], y[:1000]), progress=False)
+    return net, cal, x[1000:], y[1000:]
+
+
+def test_mnist_power_of_two_within_0_3_points(mnist):
+    net, cal, x, y = mnist
+    res = qs.validate(cal, (x, y), target="fpga", progress=False)
+    assert res.num_samples == 4000
+    table = res.metric_results["top1_accuracy"]
+    assert list(table.columns) == ["NetworkImplementation", "MetricOutput", "LearnableParameterMemory(bytes)"]
+    assert list(table["NetworkImplementation"]) == ["Floating-Point", "Quantized"]
+    f, q = table["MetricOutput"]
+    assert f > 0.99
+    assert abs(f - q) <= 0.003, (f, q)
+    learnables = 32 * 9 + 32 + 64 * 32 * 9 + 64 + 3136 * 128 + 128 + 128 * 10 + 10
+    weights = 32 * 9 + 64 * 32 * 9 + 3136 * 128 + 128 * 10
+    assert list(table["LearnableParameterMemory(bytes)"]) == [4 * learnables, weights + 4 * (learnables - weights)]
+    errors = res.layer_errors
+    assert len(errors) == len(net.layers)
+    assert errors["SQNR(dB)"].iloc[:-1].map(math.isfinite).all()
+    assert res.verdict.startswith(errors.iloc[0]["Layer"])
+
+
+def test_cpu_export_agrees_with_emulation_on_every_top1(mnist):
+    net, cal, x, y = mnist
+    qnet = cal.quantize("cpu")
+    emulated = qnet.predict(x)
+    sess = ort.InferenceSession(qnet.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
+    ort_out = sess.run(None, {net.input_name: x})[0]
+    assert np.array_equal(emulated.argmax(1), ort_out.argmax(1))
+    diff = float(np.abs(emulated - ort_out).max())
+    print(f"largest output difference, quantscope emulation vs onnxruntime QDQ: {diff:.4f}")
+    # onnxruntime actually ran int8 kernels
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = ""
+    ops = {n.op_type for n in qnet.to_onnx().graph.node}
+    assert "QuantizeLinear" in ops
+
+
+def test_unlabelled_data_measures_agreement():
+    net = qs.prepare(small_cnn(seed=3))
+    x = images(48, seed=9)
+    cal = qs.calibrate(net, x[:24], progress=False)
+    res = qs.validate(cal, x[24:], target="cpu", progress=False)
+    assert not res.labelled
+    table = res.metric_results["top1_agreement"]
+    assert table["MetricOutput"].iloc[0] == 1.0
+    assert table["MetricOutput"].iloc[1] == res.top1_agreement()
+
+
+def test_custom_metrics_and_reference_kernels_agree():
+    net = qs.prepare(small_cnn(seed=3))
+    x = images(40, seed=2)
+    y = np.arange(40) % 3
+    cal = qs.calibrate(net, x, progress=False)
+
+    def mean_top_score(scores, labels):
+        return float(np.mean(scores.max(axis=1)))
+
+    a = qs.validate(cal, (x, y), metrics=["top1", mean_top_score], progress=False)
+    b = qs.validate(cal, (x, y), metrics=["top1", mean_top_score], kernels="reference", progress=False)
+    assert set(a.metric_results) == {"top1_accuracy", "mean_top_score"}
+    for k in a.metric_results:
+        assert a.metric_results[k].equals(b.metric_results[k])
+    np.testing.assert_array_equal(a.int8_scores, b.int8_scores)
+
+
+def test_mobilenet_v2_photos_both_schemes_and_diagnostics():
+    torch = pytest.importorskip("torch")
+    net = qs.prepare(mobilenet_v2_module(), example_input=torch.zeros(1, 3, 224, 224))
+    x = imagenet_photos()
+    cal = qs.calibrate(net, x, progress=False)
+    pow2 = qs.validate(cal, x, target="fpga", progress=False)
+    cpu = qs.validate(cal, x, target="cpu", progress=False)
+    print("MobileNetV2 top-1 agreement: power-of-two", pow2.top1_agreement(), "cpu", cpu.top1_agreement())
+    print(pow2.verdict)
+    assert cpu.top1_agreement() >= 0.8
+    # power-of-two per-tensor loses far more, and the diagnostics point at depthwise layers
+    assert pow2.top1_agreement() < cpu.top1_agreement()
+    worst = pow2.layer_errors.head(5)
+    assert (worst["Kind"] == "conv").any()
+    assert worst["WeightSQNR(dB)"].min() < cpu.layer_errors["WeightSQNR(dB)"].median()
+
+
+def test_cli_validate_and_quantize(tmp_path, capsys):
+    import onnx
+
+    model = tmp_path / "small.onnx"
+    onnx.save(small_cnn(seed=1), model)
+    np.savez(tmp_path / "cal.npz", x=images(20, seed=1), y=np.arange(20) % 3)
+    np.savez(tmp_path / "val.npz", x=images(20, seed=2), y=np.arange(20) % 3)
+    out = tmp_path / "res.json"
+    assert main(["validate", str(model), "--calibration", str(tmp_path / "cal.npz"), "--validation", str(tmp_path / "val.npz"),
+                 "--target", "cpu", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "Floating-Point" in text and "Quantized" in text and "Verdict" in text
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["NumSamples"] == 20
+    assert main(["quantize", str(model), "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "q.onnx"),
+                 "--keep-float", "fc", "--quiet"]) == 0
+    assert (tmp_path / "q.onnx").exists() and (tmp_path / "q.json").exists()
+    assert main(["quantize", str(model), "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "q2.onnx"),
+                 "--keep-float", "nope", "--quiet"]) == 2
+    assert "nope" in capsys.readouterr().err
