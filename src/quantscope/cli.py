@@ -3,6 +3,8 @@
     quantscope calibrate MODEL DATA [--batch-size N] [--out ranges.json|ranges.csv]
     quantscope validate MODEL --calibration DATA --validation DATA [--target fpga|cpu] [--metric top1] [--out result.json]
     quantscope quantize MODEL --calibration DATA -o model.int8.onnx [--target fpga|cpu] [--keep-float LAYER ...]
+    quantscope compile MODEL --bitstream NAME [--calibration DATA]
+    quantscope profile MODEL --bitstream NAME [--calibration DATA] [--frames N]
     quantscope demo
 """
 
@@ -141,6 +143,40 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _workflow(args: argparse.Namespace, console: Console):
+    from .fpga import Workflow
+    from .network import prepare
+
+    if args.calibration:
+        cal = _calibrated(args, console)
+        source = cal.quantize("fpga")
+    else:
+        source = prepare(args.model)
+    return Workflow(source, args.bitstream, print_fn=lambda line: console.print(line, markup=False, highlight=False)), source
+
+
+def _cmd_compile(args: argparse.Namespace, console: Console) -> int:
+    workflow, _ = _workflow(args, console)
+    workflow.compile()
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace, console: Console) -> int:
+    from .calibrate import as_source
+
+    workflow, source = _workflow(args, console)
+    if args.calibration:
+        batch = next(as_source(args.calibration, layout=args.layout, input_shape=workflow.network.input_shape).batches(args.frames))
+        workflow.deploy()
+        _, profile = workflow.predict(batch.x, profile=True)
+        console.print(f"Measured on the simulated board with {len(batch.x)} frame(s) of {args.calibration}:")
+    else:
+        profile = workflow.estimate_performance(frames=args.frames)
+        console.print(f"Estimated for {args.frames} frame(s) (no data: pass --calibration to run int8 on the simulated board):")
+    console.print(profile.format(), markup=False, highlight=False)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from .demo import run_demo
 
@@ -184,6 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=_cmd_validate if name == "validate" else _cmd_quantize)
+
+    for name, helptext in (
+        ("compile", "compile for an FPGA deep-learning processor: layer placement and DDR memory map"),
+        ("profile", "per-layer latency and Frames/s on an FPGA deep-learning processor"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("model", help="ONNX model file")
+        p.add_argument("--bitstream", required=True, help="processor preset: zcu102_int8, zc706_int8, arria10soc_int8, *_single")
+        p.add_argument("--calibration", help="calibration data: quantize with it (int8 weight images, measured profile)")
+        if name == "profile":
+            p.add_argument("--frames", type=int, default=1, help="frames to profile (default 1)")
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(func=_cmd_compile if name == "compile" else _cmd_profile)
 
     p = sub.add_parser("demo", help="run the whole workflow on a model and data shipped with quantscope")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

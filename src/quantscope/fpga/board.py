@@ -95,7 +95,9 @@ class Workflow:
     """Compile, deploy, predict and profile a network on a processor.
 
     Args:
-        network: a :class:`~quantscope.Network` (or anything ``prepare`` accepts).
+        network: a :class:`~quantscope.QuantizedNetwork` (its int8 emulation computes
+            ``predict``'s outputs and its int8 weights fill the weight images), or a
+            :class:`~quantscope.Network` (or anything ``prepare`` accepts) for estimates.
         bitstream: a preset name (``"arria10soc_int8"``...) or a :class:`ProcessorConfig`.
         target: the board; a :class:`SimulatedBoard` by default.
         run_int8: ``run_int8(x) -> np.ndarray``, the int8 emulation of the quantized
@@ -115,6 +117,16 @@ class Workflow:
         quantized: Mapping[str, tuple] | None = None,
         print_fn: Any = None,
     ):
+        if hasattr(network, "plan") and hasattr(network, "predict"):  # a QuantizedNetwork
+            qnet = network
+            network = qnet.network
+            if run_int8 is None:
+                run_int8 = qnet.predict
+            if quantized is None:
+                quantized = {
+                    name: (qw, qnet.plan.biases[name][0] if name in qnet.plan.biases else None, qp.exponent)
+                    for name, (qw, qp) in qnet.plan.weights.items()
+                }
         self.network: Network = network if isinstance(network, Network) else prepare(network)
         self.config = processor(bitstream)
         self.target = target if target is not None else SimulatedBoard()

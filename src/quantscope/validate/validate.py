@@ -141,6 +141,7 @@ def validate(
     progress: bool | None = None,
     kernels: str = "fast",
     layout: str = "NCHW",
+    processor: Any = None,
 ) -> ValidationResult:
     """Quantize, run the float and the int8 network on ``data``, and compare them.
 
@@ -156,6 +157,10 @@ def validate(
         keep_float: layer names to leave in float.
         batch_size: samples per batch.
         kernels: ``"fast"`` or ``"reference"`` integer kernels (same results).
+        processor: for the FPGA target, a bitstream preset name (``"arria10soc_int8"``)
+            or :class:`~quantscope.fpga.ProcessorConfig`: the metric tables get a
+            ``FramesPerSecond`` column from the processor's cycle model (the
+            Floating-Point row from the matching ``_single`` preset when there is one).
     """
     plan = calibration if isinstance(calibration, QuantPlan) else make_plan(calibration, target, keep_float)
     network = plan.network
@@ -206,8 +211,15 @@ def validate(
             [("Floating-Point", float(fn(fs, y)), float_bytes), ("Quantized", float(fn(qs_, y)), quant_bytes)],
             columns=METRIC_COLUMNS,
         )
+    extra: dict[str, Any] = {}
+    if processor is not None:
+        fps_int8, fps_float, name = _frames_per_second(network, processor)
+        for df in metric_results.values():
+            df["FramesPerSecond"] = [fps_float, fps_int8]
+        extra["processor"] = name
     table = _layer_table(plan, errors)
     return ValidationResult(
+        extra=extra,
         num_samples=n,
         metric_results=metric_results,
         layer_errors=table,
@@ -218,6 +230,18 @@ def validate(
         labels=y,
         labelled=labelled,
     )
+
+
+def _frames_per_second(network, processor) -> tuple[float, float, str]:
+    """Estimated Frames/s of one frame on ``processor`` (int8) and on its ``_single`` twin."""
+    from ..fpga import PRESETS, estimate_performance
+    from ..fpga import processor as get_processor
+
+    cfg = get_processor(processor)
+    fps = estimate_performance(network, cfg, frames=1).frames_per_second
+    twin = cfg.name.replace("_int8", "_single") if cfg.name.endswith("_int8") else None
+    fps_float = estimate_performance(network, get_processor(twin), frames=1).frames_per_second if twin in PRESETS else math.nan
+    return fps, fps_float, cfg.name
 
 
 def _layer_table(plan: QuantPlan, errors: dict[str, LayerError]) -> pd.DataFrame:
