@@ -20,7 +20,7 @@ from .data import as_source
 from .result import Calibration, RangeEntry
 from .stats import TensorStats
 
-__all__ = ["calibrate", "create_session", "weight_entries"]
+__all__ = ["StatsCollector", "calibrate", "create_session", "derived_layers", "weight_entries"]
 
 
 def create_session(proto_bytes: bytes, use_gpu: bool = False, spinning: bool = True) -> ort.InferenceSession:
@@ -94,6 +94,75 @@ def _num_node_inputs(network: Network, layer) -> int:
     return sum(1 for v in node.inputs if v is not None)
 
 
+class StatsCollector:
+    """The streaming state of one calibration: the float network in onnxruntime and
+    one :class:`TensorStats` per activation it measures.
+
+    ``update(batch)`` adds a batch; ``partial()`` returns the state (sample count
+    and statistics, small and picklable) and ``merge_partial`` adds another
+    collector's, so shards run on different workers or a resumed run combine
+    exactly; ``result()`` builds the :class:`Calibration`.
+    """
+
+    def __init__(self, network: Network, use_gpu: bool = False):
+        self.network = network
+        self.derived = derived_layers(network)
+        self.measured = [layer for layer in network.layers if layer.name not in self.derived]
+        self.output_names = [layer.output for layer in self.measured[1:]]
+        self.stats = [TensorStats() for _ in self.measured]
+        self.num_samples = 0
+        self._use_gpu = use_gpu
+        self._session: ort.InferenceSession | None = None
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        if self._session is None:
+            proto = self.network.to_proto(self.output_names).SerializeToString()
+            self._session = create_session(proto, use_gpu=self._use_gpu)
+        return self._session
+
+    def update(self, batch) -> None:
+        """Run the network on ``batch`` (a :class:`~quantscope.calibrate.data.Batch`) and
+        add every measured tensor's values."""
+        x = np.ascontiguousarray(batch.x, dtype=self.network.input_dtype)
+        _update(self.stats[0], x, self.measured[0], batch)
+        outputs = self.session.run(self.output_names, {self.network.input_name: x})
+        for stats, layer, out in zip(self.stats[1:], self.measured[1:], outputs):
+            _update(stats, out, layer, batch)
+        self.num_samples += len(x)
+
+    def partial(self) -> dict:
+        """The state so far: ``{"num_samples": int, "stats": [TensorStats.to_dict()...]}``."""
+        return {"num_samples": self.num_samples, "stats": [s.to_dict() for s in self.stats]}
+
+    def merge_partial(self, partial: dict) -> None:
+        """Add another collector's :meth:`partial` (same network) to this one, exactly."""
+        if len(partial["stats"]) != len(self.stats):
+            raise CalibrationDataError("partial statistics of another network cannot be merged here")
+        self.stats = [a.merge(TensorStats.from_dict(b)) for a, b in zip(self.stats, partial["stats"])]
+        self.num_samples += int(partial["num_samples"])
+
+    def result(self) -> Calibration:
+        """The :class:`Calibration` of everything added so far."""
+        network = self.network
+        if self.num_samples == 0:
+            raise CalibrationDataError("the calibration data contains no samples; give at least one input")
+        measured = {layer.name: stats for layer, stats in zip(self.measured, self.stats)}
+        by_output: dict[str, TensorStats] = {}
+        entries: list[RangeEntry] = []
+        for layer in network.layers:  # topological order: sources are final before use
+            entries.extend(weight_entries(network, layer))
+            if layer.name in self.derived:
+                stats = TensorStats()
+                for name in self.derived[layer.name]:
+                    stats = stats.merge(by_output[name])
+            else:
+                stats = measured[layer.name]
+            by_output[layer.output] = stats
+            entries.append(RangeEntry(layer.name, layer.network_layer, "Activations", layer.output, stats))
+        return Calibration(entries, self.num_samples, network=network, model_name=network.source_name)
+
+
 def calibrate(
     network: Any,
     data: Any,
@@ -129,45 +198,12 @@ def calibrate(
         raise CalibrationDataError(f"batch_size must be at least 1, got {batch_size}")
     network = prepare(network, example_input)
     source = as_source(data, layout=layout, input_shape=network.input_shape)
-
-    # Weights and biases: from the prepared constants, once.
-    entries: list[RangeEntry] = []
-    act_index: dict[str, int] = {}
-    for layer in network.layers:
-        entries.extend(weight_entries(network, layer))
-        act_index[layer.name] = len(entries)
-        entries.append(RangeEntry(layer.name, layer.network_layer, "Activations", layer.output, TensorStats()))
-
-    input_layer = network.layers[0]
-    derived = derived_layers(network)
-    act_layers = [layer for layer in network.layers[1:] if layer.name not in derived]
-    output_names = [layer.output for layer in act_layers]
-    session = create_session(network.to_proto(output_names).SerializeToString(), use_gpu=use_gpu)
-    input_dtype = network.input_dtype
-
-    num_samples = 0
+    collector = StatsCollector(network, use_gpu=use_gpu)
     with progress_bar("Calibrating", source.num_samples, enabled=progress) as bar:
         for batch in source.batches(batch_size):
-            x = np.ascontiguousarray(batch.x, dtype=input_dtype)
-            _update(entries[act_index[input_layer.name]].stats, x, input_layer, batch)
-            outputs = session.run(output_names, {network.input_name: x})
-            for layer, out in zip(act_layers, outputs):
-                _update(entries[act_index[layer.name]].stats, out, layer, batch)
-            num_samples += len(x)
-            bar.advance(len(x))
-    if num_samples == 0:
-        raise CalibrationDataError("the calibration data contains no samples; give at least one input")
-    by_output = {layer.output: entries[act_index[layer.name]] for layer in network.layers}
-    for layer in network.layers:  # topological order: sources are final before use
-        if layer.name in derived:
-            stats = TensorStats()
-            for name in derived[layer.name]:
-                stats = stats.merge(by_output[name].stats)
-            entries[act_index[layer.name]] = RangeEntry(
-                layer.name, layer.network_layer, "Activations", layer.output, stats
-            )
-            by_output[layer.output] = entries[act_index[layer.name]]
-    return Calibration(entries, num_samples, network=network, model_name=network.source_name)
+            collector.update(batch)
+            bar.advance(len(batch.x))
+    return collector.result()
 
 
 def _update(stats: TensorStats, values: np.ndarray, layer, batch) -> None:
