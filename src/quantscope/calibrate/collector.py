@@ -104,15 +104,24 @@ class StatsCollector:
     exactly; ``result()`` builds the :class:`Calibration`.
     """
 
-    def __init__(self, network: Network, use_gpu: bool = False):
+    def __init__(self, network: Network, use_gpu: bool = False, histogram_stride: int | str = "auto"):
         self.network = network
         self.derived = derived_layers(network)
         self.measured = [layer for layer in network.layers if layer.name not in self.derived]
         self.output_names = [layer.output for layer in self.measured[1:]]
-        self.stats = [TensorStats() for _ in self.measured]
+        self.shapes = [network.value_shape(layer.output) for layer in self.measured]
+        self.strides = [_histogram_stride(shape, histogram_stride) for shape in self.shapes]
+        self.stats = [TensorStats(hist_stride=s) for s in self.strides]
         self.num_samples = 0
         self._use_gpu = use_gpu
         self._session: ort.InferenceSession | None = None
+        self._bindings: dict[int, tuple] = {}
+        # Outputs go straight into preallocated arrays (onnxruntime I/O binding) when
+        # every measured shape is known but for the batch: no allocation or copy per run.
+        self._bind = not use_gpu and all(
+            shape is not None and len(shape) > 0 and all(isinstance(d, int) for d in shape[1:])
+            for shape in self.shapes[1:]
+        )
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -121,12 +130,31 @@ class StatsCollector:
             self._session = create_session(proto, use_gpu=self._use_gpu)
         return self._session
 
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        if not self._bind:
+            return self.session.run(self.output_names, {self.network.input_name: x})
+        n = len(x)
+        if n not in self._bindings:
+            if len(self._bindings) >= 2:  # a full batch size and the last, smaller one
+                self._bindings.pop(next(iter(self._bindings)))
+            binding = self.session.io_binding()
+            buffers = []
+            for name, shape in zip(self.output_names, self.shapes[1:]):
+                buf = np.empty((n, *shape[1:]), dtype=np.float32)
+                binding.bind_output(name, "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
+                buffers.append(buf)
+            self._bindings[n] = (binding, buffers)
+        binding, buffers = self._bindings[n]
+        binding.bind_cpu_input(self.network.input_name, x)
+        self.session.run_with_iobinding(binding)
+        return buffers
+
     def update(self, batch) -> None:
         """Run the network on ``batch`` (a :class:`~quantscope.calibrate.data.Batch`) and
         add every measured tensor's values."""
         x = np.ascontiguousarray(batch.x, dtype=self.network.input_dtype)
         _update(self.stats[0], x, self.measured[0], batch)
-        outputs = self.session.run(self.output_names, {self.network.input_name: x})
+        outputs = self._run(x)
         for stats, layer, out in zip(self.stats[1:], self.measured[1:], outputs):
             _update(stats, out, layer, batch)
         self.num_samples += len(x)
@@ -163,6 +191,32 @@ class StatsCollector:
         return Calibration(entries, self.num_samples, network=network, model_name=network.source_name)
 
 
+#: Odd primes tried as histogram strides; the first that does not divide the
+#: tensor's last (width) axis is used, so the sampled positions sweep every column.
+_STRIDE_PRIMES = (5, 7, 11, 13, 17, 19, 23)
+#: Tensors with fewer values per sample than this are histogrammed completely.
+_MIN_SAMPLED = 4096
+
+
+def _histogram_stride(shape: tuple | None, option: int | str) -> int:
+    """The histogram stride of a tensor of (static) ``shape`` ``(N, C, H, W)``.
+
+    ``option="auto"``: 1 (every value) for tensors of fewer than 3 dims, unknown
+    shape or fewer than 4,096 values per sample; else the first prime of
+    ``5, 7, 11, ...`` that does not divide the width. An int forces that stride for
+    every tensor of 3 or more dims (1: exact histograms everywhere).
+    """
+    if option == "auto":
+        if shape is None or len(shape) < 3 or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+            return 1
+        if int(np.prod(shape[1:])) < _MIN_SAMPLED:
+            return 1
+        return next((p for p in _STRIDE_PRIMES if shape[-1] % p), 1)
+    if isinstance(option, bool) or not isinstance(option, (int, np.integer)) or option < 1:
+        raise CalibrationDataError(f"histogram_stride must be 'auto' or an integer >= 1, got {option!r}")
+    return int(option) if shape is not None and len(shape) >= 3 else 1
+
+
 def calibrate(
     network: Any,
     data: Any,
@@ -172,6 +226,7 @@ def calibrate(
     progress: bool | None = None,
     layout: str = "NCHW",
     example_input: Any = None,
+    histogram_stride: int | str = "auto",
 ) -> Calibration:
     """Run the float network over ``data`` and collect every tensor's range.
 
@@ -186,6 +241,10 @@ def calibrate(
         use_gpu: run the float network on a GPU (MATLAB's ``UseGPU``).
         progress: show a progress bar (None: only when stderr is a terminal).
         layout: ``"NCHW"`` or ``"NHWC"`` for array data.
+        histogram_stride: ``"auto"`` histograms every 5th (or 7th, 11th...) value of
+            each sample's large image tensors and every value of the others, to keep
+            calibration close to inference speed; ``1`` histograms every value.
+            Min, max and counts always cover every value.
 
     Returns:
         A :class:`Calibration`; ``.table`` is MATLAB's table.
@@ -198,7 +257,7 @@ def calibrate(
         raise CalibrationDataError(f"batch_size must be at least 1, got {batch_size}")
     network = prepare(network, example_input)
     source = as_source(data, layout=layout, input_shape=network.input_shape)
-    collector = StatsCollector(network, use_gpu=use_gpu)
+    collector = StatsCollector(network, use_gpu=use_gpu, histogram_stride=histogram_stride)
     with progress_bar("Calibrating", source.num_samples, enabled=progress) as bar:
         for batch in source.batches(batch_size):
             collector.update(batch)

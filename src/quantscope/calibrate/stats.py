@@ -10,6 +10,13 @@ subnormals) fall in bin 0 of each sign.
 Because the edges are fixed, ``update`` and ``merge`` are exact integer
 additions plus min/max: the result does not depend on batch size, data order or
 how the data was split between workers (DESIGN.md idea 5).
+
+Counting every value of every activation costs about as much as the network
+itself on large CNNs, so the collector may histogram a fixed systematic sample:
+with ``hist_stride = s`` the histogram counts elements ``0, s, 2s, ...`` of each
+sample's flattened tensor (the same positions for every sample, so the result
+stays independent of batching and order). ``min``, ``max`` and ``count`` always
+cover every value; ``hist.sum()`` is the number of values histogrammed.
 """
 
 from __future__ import annotations
@@ -70,12 +77,15 @@ class TensorStats:
         hist: int64 array of length ``2 * NUM_BINS``; ``hist[:NUM_BINS]`` counts
             values with sign bit 0 (``+0`` and positives) by magnitude bin,
             ``hist[NUM_BINS:]`` counts negatives (and ``-0``). None when loaded from CSV.
+        hist_stride: 1 when the histogram counts every value; ``s`` when it counts
+            every ``s``-th value of each sample (axis 0 is the sample axis).
     """
 
     min: float = float("inf")
     max: float = float("-inf")
     count: int = 0
     hist: np.ndarray | None = field(default_factory=lambda: np.zeros(2 * NUM_BINS, dtype=np.int64))
+    hist_stride: int = 1
 
     # ---- building ----------------------------------------------------------------
     def update(self, x: np.ndarray) -> "TensorStats":
@@ -96,6 +106,8 @@ class TensorStats:
             self.max = max(self.max, hi)
         self.count += int(x.size)
         if self.hist is not None:
+            if self.hist_stride > 1 and x.ndim > 1:
+                x = x.reshape(len(x), -1)[:, :: self.hist_stride]
             bits = np.ascontiguousarray(x, dtype=np.float32).reshape(-1).view(np.uint32)
             _add_bin_counts(self.hist, bits)
         return self
@@ -110,12 +122,17 @@ class TensorStats:
         if self.hist is None or other.hist is None:
             hist = None
         else:
+            if self.hist_stride != other.hist_stride and self.count and other.count:
+                raise ValueError(
+                    f"cannot merge histograms of stride {self.hist_stride} and {other.hist_stride}"
+                )
             hist = self.hist + other.hist
+        stride = self.hist_stride if self.count else other.hist_stride
         if np.isnan(self.min) or np.isnan(other.min):
             lo = hi = float("nan")
         else:
             lo, hi = min(self.min, other.min), max(self.max, other.max)
-        return TensorStats(min=lo, max=hi, count=self.count + other.count, hist=hist)
+        return TensorStats(min=lo, max=hi, count=self.count + other.count, hist=hist, hist_stride=stride)
 
     # ---- reading -----------------------------------------------------------------
     @property
@@ -136,7 +153,7 @@ class TensorStats:
 
     def log2_hist(self) -> dict[int, int]:
         """Counts of nonzero magnitudes by octave: ``{k: count of 2**k <= |x| < 2**(k+1)}``
-        (MATLAB's Deep Network Quantizer heat map), plus key ``None``-free zeros omitted."""
+        (MATLAB's Deep Network Quantizer heat map); zeros and subnormals are not counted."""
         mag = self.magnitude_hist()
         per_octave = mag.reshape(256, -1).sum(axis=1)
         return {e - 127: int(c) for e, c in enumerate(per_octave) if c and e > 0}
@@ -152,6 +169,7 @@ class TensorStats:
             and _same_float(self.max, other.max)
             and self.count == other.count
             and same_hist
+            and (self.hist is None or self.hist_stride == other.hist_stride)
         )
 
     # ---- (de)serialization ---------------------------------------------------------
@@ -162,6 +180,7 @@ class TensorStats:
             nz = np.flatnonzero(self.hist)
             out["hist"] = {
                 "mantissa_bits": MANTISSA_BITS,
+                "stride": self.hist_stride,
                 "bins": [[int(i), int(self.hist[i])] for i in nz],
             }
         return out
@@ -178,7 +197,8 @@ class TensorStats:
             hist = np.zeros(2 * NUM_BINS, dtype=np.int64)
             for i, c in d["hist"]["bins"]:
                 hist[int(i)] = int(c)
-        return cls(min=float(d["min"]), max=float(d["max"]), count=int(d["count"]), hist=hist)
+        stride = int(d["hist"].get("stride", 1)) if d.get("hist") is not None else 1
+        return cls(min=float(d["min"]), max=float(d["max"]), count=int(d["count"]), hist=hist, hist_stride=stride)
 
 
 def _same_float(a: float, b: float) -> bool:
