@@ -74,3 +74,11 @@ def test_demo_runs(capsys):
     assert table.iloc[0]["Optimized Layer Name"] == "imageinput"
     assert table.iloc[0]["MinValue"] >= 0 and table.iloc[0]["MaxValue"] <= 255
     assert (table["Optimized Layer Name"] == "imageinput_normalization").any()
+    metric = result["validation"].metric_results["top1_accuracy"]
+    float_acc, int8_acc = metric["MetricOutput"]
+    assert float_acc > 0.8 and abs(float_acc - int8_acc) < 0.02
+    assert (metric["FramesPerSecond"] > 0).all()
+    profile = result["profile"]
+    assert profile.frames_per_second > 0
+    out = capsys.readouterr().out
+    assert "Deep Learning Processor Profiler Performance Results" in out and "EndOffset" in out

@@ -17,6 +17,7 @@ __all__ = ["demo_data", "demo_model_path", "run_demo"]
 
 MODEL_FILE = "firenet.onnx"
 DATA_FILE = "fashion_mnist_slice.npz"
+BITSTREAM = "arria10soc_int8"
 
 
 def demo_model_path():
@@ -62,4 +63,24 @@ def run_demo(console: Console | None = None, quiet: bool = False, calibration_sa
     seconds = time.perf_counter() - start
     print_ranges(console, cal.table, title=f"Ranges from {cal.num_samples} calibration images")
     console.print(f"Calibrated {cal.num_samples} images in {seconds:.2f} s ({cal.num_samples / seconds:,.0f} images/s).")
-    return {"network": net, "calibration": cal}
+
+    from ..cli import print_validation
+    from ..fpga import Workflow
+    from ..validate import validate
+
+    console.rule("3. validate: float vs int8 (power-of-two scaling, FPGA)")
+    val_x, val_y = x[calibration_samples:], y[calibration_samples:]
+    result = validate(cal, (val_x, val_y), target="fpga", processor=BITSTREAM, progress=False if quiet else None)
+    print_validation(console, result, max_layers=6)
+
+    console.rule(f"4. the FPGA target: {BITSTREAM}")
+    qnet = cal.quantize("fpga")
+    workflow = Workflow(qnet, BITSTREAM, print_fn=lambda line: console.print(line, markup=False, highlight=False))
+    workflow.compile()
+    workflow.deploy()
+    frames = val_x[:4]
+    outputs, profile = workflow.predict(frames, profile=True)
+    predicted = [classes[i] if classes else str(i) for i in outputs.argmax(axis=1)]
+    console.print(f"Predicted classes of 4 frames: {', '.join(predicted)} (labels: {', '.join(classes[i] if classes else str(i) for i in val_y[:4])})")
+    console.print(profile.format(), markup=False, highlight=False)
+    return {"network": net, "calibration": cal, "validation": result, "quantized": qnet, "profile": profile}
