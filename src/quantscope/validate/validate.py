@@ -28,7 +28,7 @@ __all__ = ["LayerError", "ValidationResult", "validate"]
 METRIC_COLUMNS = ["NetworkImplementation", "MetricOutput", "LearnableParameterMemory(bytes)"]
 LAYER_COLUMNS = [
     "Layer", "Kind", "Precision", "SQNR(dB)", "SQNRDrop(dB)", "OutputSQNR(dB)", "WeightSQNR(dB)",
-    "Saturated", "FlushedToZero",
+    "Saturated", "FlushedToZero", "AddedSQNR(dB)",
 ]
 
 
@@ -77,9 +77,11 @@ class ValidationResult:
             ``Quantized`` and columns ``NetworkImplementation``, ``MetricOutput``,
             ``LearnableParameterMemory(bytes)`` (plus ``FramesPerSecond`` on an FPGA target).
         layer_errors: per optimized layer, worst first: SQNR of the int8 network's
-            output against the float one (dB, cumulative), the drop this layer adds
-            to its inputs' SQNR, the SQNR of its output grid and of its weights
-            alone, and the fractions of float values that saturate or flush to zero.
+            output against the float one (dB, cumulative), the drop from its inputs'
+            SQNR, the SQNR of its output grid and of its weights alone, the fractions
+            of float values that saturate or flush to zero, and ``AddedSQNR(dB)``:
+            the noise this layer adds to what its inputs carried, as an SQNR
+            (noise-to-signal ratios add); the table is sorted by it, lowest first.
         verdict: one line naming the layer that costs most.
         plan: the quantization plan used.
         float_scores, int8_scores: the two networks' outputs ``(N, ...)``.
@@ -258,6 +260,12 @@ def _layer_table(plan: QuantPlan, errors: dict[str, LayerError]) -> pd.DataFrame
             drop = 0.0  # no error at all
         else:
             drop = before - own  # inf when its inputs were exact
+        # The noise this layer adds, as an SQNR: noise-to-signal ratios add, so
+        # NSR_added = NSR_out - NSR_in (NSR = 10^(-SQNR/10)); lower = worse.
+        nsr_in = 0.0 if not layer.inputs else 10 ** (-before / 10) if math.isfinite(before) else 0.0
+        nsr_out = 10 ** (-own / 10) if math.isfinite(own) else 0.0
+        added_nsr = nsr_out - nsr_in
+        added = 10 * math.log10(1 / added_nsr) if added_nsr > 0 else math.inf
         rows.append(
             (
                 layer.name,
@@ -269,10 +277,11 @@ def _layer_table(plan: QuantPlan, errors: dict[str, LayerError]) -> pd.DataFrame
                 _weight_sqnr(plan, layer.name),
                 e.saturated / e.count if e.count else 0.0,
                 e.flushed / e.count if e.count else 0.0,
+                added,
             )
         )
     df = pd.DataFrame(rows, columns=LAYER_COLUMNS)
-    order = np.lexsort((np.arange(len(df)), -df["SQNRDrop(dB)"].to_numpy(dtype=np.float64)))
+    order = np.lexsort((np.arange(len(df)), df["AddedSQNR(dB)"].to_numpy(dtype=np.float64)))
     return df.iloc[order].reset_index(drop=True)
 
 
@@ -281,7 +290,10 @@ def _verdict(table: pd.DataFrame) -> str:
     if int_rows.empty:
         return "no layer is quantized"
     worst = int_rows.iloc[0]
-    parts = [f"{worst['Layer']} costs most: it lowers the SQNR by {worst['SQNRDrop(dB)']:.1f} dB to {worst['SQNR(dB)']:.1f} dB"]
+    parts = [
+        f"{worst['Layer']} costs most: the noise it adds alone is at {worst['AddedSQNR(dB)']:.1f} dB SQNR, "
+        f"and its output is at {worst['SQNR(dB)']:.1f} dB"
+    ]
     if not math.isnan(worst["WeightSQNR(dB)"]):
         parts.append(f"weights quantize at {worst['WeightSQNR(dB)']:.1f} dB")
     if worst["Saturated"] > 0:
