@@ -1,6 +1,6 @@
 """The ``quantscope`` command: a thin layer over the library.
 
-    quantscope calibrate MODEL DATA [--batch-size N] [--out ranges.json|ranges.csv]
+    quantscope calibrate MODEL DATA [--batch-size N] [--out ranges.json|ranges.csv] [--dask ADDRESS|local:N] [--checkpoint PATH]
     quantscope validate MODEL --calibration DATA --validation DATA [--target fpga|cpu] [--metric top1] [--out result.json]
     quantscope quantize MODEL --calibration DATA -o model.int8.onnx [--target fpga|cpu] [--keep-float LAYER ...]
     quantscope compile MODEL --bitstream NAME [--calibration DATA]
@@ -55,6 +55,12 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     network = prepare(args.model)
     for note in network.log.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
+    if args.checkpoint and not args.restart:
+        from .calibrate.checkpoint import describe_checkpoint
+
+        resumed = describe_checkpoint(args.checkpoint)
+        if resumed:
+            console.print(f"resuming from checkpoint {escape(args.checkpoint)}: {resumed}")
     start = time.perf_counter()
     result = calibrate(
         network,
@@ -63,6 +69,10 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
         progress=False if args.quiet else None,
         layout=args.layout,
         use_gpu=args.gpu,
+        client=args.dask,
+        checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every,
+        restart=args.restart,
     )
     elapsed = time.perf_counter() - start
     print_ranges(console, result.table)
@@ -84,11 +94,11 @@ def print_validation(console: Console, result, max_layers: int = 10) -> None:
             t.add_row(str(row[0]), f"{row[1]:.6g}", f"{row[2]:.5g}", *[f"{v:.5g}" for v in row[3:]])
         console.print(t)
     t = Table(title="Layers that lose most (worst first)", header_style="bold")
-    for col in ("Layer", "Precision", "SQNR(dB)", "SQNRDrop(dB)", "WeightSQNR(dB)", "Saturated", "FlushedToZero"):
+    for col in ("Layer", "Precision", "AddedSQNR(dB)", "SQNR(dB)", "WeightSQNR(dB)", "Saturated", "FlushedToZero"):
         t.add_column(col, overflow="fold", justify="left" if col in ("Layer", "Precision") else "right")
     for row in result.layer_errors.head(max_layers).itertuples(index=False):
         t.add_row(
-            escape(str(row[0])), str(row[2]), _fmt(row[3]), _fmt(row[4]), _fmt(row[6]),
+            escape(str(row[0])), str(row[2]), _fmt(row[9]), _fmt(row[3]), _fmt(row[6]),
             f"{100 * row[7]:.2f}%", f"{100 * row[8]:.2f}%",
         )
     console.print(t)
@@ -198,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the ranges to this .json (with histograms) or .csv file")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="layout of array data")
     p.add_argument("--gpu", action="store_true", help="run the float network on a GPU")
+    p.add_argument("--dask", metavar="ADDRESS|local:N",
+                   help="run on a Dask cluster: a scheduler address (tcp://host:8786) or local:N to start N "
+                   "worker processes here; same table bit for bit (pip install quantscope[dask])")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="save the statistics to PATH every --checkpoint-every batches and resume from it when "
+                   "it exists; removed when the run completes")
+    p.add_argument("--checkpoint-every", type=int, metavar="N", help="batches between checkpoints (default 10)")
+    p.add_argument("--restart", action="store_true", help="discard an existing --checkpoint and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_calibrate)
 

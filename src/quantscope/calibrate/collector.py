@@ -227,6 +227,11 @@ def calibrate(
     layout: str = "NCHW",
     example_input: Any = None,
     histogram_stride: int | str = "auto",
+    client: Any = None,
+    shards: int | None = None,
+    checkpoint: Any = None,
+    checkpoint_every: int | None = None,
+    restart: bool = False,
 ) -> Calibration:
     """Run the float network over ``data`` and collect every tensor's range.
 
@@ -245,6 +250,14 @@ def calibrate(
             each sample's large image tensors and every value of the others, to keep
             calibration close to inference speed; ``1`` histograms every value.
             Min, max and counts always cover every value.
+        client: run on a Dask cluster: a ``distributed.Client``, a scheduler address
+            (``"tcp://host:8786"``) or ``"local:N"`` (N local worker processes). The
+            table is identical, bit for bit (docs/distributed.md; needs
+            ``pip install quantscope[dask]``).
+        shards: with ``client``, the number of shards (default: 4 per worker thread).
+        checkpoint: a file to save the statistics to every ``checkpoint_every``
+            batches (default 10) and to resume from when it exists; removed when
+            the run completes. ``restart=True`` discards an existing one.
 
     Returns:
         A :class:`Calibration`; ``.table`` is MATLAB's table.
@@ -256,6 +269,22 @@ def calibrate(
     if batch_size < 1:
         raise CalibrationDataError(f"batch_size must be at least 1, got {batch_size}")
     network = prepare(network, example_input)
+    if client is not None:
+        from .distributed import calibrate_on_dask
+
+        return calibrate_on_dask(
+            network, data, client, batch_size=batch_size, shards=shards, layout=layout, progress=progress,
+            use_gpu=use_gpu, histogram_stride=histogram_stride, checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every, restart=restart,
+        )
+    if checkpoint is not None or checkpoint_every is not None or restart or shards is not None:
+        from .checkpoint import calibrate_resumable
+
+        return calibrate_resumable(
+            network, data, checkpoint=checkpoint, checkpoint_every=checkpoint_every, restart=restart,
+            shards=shards, batch_size=batch_size, use_gpu=use_gpu, progress=progress, layout=layout,
+            histogram_stride=histogram_stride,
+        )
     source = as_source(data, layout=layout, input_shape=network.input_shape)
     collector = StatsCollector(network, use_gpu=use_gpu, histogram_stride=histogram_stride)
     with progress_bar("Calibrating", source.num_samples, enabled=progress) as bar:

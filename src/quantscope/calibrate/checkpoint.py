@@ -1,0 +1,300 @@
+"""Resumable calibration: save the statistics every N batches, resume after a crash.
+
+``calibrate(network, data, checkpoint="cal.ckpt.json", checkpoint_every=10)`` (or
+``quantscope calibrate MODEL DATA --checkpoint cal.ckpt.json --checkpoint-every 10``)
+writes, every ``checkpoint_every`` batches, the collector's statistics so far, the
+position reached in the data and a fingerprint of the run to the checkpoint file
+(atomically: a reader, or a run killed mid-write, sees the old file or the new one,
+never half of one). A run started with an existing checkpoint of the same fingerprint
+merges the saved statistics, skips the samples already counted and goes on; because
+data sources iterate deterministically and the statistics merge exactly, the final
+table equals an uninterrupted run's bit for bit. When the run completes, the
+checkpoint is **removed** (the result is what you keep); an interrupted run loses at
+most ``checkpoint_every`` batches of work.
+
+The file (JSON, ``"format": "quantscope-calibration-checkpoint"``, ``"version": 1``)
+holds:
+
+* ``fingerprint``: ``model_sha256`` (of the prepared model), ``batch_size``,
+  ``layout``, ``use_gpu``, ``mantissa_bits`` (the histogram resolution),
+  ``histogram_stride`` and ``data``:
+  for a ``.npy``/``.npz`` file its resolved path, size and modification time; for an
+  image folder the folder, the file count, a sha256 of every file's path, size and
+  modification time, and the datastore settings; for an array its shape, dtype and a
+  sha256 of its values; for a stream its description and sample count (if known);
+* ``position``: the data position to continue from (samples, or files of an image
+  folder: one past the last one counted); ``batches``: batches counted;
+* ``stream_sha256``: for a stream, a sha256 of every input batch read so far. A
+  resumed stream is read again up to ``position`` (it cannot be skipped otherwise)
+  and must give the same digest, or the run stops with an error;
+* ``partial``: :meth:`StatsCollector.partial` (sample count and per-tensor min, max,
+  count and sparse histogram).
+
+A checkpoint of another model, data or batch size raises
+:class:`~quantscope.errors.ConfigurationError` naming what differs; pass
+``restart=True`` (``--restart``) to discard it and start over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._io import write_atomic
+from .._progress import progress_bar
+from ..errors import ConfigurationError
+from ..network import Network
+from .collector import StatsCollector
+from .data import Batch, DataSource, check_not_empty
+from .distributed import open_data
+from .result import Calibration
+from .stats import MANTISSA_BITS
+
+__all__ = ["DEFAULT_EVERY", "FORMAT", "calibrate_resumable", "describe_checkpoint", "read_checkpoint"]
+
+FORMAT = "quantscope-calibration-checkpoint"
+VERSION = 1
+#: Batches between checkpoints when ``checkpoint_every`` is not given.
+DEFAULT_EVERY = 10
+
+
+@dataclass
+class ResumeState:
+    """Where a run starts: ``position`` in the data, ``batches`` already counted and the
+    stream digest so far (None for data of known size)."""
+
+    position: int = 0
+    batches: int = 0
+    stream_sha256: str | None = None
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict | None:
+    """The checkpoint at ``path`` as a dict (module docstring), or None when there is none.
+
+    Raises:
+        ConfigurationError: the file exists but is not a readable quantscope checkpoint.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        ok = isinstance(d, dict) and d.get("format") == FORMAT
+    except (OSError, ValueError) as exc:
+        d, ok, why = None, False, str(exc)
+    else:
+        why = "no quantscope checkpoint header"
+    if not ok:
+        raise ConfigurationError(
+            f"{path} is not a readable quantscope calibration checkpoint ({why}); delete it, choose "
+            "another checkpoint path, or pass restart=True (--restart) to overwrite it"
+        )
+    if d.get("version") != VERSION:
+        raise ConfigurationError(
+            f"{path} is a calibration checkpoint of format version {d.get('version')}; this quantscope "
+            f"reads version {VERSION}. Pass restart=True (--restart) to start over"
+        )
+    return d
+
+
+def describe_checkpoint(path: str | os.PathLike) -> str | None:
+    """A one-line summary of the checkpoint at ``path`` (None when there is none)."""
+    d = read_checkpoint(path)
+    if d is None:
+        return None
+    return (f"{d['partial']['num_samples']} samples ({d['batches']} batches) already counted, "
+            f"continuing from data position {d['position']}")
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
+
+
+def fingerprint(network: Network, data_description: dict, *, batch_size: int, layout: str, use_gpu: bool,
+                histogram_stride: int | str = "auto") -> dict:
+    """What must match for a checkpoint to be resumed (module docstring)."""
+    model = hashlib.sha256(network.to_proto().SerializeToString()).hexdigest()
+    return _jsonable({
+        "model_sha256": model, "batch_size": int(batch_size), "layout": layout, "use_gpu": bool(use_gpu),
+        "mantissa_bits": MANTISSA_BITS,
+        "histogram_stride": histogram_stride, "data": data_description,
+    })
+
+
+def _stream_description(source: DataSource) -> dict:
+    return {"kind": "stream", "desc": str(getattr(source, "desc", type(source).__name__)),
+            "num_samples": source.num_samples}
+
+
+class Resumer:
+    """Loads, checks and writes the checkpoint of one run; does nothing without a path."""
+
+    def __init__(self, path: str | os.PathLike | None, every: int, restart: bool):
+        self.path = None if path is None else Path(path)
+        self.every = every
+        self.restart = restart
+        self._fingerprint: dict | None = None
+        self._since = 0
+        self._batches = 0
+        self._hash = None  # running sha256 of a stream's batches
+
+    @classmethod
+    def create(cls, path: str | os.PathLike | None, every: int | None, restart: bool = False) -> "Resumer":
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ConfigurationError(f"checkpoint_every must be a positive number of batches, got {every!r}")
+        if path is None and (every is not None or restart):
+            raise ConfigurationError(
+                "checkpoint_every and restart need a checkpoint path: pass checkpoint='cal.ckpt.json' (--checkpoint)"
+            )
+        return cls(path, DEFAULT_EVERY if every is None else every, restart)
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    def start(self, network: Network, collector: StatsCollector, *, sized, source: DataSource | None,
+              batch_size: int, layout: str, use_gpu: bool, histogram_stride: int | str = "auto") -> ResumeState:
+        """Fingerprint the run; with a matching checkpoint, merge its statistics into
+        ``collector`` and return where to continue."""
+        if not self.enabled:
+            return ResumeState()
+        described = sized.describe() if sized is not None else _stream_description(source)
+        self._fingerprint = fp = fingerprint(network, described, batch_size=batch_size, layout=layout, use_gpu=use_gpu,
+                                             histogram_stride=histogram_stride)
+        if sized is None:
+            self._hash = hashlib.sha256()
+        if self.restart:
+            self.path.unlink(missing_ok=True)
+            return ResumeState()
+        saved = read_checkpoint(self.path)
+        if saved is None:
+            return ResumeState()
+        if saved.get("fingerprint") != fp:
+            theirs = saved.get("fingerprint") or {}
+            differ = sorted(k for k in set(fp) | set(theirs) if fp.get(k) != theirs.get(k))
+            what = ", ".join("model" if k == "model_sha256" else k for k in differ)
+            raise ConfigurationError(
+                f"checkpoint {self.path} was written by another calibration (it differs in: {what}; "
+                f"it holds {saved['partial']['num_samples']} samples). Pass restart=True (--restart) "
+                "to discard it and start over, or choose another checkpoint path"
+            )
+        collector.merge_partial(saved["partial"])
+        self._batches = int(saved["batches"])
+        return ResumeState(int(saved["position"]), int(saved["batches"]), saved.get("stream_sha256"))
+
+    # ---- streams -------------------------------------------------------------------
+    def skip_stream(self, batches: Iterator[Batch], state: ResumeState) -> Iterator[Batch]:
+        """``batches`` after the ``state.batches`` already counted, which are read again
+        and must match the checkpoint's digest; hashes what it yields when enabled."""
+        h = self._hash
+        skipped = 0
+        position = 0
+        for b in batches:
+            if h is not None:
+                h.update(b.x.tobytes() if not b.x.flags.c_contiguous else b.x.data)
+            if skipped < state.batches:
+                skipped += 1
+                position = int(b.index[-1]) + 1 if len(b) else position
+                if skipped == state.batches:
+                    self._check_stream(position, state)
+                continue
+            yield b
+        if skipped < state.batches:
+            raise ConfigurationError(
+                f"checkpoint {self.path} counted {state.batches} batches ({state.position} samples) of the "
+                f"stream, but it now yields only {skipped}: the data is not the one the checkpoint was written "
+                "for. Pass restart=True (--restart) to start over"
+            )
+
+    def _check_stream(self, position: int, state: ResumeState) -> None:
+        if position != state.position or (state.stream_sha256 and self._hash.hexdigest() != state.stream_sha256):
+            raise ConfigurationError(
+                f"checkpoint {self.path}: the stream's first {state.batches} batches differ from those the "
+                "checkpoint counted (a stream must yield the same samples in the same order to be resumed). "
+                "Pass restart=True (--restart) to start over"
+            )
+
+    def stream_digest(self) -> str | None:
+        return None if self._hash is None else self._hash.hexdigest()
+
+    # ---- saving --------------------------------------------------------------------
+    def advance(self, collector: StatsCollector, *, position: int, batches: int, digest: str | None = None) -> None:
+        """Count ``batches`` merged into ``collector``, which now covers the data up to
+        ``position``; write the checkpoint when ``every`` batches have passed."""
+        if not self.enabled:
+            return
+        self._since += batches
+        self._batches += batches
+        if self._since >= self.every:
+            self._since = 0
+            self.save(collector, position=position, digest=digest)
+
+    def save(self, collector: StatsCollector, *, position: int, digest: str | None = None) -> None:
+        state = {
+            "format": FORMAT, "version": VERSION, "fingerprint": self._fingerprint,
+            "position": int(position), "batches": self._batches, "stream_sha256": digest,
+            "partial": collector.partial(),
+        }
+        write_atomic(self.path, json.dumps(state, separators=(",", ":")))
+
+    def finish(self) -> None:
+        """The run completed: remove the checkpoint."""
+        if self.enabled:
+            self.path.unlink(missing_ok=True)
+
+
+def calibrate_resumable(
+    network: Network,
+    data: Any,
+    *,
+    checkpoint: str | os.PathLike | None,
+    checkpoint_every: int | None = None,
+    restart: bool = False,
+    shards: int | None = None,
+    batch_size: int = 32,
+    use_gpu: bool = False,
+    progress: bool | None = None,
+    layout: str = "NCHW",
+    histogram_stride: int | str = "auto",
+) -> Calibration:
+    """Single-process calibration that checkpoints every ``checkpoint_every`` batches
+    (default 10) and resumes from ``checkpoint`` when it exists (module docstring).
+
+    The result equals ``calibrate(network, data, batch_size=batch_size)``, interrupted
+    or not. The checkpoint is removed when the run completes.
+
+    Raises:
+        ConfigurationError: the checkpoint belongs to another model/data/batch size
+            (pass ``restart=True``), is unreadable, or the stream changed.
+    """
+    if shards is not None:
+        raise ConfigurationError("shards splits the data between Dask workers: pass client=... (--dask) too")
+    resumer = Resumer.create(checkpoint, checkpoint_every, restart)
+    source, sized = open_data(data, layout=layout, input_shape=network.input_shape)
+    if sized is None:
+        check_not_empty(source)
+    collector = StatsCollector(network, use_gpu=use_gpu, histogram_stride=histogram_stride)
+    state = resumer.start(network, collector, sized=sized, source=source, batch_size=batch_size,
+                          layout=layout, use_gpu=use_gpu, histogram_stride=histogram_stride)
+    total = sized.num_samples if sized is not None else source.num_samples
+    spec = {"layout": layout, "input_shape": network.input_shape, "batch_size": batch_size, "run": "local"}
+    with progress_bar("Calibrating", total, enabled=progress) as bar:
+        bar.advance(state.position if total is not None else 0)
+        if sized is not None:
+            batches = sized.local_batches(batch_size, state.position, spec)
+        else:
+            batches = resumer.skip_stream(source.batches(batch_size), state)
+        for batch in batches:
+            collector.update(batch)
+            bar.advance(len(batch))
+            if len(batch):
+                resumer.advance(collector, position=int(batch.index[-1]) + 1, batches=1,
+                                digest=resumer.stream_digest())
+    result = collector.result()
+    resumer.finish()
+    return result

@@ -1,0 +1,726 @@
+"""Calibration on a Dask cluster: shards of the data, one statistics partial per shard.
+
+``calibrate(network, data, client=...)`` (or ``quantscope calibrate MODEL DATA --dask
+ADDRESS|local:N``) splits the data into **shards** of whole batches, runs one
+:class:`~quantscope.calibrate.collector.StatsCollector` per shard on the Dask
+workers, and merges the returned partials on the client **in shard order**. Every
+statistic merges exactly (integer histogram counts, min/max; DESIGN.md idea 5), the
+shards hold the very batches a single process would run, and the merge follows the
+single-process order, so the table and its JSON are identical, bit for bit, to
+``calibrate(network, data)`` on one machine (docs/distributed.md).
+
+What travels to the workers
+---------------------------
+* the prepared model, once per worker (scattered; each worker prepares it again and
+  checks that it gets the same layers);
+* for a ``.npy``/``.npz`` file or an image folder: the path and a sample range. Each
+  worker reads its own shard (``.npy`` memory-mapped), so the files must be visible
+  to the workers at the same path (a shared filesystem);
+* for an in-memory array: each shard's slice, sent straight to a worker;
+* for a stream (iterator, generator, DataLoader, other :class:`DataSource`): the
+  client reads it once, in order, and sends shards of batches as they come, holding a
+  bounded number of shards in flight.
+
+dask and distributed are imported only inside functions: importing quantscope does
+not import them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._progress import progress_bar
+from ..errors import CalibrationDataError, ConfigurationError, QuantscopeError
+from ..network import Network
+from .collector import StatsCollector
+from .data import Batch, DataSource, _ArraySource, _Plan, as_source, check_not_empty
+from .result import Calibration
+
+__all__ = ["calibrate_on_dask", "dask_client"]
+
+#: Upper bound on the input bytes of one shard of a stream (the client holds a few).
+_STREAM_SHARD_BYTES = 64 << 20
+#: Most batches in one shard of a stream.
+_STREAM_SHARD_BATCHES = 16
+
+
+# =========================================================================== dask access
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ConfigurationError(
+            "calibrating on a Dask cluster needs dask.distributed, which is not installed: "
+            "pip install 'quantscope[dask]' (or pip install 'dask[distributed]')"
+        ) from exc
+    return distributed
+
+
+def _parse_local(spec: str) -> int | None:
+    """``"local"`` -> cpu count, ``"local:N"`` -> N, anything else -> None."""
+    if spec == "local":
+        return max(1, os.cpu_count() or 1)
+    if not spec.startswith("local:"):
+        return None
+    text = spec[len("local:"):]
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigurationError(
+            f"--dask {spec!r}: the number of local workers must be a positive integer, e.g. local:4"
+        )
+    return n
+
+
+@contextlib.contextmanager
+def dask_client(client: Any) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``client``, closed afterwards when opened here.
+
+    Args:
+        client: a ``distributed.Client`` (used as is, left open); ``"local:N"``
+            (start a ``LocalCluster`` of N worker processes with one thread each, closed
+            afterwards; ``"local"`` for one per CPU); or a scheduler address such as
+            ``"tcp://host:8786"`` (connect, and disconnect afterwards; the cluster stays).
+
+    Raises:
+        ConfigurationError: dask is not installed, the spec is malformed or the
+            scheduler cannot be reached.
+    """
+    if not isinstance(client, str):
+        if not (callable(getattr(client, "submit", None)) and callable(getattr(client, "scatter", None))):
+            raise ConfigurationError(
+                f"client must be a dask.distributed Client, a scheduler address such as "
+                f"'tcp://host:8786' or 'local:N'; got {type(client).__name__}"
+            )
+        yield client
+        return
+    spec = client.strip()
+    distributed = _import_distributed()
+    n_local = _parse_local(spec)
+    if n_local is not None:
+        import logging
+
+        cluster = distributed.LocalCluster(
+            n_workers=n_local,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",  # a free port: no clash with other clusters
+            silence_logs=logging.ERROR,
+        )
+        try:
+            with distributed.Client(cluster) as c:
+                yield c
+        finally:
+            cluster.close()
+        return
+    if not spec:
+        raise ConfigurationError("the Dask scheduler address is empty; pass e.g. tcp://host:8786 or local:4")
+    try:
+        c = distributed.Client(spec, timeout="30s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConfigurationError(
+            f"cannot connect to the Dask scheduler at {spec}: {exc}. Start one with "
+            f"`dask scheduler` (and workers with `dask worker {spec}`), check the address and "
+            "that this machine can reach it, or use --dask local:N for a cluster on this machine"
+        ) from exc
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+# =========================================================================== data shards
+
+
+def _file_stamp(path: Path) -> dict:
+    st = path.stat()
+    return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _array_digest(x: Any) -> str:
+    """sha256 of an array's values, read in slices (no full copy)."""
+    h = hashlib.sha256()
+    n = x.shape[0] if getattr(x, "ndim", 0) else 0
+    per_row = max(1, int(np.prod(x.shape[1:], dtype=np.int64)) * x.dtype.itemsize) if n else 1
+    step = max(1, (16 << 20) // per_row)
+    for i in range(0, n, step):
+        h.update(np.ascontiguousarray(x[i : i + step]).view(np.uint8).reshape(-1).data)
+    if not n:
+        h.update(np.ascontiguousarray(x).tobytes())
+    return h.hexdigest()
+
+
+def _array_batches(source: _ArraySource, lo: int, hi: int, batch_size: int, offset: int = 0) -> Iterator[Batch]:
+    """Batches of samples ``lo..hi-1`` of an array source, as ``source.batches`` makes
+    them (same conversion and checks), with positions and ``Batch.index`` shifted by
+    ``offset`` (the shard's first sample in the whole data set).
+
+    Reads ``source``'s array and conversion plan (private to ``data.py``): a public
+    ``batches(batch_size, start, stop)`` there would replace this.
+    """
+    conf = source._conformer
+    plan = _Plan(transpose=source._plan.transpose, insert_axis=source._plan.insert_axis)
+    x, y = source._x, source._y
+    for start in range(lo, hi, batch_size):
+        stop = min(start + batch_size, hi)
+        xb = conf.apply(plan, np.asarray(x[start:stop]), offset + start)
+        yb = None if y is None else y[start:stop]
+        yield Batch(x=xb, y=yb, index=np.arange(offset + start, offset + stop, dtype=np.int64))
+
+
+class _Sized:
+    """Data addressable by sample position: shards are sample ranges read where they run."""
+
+    num_samples: int
+
+    def describe(self) -> dict:
+        """What identifies the data for a checkpoint's fingerprint (JSON-able)."""
+        raise NotImplementedError
+
+    def payload(self, start: int, stop: int) -> tuple[tuple, Any]:
+        """``(descriptor, bulk)`` for a worker to read samples ``start..stop-1``;
+        ``bulk`` (or None) is sent to the worker directly."""
+        raise NotImplementedError
+
+    def local_batches(self, batch_size: int, start: int, spec: dict) -> Iterator[Batch]:
+        """This process's batches from sample ``start`` to the end."""
+        desc, bulk = self.payload(start, self.num_samples)
+        return _read(desc, bulk, spec)
+
+
+class _ArrayShards(_Sized):
+    """An array in this process: shards are slices sent to the workers."""
+
+    def __init__(self, source: _ArraySource, stamp: dict | None = None):
+        self.source = source
+        self.num_samples = source.num_samples
+        self._stamp = stamp
+
+    def describe(self) -> dict:
+        if self._stamp is not None:
+            return self._stamp
+        x = self.source._x
+        return {"kind": "array", "shape": list(x.shape), "dtype": str(x.dtype), "sha256": _array_digest(x)}
+
+    def payload(self, start: int, stop: int) -> tuple[tuple, Any]:
+        return ("array", start, stop), self.source._x[start:stop]
+
+    def local_batches(self, batch_size: int, start: int, spec: dict) -> Iterator[Batch]:
+        return _array_batches(self.source, start, self.num_samples, batch_size)
+
+
+class _NpyShards(_ArrayShards):
+    """A ``.npy`` file: each worker memory-maps it and reads its own range."""
+
+    def __init__(self, path: Path, source: _ArraySource):
+        super().__init__(source, stamp={"kind": "npy", **_file_stamp(path), "shape": list(source._x.shape),
+                                        "dtype": str(source._x.dtype)})
+        self.path = str(path.resolve())
+
+    def payload(self, start: int, stop: int) -> tuple[tuple, Any]:
+        return ("npy", self.path, start, stop), None
+
+
+class _NpzShards(_Sized):
+    """A ``.npz`` file: each worker loads it (once per run) and reads its own range.
+
+    The client reads only the header of ``x`` for the sample count."""
+
+    def __init__(self, path: Path, num_samples: int, layout: str, input_shape: Any):
+        self.path = str(path.resolve())
+        self.num_samples = num_samples
+        self._stamp = {"kind": "npz", **_file_stamp(path)}
+        self._local: _ArraySource | None = None
+        self._layout, self._input_shape = layout, input_shape
+
+    def describe(self) -> dict:
+        return self._stamp
+
+    def payload(self, start: int, stop: int) -> tuple[tuple, Any]:
+        return ("npz", self.path, start, stop), None
+
+    def local_batches(self, batch_size: int, start: int, spec: dict) -> Iterator[Batch]:
+        if self._local is None:
+            self._local = as_source(self.path, layout=self._layout, input_shape=self._input_shape)
+        return _array_batches(self._local, start, self.num_samples, batch_size)
+
+
+class _ImageShards(_Sized):
+    """An image folder: each worker decodes the files of its range."""
+
+    def __init__(self, datastore):
+        self.ds = datastore
+        self.num_samples = len(datastore.files)
+
+    def describe(self) -> dict:
+        ds = self.ds
+        h = hashlib.sha256()
+        for f in ds.files:
+            st = os.stat(f)
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return {
+            "kind": "images", "folder": str(Path(ds.folder).resolve()), "files": len(ds.files),
+            "files_sha256": h.hexdigest(), "size": list(ds.size) if ds.size else None, "channels": ds.channels,
+            "scale": ds.scale, "mean": _plain(ds.mean), "std": _plain(ds.std), "skip_bad": ds.skip_bad,
+        }
+
+    def payload(self, start: int, stop: int) -> tuple[tuple, Any]:
+        return ("images", start, stop, self.ds.subset(range(start, stop))), None
+
+
+def _plain(v: Any) -> Any:
+    if v is None or isinstance(v, (int, float, str)):
+        return v
+    return [float(t) for t in np.asarray(v, dtype=np.float64).reshape(-1)]
+
+
+def _npz_count(path: Path) -> int | None:
+    """Samples in ``x`` of an ``.npz`` file from its header alone, or None (let
+    ``as_source`` report the problem)."""
+    try:
+        with zipfile.ZipFile(path) as z, z.open("x.npy") as f:
+            major, _minor = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _fortran, _dtype = read(f)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return int(shape[0]) if len(shape) else None
+
+
+def open_data(data: Any, *, layout: str, input_shape: Any, lazy_npz: bool = False) -> tuple[DataSource | None, _Sized | None]:
+    """``(source, sized)``: the data source and, for data of known size, its shards
+    (None for a stream). An image folder is listed once, for the shards only (source
+    None); with ``lazy_npz`` an ``.npz`` file is not loaded here (only its header read)."""
+    path = Path(data) if isinstance(data, (str, os.PathLike)) else None
+    skip = path is not None and (path.is_dir() or (lazy_npz and path.suffix.lower() == ".npz" and path.is_file()))
+    source = None if skip else as_source(data, layout=layout, input_shape=input_shape)
+    sized = sized_shards(data, source, layout=layout, input_shape=input_shape, lazy_npz=lazy_npz)
+    if sized is None and source is None:
+        source = as_source(data, layout=layout, input_shape=input_shape)
+    return source, sized
+
+
+def sized_shards(data: Any, source: DataSource | None, *, layout: str, input_shape: Any, lazy_npz: bool = False) -> _Sized | None:
+    """The data as sample-addressable shards, or None for a stream.
+
+    ``source`` is ``as_source(data, ...)`` (may be None when ``lazy_npz`` and ``data`` is
+    an ``.npz`` path, which is then not loaded here)."""
+    from .images import ImageDatastore
+
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if path.is_dir():
+            return _ImageShards(ImageDatastore(path))
+        suffix = path.suffix.lower()
+        if suffix == ".npy" and isinstance(source, _ArraySource):
+            return _NpyShards(path, source)
+        if suffix == ".npz":
+            if lazy_npz:
+                n = _npz_count(path)
+                if n is not None:
+                    return _NpzShards(path, n, layout, input_shape)
+                source = as_source(data, layout=layout, input_shape=input_shape)
+            if isinstance(source, _ArraySource):
+                return _ArrayShards(source, stamp={"kind": "npz", **_file_stamp(path)})
+    if isinstance(data, ImageDatastore):
+        return _ImageShards(data)
+    if isinstance(source, _ArraySource):
+        return _ArrayShards(source)
+    return None
+
+
+# =========================================================================== the worker side
+
+_CACHE_LOCK = threading.Lock()
+#: Per worker process: {key: value} of prepared networks and sessions, and loaded .npz
+#: arrays, for the run named by the key's first element; dropped when the run ends.
+_CACHE: dict[tuple, Any] = {}
+
+
+def _cached(key: tuple, make):
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = make()
+        return _CACHE[key]
+
+
+def _forget(run: str) -> int:
+    """Drop this worker's cache entries of run ``run`` (called through ``client.run``)."""
+    with _CACHE_LOCK:
+        keys = [k for k in _CACHE if k[0] == run]
+        for k in keys:
+            del _CACHE[k]
+    return len(keys)
+
+
+def _session(net: Network, col: StatsCollector, use_gpu: bool):
+    """The worker's onnxruntime session: on the CPU, one thread. Dask's threads are the
+    parallelism (one task per worker thread, ``dask worker --nthreads``); onnxruntime's
+    own pool on top would oversubscribe the cores. Convolution, pooling and GEMM
+    kernels of CNNs give the same floats for any thread count (tests compare bit for
+    bit); see docs/distributed.md for the one known exception."""
+    if use_gpu:
+        return col.session
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    proto = net.to_proto(col.output_names).SerializeToString()
+    return ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
+
+
+def _worker_collector(run: str, digest: str, model_bytes: bytes, spec: dict) -> StatsCollector:
+    """A fresh collector on this worker's cached prepared network and session."""
+
+    def make():
+        import onnx
+
+        from ..network import prepare
+
+        net = prepare(onnx.load_from_string(model_bytes))
+        col = StatsCollector(net, use_gpu=spec["use_gpu"], histogram_stride=spec["histogram_stride"])
+        if [layer.name for layer in col.measured] != spec["measured"] or col.output_names != spec["outputs"]:
+            raise ConfigurationError(
+                "the network prepared again on a Dask worker has other layers than on the client; "
+                "check that the workers run the same quantscope and onnx versions as the client"
+            )
+        return net, _session(net, col, spec["use_gpu"])
+
+    net, session = _cached((run, "model", digest), make)
+    col = StatsCollector(net, use_gpu=spec["use_gpu"], histogram_stride=spec["histogram_stride"])
+    col._session = session  # onnxruntime sessions are thread-safe; build once per worker
+    return col
+
+
+def _where() -> str:
+    try:
+        from distributed import get_worker
+
+        return f"Dask worker {get_worker().address}"
+    except Exception:  # not on a worker (a local read)
+        return "this machine"
+
+
+def _need_path(path: str) -> None:
+    if not os.path.exists(path):
+        raise CalibrationDataError(
+            f"data path {path} does not exist on {_where()}: the workers read .npy/.npz files and "
+            "image folders themselves, so they must see them at the same path (a shared filesystem); "
+            "otherwise load the data in the client (np.load) and pass the array, which is then sent "
+            "to the workers"
+        )
+
+
+def _read(desc: tuple, bulk: Any, spec: dict) -> Iterator[Batch]:
+    """The batches of one shard, as the single-process run makes them."""
+    kind = desc[0]
+    layout, input_shape, bs = spec["layout"], spec["input_shape"], spec["batch_size"]
+    if kind == "npy":
+        _, path, start, stop = desc
+        _need_path(path)
+        src = as_source(path, layout=layout, input_shape=input_shape)
+        return _array_batches(src, start, stop, bs)
+    if kind == "npz":
+        _, path, start, stop = desc
+        _need_path(path)
+        st = os.stat(path)
+        src = _cached((spec["run"], "npz", path, st.st_mtime_ns, st.st_size),
+                      lambda: as_source(path, layout=layout, input_shape=input_shape))
+        return _array_batches(src, start, stop, bs)
+    if kind == "array":
+        _, start, stop = desc
+        src = as_source(bulk, layout=layout, input_shape=input_shape)
+        return _array_batches(src, 0, stop - start, bs, offset=start)
+    if kind == "images":
+        _, start, stop, ds = desc
+        _need_path(str(ds.folder))
+        return _image_batches(ds, start, bs, layout, input_shape)
+    if kind == "batches":
+        return iter(bulk)
+    raise ValueError(f"unknown shard kind {kind!r}")
+
+
+def _image_batches(ds, offset: int, bs: int, layout: str, input_shape: Any) -> Iterator[Batch]:
+    src = as_source(ds, layout=layout, input_shape=input_shape)
+    produced = 0
+    try:
+        for b in src.batches(bs):
+            produced += len(b)
+            yield Batch(x=b.x, y=b.y, index=b.index + offset)
+    except CalibrationDataError:
+        # with skip_bad, a shard whose every file failed is empty, not an error:
+        # the whole data set is checked for samples when the shards are merged
+        skipped = getattr(src, "skipped", [])
+        if produced == 0 and ds.skip_bad and len(skipped) == len(ds.files):
+            return
+        raise
+
+
+def _error_info(exc: QuantscopeError) -> dict:
+    return {"type": type(exc).__name__, "message": str(exc), "attrs": dict(vars(exc))}
+
+
+def _raise_error_info(info: dict) -> None:
+    from .. import errors
+
+    cls = getattr(errors, info["type"], None)
+    if not (isinstance(cls, type) and issubclass(cls, QuantscopeError)):
+        cls = QuantscopeError
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, info["message"])
+    exc.__dict__.update(info["attrs"])
+    raise exc
+
+
+def _run_shard(run: str, digest: str, model_bytes: bytes, spec: dict, desc: tuple, bulk: Any) -> dict:
+    """Task body on a worker: run one shard, return its statistics partial.
+
+    quantscope's errors come back as data (some do not survive pickling) and are
+    raised again on the client."""
+    try:
+        col = _worker_collector(run, digest, model_bytes, spec)
+        last = -1
+        for batch in _read(desc, bulk, spec):
+            col.update(batch)
+            if len(batch):
+                last = int(batch.index[-1])
+    except QuantscopeError as exc:
+        return {"error": _error_info(exc)}
+    return {"partial": col.partial(), "last": last}
+
+
+# =========================================================================== the client side
+
+
+class _Shipper:
+    """Sends bulk data straight to the workers (not through the scheduler) when it can."""
+
+    def __init__(self, client):
+        self.client = client
+        self.direct = True
+
+    def scatter(self, obj: Any, broadcast: bool = False):
+        if self.direct:
+            try:
+                return self.client.scatter([obj], direct=True, broadcast=broadcast, hash=False)[0]
+            except (OSError, TimeoutError):
+                self.direct = False  # workers not reachable from here: through the scheduler
+        return self.client.scatter([obj], direct=False, broadcast=broadcast, hash=False)[0]
+
+
+def _worker_threads(client, distributed) -> int:
+    threads = sum(client.nthreads().values())
+    if threads:
+        return threads
+    try:
+        client.wait_for_workers(1, timeout=60)
+    except TimeoutError as exc:
+        raise ConfigurationError(
+            f"no Dask worker is connected to the scheduler {client.scheduler.address}; start workers "
+            f"with `dask worker {client.scheduler.address}`"
+        ) from exc
+    return max(1, sum(client.nthreads().values()))
+
+
+def _sized_tasks(shards: _Sized, start: int, batch_size: int, n_shards: int):
+    """``(start, stop)`` sample ranges of whole batches covering ``start..num_samples-1``."""
+    n = shards.num_samples
+    n_batches = math.ceil((n - start) / batch_size)
+    if n_batches <= 0:
+        return []
+    k = max(1, min(n_shards, n_batches))
+    ranges = []
+    for i in range(k):
+        b0, b1 = i * n_batches // k, (i + 1) * n_batches // k
+        ranges.append((start + b0 * batch_size, min(n, start + b1 * batch_size)))
+    return ranges
+
+
+def calibrate_on_dask(
+    network: Network,
+    data: Any,
+    client: Any,
+    *,
+    batch_size: int = 32,
+    shards: int | None = None,
+    layout: str = "NCHW",
+    progress: bool | None = None,
+    use_gpu: bool = False,
+    histogram_stride: int | str = "auto",
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    restart: bool = False,
+) -> Calibration:
+    """Calibrate ``network`` on ``data`` with the Dask workers of ``client``.
+
+    The result equals ``calibrate(network, data, batch_size=batch_size)`` on one
+    machine, table and JSON bit for bit (module docstring, docs/distributed.md).
+
+    Args:
+        network: a prepared :class:`~quantscope.network.Network`.
+        data: anything :func:`~quantscope.calibrate.data.as_source` accepts. ``.npy``,
+            ``.npz`` paths and image folders are read by the workers themselves (they
+            must see the same path); arrays are sliced and sent; streams are read here.
+        client: a ``distributed.Client``, a scheduler address (``"tcp://host:8786"``) or
+            ``"local:N"`` (a ``LocalCluster`` of N one-thread worker processes, closed
+            afterwards). See :func:`dask_client`.
+        batch_size: samples per onnxruntime run; shards hold whole batches.
+        shards: number of shards for data of known size (default: 4 per worker thread,
+            at most one per batch). Streams are cut into shards of at most 16 batches
+            and 64 MB of inputs.
+        layout: ``"NCHW"`` or ``"NHWC"`` for array data.
+        progress: show a progress bar (None: when stderr is a terminal).
+        use_gpu: run the network on each worker's GPU.
+        histogram_stride: as for :func:`~quantscope.calibrate`.
+        checkpoint, checkpoint_every, restart: save the merged statistics every
+            ``checkpoint_every`` merged batches and resume from them
+            (:mod:`quantscope.calibrate.checkpoint`); a checkpoint works across single-
+            process and Dask runs.
+
+    Raises:
+        ConfigurationError: dask is not installed, no worker, bad options.
+        CalibrationDataError, NonFiniteActivationError: as :func:`~quantscope.calibrate`,
+            raised here when a worker meets them.
+    """
+    distributed = _import_distributed()
+    if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int) or shards < 1):
+        raise ConfigurationError(f"shards must be a positive integer, got {shards!r}")
+    from .checkpoint import Resumer
+
+    with dask_client(client) as c:
+        return _calibrate(distributed, network, data, c, batch_size=batch_size, shards=shards, layout=layout,
+                          progress=progress, use_gpu=use_gpu, histogram_stride=histogram_stride,
+                          resumer=Resumer.create(checkpoint, checkpoint_every, restart))
+
+
+def _calibrate(distributed, network, data, client, *, batch_size, shards, layout, progress, use_gpu,
+               histogram_stride, resumer):
+    source, sized = open_data(data, layout=layout, input_shape=network.input_shape, lazy_npz=True)
+    if sized is None:
+        check_not_empty(source)
+    elif sized.num_samples == 0:
+        raise CalibrationDataError("the calibration data contains no samples; give at least one input")
+
+    collector = StatsCollector(network, use_gpu=use_gpu, histogram_stride=histogram_stride)
+    state = resumer.start(network, collector, sized=sized, source=source, batch_size=batch_size,
+                          layout=layout, use_gpu=use_gpu, histogram_stride=histogram_stride)
+
+    model_bytes = network.to_proto().SerializeToString()
+    digest = hashlib.sha256(model_bytes).hexdigest()
+    run = f"{digest[:16]}-{os.getpid()}-{time.time_ns()}"
+    spec = {
+        "run": run, "layout": layout, "input_shape": network.input_shape, "batch_size": batch_size, "use_gpu": use_gpu,
+        "histogram_stride": histogram_stride,
+        "measured": [layer.name for layer in collector.measured], "outputs": list(collector.output_names),
+    }
+    threads = _worker_threads(client, distributed)
+    shipper = _Shipper(client)
+    model_future = shipper.scatter(model_bytes, broadcast=True)
+    max_in_flight = max(2, 2 * threads)
+
+    def submit(desc, bulk):
+        if bulk is not None:
+            bulk = shipper.scatter(bulk)
+        return client.submit(_run_shard, run, digest, model_future, spec, desc, bulk, pure=False)
+
+    total = sized.num_samples if sized is not None else source.num_samples
+    try:
+        with progress_bar("Calibrating", total, enabled=progress) as bar:
+            bar.advance(state.position if total is not None else 0)
+            if sized is not None:
+                ranges = _sized_tasks(sized, state.position, batch_size, shards or 4 * threads)
+                tasks = ((i, *sized.payload(a, b), {"stop": b, "batches": math.ceil((b - a) / batch_size)})
+                         for i, (a, b) in enumerate(ranges))
+            else:
+                tasks = _stream_tasks(source, batch_size, resumer, state)
+
+            def merged(info: dict, result: dict) -> None:
+                collector.merge_partial(result["partial"])
+                bar.advance(int(result["partial"]["num_samples"]))
+                position = info["stop"] if "stop" in info else (result["last"] + 1 if result["last"] >= 0 else state.position)
+                resumer.advance(collector, position=position, batches=info["batches"], digest=info.get("digest"))
+
+            _pipeline(distributed, tasks, submit, merged, max_in_flight)
+    finally:
+        with contextlib.suppress(Exception):
+            client.run(_forget, run)
+    result = collector.result()
+    resumer.finish()
+    return result
+
+
+def _stream_tasks(source: DataSource, batch_size: int, resumer, state):
+    """Shards of a stream, read here in order: ``(index, desc, bulk, info)``."""
+    batches = resumer.skip_stream(source.batches(batch_size), state)
+    shard: list[Batch] = []
+    nbytes = 0
+    i = 0
+    per_shard = None
+    for b in batches:
+        shard.append(b)
+        nbytes += b.x.nbytes
+        if per_shard is None:
+            per_shard = max(1, min(_STREAM_SHARD_BATCHES, _STREAM_SHARD_BYTES // max(1, b.x.nbytes)))
+        if len(shard) >= per_shard or nbytes >= _STREAM_SHARD_BYTES:
+            yield i, ("batches",), shard, {"batches": len(shard), "digest": resumer.stream_digest()}
+            i += 1
+            shard, nbytes = [], 0
+    if shard:
+        yield i, ("batches",), shard, {"batches": len(shard), "digest": resumer.stream_digest()}
+
+
+def _pipeline(distributed, tasks, submit, merged, max_in_flight: int) -> None:
+    """Submit ``tasks`` keeping at most ``max_in_flight`` shards running or queued, and
+    merge their results in task order (results that finish early wait, a few at most:
+    partials are small)."""
+    pending: dict[Any, tuple[int, dict]] = {}
+    ready: dict[int, tuple[dict, dict]] = {}
+    next_merge = 0
+    tasks = iter(tasks)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < max_in_flight and len(ready) < 4 * max_in_flight:
+                item = next(tasks, None)
+                if item is None:
+                    exhausted = True
+                    break
+                index, desc, bulk, info = item
+                pending[submit(desc, bulk)] = (index, info)
+            if not pending:
+                if ready:  # cannot happen: results are merged as soon as their turn comes
+                    raise RuntimeError("shard results out of order")
+                break
+            done, _ = distributed.wait(list(pending), return_when="FIRST_COMPLETED")
+            for fut in done:
+                index, info = pending.pop(fut)
+                result = fut.result()
+                fut.release()
+                if "error" in result:
+                    _raise_error_info(result["error"])
+                ready[index] = (info, result)
+            while next_merge in ready:
+                info, result = ready.pop(next_merge)
+                merged(info, result)
+                next_merge += 1
+    finally:
+        for fut in pending:
+            with contextlib.suppress(Exception):
+                fut.cancel()

@@ -1,0 +1,167 @@
+"""Calibration on a Dask LocalCluster of 2 worker processes: the table equals the
+single-process one bit for bit (== and identical JSON), for every kind of data."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+from PIL import Image
+
+import quantscope as qs
+from quantscope.cli import main
+from tinymodels import images, make_model, small_cnn, tensor
+
+distributed = pytest.importorskip("distributed")
+
+MODEL = small_cnn()
+X = images(203, seed=3)  # not a multiple of the batch size: the last batch is short
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
+    )
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return qs.calibrate(MODEL, X, batch_size=16, progress=False)
+
+
+def same(a: qs.Calibration, b: qs.Calibration) -> None:
+    assert a == b
+    assert a.to_json() == b.to_json()
+    assert a.table.equals(b.table)
+
+
+def test_array_shards_run_on_both_workers(client, reference):
+    with distributed.get_task_stream(client) as ts:
+        result = qs.calibrate(MODEL, X, batch_size=16, client=client, shards=8, progress=False)
+    same(result, reference)
+    workers = {t["worker"] for t in ts.data if "_run_shard" in str(t["key"])}
+    assert len(workers) == 2
+
+
+def test_npy_and_npz_paths_are_read_by_the_workers(client, reference, tmp_path):
+    np.save(tmp_path / "x.npy", X)
+    np.savez(tmp_path / "x.npz", x=X, y=np.arange(len(X)))
+    for name in ("x.npy", "x.npz"):
+        same(qs.calibrate(MODEL, tmp_path / name, batch_size=16, client=client, progress=False), reference)
+
+
+def test_streams_are_sent_in_shards(client, reference):
+    chunks = [X[i : i + 7] for i in range(0, len(X), 7)]  # re-chunked to batches of 16
+    same(qs.calibrate(MODEL, iter(chunks), batch_size=16, client=client, progress=False), reference)
+    same(qs.calibrate(MODEL, lambda: iter(chunks), batch_size=16, client=client, progress=False), reference)
+
+
+def test_image_folder_and_datastore(client, tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(11):
+            pixels = rng.integers(0, 256, (9 + i % 4, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "cat" / "broken.png").write_bytes(b"not a png")
+    ds = qs.ImageDatastore(tmp_path, skip_bad=True)
+    ref = qs.calibrate(MODEL, ds, batch_size=4, progress=False)
+    same(qs.calibrate(MODEL, ds, batch_size=4, client=client, shards=5, progress=False), ref)
+    (tmp_path / "cat" / "broken.png").unlink()
+    ref = qs.calibrate(MODEL, str(tmp_path), batch_size=4, progress=False)
+    same(qs.calibrate(MODEL, str(tmp_path), batch_size=4, client=client, progress=False), ref)
+
+
+def test_scheduler_address_string(client, reference):
+    result = qs.calibrate(MODEL, X, batch_size=16, client=client.scheduler.address, progress=False)
+    same(result, reference)
+
+
+def test_worker_errors_reach_the_caller_with_sample_positions(client):
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["g"], name="fc"),
+        helper.make_node("Log", ["g"], ["y"], name="log_layer"),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 2])], [tensor("y", ["N", 2])], {"w": -np.eye(2, dtype=np.float32)})
+    x = np.array([[-1.0, -2.0], [-1.0, -2.0], [1.0, 0.5]], np.float32)
+    with pytest.raises(qs.NonFiniteActivationError, match="sample 2") as info:
+        qs.calibrate(model, x, batch_size=2, client=client, progress=False)
+    assert info.value.layer == "log_layer"
+    bad = X[:40].copy()
+    bad[37, 0, 0, 0] = np.nan
+    with pytest.raises(qs.CalibrationDataError, match="sample 37"):
+        qs.calibrate(MODEL, bad, batch_size=16, client=client, progress=False)
+
+
+def test_checkpoints_resume_across_single_process_and_dask(client, reference, tmp_path, monkeypatch):
+    from quantscope.calibrate.checkpoint import Resumer
+    from quantscope.calibrate.collector import StatsCollector
+
+    np.save(tmp_path / "x.npy", X)
+    ckpt = tmp_path / "c.json"
+    update, count = StatsCollector.update, [0]
+
+    def interrupted(self, batch):  # Ctrl-C at the 6th batch of a single-process run
+        count[0] += 1
+        if count[0] == 6:
+            raise KeyboardInterrupt
+        return update(self, batch)
+
+    with monkeypatch.context() as m:
+        m.setattr(StatsCollector, "update", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            qs.calibrate(MODEL, tmp_path / "x.npy", batch_size=16, checkpoint=ckpt, checkpoint_every=2, progress=False)
+    assert ckpt.exists()
+    result = qs.calibrate(MODEL, tmp_path / "x.npy", batch_size=16, client=client, checkpoint=ckpt, progress=False)
+    same(result, reference)
+    assert not ckpt.exists()
+
+    save, saves = Resumer.save, [0]
+
+    def save_then_stop(self, *args, **kwargs):  # a Dask run stopped after its 2nd checkpoint
+        save(self, *args, **kwargs)
+        saves[0] += 1
+        if saves[0] == 2:
+            raise KeyboardInterrupt
+
+    chunks = [X[i : i + 10] for i in range(0, len(X), 10)]
+    with monkeypatch.context() as m:
+        m.setattr(Resumer, "save", save_then_stop)
+        m.setattr(importlib.import_module("quantscope.calibrate.distributed"), "_STREAM_SHARD_BATCHES", 2)
+        with pytest.raises(KeyboardInterrupt):
+            qs.calibrate(MODEL, lambda: iter(chunks), batch_size=16, client=client, checkpoint=ckpt,
+                         checkpoint_every=1, progress=False)
+    assert 0 < json.loads(ckpt.read_text())["position"] < len(X)
+    same(qs.calibrate(MODEL, lambda: iter(chunks), batch_size=16, checkpoint=ckpt, progress=False), reference)
+
+
+def test_cli_local_cluster(tmp_path):
+    onnx.save(MODEL, tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", X)
+    reference = qs.calibrate(str(tmp_path / "m.onnx"), X, batch_size=16, progress=False)
+    out = tmp_path / "ranges.json"
+    argv = ["calibrate", str(tmp_path / "m.onnx"), str(tmp_path / "x.npy"), "--batch-size", "16",
+            "--dask", "local:2", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    assert out.read_text() == reference.to_json()
+
+
+def test_bad_options(monkeypatch):
+    with pytest.raises(qs.ConfigurationError, match="local:4"):
+        qs.calibrate(MODEL, X[:4], client="local:0", progress=False)
+    with pytest.raises(qs.ConfigurationError, match="client"):
+        qs.calibrate(MODEL, X[:4], shards=2, progress=False)
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask were not installed
+    with pytest.raises(qs.ConfigurationError, match=r"pip install 'quantscope\[dask\]'"):
+        qs.calibrate(MODEL, X[:4], client="local:2", progress=False)
