@@ -26,6 +26,9 @@ class UnsupportedModelError(QuantscopeError):
         super().__init__(message)
         self.nodes = list(nodes or [])
 
+    def __reduce__(self):  # keep the nodes when sent between processes
+        return (type(self), (str(self), self.nodes))
+
 
 class CalibrationDataError(QuantscopeError):
     """The data cannot be used: empty, wrong shape, undecodable image, bad file."""
@@ -37,6 +40,9 @@ class NonFiniteActivationError(QuantscopeError):
     def __init__(self, message: str, layer: str):
         super().__init__(message)
         self.layer = layer
+
+    def __reduce__(self):  # picklable, for errors raised on Dask workers
+        return (type(self), (str(self), self.layer))
 
 
 class ConfigurationError(QuantscopeError):
