@@ -3,6 +3,7 @@
 from .collector import calibrate
 from .data import Batch, DataSource, as_source
 from .images import ImageDatastore
+from .ranges import METHODS, clipping_range, range_table
 from .result import COLUMNS, Calibration, RangeEntry
 from .stats import TensorStats
 
@@ -12,8 +13,11 @@ __all__ = [
     "Calibration",
     "DataSource",
     "ImageDatastore",
+    "METHODS",
     "RangeEntry",
     "TensorStats",
     "as_source",
     "calibrate",
+    "clipping_range",
+    "range_table",
 ]

@@ -108,6 +108,14 @@ class Calibration:
     def __repr__(self) -> str:
         return f"Calibration({len(self.entries)} tensors, {self.num_samples} samples)"
 
+    def ranges(self, method: str = "minmax", **options) -> pd.DataFrame:
+        """The table with activation ranges chosen by ``method`` (``"minmax"``,
+        ``"percentile"``, ``"mse"``, ``"entropy"``) from the same statistics, no second
+        pass over the data (see :func:`quantscope.calibrate.ranges.range_table`)."""
+        from .ranges import range_table
+
+        return range_table(self, method, **options)
+
     # ---- next steps of the workflow --------------------------------------------------
     def quantize(self, target="fpga", keep_float=()):
         """MATLAB's ``quantize(quantObj)``: see :func:`quantscope.quantize_network`."""
