@@ -85,3 +85,27 @@ def test_mobilenet_v2_fast_equals_reference_on_100_photos():
         a, _ = Simulator(plan, "fast").run(x[start : start + 25])
         b, _ = Simulator(plan, "reference").run(x[start : start + 25])
         np.testing.assert_array_equal(a, b)
+
+
+def test_add_with_a_constant_runs_in_float_and_is_quantized():
+    from onnx import helper
+
+    from tinymodels import make_model, tensor
+
+    rng = np.random.default_rng(0)
+    init = {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "c": rng.standard_normal((1, 4, 1, 1)).astype(np.float32)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["a"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["a", "c"], ["b"], name="add_const"),
+        helper.make_node("Add", ["b", "a"], ["y"], name="add_two"),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 3, 5, 5])], [tensor("y", ["N", 4, 5, 5])], init)
+    x = rng.standard_normal((6, 3, 5, 5)).astype(np.float32)
+    cal = qs.calibrate(model, x, progress=False)
+    plan = make_plan(cal, "fpga")
+    out, layers = Simulator(plan, "reference").run(x, collect=True)
+    fast_out, _ = Simulator(plan, "fast").run(x)
+    np.testing.assert_array_equal(out, fast_out)
+    assert isinstance(layers["add_const"], IntTensor) and isinstance(layers["add_two"], IntTensor)
+    float_out = _float_run(qs.prepare(model), x)
+    assert np.abs(out - float_out).max() < 0.1 * np.abs(float_out).max()

@@ -100,13 +100,25 @@ class Simulator:
         out_qp = plan.activations.get(layer.output)
         if layer.kind == "input":
             return IntTensor(out_qp.quantize(x, plan.rounding, plan.saturation), out_qp)
-        if not plan.is_int(layer) or layer.kind not in _INT_HANDLERS:
+        if not plan.is_int(layer) or not self._has_int_kernel(layer):
             result = self._run_float(layer, env)
             if out_qp is None:
                 return result
             return IntTensor(out_qp.quantize(result, plan.rounding, plan.saturation), out_qp)
         inputs = [self._as_int(env[name], out_qp) for name in layer.inputs]
         return _INT_HANDLERS[layer.kind](self, layer, inputs, out_qp)
+
+    def _has_int_kernel(self, layer: OptimizedLayer) -> bool:
+        """An integer handler exists and every operand is an activation (no constant
+        operand such as ``x + c``: those layers run in float)."""
+        if layer.kind not in _INT_HANDLERS:
+            return False
+        if layer.kind in ("Add", "Concat"):
+            node = self._nodes[layer.members[0]]
+            return len(layer.inputs) == sum(1 for v in node.inputs if v is not None) and len(layer.inputs) >= (
+                2 if layer.kind == "Add" else 1
+            )
+        return True
 
     def _as_int(self, value: Value, fallback: QParams) -> IntTensor:
         if isinstance(value, IntTensor):
@@ -232,8 +244,6 @@ class Simulator:
         return self.requantize(IntTensor(q, t.qp), out_qp)
 
     def _add(self, layer, inputs, out_qp):
-        if len(inputs) != 2:
-            return self._float_then_quantize(layer, out_qp)
         a, b = inputs
         if isinstance(self.plan.scheme, PowerOfTwo):
             q = self.kernels["Add"](
@@ -280,9 +290,6 @@ class Simulator:
         for name in layer.inputs:
             feeds[name] = _as_float(env[name]).astype(np.float32)
         return session.run([layer.output], feeds)[0]
-
-    def _float_then_quantize(self, layer, out_qp):
-        raise ConfigurationError(f"layer {layer.name!r}: unexpected inputs for an integer {layer.kind}")
 
     def _float_session(self, layer: OptimizedLayer) -> ort.InferenceSession:
         if self._proto is None:
