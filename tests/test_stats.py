@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -61,3 +62,20 @@ def test_non_finite_detected():
     s = TensorStats.of(np.array([1.0, np.inf], np.float32))
     assert not s.finite
     assert TensorStats().finite
+
+
+@pytest.mark.parametrize("stride", [1, 5, 7])
+def test_one_pass_rows_update_equals_plain_definition(stride):
+    rng = np.random.default_rng(stride)
+    x = (rng.standard_normal((3, 4, 70, 90)) * 3).astype(np.float32)  # > one chunk per sample
+    fast = TensorStats(hist_stride=stride).update(x)
+    # the definition: min/max over everything, histogram of positions j % stride == 0 of each sample
+    sampled = x.reshape(3, -1)[:, ::stride].reshape(-1)
+    expected = np.bincount(sampled.view(np.uint32) >> np.uint32(20), minlength=2 * NUM_BINS)
+    np.testing.assert_array_equal(fast.hist, expected)
+    assert (fast.min, fast.max, fast.count) == (float(x.min()), float(x.max()), x.size)
+    y = x.copy()
+    y[2, 3, 69, 89] = np.nan
+    assert not TensorStats(hist_stride=stride).update(y).finite
+    y[0, 0, 0, 0] = np.nan  # NaN in the first chunk, then finite chunks
+    assert not TensorStats(hist_stride=stride).update(y).finite
