@@ -29,9 +29,12 @@ import quantscope as qs  # noqa: E402
 
 
 def _layers_md(result, n: int = 5) -> str:
-    rows = ["| layer | added noise SQNR (dB) | output SQNR (dB) | weight SQNR (dB) | saturated | flushed |", "|---|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| layer | SQNR drop (dB) | output SQNR (dB) | weight SQNR (dB) | weight channel spread | flushed to zero |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in result.layer_errors.head(n).itertuples(index=False):
-        rows.append(f"| `{r[0]}` | {r[9]:.1f} | {r[3]:.1f} | {r[6]:.1f} | {100 * r[7]:.2f}% | {100 * r[8]:.2f}% |")
+        rows.append(f"| `{r[0]}` | {r[4]:.1f} | {r[3]:.1f} | {r[6]:.1f} | {r[9]:.1f} | {100 * r[8]:.2f}% |")
     return "\n".join(rows)
 
 

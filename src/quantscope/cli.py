@@ -94,11 +94,11 @@ def print_validation(console: Console, result, max_layers: int = 10) -> None:
             t.add_row(str(row[0]), f"{row[1]:.6g}", f"{row[2]:.5g}", *[f"{v:.5g}" for v in row[3:]])
         console.print(t)
     t = Table(title="Layers that lose most (worst first)", header_style="bold")
-    for col in ("Layer", "Precision", "AddedSQNR(dB)", "SQNR(dB)", "WeightSQNR(dB)", "Saturated", "FlushedToZero"):
+    for col in ("Layer", "Precision", "SQNRDrop(dB)", "SQNR(dB)", "WeightSQNR(dB)", "Saturated", "FlushedToZero"):
         t.add_column(col, overflow="fold", justify="left" if col in ("Layer", "Precision") else "right")
     for row in result.layer_errors.head(max_layers).itertuples(index=False):
         t.add_row(
-            escape(str(row[0])), str(row[2]), _fmt(row[9]), _fmt(row[3]), _fmt(row[6]),
+            escape(str(row[0])), str(row[2]), _fmt(row[4]), _fmt(row[3]), _fmt(row[6]),
             f"{100 * row[7]:.2f}%", f"{100 * row[8]:.2f}%",
         )
     console.print(t)

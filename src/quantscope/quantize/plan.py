@@ -308,7 +308,11 @@ def make_plan(
 
     for layer in network.layers:
         if layer.name in keep:
+            # computed in float with float weights; its output is quantized for the
+            # integer layers after it (unless it is a float-output kind)
             plan.float_layers[layer.name] = "kept in float at the user's request"
+            if layer.kind not in FLOAT_OUTPUT_KINDS:
+                plan.activations[layer.output] = act_qparams(layer)
             continue
         if layer.kind in FLOAT_OUTPUT_KINDS:
             plan.float_layers[layer.name] = f"no int8 kernel for {layer.kind}: runs in float on dequantized inputs"

@@ -28,8 +28,12 @@ __all__ = ["LayerError", "ValidationResult", "validate"]
 METRIC_COLUMNS = ["NetworkImplementation", "MetricOutput", "LearnableParameterMemory(bytes)"]
 LAYER_COLUMNS = [
     "Layer", "Kind", "Precision", "SQNR(dB)", "SQNRDrop(dB)", "OutputSQNR(dB)", "WeightSQNR(dB)",
-    "Saturated", "FlushedToZero", "AddedSQNR(dB)",
+    "Saturated", "FlushedToZero", "WeightChannelSpread",
 ]
+
+#: The SQNR of an ideal 8-bit grid over a full-scale uniform signal (6.02 * 8 + 1.76 dB):
+#: a layer whose inputs are exact is ranked as if they were at this SQNR.
+_INT8_SQNR = 49.9
 
 
 def _db(signal: float, noise: float) -> float:
@@ -77,11 +81,13 @@ class ValidationResult:
             ``Quantized`` and columns ``NetworkImplementation``, ``MetricOutput``,
             ``LearnableParameterMemory(bytes)`` (plus ``FramesPerSecond`` on an FPGA target).
         layer_errors: per optimized layer, worst first: SQNR of the int8 network's
-            output against the float one (dB, cumulative), the drop from its inputs'
-            SQNR, the SQNR of its output grid and of its weights alone, the fractions
-            of float values that saturate or flush to zero, and ``AddedSQNR(dB)``:
-            the noise this layer adds to what its inputs carried, as an SQNR
-            (noise-to-signal ratios add); the table is sorted by it, lowest first.
+            output against the float one (dB, cumulative), ``SQNRDrop(dB)``: how much
+            lower it is than its inputs' (inputs that are exact count as an ideal
+            int8 grid, 49.9 dB; the table is sorted by it, largest first), the SQNR
+            of its output grid and of its weights alone, the fractions of float
+            values that saturate or flush to zero, and ``WeightChannelSpread``: the
+            largest output channel's max |w| over the median channel's (what makes
+            per-tensor scaling fail).
         verdict: one line naming the layer that costs most.
         plan: the quantization plan used.
         float_scores, int8_scores: the two networks' outputs ``(N, ...)``.
@@ -130,6 +136,24 @@ def _weight_sqnr(plan: QuantPlan, layer_name: str) -> float:
     qw, qp = plan.weights[layer_name]
     w = plan.network.constant(plan.network.layer(layer_name).weight).astype(np.float64)
     return _db(float(np.sum(w * w)), float(np.sum((w - qp.dequantize(qw)) ** 2)))
+
+
+def _channel_spread(plan: QuantPlan, layer_name: str) -> float:
+    """max over output channels of max|w| divided by the median channel's max|w|.
+
+    A large spread is why per-tensor scaling fails (MobileNet-style collapse): one
+    scale for all channels leaves the small channels a few integer levels or none.
+    """
+    layer = plan.network.layer(layer_name)
+    if layer.weight is None:
+        return math.nan
+    w = np.abs(plan.network.constant(layer.weight).astype(np.float64))
+    axis = 0 if layer.op_types[0] == "Conv" or (
+        layer.op_types[0] == "Gemm" and plan.network.node_attributes(layer.members[0]).get("transB", 0)
+    ) else 1
+    per_channel = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).max(axis=1)
+    median = float(np.median(per_channel))
+    return float(per_channel.max() / median) if median > 0 else math.inf
 
 
 def validate(
@@ -259,13 +283,7 @@ def _layer_table(plan: QuantPlan, errors: dict[str, LayerError]) -> pd.DataFrame
         elif not math.isfinite(own):
             drop = 0.0  # no error at all
         else:
-            drop = before - own  # inf when its inputs were exact
-        # The noise this layer adds, as an SQNR: noise-to-signal ratios add, so
-        # NSR_added = NSR_out - NSR_in (NSR = 10^(-SQNR/10)); lower = worse.
-        nsr_in = 0.0 if not layer.inputs else 10 ** (-before / 10) if math.isfinite(before) else 0.0
-        nsr_out = 10 ** (-own / 10) if math.isfinite(own) else 0.0
-        added_nsr = nsr_out - nsr_in
-        added = 10 * math.log10(1 / added_nsr) if added_nsr > 0 else math.inf
+            drop = min(before, _INT8_SQNR) - own  # exact inputs count as an ideal int8 grid
         rows.append(
             (
                 layer.name,
@@ -277,12 +295,15 @@ def _layer_table(plan: QuantPlan, errors: dict[str, LayerError]) -> pd.DataFrame
                 _weight_sqnr(plan, layer.name),
                 e.saturated / e.count if e.count else 0.0,
                 e.flushed / e.count if e.count else 0.0,
-                added,
+                _channel_spread(plan, layer.name),
             )
         )
     df = pd.DataFrame(rows, columns=LAYER_COLUMNS)
-    order = np.lexsort((np.arange(len(df)), df["AddedSQNR(dB)"].to_numpy(dtype=np.float64)))
-    return df.iloc[order].reset_index(drop=True)
+    df.attrs["scheme"] = type(plan.scheme).__name__
+    order = np.lexsort((np.arange(len(df)), -df["SQNRDrop(dB)"].to_numpy(dtype=np.float64)))
+    out = df.iloc[order].reset_index(drop=True)
+    out.attrs["scheme"] = type(plan.scheme).__name__
+    return out
 
 
 def _verdict(table: pd.DataFrame) -> str:
@@ -290,12 +311,15 @@ def _verdict(table: pd.DataFrame) -> str:
     if int_rows.empty:
         return "no layer is quantized"
     worst = int_rows.iloc[0]
-    parts = [
-        f"{worst['Layer']} costs most: the noise it adds alone is at {worst['AddedSQNR(dB)']:.1f} dB SQNR, "
-        f"and its output is at {worst['SQNR(dB)']:.1f} dB"
-    ]
+    parts = [f"{worst['Layer']} costs most: it lowers the SQNR by {worst['SQNRDrop(dB)']:.1f} dB to {worst['SQNR(dB)']:.1f} dB"]
     if not math.isnan(worst["WeightSQNR(dB)"]):
         parts.append(f"weights quantize at {worst['WeightSQNR(dB)']:.1f} dB")
+    spread = worst["WeightChannelSpread"]
+    if isinstance(plan_scheme := table.attrs.get("scheme"), str) and plan_scheme == "PowerOfTwo" and spread >= 8:
+        parts.append(
+            f"its largest weight channel is {spread:.0f}x the median one, so one per-tensor scale leaves "
+            "most channels few levels (use per-channel scales, target 'cpu', or equalize the layers)"
+        )
     if worst["Saturated"] > 0:
         parts.append(f"{100 * worst['Saturated']:.2f}% of its outputs saturate")
     if worst["FlushedToZero"] > 0:
