@@ -82,3 +82,20 @@ def test_demo_runs(capsys):
     assert profile.frames_per_second > 0
     out = capsys.readouterr().out
     assert "Deep Learning Processor Profiler Performance Results" in out and "EndOffset" in out
+
+
+def test_quantize_reduce_range_writes_7bit_weights(model_and_data, tmp_path, capsys):
+    model, data = model_and_data
+    out = tmp_path / "m.int8.onnx"
+    args = ["quantize", str(model), "--calibration", str(data), "-o", str(out), "--target", "cpu", "--quiet"]
+    assert main(args + ["--reduce-range"]) == 0
+    exported = onnx.load(out)
+    weights = [onnx.numpy_helper.to_array(t) for t in exported.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1]
+    assert weights and max(int(np.abs(w.astype(np.int64)).max()) for w in weights) == 64
+    assert main(args) == 0  # without it: full 8-bit weights
+    exported = onnx.load(out)
+    weights = [onnx.numpy_helper.to_array(t) for t in exported.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1]
+    assert max(int(np.abs(w.astype(np.int64)).max()) for w in weights) == 127
+    capsys.readouterr()
+    assert main(["quantize", str(model), "--calibration", str(data), "-o", str(out), "--reduce-range", "--quiet"]) == 2
+    assert "--reduce-range applies to --target cpu" in capsys.readouterr().err

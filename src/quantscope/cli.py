@@ -117,6 +117,18 @@ def _calibrated(args: argparse.Namespace, console: Console):
     )
 
 
+def _scheme(args: argparse.Namespace):
+    """The --target (and --reduce-range) as a scheme."""
+    from .errors import ConfigurationError
+    from .quantize import FloatScale
+
+    if not args.reduce_range:
+        return args.target
+    if args.target != "cpu":
+        raise ConfigurationError("--reduce-range applies to --target cpu only (the fpga scheme is power-of-two)")
+    return FloatScale(reduce_range=True)
+
+
 def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     import json
 
@@ -125,7 +137,7 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
     cal = _calibrated(args, console)
     result = validate(
-        cal, args.validation, target=args.target, metrics=args.metric, keep_float=args.keep_float or (),
+        cal, args.validation, target=_scheme(args), metrics=args.metric, keep_float=args.keep_float or (),
         batch_size=args.batch_size, progress=False if args.quiet else None, layout=args.layout,
     )
     print_validation(console, result)
@@ -139,7 +151,7 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
     from .quantize import quantize_network
 
     cal = _calibrated(args, console)
-    qnet = quantize_network(cal, args.target, args.keep_float or ())
+    qnet = quantize_network(cal, _scheme(args), args.keep_float or ())
     t = Table(title=f"Quantized network ({args.target})", header_style="bold")
     for col in ("Layer", "Precision", "Reason"):
         t.add_column(col, overflow="fold")
@@ -233,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("-o", "--output", required=True, help="QDQ ONNX file to write (exponents/scales beside it as .json)")
         p.add_argument("--target", choices=("fpga", "cpu"), default="fpga", help="fpga: power-of-two scales; cpu: onnxruntime int8")
+        p.add_argument(
+            "--reduce-range", action="store_true",
+            help="cpu target: 7-bit weights, for x86 CPUs without VNNI where onnxruntime's int8 kernels saturate",
+        )
         p.add_argument("--keep-float", action="append", metavar="LAYER", help="leave this layer in float (repeat)")
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")

@@ -1,7 +1,7 @@
 """Quantization: numerics, schemes, the plan of integer types, the quantized network, QDQ export."""
 
 from .export import save_params, save_qdq, to_qdq
-from .numerics import FloatScale, Overflow, PowerOfTwo, Rounding, Saturation
+from .numerics import FloatScale, Overflow, PowerOfTwo, Rounding, Saturation, cpu_int8_saturates
 from .plan import QParams, QuantPlan, make_plan
 from .quantized import QuantizedNetwork, quantize_network
 
@@ -14,6 +14,7 @@ __all__ = [
     "QuantizedNetwork",
     "Rounding",
     "Saturation",
+    "cpu_int8_saturates",
     "make_plan",
     "quantize_network",
     "save_params",

@@ -37,6 +37,7 @@ __all__ = [
     "Rounding",
     "Saturation",
     "check_accumulator",
+    "cpu_int8_saturates",
     "dequantize",
     "divide_round",
     "int_dtype",
@@ -549,17 +550,50 @@ class FloatScale:
     ``per_channel``: weights symmetric per output channel (else per tensor).
     ``symmetric_activations``: activations with zero point 0 (else asymmetric,
     with a zero point). ``rounding``: ties to even, as onnxruntime rounds.
+    ``reduce_range``: weights on 7 bits, ``[-64, 64]`` (onnxruntime's
+    ``reduce_range``). x86 CPUs without VNNI (AVX2 only) run onnxruntime's int8
+    convolutions and matrix products with ``vpmaddubsw``, which adds pairs of
+    u8 x s8 products in int16 *with saturation*: full 8-bit weights can overflow
+    there (``2 * 255 * 127 > 32767``) and the deployed model then differs from the
+    exact integer arithmetic; 7-bit weights cannot (``2 * 255 * 64 < 32767``).
+    See docs/int8.md (9) and :func:`cpu_int8_saturates`.
     """
 
     per_channel: bool = True
     symmetric_activations: bool = False
+    reduce_range: bool = False
     rounding: Rounding = Rounding.HALF_EVEN
     saturation: Saturation = Saturation.SATURATE
 
     def __post_init__(self) -> None:
-        for name in ("per_channel", "symmetric_activations"):
+        for name in ("per_channel", "symmetric_activations", "reduce_range"):
             value = getattr(self, name)
             if not isinstance(value, (bool, np.bool_)):
                 raise ConfigurationError(f"FloatScale.{name} must be True or False, got {value!r}")
         _check_rounding(self.rounding)
         _check_saturation(self.saturation)
+
+    @property
+    def weight_qmax(self) -> int:
+        """Largest weight magnitude in integers: 127, or 64 with ``reduce_range``."""
+        return 64 if self.reduce_range else 127
+
+
+def cpu_int8_saturates() -> bool:
+    """True when this machine is an x86 CPU without VNNI (AVX512-VNNI or AVX-VNNI),
+    where onnxruntime's u8 x s8 kernels saturate pair sums in int16 (so full 8-bit
+    weights can give results that differ from the exact arithmetic; use
+    ``FloatScale(reduce_range=True)``). False elsewhere, and where it cannot tell.
+    Reads ``/proc/cpuinfo`` (Linux)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), None)
+    except OSError:
+        return False
+    if flags is None:
+        return False
+    return "avx512_vnni" not in flags and "avx_vnni" not in flags

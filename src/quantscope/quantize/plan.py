@@ -348,11 +348,11 @@ def _plan_learnables(plan: QuantPlan, layer: OptimizedLayer, x_q: QParams, wl: i
     if scheme.per_channel:
         reduce_axes = tuple(i for i in range(w.ndim) if i != axis)
         absmax = np.abs(w).max(axis=reduce_axes)
-        scale = np.where(absmax > 0, absmax / 127.0, 1.0)
+        scale = np.where(absmax > 0, absmax / scheme.weight_qmax, 1.0)
         w_q = QParams(scale, np.zeros(scale.shape, np.int64), 8, axis)
     else:
         absmax = float(np.abs(w).max())
-        w_q = QParams(np.array(absmax / 127.0 if absmax > 0 else 1.0), np.array(0, np.int64))
+        w_q = QParams(np.array(absmax / scheme.weight_qmax if absmax > 0 else 1.0), np.array(0, np.int64))
     qw = w_q.quantize(w, scheme.rounding, scheme.saturation)
     plan.weights[layer.name] = (qw, w_q)
     if b is not None:
