@@ -99,3 +99,21 @@ def test_quantized_network_runs_reports_and_saves(tmp_path, target):
     params = json.loads(json_path.read_text())
     assert params["scheme"] == ("FloatScale" if target == "cpu" else "PowerOfTwo")
     assert "fc2_fc2_add" in params["float_layers"]
+
+
+def test_require_int8_refuses_a_layer_without_an_int8_kernel():
+    net = qs.prepare(small_cnn())
+    cal = qs.calibrate(net, images(4), progress=False)
+    # by default the Softmax is named, left in float, and the reason shown
+    qnet = cal.quantize("fpga")
+    row = qnet.layers[qnet.layers["Layer"] == "prob"].iloc[0]
+    assert row["Precision"] == "float" and "no int8 kernel for Softmax" in row["Reason"]
+    # asked for in int8, it is refused with that reason
+    with pytest.raises(qs.ConfigurationError, match=r"cannot run in int8: prob \(no int8 kernel for Softmax"):
+        cal.quantize("fpga", require_int8=["prob", "conv1_relu_conv1"])
+    assert cal.quantize("fpga", require_int8=["conv1_relu_conv1"]).plan.weights["conv1_relu_conv1"][0].dtype == np.int8
+    # a layer after a kept-float one cannot be int8 either
+    with pytest.raises(qs.ConfigurationError, match="both in keep_float and require_int8"):
+        make_plan(cal, "fpga", keep_float=["fc_relu_fc"], require_int8=["fc_relu_fc"])
+    with pytest.raises(qs.ConfigurationError, match="'nope', 'nada'"):
+        make_plan(cal, "fpga", require_int8=["nope", "nada"])

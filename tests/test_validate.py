@@ -163,3 +163,55 @@ def test_cli_validate_and_quantize(tmp_path, capsys):
     assert main(["quantize", str(model), "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "q2.onnx"),
                  "--keep-float", "nope", "--quiet"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_calibrated():
+    net = qs.prepare(small_cnn(seed=3))
+    x = images(24, seed=9)
+    return qs.calibrate(net, x[:12], progress=False), x[12:]
+
+
+def test_label_metric_on_unlabelled_data_is_refused_before_any_work(tiny_calibrated, monkeypatch):
+    cal, x = tiny_calibrated
+    from quantscope.simulate import Simulator
+
+    def never(*args, **kwargs):
+        raise AssertionError("the int8 network ran although the metric cannot")
+
+    monkeypatch.setattr(Simulator, "run", never)
+    with pytest.raises(qs.CalibrationDataError, match=r"no labels, and metric\(s\) 'top1_accuracy'"):
+        qs.validate(cal, x, metrics="top1", progress=False)
+
+
+def test_metric_functions_get_labels_none_without_labels(tiny_calibrated):
+    cal, x = tiny_calibrated
+    seen = []
+
+    def mean_max(scores, labels):
+        seen.append(labels)
+        return float(scores.max(axis=1).mean())
+
+    res = qs.validate(cal, x, metrics=mean_max, progress=False)
+    assert seen == [None, None]
+    assert res.metric_results["mean_max"]["MetricOutput"].iloc[0] > 0
+
+
+@pytest.mark.parametrize(
+    "metric, message",
+    [
+        (lambda s, y: 1 / 0, r"metric 'broken' raised ZeroDivisionError"),
+        (lambda s, y: "high", r"metric 'broken' returned 'high' \(str\)"),
+        (lambda s, y: s.max(axis=1), r"metric 'broken' returned .* must return one number"),
+        (lambda s, y: None, r"metric 'broken' returned None"),
+    ],
+)
+def test_a_metric_that_raises_or_returns_no_number_is_named(tiny_calibrated, metric, message):
+    cal, x = tiny_calibrated
+    y = np.arange(len(x)) % 3
+    with pytest.raises(qs.ConfigurationError, match=message):
+        qs.validate(cal, (x, y), metrics={"broken": metric}, progress=False)
+    # numpy scalars and 0-d arrays are numbers
+    res = qs.validate(cal, (x, y), metrics={"ok": lambda s, y: np.float32(0.5), "ok0d": lambda s, y: np.array(2)}, progress=False)
+    assert list(res.metric_results["ok"]["MetricOutput"]) == [0.5, 0.5]
+    assert list(res.metric_results["ok0d"]["MetricOutput"]) == [2.0, 2.0]

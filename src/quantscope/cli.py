@@ -129,6 +129,17 @@ def _scheme(args: argparse.Namespace):
     return FloatScale(reduce_range=True)
 
 
+def _saturation_note(args: argparse.Namespace, console: Console) -> None:
+    from .quantize import cpu_int8_saturates
+
+    if args.target == "cpu" and not args.reduce_range and cpu_int8_saturates():
+        console.print(
+            "[yellow]note:[/] this CPU is x86 without VNNI: onnxruntime's int8 kernels saturate pair sums of "
+            "8-bit products in int16 here, so the exported model can differ from this emulation; "
+            "--reduce-range (7-bit weights) avoids it (docs/int8.md (9))."
+        )
+
+
 def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     import json
 
@@ -138,9 +149,11 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     cal = _calibrated(args, console)
     result = validate(
         cal, args.validation, target=_scheme(args), metrics=args.metric, keep_float=args.keep_float or (),
+        require_int8=args.require_int8 or (),
         batch_size=args.batch_size, progress=False if args.quiet else None, layout=args.layout,
     )
     print_validation(console, result)
+    _saturation_note(args, console)
     if args.out:
         path = write_atomic(args.out, json.dumps(result.to_dict(), indent=1, default=float))
         console.print(f"wrote {path}")
@@ -151,13 +164,14 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
     from .quantize import quantize_network
 
     cal = _calibrated(args, console)
-    qnet = quantize_network(cal, _scheme(args), args.keep_float or ())
+    qnet = quantize_network(cal, _scheme(args), args.keep_float or (), require_int8=args.require_int8 or ())
     t = Table(title=f"Quantized network ({args.target})", header_style="bold")
     for col in ("Layer", "Precision", "Reason"):
         t.add_column(col, overflow="fold")
     for row in qnet.layers.itertuples(index=False):
         t.add_row(escape(str(row[0])), str(row[1]), escape(str(row[2])))
     console.print(t)
+    _saturation_note(args, console)
     float_bytes, quant_bytes = qnet.memory_bytes()
     console.print(f"LearnableParameterMemory: {float_bytes:,} bytes float -> {quant_bytes:,} bytes quantized")
     onnx_path, json_path = qnet.save(args.output)
@@ -250,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
             help="cpu target: 7-bit weights, for x86 CPUs without VNNI where onnxruntime's int8 kernels saturate",
         )
         p.add_argument("--keep-float", action="append", metavar="LAYER", help="leave this layer in float (repeat)")
+        p.add_argument(
+            "--require-int8", action="append", metavar="LAYER",
+            help="this layer must run in int8: an error says why when it cannot (repeat)",
+        )
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
         p.add_argument("--quiet", action="store_true", help="no progress bar")

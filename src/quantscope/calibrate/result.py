@@ -117,11 +117,11 @@ class Calibration:
         return range_table(self, method, **options)
 
     # ---- next steps of the workflow --------------------------------------------------
-    def quantize(self, target="fpga", keep_float=()):
+    def quantize(self, target="fpga", keep_float=(), require_int8=()):
         """MATLAB's ``quantize(quantObj)``: see :func:`quantscope.quantize_network`."""
         from ..quantize import quantize_network
 
-        return quantize_network(self, target, keep_float)
+        return quantize_network(self, target, keep_float, require_int8=require_int8)
 
     def validate(self, data, **options):
         """MATLAB's ``validate(quantObj, valData)``: see :func:`quantscope.validate`."""

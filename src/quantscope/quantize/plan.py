@@ -259,6 +259,7 @@ def make_plan(
     scheme: str | PowerOfTwo | FloatScale = "fpga",
     keep_float: Iterable[str] = (),
     network: Network | None = None,
+    require_int8: Iterable[str] = (),
 ) -> QuantPlan:
     """Choose integer types for every tensor of the calibrated network.
 
@@ -267,24 +268,24 @@ def make_plan(
         scheme: ``"fpga"`` / :class:`PowerOfTwo` or ``"cpu"`` / :class:`FloatScale`.
         keep_float: names of layers (optimized or network layer names) to leave in float.
         network: the prepared network, when the calibration was loaded from a file.
+        require_int8: names of layers that must compute in int8. A layer of these
+            that cannot (an operator with no int8 kernel, such as Softmax, or a layer
+            after a float one) is refused with the reason, instead of being left in
+            float quietly.
 
     Raises:
-        ConfigurationError: a name in ``keep_float`` is not a layer of the network,
-            or the calibration does not match the network.
+        ConfigurationError: a name in ``keep_float`` or ``require_int8`` is not a
+            layer of the network, a layer is in both, a required layer cannot run
+            in int8, or the calibration does not match the network.
     """
     scheme = resolve_scheme(scheme)
     network = network or calibration.network
     if network is None:
         raise ConfigurationError("this calibration has no network: pass network=quantscope.prepare(model)")
-    keep: set[str] = set()
-    for name in keep_float:
-        try:
-            keep.add(network.layer(name).name)
-        except KeyError:
-            raise ConfigurationError(
-                f"keep_float names {name!r}, which is not a layer of the network; layers are: "
-                f"{', '.join(layer.name for layer in network.layers)}"
-            ) from None
+    keep = _layer_names(network, keep_float, "keep_float")
+    required = _layer_names(network, require_int8, "require_int8")
+    if keep & required:
+        raise ConfigurationError(f"layer(s) {', '.join(sorted(keep & required))} are both in keep_float and require_int8")
     if network.layers[0].name in keep:
         raise ConfigurationError("the input layer cannot be kept in float alone; keep the layers after it instead")
 
@@ -328,7 +329,32 @@ def make_plan(
                 del plan.activations[layer.output]
                 continue
             _plan_learnables(plan, layer, in_q[0], wl)
+    refused = [f"{name} ({plan.float_layers[name]})" for name in sorted(required) if name in plan.float_layers]
+    if refused:
+        raise ConfigurationError(
+            f"require_int8 asks for {len(refused)} layer(s) that cannot run in int8: {'; '.join(refused)}. "
+            "Leave them in float (drop them from require_int8), or change the network."
+        )
     return plan
+
+
+def _layer_names(network: Network, names: Iterable[str], option: str) -> set[str]:
+    """The optimized-layer names of ``names`` (optimized or network layer names)."""
+    if isinstance(names, str):
+        names = [names]
+    out: set[str] = set()
+    unknown = []
+    for name in names:
+        try:
+            out.add(network.layer(name).name)
+        except KeyError:
+            unknown.append(name)
+    if unknown:
+        raise ConfigurationError(
+            f"{option} names {', '.join(repr(n) for n in unknown)}, which {'is' if len(unknown) == 1 else 'are'} "
+            f"not a layer of the network; layers are: {', '.join(layer.name for layer in network.layers)}"
+        )
+    return out
 
 
 def _plan_learnables(plan: QuantPlan, layer: OptimizedLayer, x_q: QParams, wl: int) -> None:

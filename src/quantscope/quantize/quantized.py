@@ -85,6 +85,11 @@ def quantize_network(
     target: str | PowerOfTwo | FloatScale = "fpga",
     keep_float: Iterable[str] = (),
     kernels: str = "fast",
+    require_int8: Iterable[str] = (),
 ) -> QuantizedNetwork:
-    """Quantize a calibrated network: ``"fpga"`` (power-of-two) or ``"cpu"`` (float scales)."""
-    return QuantizedNetwork(make_plan(calibration, target, keep_float), kernels=kernels)
+    """Quantize a calibrated network: ``"fpga"`` (power-of-two) or ``"cpu"`` (float scales).
+
+    ``keep_float``: layers to leave in float; ``require_int8``: layers that must run in
+    int8 (refused with the reason when they cannot); see :func:`~quantscope.quantize.make_plan`.
+    """
+    return QuantizedNetwork(make_plan(calibration, target, keep_float, require_int8=require_int8), kernels=kernels)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 
-__all__ = ["Metric", "resolve_metrics", "top1_accuracy", "top5_accuracy"]
+__all__ = ["LABEL_METRICS", "Metric", "evaluate_metric", "resolve_metrics", "top1_accuracy", "top5_accuracy"]
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -38,6 +38,33 @@ def top5_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 _NAMED = {"top1": top1_accuracy, "accuracy": top1_accuracy, "top5": top5_accuracy}
+#: The built-in metrics that compare with labels, and cannot run without them.
+LABEL_METRICS = frozenset({top1_accuracy, top5_accuracy})
+
+
+def evaluate_metric(name: str, fn: Metric, scores: np.ndarray, labels: np.ndarray | None, network: str) -> float:
+    """``float(fn(scores, labels))``, or a :class:`ConfigurationError` that names the
+    metric when it raises or returns something that is not one number.
+
+    ``network``: ``"Floating-Point"`` or ``"Quantized"``, for the message.
+    """
+    try:
+        value = fn(scores, labels)
+    except Exception as exc:  # the user's function: say which one failed, and on what
+        raise ConfigurationError(
+            f"metric {name!r} raised {type(exc).__name__}: {exc} (called as {name}(scores, labels) on the "
+            f"{network} network's scores of shape {tuple(np.shape(scores))}"
+            f"{'' if labels is None else f' and labels of shape {tuple(np.shape(labels))}'}); "
+            "a metric must take (scores (N, classes), labels (N,)) and return a number"
+        ) from exc
+    arr = np.asarray(value) if not isinstance(value, (str, bytes)) else None
+    if arr is None or arr.size != 1 or arr.dtype.kind not in "biuf":
+        shown = f"an array of shape {np.shape(value)}" if np.ndim(value) > 0 else f"{value!r}"[:80]
+        raise ConfigurationError(
+            f"metric {name!r} returned {shown} ({type(value).__name__}) for the {network} network; "
+            "a metric must return one number (a Python or numpy int or float)"
+        )
+    return float(arr.reshape(()))
 
 
 def resolve_metrics(metrics: Any) -> dict[str, Metric]:

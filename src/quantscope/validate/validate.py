@@ -21,7 +21,7 @@ from ..errors import CalibrationDataError
 from ..quantize.numerics import FloatScale, PowerOfTwo
 from ..quantize.plan import QParams, QuantPlan, make_plan
 from ..simulate.engine import IntTensor, Simulator
-from .metrics import resolve_metrics, top1_accuracy
+from .metrics import LABEL_METRICS, evaluate_metric, resolve_metrics, top1_accuracy
 
 __all__ = ["LayerError", "ValidationResult", "validate"]
 
@@ -163,6 +163,7 @@ def validate(
     target: str | PowerOfTwo | FloatScale = "fpga",
     metrics: Any = None,
     keep_float: Iterable[str] = (),
+    require_int8: Iterable[str] = (),
     batch_size: int = 32,
     progress: bool | None = None,
     kernels: str = "fast",
@@ -180,7 +181,11 @@ def validate(
         metrics: ``None`` (top-1 accuracy with labels; top-1 agreement with the
             float network without), a name (``"top1"``, ``"top5"``), a function
             ``f(scores (N, classes), labels (N,)) -> float``, or a list/dict of them.
+            On data without labels a metric function gets ``labels=None``, and the
+            label metrics ``"top1"``/``"top5"`` are refused before any work.
         keep_float: layer names to leave in float.
+        require_int8: layer names that must run in int8: a
+            :class:`~quantscope.ConfigurationError` names any that cannot, and why.
         batch_size: samples per batch.
         kernels: ``"fast"`` or ``"reference"`` integer kernels (same results).
         processor: for the FPGA target, a bitstream preset name (``"arria10soc_int8"``)
@@ -188,7 +193,7 @@ def validate(
             ``FramesPerSecond`` column from the processor's cycle model (the
             Floating-Point row from the matching ``_single`` preset when there is one).
     """
-    plan = calibration if isinstance(calibration, QuantPlan) else make_plan(calibration, target, keep_float)
+    plan = calibration if isinstance(calibration, QuantPlan) else make_plan(calibration, target, keep_float, require_int8=require_int8)
     network = plan.network
     sim = Simulator(plan, kernels=kernels)
     source = as_source(data, layout=layout, input_shape=network.input_shape)
@@ -199,8 +204,11 @@ def validate(
     labelled = True
     out_name = network.output_names[0]
     n = 0
+    metric_fns = resolve_metrics(metrics) if metrics is not None else None
     with progress_bar("Validating", source.num_samples, enabled=progress) as bar:
         for batch in source.batches(batch_size):
+            if n == 0 and batch.y is None and metric_fns is not None:
+                _check_unlabelled(metric_fns)
             x = np.ascontiguousarray(batch.x, dtype=network.input_dtype)
             outs = dict(zip(layer_names, session.run(layer_names, {network.input_name: x})))
             outs[network.input_name] = x
@@ -222,19 +230,27 @@ def validate(
             bar.advance(len(x))
     if n == 0:
         raise CalibrationDataError("the validation data contains no samples")
+    if labelled and metric_fns is None:
+        metric_fns = {"top1_accuracy": top1_accuracy}
     fs = np.concatenate(float_scores)
     qs_ = np.concatenate(int8_scores)
+    float_top1 = fs.reshape(len(fs), -1).argmax(axis=1)
     if labelled:
         y = np.concatenate(labels)
-        metric_fns = resolve_metrics(metrics)
+        metric_labels = y
     else:
-        y = fs.reshape(len(fs), -1).argmax(axis=1)
-        metric_fns = resolve_metrics(metrics) if metrics is not None else {"top1_agreement": top1_accuracy}
+        y = float_top1
+        metric_labels = None  # metrics of unlabelled data get labels=None
+        if metric_fns is None:
+            metric_fns = {"top1_agreement": lambda scores, _labels: top1_accuracy(scores, float_top1)}
     float_bytes, quant_bytes = plan.memory_bytes()
     metric_results = {}
     for name, fn in metric_fns.items():
         metric_results[name] = pd.DataFrame(
-            [("Floating-Point", float(fn(fs, y)), float_bytes), ("Quantized", float(fn(qs_, y)), quant_bytes)],
+            [
+                ("Floating-Point", evaluate_metric(name, fn, fs, metric_labels, "Floating-Point"), float_bytes),
+                ("Quantized", evaluate_metric(name, fn, qs_, metric_labels, "Quantized"), quant_bytes),
+            ],
             columns=METRIC_COLUMNS,
         )
     extra: dict[str, Any] = {}
@@ -256,6 +272,18 @@ def validate(
         labels=y,
         labelled=labelled,
     )
+
+
+def _check_unlabelled(metric_fns: dict) -> None:
+    """Refuse, before any work, label metrics on validation data without labels."""
+    needing = [name for name, fn in metric_fns.items() if fn in LABEL_METRICS]
+    if needing:
+        raise CalibrationDataError(
+            f"the validation data has no labels, and metric(s) {', '.join(repr(n) for n in needing)} compare "
+            "with labels. Give labels ((x, y) arrays, y in the .npz, an image folder with one subfolder per "
+            "class), or leave metrics unset to measure the top-1 agreement of int8 with the float network, "
+            "or pass a metric function that accepts labels=None."
+        )
 
 
 def _frames_per_second(network, processor) -> tuple[float, float, str]:
