@@ -59,3 +59,31 @@ def test_cli_compile_and_profile(calibrated, tmp_path, capsys):
     assert "Measured on the simulated board with 2 frame(s)" in out
     assert main(["compile", str(model), "--bitstream", "no_such_board"]) == 2
     assert "no_such_board" in capsys.readouterr().err
+
+
+def _real_networks():
+    """(name, prepared network, calibration inputs, frames to predict) of the real networks."""
+    from quantscope.demo import demo_data, demo_model_path
+
+    x, _, _ = demo_data()
+    yield "demo", qs.prepare(onnx.load(str(demo_model_path()))), x[:200], x[200:232]
+    torch = pytest.importorskip("torch")
+    from realdata import ccexam_mnist_module, mnist_normalized
+
+    module, _ = ccexam_mnist_module()
+    digits, _ = mnist_normalized(1300)
+    yield "ccexam MNIST CNN", qs.prepare(module, example_input=torch.zeros(1, 1, 28, 28)), digits[:1000], digits[1000:1032]
+
+
+@pytest.mark.parametrize("bitstream", ["arria10soc_int8", "zcu102_int8"])
+def test_predict_on_real_networks_is_the_int8_reference_bit_for_bit(bitstream):
+    from quantscope.simulate import Simulator
+
+    for name, net, cal_x, frames in _real_networks():
+        qnet = qs.calibrate(net, cal_x, progress=False).quantize("fpga")
+        workflow = Workflow(qnet, bitstream, print_fn=lambda line: None)
+        out, profile = workflow.predict(frames)
+        reference, _ = Simulator(qnet.plan, "reference").run(frames)
+        np.testing.assert_array_equal(out, reference, err_msg=name)
+        np.testing.assert_array_equal(out, qnet.predict(frames), err_msg=name)
+        assert profile.frames == len(frames) and profile.frames_per_second > 0
