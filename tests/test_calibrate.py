@@ -166,3 +166,56 @@ def test_use_gpu_without_gpu_is_a_clear_error():
 def test_bad_batch_size():
     with pytest.raises(qs.CalibrationDataError, match="batch_size"):
         qs.calibrate(small_cnn(), images(2), batch_size=0, progress=False)
+
+
+def test_runs_in_pieces_give_the_same_table_and_name_the_right_sample(monkeypatch):
+    """A batch is run through onnxruntime in pieces of ``run_samples`` samples (their
+    outputs within RUN_BYTES): the table does not depend on it, and a NaN still names
+    its sample."""
+    collector = __import__("importlib").import_module("quantscope.calibrate.collector")
+
+    net = qs.prepare(small_cnn(seed=4))
+    x = images(40, seed=8)
+    whole = qs.calibrate(net, x, batch_size=40, progress=False)
+    assert collector.StatsCollector(net).run_samples >= 40
+    monkeypatch.setattr(collector, "RUN_BYTES", 1)
+    assert collector.StatsCollector(net).run_samples == 1
+    assert qs.calibrate(net, x, batch_size=40, progress=False).to_json() == whole.to_json()
+    per_sample = sum(4 * int(np.prod(s[1:])) for s in collector.StatsCollector(net).shapes[1:])
+    monkeypatch.setattr(collector, "RUN_BYTES", 3 * per_sample)
+    assert collector.StatsCollector(net).run_samples == 3
+    assert qs.calibrate(net, x, batch_size=16, progress=False).to_json() == whole.to_json()
+    # NaN in the log of sample 6 of a batch of 8, run 3 at a time
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["g"], name="fc"),
+        helper.make_node("Log", ["g"], ["y"], name="log_layer"),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 2])], [tensor("y", ["N", 2])], {"w": np.eye(2, dtype=np.float32)})
+    monkeypatch.setattr(collector, "RUN_BYTES", 3 * 8)
+    xs = np.ones((8, 2), np.float32)
+    xs[6] = -1.0
+    with pytest.raises(qs.NonFiniteActivationError, match="sample 6"):
+        qs.calibrate(model, xs, batch_size=8, progress=False)
+
+
+@pytest.mark.parametrize(
+    "shape, stride",
+    [
+        ((1, 96, 112, 112), 61),  # 1.2M values per sample: the largest stride
+        ((1, 24, 56, 56), 17),  # 75,264 / 4,096 = 18 -> 17
+        ((1, 512, 13, 13), 19),  # 86,528 / 4,096 = 21 -> 19 (13 divides the width)
+        ((1, 1280, 7, 7), 13),  # 62,720 / 4,096 = 15: 13 (7 would divide the width)
+        ((1, 16, 28, 28), 5),  # 12,544 / 4,096 = 3: at least 5
+        ((1, 35, 35, 35), 11),  # 42,875 / 4,096 = 10, but 5 and 7 divide 35: the next prime
+        ((1, 8, 8, 8), 1),  # fewer than 4,096 values: every value
+        ((1, 1000), 1),  # 2-D: every value
+        (None, 1),
+    ],
+)
+def test_auto_histogram_stride(shape, stride):
+    from quantscope.calibrate.collector import _histogram_stride
+
+    got = _histogram_stride(shape, "auto")
+    if shape is not None and len(shape) >= 3 and got > 1:
+        assert shape[-1] % got != 0  # never divides the width
+    assert got == stride

@@ -64,8 +64,12 @@ def test_non_finite_detected():
     assert TensorStats().finite
 
 
-@pytest.mark.parametrize("stride", [1, 5, 7])
-def test_one_pass_rows_update_equals_plain_definition(stride):
+@pytest.mark.parametrize("block", [1, 30000, 1 << 22])
+@pytest.mark.parametrize("stride", [1, 5, 7, 61])
+def test_one_pass_rows_update_equals_plain_definition(stride, block, monkeypatch):
+    stats_module = __import__("importlib").import_module("quantscope.calibrate.stats")
+
+    monkeypatch.setattr(stats_module, "_BLOCK_VALUES", block)  # one row, one row, all rows a block
     rng = np.random.default_rng(stride)
     x = (rng.standard_normal((3, 4, 70, 90)) * 3).astype(np.float32)  # > one chunk per sample
     fast = TensorStats(hist_stride=stride).update(x)

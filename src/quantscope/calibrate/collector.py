@@ -111,6 +111,9 @@ class StatsCollector:
         self.output_names = [layer.output for layer in self.measured[1:]]
         self.shapes = [network.value_shape(layer.output) for layer in self.measured]
         self.strides = [_histogram_stride(shape, histogram_stride) for shape in self.shapes]
+        #: Samples per onnxruntime run: a batch is run in pieces whose measured outputs
+        #: take at most RUN_BYTES (statistics do not depend on it).
+        self.run_samples = _run_samples(self.shapes[1:])
         self.stats = [TensorStats(hist_stride=s) for s in self.strides]
         self.num_samples = 0
         self._use_gpu = use_gpu
@@ -135,7 +138,7 @@ class StatsCollector:
             return self.session.run(self.output_names, {self.network.input_name: x})
         n = len(x)
         if n not in self._bindings:
-            if len(self._bindings) >= 2:  # a full batch size and the last, smaller one
+            if len(self._bindings) >= 4:  # the run size, a batch's remainder, the last batch's
                 self._bindings.pop(next(iter(self._bindings)))
             binding = self.session.io_binding()
             buffers = []
@@ -153,10 +156,15 @@ class StatsCollector:
         """Run the network on ``batch`` (a :class:`~quantscope.calibrate.data.Batch`) and
         add every measured tensor's values."""
         x = np.ascontiguousarray(batch.x, dtype=self.network.input_dtype)
-        _update(self.stats[0], x, self.measured[0], batch)
-        outputs = self._run(x)
-        for stats, layer, out in zip(self.stats[1:], self.measured[1:], outputs):
-            _update(stats, out, layer, batch)
+        _update(self.stats[0], x, self.measured[0], batch.index)
+        run = self.run_samples
+        for start in range(0, len(x), run):
+            # Pieces keep each run's outputs small (cache-friendly, and the memory
+            # held is RUN_BYTES whatever the batch size).
+            piece = x[start : start + run]
+            index = batch.index[start : start + run]
+            for stats, layer, out in zip(self.stats[1:], self.measured[1:], self._run(piece)):
+                _update(stats, out, layer, index)
         self.num_samples += len(x)
 
     def partial(self) -> dict:
@@ -191,10 +199,11 @@ class StatsCollector:
         return Calibration(entries, self.num_samples, network=network, model_name=network.source_name)
 
 
-#: Odd primes tried as histogram strides; the first that does not divide the
-#: tensor's last (width) axis is used, so the sampled positions sweep every column.
-_STRIDE_PRIMES = (5, 7, 11, 13, 17, 19, 23)
-#: Tensors with fewer values per sample than this are histogrammed completely.
+#: Odd primes used as histogram strides; a stride never divides the tensor's last
+#: (width) axis, so the sampled positions sweep every column.
+_STRIDE_PRIMES = (5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61)
+#: Tensors with fewer values per sample than this are histogrammed completely; larger
+#: ones histogram about this many values per sample (at least one in 61).
 _MIN_SAMPLED = 4096
 
 
@@ -202,16 +211,22 @@ def _histogram_stride(shape: tuple | None, option: int | str) -> int:
     """The histogram stride of a tensor of (static) ``shape`` ``(N, C, H, W)``.
 
     ``option="auto"``: 1 (every value) for tensors of fewer than 3 dims, unknown
-    shape or fewer than 4,096 values per sample; else the first prime of
-    ``5, 7, 11, ...`` that does not divide the width. An int forces that stride for
-    every tensor of 3 or more dims (1: exact histograms everywhere).
+    shape or fewer than 4,096 values per sample; else the largest prime of
+    ``5, 7, 11, ..., 61`` that is at most ``values per sample / 4,096`` (5 at least)
+    and does not divide the width: each sample adds at least about 4,096 values to
+    the histogram, and never fewer than one value in 61. An int forces that stride
+    for every tensor of 3 or more dims (1: exact histograms everywhere).
     """
     if option == "auto":
         if shape is None or len(shape) < 3 or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
             return 1
-        if int(np.prod(shape[1:])) < _MIN_SAMPLED:
+        values = int(np.prod(shape[1:]))
+        if values < _MIN_SAMPLED:
             return 1
-        return next((p for p in _STRIDE_PRIMES if shape[-1] % p), 1)
+        target = values // _MIN_SAMPLED
+        fits = [p for p in _STRIDE_PRIMES if shape[-1] % p]
+        below = [p for p in fits if p <= target]
+        return below[-1] if below else (fits[0] if fits else 1)
     if isinstance(option, bool) or not isinstance(option, (int, np.integer)) or option < 1:
         raise CalibrationDataError(f"histogram_stride must be 'auto' or an integer >= 1, got {option!r}")
     return int(option) if shape is not None and len(shape) >= 3 else 1
@@ -246,10 +261,11 @@ def calibrate(
         use_gpu: run the float network on a GPU (MATLAB's ``UseGPU``).
         progress: show a progress bar (None: only when stderr is a terminal).
         layout: ``"NCHW"`` or ``"NHWC"`` for array data.
-        histogram_stride: ``"auto"`` histograms every 5th (or 7th, 11th...) value of
-            each sample's large image tensors and every value of the others, to keep
-            calibration close to inference speed; ``1`` histograms every value.
-            Min, max and counts always cover every value.
+        histogram_stride: ``"auto"`` histograms a fixed systematic sample of each
+            sample's large image tensors (every s-th value, s a prime from 5 to 61
+            chosen so that about 4,096 or more values per sample are counted) and every
+            value of the others, to keep calibration close to inference speed; ``1``
+            histograms every value. Min, max and counts always cover every value.
         client: run on a Dask cluster: a ``distributed.Client``, a scheduler address
             (``"tcp://host:8786"``) or ``"local:N"`` (N local worker processes). The
             table is identical, bit for bit (docs/distributed.md; needs
@@ -294,12 +310,30 @@ def calibrate(
     return collector.result()
 
 
-def _update(stats: TensorStats, values: np.ndarray, layer, batch) -> None:
+#: Largest size (bytes) of the measured outputs of one onnxruntime run.
+RUN_BYTES = 64 * 2**20
+
+
+def _run_samples(shapes: list) -> int:
+    """Samples per onnxruntime run: as many as keep the measured outputs (float32
+    ``shapes``, batch axis first) within :data:`RUN_BYTES`; at least 1. Unknown
+    dimensions count as 1; unknown shapes as nothing."""
+    per_sample = 0
+    for shape in shapes:
+        if shape is None:
+            continue
+        per_sample += 4 * int(np.prod([d if isinstance(d, int) and d > 0 else 1 for d in shape[1:]]))
+    return max(1, RUN_BYTES // max(per_sample, 1))
+
+
+def _update(stats: TensorStats, values: np.ndarray, layer, index: np.ndarray) -> None:
+    """Add ``values`` (a layer's output for samples ``index``) to ``stats``; a
+    :class:`NonFiniteActivationError` names the layer and the first bad sample."""
     stats.update(values)
     if not stats.finite:
         bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1) if values.ndim else np.array([True])
         where = int(np.flatnonzero(bad)[0]) if bad.any() else 0
-        sample = int(batch.index[where]) if len(batch.index) > where else where
+        sample = int(index[where]) if len(index) > where else where
         what = "NaN" if np.isnan(values).any() else "Inf"
         raise NonFiniteActivationError(
             f"{what} in the output of layer {layer.name!r} (network layer {layer.network_layer!r}, "
