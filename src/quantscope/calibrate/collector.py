@@ -16,6 +16,7 @@ import onnxruntime as ort
 from .._progress import progress_bar
 from ..errors import CalibrationDataError, DeviceError, NonFiniteActivationError
 from ..network import Network, prepare
+from ..network.network import batch_pieces
 from .data import as_source
 from .result import Calibration, RangeEntry
 from .stats import TensorStats
@@ -113,7 +114,7 @@ class StatsCollector:
         self.strides = [_histogram_stride(shape, histogram_stride) for shape in self.shapes]
         #: Samples per onnxruntime run: a batch is run in pieces whose measured outputs
         #: take at most RUN_BYTES (statistics do not depend on it).
-        self.run_samples = _run_samples(self.shapes[1:])
+        self.run_samples = network.fixed_batch or _run_samples(self.shapes[1:])
         self.stats = [TensorStats(hist_stride=s) for s in self.strides]
         self.num_samples = 0
         self._use_gpu = use_gpu
@@ -157,14 +158,15 @@ class StatsCollector:
         add every measured tensor's values."""
         x = np.ascontiguousarray(batch.x, dtype=self.network.input_dtype)
         _update(self.stats[0], x, self.measured[0], batch.index)
-        run = self.run_samples
-        for start in range(0, len(x), run):
-            # Pieces keep each run's outputs small (cache-friendly, and the memory
-            # held is RUN_BYTES whatever the batch size).
-            piece = x[start : start + run]
-            index = batch.index[start : start + run]
+        run, start = self.run_samples, 0
+        # Pieces keep each run's outputs small (cache-friendly, and the memory held is
+        # RUN_BYTES whatever the batch size); a model with a fixed batch runs pieces of
+        # exactly that size, the last one padded (its padding is not counted).
+        for piece, count in batch_pieces(x, run, fixed=self.network.fixed_batch is not None):
+            index = batch.index[start : start + count]
             for stats, layer, out in zip(self.stats[1:], self.measured[1:], self._run(piece)):
-                _update(stats, out, layer, index)
+                _update(stats, out[:count], layer, index)
+            start += count
         self.num_samples += len(x)
 
     def partial(self) -> dict:

@@ -96,6 +96,15 @@ class Network:
         self.output_names: list[str] = [v.name for v in model.graph.outputs]
         self._by_name = {layer.name: layer for layer in layers}
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model was exported with when its batch axis is fixed
+        (``input_shape[0]``, e.g. 1), else None. quantscope then runs it that many
+        samples at a time (padding the last piece with copies of its last sample,
+        whose results are dropped), whatever batch size the user asks for."""
+        n = self.input_shape[0] if self.input_shape else None
+        return n if isinstance(n, int) and n > 0 else None
+
     # ---- lookups -------------------------------------------------------------------
     def layer(self, name: str) -> OptimizedLayer:
         """The optimized layer called ``name`` (or containing network layer ``name``)."""
@@ -318,3 +327,16 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
             )
         )
     return layers
+
+
+def batch_pieces(x: np.ndarray, size: int, fixed: bool = False):
+    """Consecutive pieces of ``x`` (batch axis first) of ``size`` samples, as
+    ``(piece, count)``. ``fixed``: every piece has exactly ``size`` samples (a model
+    exported with a fixed batch); the last one is padded with copies of its last
+    sample, and ``count`` says how many of its samples are real."""
+    for start in range(0, len(x), size):
+        piece = x[start : start + size]
+        count = len(piece)
+        if fixed and count < size:
+            piece = np.concatenate([piece, np.repeat(piece[-1:], size - count, axis=0)])
+        yield piece, count

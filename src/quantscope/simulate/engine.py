@@ -32,6 +32,7 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigurationError
 from ..network import Network, OptimizedLayer
+from ..network.network import batch_pieces
 from ..quantize.numerics import FloatScale, Overflow, PowerOfTwo, requantize_pow2, requantize_scale
 from ..quantize.plan import PASS_THROUGH_KINDS, QParams, QuantPlan
 from . import fast, reference
@@ -51,6 +52,18 @@ class IntTensor:
 
 
 Value = IntTensor | np.ndarray
+
+
+def _first(value: Value, count: int) -> Value:
+    """The first ``count`` samples of a layer's value."""
+    return IntTensor(value.q[:count], value.qp) if isinstance(value, IntTensor) else value[:count]
+
+
+def _concat(values: list[Value]) -> Value:
+    """Layer values of consecutive pieces, joined along the batch axis."""
+    if isinstance(values[0], IntTensor):
+        return IntTensor(np.concatenate([v.q for v in values]), values[0].qp)
+    return np.concatenate(values)
 
 
 class Simulator:
@@ -81,6 +94,18 @@ class Simulator:
         (dequantized), and, when ``collect``, every layer's output value
         (:class:`IntTensor` or float array) keyed by optimized layer name.
         """
+        fixed = self.network.fixed_batch
+        if fixed is not None and len(x) != fixed:
+            # a model exported with a fixed batch: its shapes (a Reshape to (1, -1)...)
+            # hold only for that many samples at a time
+            parts = [
+                (out[:count], {k: _first(v, count) for k, v in layers.items()})
+                for piece, count in batch_pieces(np.asarray(x), fixed, fixed=True)
+                for out, layers in [self.run(piece, collect)]
+            ]
+            outputs = np.concatenate([p[0] for p in parts])
+            merged = {k: _concat([p[1][k] for p in parts]) for k in parts[0][1]} if collect else {}
+            return outputs, merged
         env: dict[str, Value] = {}
         collected: dict[str, Value] = {}
         # One BLAS thread: the products here are small, and a multi-threaded BLAS

@@ -20,6 +20,7 @@ from ..calibrate.result import Calibration
 from ..errors import CalibrationDataError
 from ..quantize.numerics import FloatScale, PowerOfTwo
 from ..quantize.plan import QParams, QuantPlan, make_plan
+from ..network.network import batch_pieces
 from ..simulate.engine import IntTensor, Simulator
 from .metrics import LABEL_METRICS, evaluate_metric, resolve_metrics, top1_accuracy
 
@@ -210,7 +211,7 @@ def validate(
             if n == 0 and batch.y is None and metric_fns is not None:
                 _check_unlabelled(metric_fns)
             x = np.ascontiguousarray(batch.x, dtype=network.input_dtype)
-            outs = dict(zip(layer_names, session.run(layer_names, {network.input_name: x})))
+            outs = _run_float(session, network, layer_names, x)
             outs[network.input_name] = x
             result, layers = sim.run(x, collect=True)
             for layer in network.layers:
@@ -272,6 +273,18 @@ def validate(
         labels=y,
         labelled=labelled,
     )
+
+
+def _run_float(session, network, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+    """The float network's outputs ``names`` for batch ``x``; a model exported with a
+    fixed batch runs it piece by piece."""
+    if network.fixed_batch is None or len(x) == network.fixed_batch:
+        return dict(zip(names, session.run(names, {network.input_name: x})))
+    parts = [
+        [out[:count] for out in session.run(names, {network.input_name: piece})]
+        for piece, count in batch_pieces(x, network.fixed_batch, fixed=True)
+    ]
+    return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
 
 
 def _check_unlabelled(metric_fns: dict) -> None:
