@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+import onnx
 from onnx import helper
 from tinymodels import make_model, small_cnn, tensor
 
@@ -392,8 +393,34 @@ def test_softmax_in_the_middle_is_unsupported():
 
 def test_layer_kind_without_module_is_unsupported():
     net = conv_net(tail="sigmoid_mid")
-    with pytest.raises(UnsupportedModelError, match="lrn1.*LRN"):
+    with pytest.raises(UnsupportedModelError, match=r"1 LRN layer, which the processor has no module for \('lrn1'\)"):
         fpga.estimate_performance(net, "zcu102_single")
+
+
+def test_every_unsupported_layer_is_named_at_once_grouped_by_kind():
+    rng = np.random.default_rng(0)
+    nodes, init, prev = [], {}, "x"
+    for i in range(3):
+        init[f"w{i}"] = (rng.standard_normal((4, 4 if i else 3, 3, 3)) * 0.2).astype(np.float32)
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1]))
+        act = "HardSwish" if i < 2 else "HardSigmoid"
+        nodes.append(helper.make_node(act, [f"c{i}"], [f"a{i}"], name=f"act{i}"))
+        prev = f"a{i}"
+    nodes.append(helper.make_node("GlobalAveragePool", [prev], ["y"], name="gap"))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 4, 1, 1])],
+        [onnx.numpy_helper.from_array(v, k) for k, v in init.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UnsupportedModelError) as err:
+        fpga.compile_network(quantscope.prepare(model), "zcu102_int8")
+    text = str(err.value)
+    assert "(3 layers)" in text
+    assert "1 HardSigmoid layer, which the processor has no module for ('act2')" in text
+    assert "2 HardSwish layers, which the processor has no module for ('act0', 'act1')" in text
+    assert "target=\"cpu\"" in text
+    assert sorted(err.value.nodes) == [("act0", "HardSwish"), ("act1", "HardSwish"), ("act2", "HardSigmoid")]
 
 
 def test_cost_table_never_counts_an_unknown_kind_as_zero():

@@ -401,7 +401,8 @@ class _Compiler:
                 where[layer.name] = "SW"
                 notes[layer.name] = "output layer, run on the host"
         bad: list[tuple[str, str]] = []
-        messages: list[str] = []
+        no_module: dict[str, list[str]] = {}
+        not_last: dict[str, list[str]] = {}
         for layer in net.layers:
             if layer.name in where:
                 continue
@@ -410,18 +411,26 @@ class _Compiler:
                 bad.append((layer.name, layer.kind))
                 if layer.kind in OUTPUT_SOFTWARE_KINDS:
                     users = ", ".join(u.name for u in self.consumers.get(layer.output, []))
-                    messages.append(
-                        f"layer {layer.name!r} ({layer.kind}) is followed by {users}: the processor runs "
-                        f"{layer.kind} only on the host, as the network's final layer"
-                    )
+                    not_last.setdefault(layer.kind, []).append(f"{layer.name!r} -> {users}")
                 else:
-                    messages.append(f"layer {layer.name!r} is a {layer.kind}, which the processor has no module for")
+                    no_module.setdefault(layer.kind, []).append(repr(layer.name))
         if bad:
+            messages = [
+                f"{len(names)} {kind} layer{'s' if len(names) > 1 else ''}, which the processor has no module for "
+                f"({_listing(names)})"
+                for kind, names in sorted(no_module.items())
+            ] + [
+                f"{len(names)} {kind} layer{'s' if len(names) > 1 else ''} before other layers, where the processor "
+                f"runs {kind} only on the host as the network's final layer ({_listing(names)})"
+                for kind, names in sorted(not_last.items())
+            ]
             raise UnsupportedModelError(
-                "the deep-learning processor cannot run this network: "
+                f"the deep-learning processor cannot run this network ({len(bad)} layer{'s' if len(bad) > 1 else ''}): "
                 + "; ".join(messages)
                 + f". Layer kinds it runs in hardware: {', '.join(sorted(COSTS))}; on the host: the input, "
-                "its normalization, and a tail of " + ", ".join(sorted(OUTPUT_SOFTWARE_KINDS)) + ".",
+                "its normalization, and a tail of " + ", ".join(sorted(OUTPUT_SOFTWARE_KINDS)) + ". "
+                "Use activations the processor has (Relu, Clip/Relu6, LeakyRelu, PRelu) in their place, or "
+                "quantize for the CPU target instead (quantize(\"cpu\"), validate(..., target=\"cpu\")).",
                 nodes=bad,
             )
         if not any(w == "HW" for w in where.values()):
@@ -814,3 +823,8 @@ def compile_network(
         input_shape=(c_in, h_in, w_in),
         output_elements=output_elements,
     )
+
+
+def _listing(names: list[str]) -> str:
+    """Every name, comma-separated (an error names every layer at once)."""
+    return ", ".join(names)
