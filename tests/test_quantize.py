@@ -117,3 +117,42 @@ def test_require_int8_refuses_a_layer_without_an_int8_kernel():
         make_plan(cal, "fpga", keep_float=["fc_relu_fc"], require_int8=["fc_relu_fc"])
     with pytest.raises(qs.ConfigurationError, match="'nope', 'nada'"):
         make_plan(cal, "fpga", require_int8=["nope", "nada"])
+
+
+def test_a_layer_whose_int32_bias_would_saturate_computes_in_float_and_says_why():
+    """An input whose calibrated range is tiny (here 1e-9 x the pixels) puts the bias
+    scale s_w * s_x so low that bias / scale leaves int32: that layer runs in float,
+    with the reason, and the layers after it stay int8."""
+    from onnx import helper
+
+    from tinymodels import make_model, tensor
+
+    rng = np.random.default_rng(0)
+    init = {
+        "tiny": np.array(1e-9, np.float32),
+        "w": (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32),
+        "b": np.full(4, 0.5, np.float32),
+        "w2": (rng.standard_normal((4, 4, 1, 1)) * 0.3).astype(np.float32),
+        "b2": np.full(4, 0.1, np.float32),
+    }
+    nodes = [
+        helper.make_node("Mul", ["x", "tiny"], ["xs"], name="scale_down"),
+        helper.make_node("Conv", ["xs", "w", "b"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu1"),
+        helper.make_node("Conv", ["r", "w2", "b2"], ["c2"], name="conv2"),
+        helper.make_node("GlobalAveragePool", ["c2"], ["y"], name="gap"),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 4, 1, 1])], init)
+    net = qs.prepare(model)
+    x = images(16, seed=1)
+    cal = qs.calibrate(net, x, progress=False)
+    for target in ("fpga", "cpu"):
+        plan = make_plan(cal, target)
+        assert "its int32 bias saturates" in plan.float_layers["conv1_relu1"]
+        assert "conv2" in plan.weights and "conv1_relu1" not in plan.weights
+        res = qs.validate(cal, x, target=target, progress=False)
+        errors = res.layer_errors.set_index("Layer")
+        assert res.num_samples == 16 and errors.loc["conv1_relu1", "Precision"] == "float"
+        assert errors.loc["conv2", "Precision"] == "int8"
+        with pytest.raises(qs.ConfigurationError, match="conv1_relu1 \\(its int32 bias saturates"):
+            make_plan(cal, target, require_int8=["conv1_relu1"])

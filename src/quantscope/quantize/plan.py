@@ -329,6 +329,12 @@ def make_plan(
                 del plan.activations[layer.output]
                 continue
             _plan_learnables(plan, layer, in_q[0], wl)
+            saturated = _saturated_bias(plan, layer, in_q[0])
+            if saturated:
+                # the output stays quantized for the integer layers after it
+                plan.weights.pop(layer.name)
+                plan.biases.pop(layer.name)
+                plan.float_layers[layer.name] = saturated
     refused = [f"{name} ({plan.float_layers[name]})" for name in sorted(required) if name in plan.float_layers]
     if refused:
         raise ConfigurationError(
@@ -336,6 +342,30 @@ def make_plan(
             "Leave them in float (drop them from require_int8), or change the network."
         )
     return plan
+
+
+def _saturated_bias(plan: QuantPlan, layer: OptimizedLayer, x_q: QParams) -> str | None:
+    """Why ``layer`` cannot run in int8 when its int32 bias saturates, else None.
+
+    The bias scale is ``s_w * s_x``; when the layer's input has a tiny calibrated
+    range (an activation that all but vanishes), ``bias / (s_w * s_x)`` leaves int32
+    and the accumulator would overflow: such a layer computes in float."""
+    if layer.name not in plan.biases:
+        return None
+    qb, b_q = plan.biases[layer.name]
+    limit = (1 << 31) - 1
+    big = np.abs(qb.astype(np.int64)) >= limit
+    if not big.any():
+        return None
+    b = plan.network.constant(layer.bias).astype(np.float64).reshape(-1)
+    i = int(np.flatnonzero(big.reshape(-1))[0])
+    scale = float(np.broadcast_to(b_q.scale, b.shape)[i])
+    return (
+        f"its int32 bias saturates: bias {b[i]:.4g} at the accumulator scale s_w*s_x = {scale:.3g} is "
+        f"{b[i] / scale:.3g}, beyond int32, because its input's calibrated range is tiny (input scale "
+        f"{float(np.ravel(x_q.scale)[0]):.3g}); it computes in float. Check that the calibration data "
+        "reaches this layer with realistic values"
+    )
 
 
 def _layer_names(network: Network, names: Iterable[str], option: str) -> set[str]:

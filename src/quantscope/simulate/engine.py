@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 from ..errors import ConfigurationError
 from ..network import Network, OptimizedLayer
 from ..network.network import batch_pieces
-from ..quantize.numerics import FloatScale, Overflow, PowerOfTwo, requantize_pow2, requantize_scale
+from ..quantize.numerics import AccumulatorOverflowError, FloatScale, Overflow, PowerOfTwo, requantize_pow2, requantize_scale
 from ..quantize.plan import PASS_THROUGH_KINDS, QParams, QuantPlan
 from . import fast, reference
 
@@ -131,7 +131,14 @@ class Simulator:
                 return result
             return IntTensor(out_qp.quantize(result, plan.rounding, plan.saturation), out_qp)
         inputs = [self._as_int(env[name], out_qp) for name in layer.inputs]
-        return _INT_HANDLERS[layer.kind](self, layer, inputs, out_qp)
+        try:
+            return _INT_HANDLERS[layer.kind](self, layer, inputs, out_qp)
+        except AccumulatorOverflowError as exc:
+            raise AccumulatorOverflowError(
+                f"layer {layer.name!r} ({'/'.join(layer.op_types)}): {exc} To go on: keep this layer in "
+                f"float (keep_float=[{layer.name!r}]), or emulate hardware whose accumulator wraps with "
+                "Simulator(plan, overflow=Overflow.WRAP)."
+            ) from None
 
     def _has_int_kernel(self, layer: OptimizedLayer) -> bool:
         """An integer handler exists and every operand is an activation (no constant
