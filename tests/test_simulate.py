@@ -109,3 +109,53 @@ def test_add_with_a_constant_runs_in_float_and_is_quantized():
     assert isinstance(layers["add_const"], IntTensor) and isinstance(layers["add_two"], IntTensor)
     float_out = _float_run(qs.prepare(model), x)
     assert np.abs(out - float_out).max() < 0.1 * np.abs(float_out).max()
+
+
+@pytest.mark.parametrize("target", ["fpga", "cpu"])
+def test_average_pools_round_once_to_the_output_grid(target):
+    """GlobalAveragePool / AveragePool: the int8 output is the window mean of the
+    input's real values rounded once onto the output's own grid (eq. (6d)), as
+    onnxruntime's QLinear pools do, not rounded to the input's grid first."""
+    from fractions import Fraction
+
+    from onnx import helper
+
+    from quantscope.quantize.numerics import Rounding
+    from tinymodels import make_model, tensor
+
+    rng = np.random.default_rng(3)
+    init = {"w": (rng.standard_normal((6, 3, 3, 3)) * 0.4).astype(np.float32), "b": np.zeros(6, np.float32)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu1"),
+        helper.make_node("AveragePool", ["r"], ["a"], name="avg", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["a"], ["y"], name="gap"),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 6, 1, 1])], init)
+    net = qs.prepare(model)
+    x = images(6, seed=2)
+    plan = make_plan(qs.calibrate(net, x, progress=False), target)
+    if target == "fpga":  # a grid 4x finer than the input's, as a narrower calibrated range gives
+        from quantscope.quantize import QParams
+
+        gap_out = net.layer("gap").output
+        plan.activations[gap_out] = QParams.pow2(plan.activations[net.layer("avg").output].exponent - 2, 8)
+    _, layers = Simulator(plan, "reference").run(x, collect=True)
+    _, fast_layers = Simulator(plan, "fast").run(x, collect=True)
+    src, out = layers["avg"], layers["gap"]
+    np.testing.assert_array_equal(out.q, fast_layers["gap"].q)
+    assert not src.qp.same_as(out.qp)  # its own range: a finer grid than its input's
+    xs = src.q.astype(np.int64) - int(src.qp.zero_point)
+    for (i, c), qy in np.ndenumerate(out.q[:, :, 0, 0]):
+        mean = Fraction(int(xs[i, c].sum()), xs[i, c].size)
+        if target == "fpga":
+            exact = mean * Fraction(2) ** (src.qp.exponent - out.qp.exponent)
+        else:
+            exact = mean * Fraction(float(src.qp.scale)) / Fraction(float(out.qp.scale))
+        floor = exact.numerator // exact.denominator
+        frac = exact - floor
+        rounding = plan.rounding
+        if frac > Fraction(1, 2) or (frac == Fraction(1, 2) and (rounding is Rounding.HALF_AWAY or floor % 2)):
+            floor += 1
+        expected = int(np.clip(floor + int(out.qp.zero_point), -128, 127))
+        assert int(qy) == expected, (i, c, qy, expected)

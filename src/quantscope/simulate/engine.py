@@ -33,7 +33,17 @@ from threadpoolctl import threadpool_limits
 from ..errors import ConfigurationError
 from ..network import Network, OptimizedLayer
 from ..network.network import batch_pieces
-from ..quantize.numerics import AccumulatorOverflowError, FloatScale, Overflow, PowerOfTwo, requantize_pow2, requantize_scale
+from ..quantize.numerics import (
+    AccumulatorOverflowError,
+    FloatScale,
+    Overflow,
+    PowerOfTwo,
+    divide_round,
+    int_dtype,
+    requantize_pow2,
+    requantize_scale,
+    saturate,
+)
 from ..quantize.plan import PASS_THROUGH_KINDS, QParams, QuantPlan
 from . import fast, reference
 
@@ -268,12 +278,33 @@ class Simulator:
         if layer.kind == "MaxPool":
             keys = ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides")
             q = k["MaxPool"](t.q, **{a: attrs[a] for a in keys if a in attrs})
-        elif layer.kind == "AveragePool":
-            keys = ("auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides")
-            q = k["AveragePool"](t.q, rounding=self.plan.rounding, **{a: attrs[a] for a in keys if a in attrs})
         else:
-            q = k["GlobalAveragePool"](t.q, rounding=self.plan.rounding)
+            return self._average(layer, t, attrs, out_qp)
         return self.requantize(IntTensor(q, t.qp), out_qp)
+
+    def _average(self, layer, t: IntTensor, attrs: dict, out_qp: QParams) -> IntTensor:
+        """Average pooling rounded once, straight to the output's grid (docs/int8.md (6d)):
+        power of two ``sat(R(S * 2^(e_x - e_y) / n))``; float scales
+        ``sat(R(S' * s_x / (n * s_y)) + z_y)`` with ``S'`` the window sum of ``q - z_x``."""
+        plan = self.plan
+        x = t.q.astype(np.int64) - np.asarray(t.qp.zero_point, dtype=np.int64)
+        if layer.kind == "AveragePool":
+            keys = ("auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides")
+            total, n = reference.average_pool_sums(x, **{a: attrs[a] for a in keys if a in attrs})
+        else:
+            total, n = reference.global_average_pool_sums(x)
+        if out_qp is None:
+            return self.requantize(IntTensor(divide_round(total, n, plan.rounding), t.qp), out_qp)
+        if t.qp.exponent is not None and out_qp.exponent is not None:
+            d = t.qp.exponent - out_qp.exponent  # >= 0: the output grid is finer
+            n = np.asarray(n, dtype=np.int64)
+            q = divide_round(total << d, n, plan.rounding) if d >= 0 else divide_round(total, n << -d, plan.rounding)
+            q = saturate(q, out_qp.bits, True, plan.saturation).astype(int_dtype(out_qp.bits))
+            return IntTensor(q, out_qp)
+        multiplier = float(t.qp.scale) / (np.asarray(n, dtype=np.float64) * float(out_qp.scale))
+        q = requantize_scale(total, np.broadcast_to(multiplier, total.shape), out_qp.zero_point, out_qp.bits,
+                             plan.rounding, plan.saturation)
+        return IntTensor(q, out_qp)
 
     def _add(self, layer, inputs, out_qp):
         a, b = inputs

@@ -511,6 +511,26 @@ def average_pool(
     result stays within ``x``'s range and keeps its dtype. Input and output share
     one scale.
     """
+    total, n = average_pool_sums(
+        x, kernel_shape=kernel_shape, auto_pad=auto_pad, ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad, dilations=dilations, pads=pads, strides=strides,
+    )
+    return divide_round(total, n, rounding).astype(np.asarray(x).dtype)
+
+
+def average_pool_sums(
+    x: np.ndarray,
+    *,
+    kernel_shape: Sequence[int],
+    auto_pad: str = "NOTSET",
+    ceil_mode: int = 0,
+    count_include_pad: int = 0,
+    dilations: Sequence[int] | None = None,
+    pads: Sequence[int] | None = None,
+    strides: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The window sums ``S`` (int64, ``(N, C, *out)``) and counts ``n`` (int64,
+    ``out``) of :func:`average_pool`, eq. (6b), before the division."""
     x64, xp, inside, counted, kernel, s, d, out_sp = _pool_setup(
         x, kernel_shape, strides, pads, dilations, auto_pad, ceil_mode, "AveragePool"
     )
@@ -522,7 +542,7 @@ def average_pool(
         n += mask[sl]
     if n.min(initial=1) < 1:
         raise ValueError("AveragePool: a window covers only padding; reduce pads")
-    return divide_round(total, n, rounding).astype(np.asarray(x).dtype)
+    return total, n
 
 
 def global_average_pool(x: np.ndarray, *, rounding: Rounding = Rounding.HALF_AWAY) -> np.ndarray:
@@ -530,13 +550,18 @@ def global_average_pool(x: np.ndarray, *, rounding: Rounding = Rounding.HALF_AWA
 
     ``x``: ``(N, C, D1, ...)``. Returns ``(N, C, 1, ..., 1)`` in ``x``'s dtype.
     """
+    total, count = global_average_pool_sums(x)
+    return divide_round(total, count, rounding).astype(np.asarray(x).dtype)
+
+
+def global_average_pool_sums(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """The sums ``S`` (int64, ``(N, C, 1, ..., 1)``) and the count ``D1 * ... * Dn``
+    of :func:`global_average_pool`, eq. (6c), before the division."""
     x64 = _ints(x, "GlobalAveragePool input")
     if x64.ndim < 3:
         raise ValueError(f"GlobalAveragePool input must be (N, C, D1, ...), got shape {x64.shape}")
     axes = tuple(range(2, x64.ndim))
-    total = x64.sum(axis=axes, keepdims=True)
-    count = int(np.prod(x64.shape[2:]))
-    return divide_round(total, count, rounding).astype(np.asarray(x).dtype)
+    return x64.sum(axis=axes, keepdims=True), int(np.prod(x64.shape[2:]))
 
 
 # ---------------------------------------------------------------- Add and Concat
