@@ -87,3 +87,30 @@ def test_predict_on_real_networks_is_the_int8_reference_bit_for_bit(bitstream):
         np.testing.assert_array_equal(out, reference, err_msg=name)
         np.testing.assert_array_equal(out, qnet.predict(frames), err_msg=name)
         assert profile.frames == len(frames) and profile.frames_per_second > 0
+
+
+def test_workflow_refuses_a_cpu_quantized_network_and_validate_checks_the_processor_first(calibrated, monkeypatch):
+    net, cal, x = calibrated
+    with pytest.raises(qs.ConfigurationError, match=r"power-of-two scales.*quantize\(\"fpga\"\)"):
+        Workflow(cal.quantize("cpu"), "zcu102_int8")
+    # a network the processor cannot run fails before the validation pass, not after it
+    from onnx import helper
+
+    from quantscope.simulate import Simulator
+    from tinymodels import make_model, tensor
+
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["c"], ["h"], name="hswish"),
+        helper.make_node("GlobalAveragePool", ["h"], ["y"], name="gap"),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 4, 1, 1])], {"w": w})
+    other = qs.calibrate(qs.prepare(model), x, progress=False)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the validation pass ran")
+
+    monkeypatch.setattr(Simulator, "run", never)
+    with pytest.raises(qs.UnsupportedModelError, match="1 HardSwish layer"):
+        qs.validate(other, x, processor="zcu102_int8", progress=False)

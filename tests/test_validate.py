@@ -215,3 +215,17 @@ def test_a_metric_that_raises_or_returns_no_number_is_named(tiny_calibrated, met
     res = qs.validate(cal, (x, y), metrics={"ok": lambda s, y: np.float32(0.5), "ok0d": lambda s, y: np.array(2)}, progress=False)
     assert list(res.metric_results["ok"]["MetricOutput"]) == [0.5, 0.5]
     assert list(res.metric_results["ok0d"]["MetricOutput"]) == [2.0, 2.0]
+
+
+def test_export_warns_on_a_cpu_whose_int8_kernels_saturate(tiny_calibrated):
+    import warnings
+
+    cal, _ = tiny_calibrated
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cal.quantize("cpu").to_onnx()
+        eight_bit = [w for w in caught if "VNNI" in str(w.message)]
+        cal.quantize(qs.FloatScale(reduce_range=True)).to_onnx()
+        cal.quantize("fpga").to_onnx()
+    assert len(eight_bit) == (1 if qs.cpu_int8_saturates() else 0)
+    assert len([w for w in caught if "VNNI" in str(w.message)]) == len(eight_bit)

@@ -119,6 +119,13 @@ class Workflow:
     ):
         if hasattr(network, "plan") and hasattr(network, "predict"):  # a QuantizedNetwork
             qnet = network
+            if getattr(qnet.plan.scheme, "exponent_method", None) is None:  # not PowerOfTwo
+                raise ConfigurationError(
+                    f"the deep-learning processor computes with power-of-two scales, but this network was "
+                    f"quantized with {type(qnet.plan.scheme).__name__} (the CPU target): quantize it for the "
+                    "FPGA with calibration.quantize(\"fpga\") (or pass the float network to estimate "
+                    "performance only)"
+                )
             network = qnet.network
             if run_int8 is None:
                 run_int8 = qnet.predict

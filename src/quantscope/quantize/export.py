@@ -17,6 +17,7 @@ What is written:
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .._io import write_atomic
+from .numerics import FloatScale, cpu_int8_saturates
 from .plan import QParams, QuantPlan
 
 __all__ = ["to_qdq", "save_qdq", "save_params"]
@@ -38,7 +40,25 @@ def _qdq_tensors(name: str, qp: QParams, dtype=np.int8) -> list[onnx.TensorProto
 
 
 def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
-    """The plan as a QDQ ONNX model that onnxruntime runs with int8 kernels."""
+    """The plan as a QDQ ONNX model that onnxruntime runs with int8 kernels.
+
+    For the CPU scheme it is the deployable model. For the power-of-two (FPGA) scheme
+    it carries the same scales, but onnxruntime rounds ties to even and requantizes
+    in float32, so it approximates the FPGA arithmetic; the bit-exact FPGA results are
+    the emulation's (``QuantizedNetwork.predict``, ``fpga.Workflow.predict``).
+
+    Warns (``UserWarning``) when the scheme has full 8-bit weights and this machine is
+    an x86 CPU without VNNI, where onnxruntime's int8 kernels saturate (docs/int8.md (9)).
+    """
+    if isinstance(plan.scheme, FloatScale) and not plan.scheme.reduce_range and cpu_int8_saturates():
+        warnings.warn(
+            "this CPU is x86 without VNNI: onnxruntime's int8 kernels add pairs of 8-bit products in int16 "
+            "with saturation here, so this model can compute other results than quantscope's emulation "
+            "(and lose accuracy) when run on this machine. Quantize with FloatScale(reduce_range=True) "
+            "(--reduce-range) for 7-bit weights that cannot saturate (docs/int8.md (9)).",
+            UserWarning,
+            stacklevel=2,
+        )
     network = plan.network
     model = network.to_proto()
     graph = model.graph

@@ -206,6 +206,8 @@ def validate(
     out_name = network.output_names[0]
     n = 0
     metric_fns = resolve_metrics(metrics) if metrics is not None else None
+    # the processor's estimate first: a network it cannot run fails before any work
+    fps = _frames_per_second(network, processor) if processor is not None else None
     with progress_bar("Validating", source.num_samples, enabled=progress) as bar:
         for batch in source.batches(batch_size):
             if n == 0 and batch.y is None and metric_fns is not None:
@@ -255,8 +257,8 @@ def validate(
             columns=METRIC_COLUMNS,
         )
     extra: dict[str, Any] = {}
-    if processor is not None:
-        fps_int8, fps_float, name = _frames_per_second(network, processor)
+    if fps is not None:
+        fps_int8, fps_float, name = fps
         for df in metric_results.values():
             df["FramesPerSecond"] = [fps_float, fps_int8]
         extra["processor"] = name
