@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import helper
 
 import quantscope as qs
@@ -122,3 +123,49 @@ def test_identity_that_is_graph_output_keeps_output_name():
     assert [layer.name for layer in net.layers] == ["x", "fc"]
     x = np.arange(6, dtype=np.float32).reshape(3, 2)
     np.testing.assert_array_equal(run(net.to_proto(), x), run(model, x))
+
+
+@pytest.mark.parametrize("opset, keepdims", [(13, 1), (13, 0), (18, 1), (18, 0)])
+def test_spatial_reduce_mean_becomes_global_average_pool(opset, keepdims):
+    """torch's AdaptiveAvgPool2d(1) / x.mean((2, 3)) export as ReduceMean over the
+    spatial axes: prepare makes it a GlobalAveragePool (+ Flatten), same outputs."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w")]
+    if opset >= 18:
+        inits.append(numpy_helper.from_array(np.array([-2, -1], np.int64), "axes"))
+        mean = helper.make_node("ReduceMean", ["r", "axes"], ["y"], name="mean", keepdims=keepdims)
+    else:
+        mean = helper.make_node("ReduceMean", ["r"], ["y"], name="mean", axes=[2, 3], keepdims=keepdims)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu1"),
+        mean,
+        helper.make_node("ReduceMean", ["r"], ["z"], name="channel_mean", keepdims=1, **({"axes": [1]} if opset < 18 else {})),
+    ]
+    if opset >= 18:
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), "caxes"))
+        nodes[-1] = helper.make_node("ReduceMean", ["r", "caxes"], ["z"], name="channel_mean", keepdims=1)
+    out_shape = [None, 4, 1, 1] if keepdims else [None, 4]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [None, 1, 8, 8])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    net = qs.prepare(model)
+    ops = [n.op_type for n in net.to_proto().graph.node]
+    assert "GlobalAveragePool" in ops and ops.count("ReduceMean") == 1  # the channel mean stays
+    assert ("Flatten" in ops) == (not keepdims)
+    assert net.log.pooled == ["mean"]
+    x = np.random.default_rng(1).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    after = ort.InferenceSession(net.to_proto().SerializeToString()).run(None, {"x": x})
+    for a, b in zip(before, after):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert net.layer("mean").kind == "GlobalAveragePool"

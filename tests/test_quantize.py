@@ -156,3 +156,36 @@ def test_a_layer_whose_int32_bias_would_saturate_computes_in_float_and_says_why(
         assert errors.loc["conv2", "Precision"] == "int8"
         with pytest.raises(qs.ConfigurationError, match="conv1_relu1 \\(its int32 bias saturates"):
             make_plan(cal, target, require_int8=["conv1_relu1"])
+
+
+def test_layer_normalization_computes_in_float_between_int8_layers():
+    """LayerNormalization (opset 17, torch's default export of nn.LayerNorm) loads,
+    calibrates, runs in float between int8 layers with the reason shown, and the QDQ
+    export runs on onnxruntime with the same top-1 as the emulation."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    from tinymodels import make_model, tensor
+
+    rng = np.random.default_rng(0)
+    init = {
+        "w1": (rng.standard_normal((16, 32)) * 0.3).astype(np.float32), "b1": np.zeros(32, np.float32),
+        "g": np.ones(32, np.float32), "beta": np.zeros(32, np.float32),
+        "w2": (rng.standard_normal((32, 5)) * 0.3).astype(np.float32), "b2": np.zeros(5, np.float32),
+    }
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1"),
+        helper.make_node("LayerNormalization", ["h", "g", "beta"], ["n"], name="ln", axis=-1),
+        helper.make_node("Relu", ["n"], ["r"], name="relu"),
+        helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], name="fc2"),
+    ]
+    net = qs.prepare(make_model(nodes, [tensor("x", ["N", 16])], [tensor("y", ["N", 5])], init))
+    x = rng.standard_normal((64, 16)).astype(np.float32)
+    cal = qs.calibrate(net, x, progress=False)
+    for target in ("fpga", qs.FloatScale(reduce_range=True)):
+        qnet = cal.quantize(target)
+        assert "no int8 kernel for LayerNormalization" in qnet.plan.float_layers["ln"]
+        assert "fc2" in qnet.plan.weights  # the layer after it is int8
+        ran = ort.InferenceSession(qnet.to_onnx().SerializeToString()).run(None, {"x": x})[0]
+        assert np.mean(ran.argmax(1) == qnet.predict(x).argmax(1)) >= 0.95
+    assert qs.validate(cal, x, target="fpga", progress=False).top1_agreement() >= 0.9

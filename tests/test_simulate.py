@@ -159,3 +159,10 @@ def test_average_pools_round_once_to_the_output_grid(target):
             floor += 1
         expected = int(np.clip(floor + int(out.qp.zero_point), -128, 127))
         assert int(qy) == expected, (i, c, qy, expected)
+
+
+def test_the_plan_knows_which_kinds_have_int8_kernels():
+    from quantscope.quantize.plan import INT_LAYER_KINDS
+    from quantscope.simulate.engine import _INT_HANDLERS
+
+    assert set(_INT_HANDLERS) | {"input", "normalization"} == set(INT_LAYER_KINDS)

@@ -29,6 +29,7 @@ SUPPORTED_OPS: frozenset[str] = frozenset(
         # element-wise and normalization
         "Add", "Sub", "Mul", "Div", "Sqrt", "Pow", "Neg", "Abs", "Exp", "Log", "Min", "Max",
         "LRN", "Softmax", "LogSoftmax", "ReduceMean", "ReduceMax", "ReduceSum",
+        "LayerNormalization", "InstanceNormalization", "GroupNormalization",
         # data movement
         "Concat", "Split", "Slice", "Flatten", "Reshape", "Transpose", "Squeeze",
         "Unsqueeze", "Pad", "Resize", "Upsample", "Expand", "Tile", "Gather",

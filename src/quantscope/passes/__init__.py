@@ -18,8 +18,9 @@ from onnx_ir.passes.common import (
 from .drop_dropout import DropDropoutPass
 from .fold_batchnorm import FoldBatchNormPass
 from .name_nodes import NameNodesPass
+from .reduce_mean_to_pool import ReduceMeanToPoolPass
 
-__all__ = ["DropDropoutPass", "FoldBatchNormPass", "NameNodesPass", "PrepareLog", "run_prepare_passes"]
+__all__ = ["DropDropoutPass", "FoldBatchNormPass", "NameNodesPass", "PrepareLog", "ReduceMeanToPoolPass", "run_prepare_passes"]
 
 
 @dataclass
@@ -28,11 +29,13 @@ class PrepareLog:
 
     folded: dict[str, str] = field(default_factory=dict)  # BN name -> Conv/Gemm name
     dropped: list[str] = field(default_factory=list)  # Dropout/Identity names
+    pooled: list[str] = field(default_factory=list)  # ReduceMean nodes now GlobalAveragePool
     notes: list[str] = field(default_factory=list)  # why a rewrite did not apply
 
 
 def run_prepare_passes(model: ir.Model) -> PrepareLog:
-    """Prepare ``model`` in place: name nodes, lift constants, drop Dropout/Identity, fold BN."""
+    """Prepare ``model`` in place: name nodes, lift constants, drop Dropout/Identity, fold BN,
+    rewrite spatial ReduceMean as GlobalAveragePool."""
     log = PrepareLog()
     NameNodesPass()(model)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
@@ -41,9 +44,12 @@ def run_prepare_passes(model: ir.Model) -> PrepareLog:
     drop(model)
     fold = FoldBatchNormPass()
     fold(model)
+    pool = ReduceMeanToPoolPass()
+    pool(model)
     RemoveUnusedNodesPass()(model)
     TopologicalSortPass()(model)
     log.dropped = drop.dropped
     log.folded = fold.folded
+    log.pooled = pool.rewritten
     log.notes = drop.notes + fold.notes
     return log

@@ -30,10 +30,12 @@ __all__ = [
     "resolve_scheme",
 ]
 
-#: Layer kinds with an integer kernel (simulate.reference / simulate.fast).
+#: Layer kinds with an integer kernel (simulate.reference / simulate.fast; the input
+#: normalization runs on the host and is quantized like the input). Every other kind
+#: computes in float on dequantized inputs, its output quantized for the next layers.
 INT_LAYER_KINDS = frozenset(
     {
-        "input", "conv", "fc", "MaxPool", "AveragePool", "GlobalAveragePool", "Add", "Concat",
+        "input", "normalization", "conv", "fc", "MaxPool", "AveragePool", "GlobalAveragePool", "Add", "Concat",
         "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Relu", "Clip", "LeakyRelu", "PRelu",
     }
 )
@@ -323,6 +325,11 @@ def make_plan(
             plan.activations[layer.output] = in_q[0]
         else:
             plan.activations[layer.output] = act_qparams(layer)
+        if layer.kind not in INT_LAYER_KINDS:
+            plan.float_layers[layer.name] = (
+                f"no int8 kernel for {layer.kind}: computed in float on dequantized inputs, output quantized"
+            )
+            continue
         if layer.kind in ("conv", "fc"):
             if not in_q or in_q[0] is None:
                 plan.float_layers[layer.name] = "its input is a float tensor (after a float layer)"
