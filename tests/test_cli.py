@@ -99,3 +99,30 @@ def test_quantize_reduce_range_writes_7bit_weights(model_and_data, tmp_path, cap
     capsys.readouterr()
     assert main(["quantize", str(model), "--calibration", str(data), "-o", str(out), "--reduce-range", "--quiet"]) == 2
     assert "--reduce-range applies to --target cpu" in capsys.readouterr().err
+
+
+def test_image_folder_preprocessing_options(tmp_path, capsys):
+    """--pixel-scale/--mean/--std give the network the inputs it was trained on."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / label / f"{i}.png")
+    model = tmp_path / "small.onnx"
+    onnx.save(small_cnn(with_norm=False), model)
+    folder = str(tmp_path / "imgs")
+    assert main(["calibrate", str(model), folder, "--out", str(tmp_path / "raw.json"), "--quiet"]) == 0
+    raw = qs.Calibration.load(tmp_path / "raw.json").table.iloc[0]
+    assert raw["MaxValue"] > 1.0  # raw pixels
+    args = ["--pixel-scale", str(1 / 255), "--mean", "0.5", "0.5", "0.5", "--std", "0.25"]
+    assert main(["calibrate", str(model), folder, "--out", str(tmp_path / "norm.json"), "--quiet", *args]) == 0
+    norm = qs.Calibration.load(tmp_path / "norm.json").table.iloc[0]
+    assert norm["MinValue"] == pytest.approx((raw["MinValue"] / 255 - 0.5) / 0.25, abs=1e-6)
+    assert norm["MaxValue"] == pytest.approx((raw["MaxValue"] / 255 - 0.5) / 0.25, abs=1e-6)
+    assert main(["validate", str(model), "--calibration", folder, "--validation", folder, "--quiet", *args]) == 0
+    assert "NumSamples: 6" in capsys.readouterr().out
+    np.save(tmp_path / "x.npy", images(4))
+    assert main(["calibrate", str(model), str(tmp_path / "x.npy"), "--quiet", "--mean", "1"]) == 2
+    assert "preprocess image folders" in capsys.readouterr().err

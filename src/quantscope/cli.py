@@ -64,7 +64,7 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     start = time.perf_counter()
     result = calibrate(
         network,
-        args.data,
+        _data(args, args.data),
         batch_size=args.batch_size,
         progress=False if args.quiet else None,
         layout=args.layout,
@@ -113,8 +113,36 @@ def _calibrated(args: argparse.Namespace, console: Console):
     for note in network.log.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
     return calibrate(
-        network, args.calibration, batch_size=args.batch_size, progress=False if args.quiet else None, layout=args.layout
+        network, _data(args, args.calibration), batch_size=args.batch_size, progress=False if args.quiet else None,
+        layout=args.layout,
     )
+
+
+def _data(args: argparse.Namespace, path: str):
+    """A DATA argument: an image folder gets the --pixel-scale/--mean/--std
+    preprocessing (an ImageDatastore); a .npy/.npz path is passed as it is."""
+    import os
+
+    if getattr(args, "pixel_scale", None) is None and not getattr(args, "mean", None) and not getattr(args, "std", None):
+        return path
+    if not os.path.isdir(path):
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"--pixel-scale/--mean/--std preprocess image folders; {path} is not a folder (preprocess arrays "
+            "before saving them)"
+        )
+    from .calibrate import ImageDatastore
+
+    one = lambda v: None if not v else (v[0] if len(v) == 1 else tuple(v))  # noqa: E731
+    return ImageDatastore(path, scale=1.0 if args.pixel_scale is None else args.pixel_scale, mean=one(args.mean), std=one(args.std))
+
+
+def _add_image_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("image folders", "preprocessing x = (pixel * scale - mean) / std (default: raw pixels 0..255)")
+    g.add_argument("--pixel-scale", type=float, metavar="S", help="multiply pixels by S first (1/255 = 0.00392156862745098 for 0..1)")
+    g.add_argument("--mean", type=float, nargs="+", metavar="M", help="subtract M (one value, or one per channel)")
+    g.add_argument("--std", type=float, nargs="+", metavar="S", help="then divide by S (one value, or one per channel)")
 
 
 def _scheme(args: argparse.Namespace):
@@ -148,7 +176,7 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
     cal = _calibrated(args, console)
     result = validate(
-        cal, args.validation, target=_scheme(args), metrics=args.metric, keep_float=args.keep_float or (),
+        cal, _data(args, args.validation), target=_scheme(args), metrics=args.metric, keep_float=args.keep_float or (),
         require_int8=args.require_int8 or (),
         batch_size=args.batch_size, progress=False if args.quiet else None, layout=args.layout,
     )
@@ -202,7 +230,8 @@ def _cmd_profile(args: argparse.Namespace, console: Console) -> int:
 
     workflow, source = _workflow(args, console)
     if args.calibration:
-        batch = next(as_source(args.calibration, layout=args.layout, input_shape=workflow.network.input_shape).batches(args.frames))
+        data = _data(args, args.calibration)
+        batch = next(as_source(data, layout=args.layout, input_shape=workflow.network.input_shape).batches(args.frames))
         workflow.deploy()
         _, profile = workflow.predict(batch.x, profile=True)
         console.print(f"Measured on the simulated board with {len(batch.x)} frame(s) of {args.calibration}:")
@@ -243,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="batches between checkpoints (default 10)")
     p.add_argument("--restart", action="store_true", help="discard an existing --checkpoint and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_image_options(p)
     p.set_defaults(func=_cmd_calibrate)
 
     for name, helptext in (
@@ -271,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        _add_image_options(p)
         p.set_defaults(func=_cmd_validate if name == "validate" else _cmd_quantize)
 
     for name, helptext in (
@@ -286,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        _add_image_options(p)
         p.set_defaults(func=_cmd_compile if name == "compile" else _cmd_profile)
 
     p = sub.add_parser("demo", help="run the whole workflow on a model and data shipped with quantscope")
