@@ -189,3 +189,34 @@ def test_layer_normalization_computes_in_float_between_int8_layers():
         ran = ort.InferenceSession(qnet.to_onnx().SerializeToString()).run(None, {"x": x})[0]
         assert np.mean(ran.argmax(1) == qnet.predict(x).argmax(1)) >= 0.95
     assert qs.validate(cal, x, target="fpga", progress=False).top1_agreement() >= 0.9
+
+
+@pytest.mark.parametrize("op, opset, extra", [("InstanceNormalization", 17, {}), ("GroupNormalization", 21, {"num_groups": 2})])
+def test_instance_and_group_normalization_compute_in_float(op, opset, extra):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    init = {"w": (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32), "s": np.ones(4, np.float32), "bb": np.zeros(4, np.float32)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node(op, ["c", "s", "bb"], ["n"], name="norm", **extra),
+        helper.make_node("Relu", ["n"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["y"], name="gap"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4, 1, 1])],
+        [numpy_helper.from_array(v, k) for k, v in init.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    net = qs.prepare(model)
+    x = rng.standard_normal((16, 3, 8, 8)).astype(np.float32)
+    cal = qs.calibrate(net, x, progress=False)
+    qnet = cal.quantize(qs.FloatScale(reduce_range=True))
+    assert f"no int8 kernel for {op}" in qnet.plan.float_layers["norm"]
+    ran = ort.InferenceSession(qnet.to_onnx().SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(ran, qnet.predict(x), atol=2 * float(qnet.plan.activations["y"].scale))
