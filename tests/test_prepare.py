@@ -169,3 +169,53 @@ def test_spatial_reduce_mean_becomes_global_average_pool(opset, keepdims):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert net.layer("mean").kind == "GlobalAveragePool"
+
+
+@pytest.mark.parametrize("opset", [9, 13])
+def test_computed_flatten_shape_is_folded(opset):
+    """``x.view(x.size(0), -1)`` from older torch exports: Reshape(x, Concat(Unsqueeze(
+    Gather(Shape(x), 0)), [-1])). prepare folds the shape to the constant [0, -1], so
+    the int8 emulation and the FPGA compiler can run it, for any batch size."""
+    from onnx import TensorProto, numpy_helper
+
+    rng = np.random.default_rng(0)
+    init = {
+        "w": (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32),
+        "fw": (rng.standard_normal((5, 4 * 4 * 4)) * 0.1).astype(np.float32), "fb": np.zeros(5, np.float32),
+        "zero": np.array(0, np.int64), "minus1": np.array([-1], np.int64),
+    }
+    unsq = (
+        helper.make_node("Unsqueeze", ["n"], ["n1"], name="unsq", axes=[0]) if opset < 13
+        else helper.make_node("Unsqueeze", ["n", "ax0"], ["n1"], name="unsq")
+    )
+    if opset >= 13:
+        init["ax0"] = np.array([0], np.int64)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu1"),
+        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Shape", ["p"], ["shp"], name="shape"),
+        helper.make_node("Gather", ["shp", "zero"], ["n"], name="gather", axis=0),
+        unsq,
+        helper.make_node("Concat", ["n1", "minus1"], ["newshape"], name="cat", axis=0),
+        helper.make_node("Reshape", ["p", "newshape"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+        [numpy_helper.from_array(v, k) for k, v in init.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 6 if opset < 13 else 8
+    net = qs.prepare(model)
+    assert net.log.shapes == ["flat"]
+    assert [n.op_type for n in net.to_proto().graph.node] == ["Conv", "Relu", "MaxPool", "Reshape", "Gemm"]
+    assert net.value_shape("f") == (None, 64) and net.value_shape("y") == (None, 5)
+    x = images(7, seed=2)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    after = ort.InferenceSession(net.to_proto().SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(before, after, rtol=1e-5, atol=1e-6)
+    cal = qs.calibrate(net, x, progress=False)
+    res = qs.validate(cal, x, target="fpga", processor="zcu102_int8", progress=False)
+    assert res.num_samples == 7 and res.int8_scores.shape == (7, 5)

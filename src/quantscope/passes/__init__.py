@@ -12,15 +12,17 @@ import onnx_ir as ir
 from onnx_ir.passes.common import (
     LiftConstantsToInitializersPass,
     RemoveUnusedNodesPass,
+    ShapeInferencePass,
     TopologicalSortPass,
 )
 
 from .drop_dropout import DropDropoutPass
 from .fold_batchnorm import FoldBatchNormPass
+from .fold_shapes import FoldReshapeShapesPass
 from .name_nodes import NameNodesPass
 from .reduce_mean_to_pool import ReduceMeanToPoolPass
 
-__all__ = ["DropDropoutPass", "FoldBatchNormPass", "NameNodesPass", "PrepareLog", "ReduceMeanToPoolPass", "run_prepare_passes"]
+__all__ = ["DropDropoutPass", "FoldBatchNormPass", "FoldReshapeShapesPass", "NameNodesPass", "PrepareLog", "ReduceMeanToPoolPass", "run_prepare_passes"]
 
 
 @dataclass
@@ -30,12 +32,13 @@ class PrepareLog:
     folded: dict[str, str] = field(default_factory=dict)  # BN name -> Conv/Gemm name
     dropped: list[str] = field(default_factory=list)  # Dropout/Identity names
     pooled: list[str] = field(default_factory=list)  # ReduceMean nodes now GlobalAveragePool
+    shapes: list[str] = field(default_factory=list)  # Reshape nodes whose computed shape was folded
     notes: list[str] = field(default_factory=list)  # why a rewrite did not apply
 
 
 def run_prepare_passes(model: ir.Model) -> PrepareLog:
     """Prepare ``model`` in place: name nodes, lift constants, drop Dropout/Identity, fold BN,
-    rewrite spatial ReduceMean as GlobalAveragePool."""
+    rewrite spatial ReduceMean as GlobalAveragePool, fold computed Reshape shapes."""
     log = PrepareLog()
     NameNodesPass()(model)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
@@ -46,10 +49,15 @@ def run_prepare_passes(model: ir.Model) -> PrepareLog:
     fold(model)
     pool = ReduceMeanToPoolPass()
     pool(model)
+    shapes = FoldReshapeShapesPass()
+    shapes(model)
     RemoveUnusedNodesPass()(model)
     TopologicalSortPass()(model)
+    if shapes.folded or pool.rewritten:  # the shapes after the rewritten nodes were unknown or stale
+        ShapeInferencePass()(model)
     log.dropped = drop.dropped
     log.folded = fold.folded
     log.pooled = pool.rewritten
+    log.shapes = shapes.folded
     log.notes = drop.notes + fold.notes
     return log
