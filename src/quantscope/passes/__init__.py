@@ -53,11 +53,15 @@ def run_prepare_passes(model: ir.Model) -> PrepareLog:
     shapes(model)
     RemoveUnusedNodesPass()(model)
     TopologicalSortPass()(model)
+    notes: list[str] = []
     if shapes.folded or pool.rewritten:  # the shapes after the rewritten nodes were unknown or stale
-        ShapeInferencePass()(model)
+        try:
+            ShapeInferencePass()(model)
+        except Exception as exc:  # keep the rewrite; shapes stay as they were
+            notes.append(f"shape inference after the rewrites failed ({type(exc).__name__}: {exc}); some shapes stay unknown")
     log.dropped = drop.dropped
     log.folded = fold.folded
     log.pooled = pool.rewritten
     log.shapes = shapes.folded
-    log.notes = drop.notes + fold.notes
+    log.notes = drop.notes + fold.notes + notes
     return log
