@@ -219,3 +219,23 @@ def test_auto_histogram_stride(shape, stride):
     if shape is not None and len(shape) >= 3 and got > 1:
         assert shape[-1] % got != 0  # never divides the width
     assert got == stride
+
+
+def test_loaded_ranges_quantize_once_given_their_network(tmp_path):
+    net = qs.prepare(small_cnn(seed=2))
+    x = images(12, seed=1)
+    cal = qs.calibrate(net, x, progress=False)
+    cal.save(tmp_path / "r.json")
+    loaded = qs.Calibration.load(tmp_path / "r.json")
+    with pytest.raises(qs.ConfigurationError, match=r"Calibration.load\(path, network=model\)"):
+        loaded.quantize("fpga")
+    model = tmp_path / "m.onnx"
+    onnx.save(small_cnn(seed=2), model)
+    again = qs.Calibration.load(tmp_path / "r.json", network=model)
+    np.testing.assert_array_equal(again.quantize("fpga").predict(x), cal.quantize("fpga").predict(x))
+    assert qs.validate(again, x, progress=False).num_samples == 12
+    other = qs.prepare(make_model(
+        [helper.make_node("Relu", ["x"], ["y"], name="only")], [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 3, 8, 8])], {}
+    ))
+    with pytest.raises(qs.ConfigurationError, match="do not belong to that network"):
+        loaded.attach(other)

@@ -122,3 +122,28 @@ def test_torch_module_export():
     assert net.input_shape == (None, 1, 6, 6)
     with pytest.raises(qs.ModelLoadError, match="example_input"):
         qs.prepare(module)
+
+
+def test_ir3_model_with_initializers_as_inputs_prepares_and_exports():
+    """IR 3 (opset 7/8 era) lists initializers as graph inputs; BatchNormalization folding
+    adds new initializers, so prepare moves the model to IR 4 and the QDQ export loads."""
+    import onnxruntime as ort
+
+    from tinymodels import images, small_cnn
+
+    model = small_cnn(seed=1, with_bn=True)
+    inits = [i for i in model.graph.initializer]
+    for t in inits:
+        model.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    model.ir_version = 3
+    del model.opset_import[:]
+    model.opset_import.append(helper.make_opsetid("", 8))
+    # Softmax/Gemm/Concat exist at opset 8; MatMul+Add too
+    onnx.checker.check_model(model)
+    net = qs.prepare(model)
+    assert [i.name for i in net.to_proto().graph.input] == ["imageinput"]
+    x = images(10, seed=2)
+    cal = qs.calibrate(net, x, progress=False)
+    qnet = cal.quantize(qs.FloatScale(reduce_range=True))
+    out = ort.InferenceSession(qnet.to_onnx().SerializeToString()).run(None, {"imageinput": x})[0]
+    assert np.mean(out.argmax(1) == qnet.predict(x).argmax(1)) >= 0.9

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import write_atomic
-from ..errors import CalibrationDataError
+from ..errors import CalibrationDataError, ConfigurationError
 from .stats import TensorStats
 
 __all__ = ["COLUMNS", "Calibration", "RangeEntry"]
@@ -169,10 +169,36 @@ class Calibration:
         raise CalibrationDataError(f"{path}: unknown format {suffix!r}; use a .json or .csv file name")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Calibration":
+    def load(cls, path: str | Path, network=None) -> "Calibration":
         """Read a calibration saved with :meth:`save` (``.json`` or ``.csv``). From CSV,
-        the histograms are absent (``stats.hist is None``)."""
-        path = Path(path)
+        the histograms are absent (``stats.hist is None``).
+
+        ``network``: the network it was made for (a :class:`~quantscope.Network`, or a
+        model path / ``ModelProto`` to prepare), so that ``quantize`` and ``validate``
+        can use the loaded ranges; its layers are checked against the file's.
+        """
+        cal = cls._load(Path(path))
+        if network is not None:
+            from ..network import prepare
+
+            cal.attach(prepare(network))
+        return cal
+
+    def attach(self, network) -> "Calibration":
+        """Use ``network`` (prepared) with these ranges; raises when its layers are not the
+        ones the ranges were measured on. Returns self."""
+        names = {layer.name for layer in network.layers}
+        missing = [e.layer for e in self.entries if e.kind == "Activations" and e.layer not in names]
+        if missing:
+            raise ConfigurationError(
+                f"these ranges do not belong to that network: it has no layer {', '.join(repr(m) for m in missing[:5])}"
+                f"{' ...' if len(missing) > 5 else ''}; prepare the model the ranges were calibrated on"
+            )
+        self.network = network
+        return self
+
+    @classmethod
+    def _load(cls, path: Path) -> "Calibration":
         if not path.exists():
             raise CalibrationDataError(f"{path}: no such file")
         suffix = path.suffix.lower()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 from onnx_ir.passes.common import (
     LiftConstantsToInitializersPass,
+    RemoveInitializersFromInputsPass,
     RemoveUnusedNodesPass,
     ShapeInferencePass,
     TopologicalSortPass,
@@ -40,6 +41,11 @@ def run_prepare_passes(model: ir.Model) -> PrepareLog:
     """Prepare ``model`` in place: name nodes, lift constants, drop Dropout/Identity, fold BN,
     rewrite spatial ReduceMean as GlobalAveragePool, fold computed Reshape shapes."""
     log = PrepareLog()
+    if model.ir_version < 4:
+        # IR 3 (opset 7/8 era) lists every initializer as a graph input too; the
+        # rewrites add initializers, so move to IR 4, where they need not be inputs
+        RemoveInitializersFromInputsPass()(model)
+        model.ir_version = 4
     NameNodesPass()(model)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     TopologicalSortPass()(model)

@@ -283,7 +283,10 @@ def make_plan(
     scheme = resolve_scheme(scheme)
     network = network or calibration.network
     if network is None:
-        raise ConfigurationError("this calibration has no network: pass network=quantscope.prepare(model)")
+        raise ConfigurationError(
+            "this calibration has no network (it was loaded from a file): load it with "
+            "Calibration.load(path, network=model) or call calibration.attach(quantscope.prepare(model))"
+        )
     keep = _layer_names(network, keep_float, "keep_float")
     required = _layer_names(network, require_int8, "require_int8")
     if keep & required:
