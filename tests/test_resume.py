@@ -76,7 +76,7 @@ def test_killed_cli_run_resumes_to_the_same_table(tmp_path, capsys):
     assert not out.exists()
 
     assert main(argv) == 0  # resumes
-    assert "resuming from checkpoint" in capsys.readouterr().out
+    assert "found checkpoint" in capsys.readouterr().out
     assert not ckpt.exists()  # removed at the end
     reference = qs.calibrate(str(model_path), data_path, batch_size=4, progress=False)
     assert reference.num_samples == n

@@ -60,7 +60,7 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
 
         resumed = describe_checkpoint(args.checkpoint)
         if resumed:
-            console.print(f"resuming from checkpoint {escape(args.checkpoint)}: {resumed}")
+            console.print(f"found checkpoint {escape(args.checkpoint)}: {resumed} (if it was written by this same calibration)")
     start = time.perf_counter()
     result = calibrate(
         network,
