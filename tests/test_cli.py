@@ -126,3 +126,22 @@ def test_image_folder_preprocessing_options(tmp_path, capsys):
     np.save(tmp_path / "x.npy", images(4))
     assert main(["calibrate", str(model), str(tmp_path / "x.npy"), "--quiet", "--mean", "1"]) == 2
     assert "preprocess image folders" in capsys.readouterr().err
+
+
+def test_bad_out_name_is_refused_before_calibrating_and_ctrl_c_is_a_message(model_and_data, tmp_path, capsys, monkeypatch):
+    calibrate_module = __import__("importlib").import_module("quantscope.calibrate")
+
+    model, data = model_and_data
+    ran = []
+    monkeypatch.setattr(calibrate_module, "calibrate", lambda *a, **k: ran.append(1))
+    assert main(["calibrate", str(model), str(data), "--out", str(tmp_path / "r.txt"), "--quiet"]) == 2
+    assert "unknown format '.txt'" in " ".join(capsys.readouterr().err.split()) and not ran
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(calibrate_module, "calibrate", interrupted)
+    ckpt = tmp_path / "c.ckpt"
+    assert main(["calibrate", str(model), str(data), "--checkpoint", str(ckpt), "--quiet"]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert "interrupted" in err and "rerun the same command to resume" in err and "Traceback" not in err

@@ -166,3 +166,26 @@ def test_the_plan_knows_which_kinds_have_int8_kernels():
     from quantscope.simulate.engine import _INT_HANDLERS
 
     assert set(_INT_HANDLERS) | {"input", "normalization"} == set(INT_LAYER_KINDS)
+
+
+def test_a_float_layer_taking_one_tensor_twice_runs():
+    """torch writes x * x as Mul(x, x) (and LRN at opset 9 does): the float layer's
+    sub-model must take that input once."""
+    from onnx import helper
+
+    from tinymodels import make_model, tensor
+
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu1"),
+        helper.make_node("Mul", ["r", "r"], ["sq"], name="square"),
+        helper.make_node("GlobalAveragePool", ["sq"], ["y"], name="gap"),
+    ]
+    net = qs.prepare(make_model(nodes, [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 4, 1, 1])], {"w": w}))
+    x = images(6, seed=1)
+    cal = qs.calibrate(net, x, progress=False)
+    for target in ("fpga", "cpu"):
+        out = cal.quantize(target).predict(x)
+        assert out.shape == (6, 4, 1, 1) and np.isfinite(out).all()
+        assert qs.validate(cal, x, target=target, progress=False).num_samples == 6

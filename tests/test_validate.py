@@ -229,3 +229,27 @@ def test_export_warns_on_a_cpu_whose_int8_kernels_saturate(tiny_calibrated):
         cal.quantize("fpga").to_onnx()
     assert len(eight_bit) == (1 if qs.cpu_int8_saturates() else 0)
     assert len([w for w in caught if "VNNI" in str(w.message)]) == len(eight_bit)
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (lambda n: np.full(n, 42), r"label 42 of sample 0 is outside the network's 3 classes"),
+        (lambda n: np.full(n, 0.5), r"label 0.5 of sample 0 is not a class index"),
+    ],
+)
+def test_labels_that_are_no_class_index_are_refused(tiny_calibrated, labels, message):
+    cal, x = tiny_calibrated
+    with pytest.raises(qs.ConfigurationError, match=message):
+        qs.validate(cal, (x, labels(len(x))), progress=False)
+    ok = qs.validate(cal, (x, (np.arange(len(x)) % 3).astype(np.float64)), progress=False)  # whole floats are fine
+    assert 0 <= ok.metric_results["top1_accuracy"]["MetricOutput"].iloc[0] <= 1
+
+
+def test_result_json_is_strict(tiny_calibrated, tmp_path):
+    import json
+
+    cal, x = tiny_calibrated
+    res = qs.validate(cal, x, progress=False)
+    text = json.dumps(res.to_dict(), allow_nan=False)  # raises on NaN/Inf
+    assert "NaN" not in text and json.loads(text)["NumSamples"] == len(x)

@@ -52,6 +52,10 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     from .calibrate import calibrate
     from .network import prepare
 
+    if args.out and Path(args.out).suffix.lower() not in (".json", ".csv"):
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(f"--out {args.out}: unknown format {Path(args.out).suffix!r}; use a .json or .csv file")
     network = prepare(args.model)
     for note in network.log.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
@@ -183,7 +187,7 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     print_validation(console, result)
     _saturation_note(args, console)
     if args.out:
-        path = write_atomic(args.out, json.dumps(result.to_dict(), indent=1, default=float))
+        path = write_atomic(args.out, json.dumps(result.to_dict(), indent=1, default=float, allow_nan=False))
         console.print(f"wrote {path}")
     return 0
 
@@ -336,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     except QuantscopeError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
+    except KeyboardInterrupt:
+        checkpoint = getattr(args, "checkpoint", None)
+        hint = f"; the checkpoint {checkpoint} holds what was counted: rerun the same command to resume" if checkpoint else ""
+        Console(stderr=True).print(f"[bold red]interrupted[/]{escape(hint)}", highlight=False)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

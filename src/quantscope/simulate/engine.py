@@ -358,7 +358,8 @@ class Simulator:
         if self._proto is None:
             self._proto = self.network.to_proto()
         try:
-            sub = onnx.utils.Extractor(self._proto).extract_model(list(layer.inputs), [layer.output])
+            # dict.fromkeys: a layer may take one tensor twice (Mul(x, x) for x * x)
+            sub = onnx.utils.Extractor(self._proto).extract_model(list(dict.fromkeys(layer.inputs)), [layer.output])
         except Exception as exc:
             raise ConfigurationError(f"cannot run layer {layer.name!r} in float on its own: {exc}") from None
         options = ort.SessionOptions()

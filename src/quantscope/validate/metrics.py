@@ -10,31 +10,52 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, QuantscopeError
 
 __all__ = ["LABEL_METRICS", "Metric", "evaluate_metric", "resolve_metrics", "top1_accuracy", "top5_accuracy"]
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
 
-def _label_indices(labels: np.ndarray) -> np.ndarray:
+def _label_indices(labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+    """Class indices ``(N,)`` from labels ``(N,)`` or one-hot ``(N, classes)``.
+
+    Raises :class:`ConfigurationError` naming the first sample whose label is not a
+    whole number in ``[0, num_classes)``: such a label can never match, and a metric
+    computed with it would be silently wrong."""
     labels = np.asarray(labels)
     if labels.ndim == 2:
         return labels.argmax(axis=1)
-    return labels.reshape(-1).astype(np.int64)
+    flat = labels.reshape(-1)
+    if flat.dtype.kind not in "iub":
+        if flat.dtype.kind != "f" or not np.all(np.isfinite(flat)) or not np.all(flat == np.round(flat)):
+            bad = int(np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))[0]) if flat.dtype.kind == "f" else 0
+            raise ConfigurationError(
+                f"label {flat[bad].item()!r} of sample {bad} is not a class index: top-1/top-5 accuracy needs labels that "
+                "are whole numbers 0..classes-1 (or one-hot rows); map class names to indices first"
+            )
+    idx = flat.astype(np.int64)
+    if num_classes is not None and idx.size:
+        out = np.flatnonzero((idx < 0) | (idx >= num_classes))
+        if out.size:
+            raise ConfigurationError(
+                f"label {int(idx[out[0]])} of sample {int(out[0])} is outside the network's {num_classes} classes "
+                f"(0..{num_classes - 1}), and {out.size} label(s) in all: check that the labels belong to this network's output"
+            )
+    return idx
 
 
 def top1_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of samples whose highest score is the label's class (0..1)."""
     scores = np.asarray(scores).reshape(len(scores), -1)
-    return float(np.mean(scores.argmax(axis=1) == _label_indices(labels)))
+    return float(np.mean(scores.argmax(axis=1) == _label_indices(labels, scores.shape[1])))
 
 
 def top5_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of samples whose label is among the five highest scores (0..1)."""
     scores = np.asarray(scores).reshape(len(scores), -1)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :5]
-    return float(np.mean((top == _label_indices(labels)[:, None]).any(axis=1)))
+    return float(np.mean((top == _label_indices(labels, scores.shape[1])[:, None]).any(axis=1)))
 
 
 _NAMED = {"top1": top1_accuracy, "accuracy": top1_accuracy, "top5": top5_accuracy}
@@ -50,6 +71,8 @@ def evaluate_metric(name: str, fn: Metric, scores: np.ndarray, labels: np.ndarra
     """
     try:
         value = fn(scores, labels)
+    except QuantscopeError:
+        raise  # already says what is wrong (labels that are no class indices...)
     except Exception as exc:  # the user's function: say which one failed, and on what
         raise ConfigurationError(
             f"metric {name!r} raised {type(exc).__name__}: {exc} (called as {name}(scores, labels) on the "

@@ -119,16 +119,30 @@ class ValidationResult:
         return float(np.mean(f == q))
 
     def to_dict(self) -> dict:
-        return {
+        """JSON-ready: NaN and infinite numbers (no weights, an exact layer) become None."""
+        return _finite({
             "NumSamples": self.num_samples,
             "labelled": self.labelled,
             "metrics": {k: v.to_dict(orient="records") for k, v in self.metric_results.items()},
             "top1_agreement": self.top1_agreement(),
-            "layer_errors": self.layer_errors.replace([np.inf, -np.inf], None).to_dict(orient="records"),
+            "layer_errors": self.layer_errors.to_dict(orient="records"),
             "verdict": self.verdict,
             "quantization": self.plan.to_dict(),
             **self.extra,
-        }
+        })
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN/Inf float replaced by None (strict JSON has neither)."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
 
 
 def _weight_sqnr(plan: QuantPlan, layer_name: str) -> float:
