@@ -219,3 +219,46 @@ def test_computed_flatten_shape_is_folded(opset):
     cal = qs.calibrate(net, x, progress=False)
     res = qs.validate(cal, x, target="fpga", processor="zcu102_int8", progress=False)
     assert res.num_samples == 7 and res.int8_scores.shape == (7, 5)
+
+
+@pytest.mark.parametrize("opset", [9, 13])
+@pytest.mark.parametrize("consumer", ["Conv", "AveragePool"])
+def test_zero_pad_merges_into_conv_and_average_pool(opset, consumer):
+    """torch (opset 9) exports AvgPool2d(padding=1, count_include_pad=True) as Pad +
+    AveragePool; TF converters put a Pad before a VALID conv. prepare merges the zero
+    Pad into the consumer's pads: same outputs, and the FPGA processor compiles it."""
+    from onnx import TensorProto, numpy_helper
+
+    from quantscope import fpga
+
+    rng = np.random.default_rng(0)
+    init = {"w": (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32)}
+    if opset >= 11:
+        init["pads"] = np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)
+        pad = helper.make_node("Pad", ["r0", "pads"], ["p"], name="pad", mode="constant")
+    else:
+        pad = helper.make_node("Pad", ["r0"], ["p"], name="pad", mode="constant", pads=[0, 0, 1, 1, 0, 0, 1, 1], value=0.0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"], name="relu0"), pad]
+    if consumer == "Conv":
+        init["w2"] = (rng.standard_normal((4, 4, 3, 3)) * 0.3).astype(np.float32)
+        nodes.append(helper.make_node("Conv", ["p", "w2"], ["y"], name="conv1"))
+        out_shape = [None, 4, 8, 8]
+    else:
+        nodes.append(helper.make_node("AveragePool", ["p"], ["y"], name="avg", kernel_shape=[3, 3], strides=[2, 2], count_include_pad=1))
+        out_shape = [None, 4, 4, 4]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        [numpy_helper.from_array(v, k) for k, v in init.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    net = qs.prepare(model)
+    assert net.log.pads == ["pad"]
+    assert "Pad" not in [n.op_type for n in net.to_proto().graph.node]
+    x = images(3, seed=1)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    after = ort.InferenceSession(net.to_proto().SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(before, after, rtol=1e-5, atol=1e-5)
+    fpga.compile_network(net, "zcu102_int8")

@@ -20,10 +20,11 @@ from onnx_ir.passes.common import (
 from .drop_dropout import DropDropoutPass
 from .fold_batchnorm import FoldBatchNormPass
 from .fold_shapes import FoldReshapeShapesPass
+from .merge_pad import MergePadPass
 from .name_nodes import NameNodesPass
 from .reduce_mean_to_pool import ReduceMeanToPoolPass
 
-__all__ = ["DropDropoutPass", "FoldBatchNormPass", "FoldReshapeShapesPass", "NameNodesPass", "PrepareLog", "ReduceMeanToPoolPass", "run_prepare_passes"]
+__all__ = ["DropDropoutPass", "FoldBatchNormPass", "FoldReshapeShapesPass", "MergePadPass", "NameNodesPass", "PrepareLog", "ReduceMeanToPoolPass", "run_prepare_passes"]
 
 
 @dataclass
@@ -34,12 +35,14 @@ class PrepareLog:
     dropped: list[str] = field(default_factory=list)  # Dropout/Identity names
     pooled: list[str] = field(default_factory=list)  # ReduceMean nodes now GlobalAveragePool
     shapes: list[str] = field(default_factory=list)  # Reshape nodes whose computed shape was folded
+    pads: list[str] = field(default_factory=list)  # Pad nodes merged into the Conv/AveragePool after them
     notes: list[str] = field(default_factory=list)  # why a rewrite did not apply
 
 
 def run_prepare_passes(model: ir.Model) -> PrepareLog:
     """Prepare ``model`` in place: name nodes, lift constants, drop Dropout/Identity, fold BN,
-    rewrite spatial ReduceMean as GlobalAveragePool, fold computed Reshape shapes."""
+    rewrite spatial ReduceMean as GlobalAveragePool, fold computed Reshape shapes, merge
+    zero Pads into the Conv/AveragePool after them."""
     log = PrepareLog()
     if model.ir_version < 4:
         # IR 3 (opset 7/8 era) lists every initializer as a graph input too; the
@@ -57,6 +60,8 @@ def run_prepare_passes(model: ir.Model) -> PrepareLog:
     pool(model)
     shapes = FoldReshapeShapesPass()
     shapes(model)
+    pads = MergePadPass()
+    pads(model)
     RemoveUnusedNodesPass()(model)
     TopologicalSortPass()(model)
     notes: list[str] = []
@@ -69,5 +74,6 @@ def run_prepare_passes(model: ir.Model) -> PrepareLog:
     log.folded = fold.folded
     log.pooled = pool.rewritten
     log.shapes = shapes.folded
+    log.pads = pads.merged
     log.notes = drop.notes + fold.notes + notes
     return log
