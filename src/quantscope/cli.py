@@ -26,7 +26,9 @@ __all__ = ["main"]
 
 
 def _fmt(value: float) -> str:
-    """MATLAB-like short number: 5 significant digits."""
+    """MATLAB-like short number: 5 significant digits; blank for NaN (not applicable)."""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
     if value == 0 or not math.isfinite(value):
         return str(value)
     return f"{value:.5g}"
