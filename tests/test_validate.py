@@ -157,6 +157,11 @@ def test_cli_validate_and_quantize(tmp_path, capsys):
 
     result = json.loads(out.read_text())
     assert result["NumSamples"] == 20
+    assert main(["validate", str(model), "--calibration", str(tmp_path / "cal.npz"), "--validation", str(tmp_path / "val.npz"),
+                 "--bitstream", "arria10soc_int8", "--out", str(out), "--quiet"]) == 0
+    assert "FramesPerSecond" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["metrics"]["top1_accuracy"]
+    assert rows[1]["FramesPerSecond"] > rows[0]["FramesPerSecond"] > 0
     assert main(["quantize", str(model), "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "q.onnx"),
                  "--keep-float", "fc", "--quiet"]) == 0
     assert (tmp_path / "q.onnx").exists() and (tmp_path / "q.json").exists()

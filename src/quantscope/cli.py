@@ -183,7 +183,7 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     cal = _calibrated(args, console)
     result = validate(
         cal, _data(args, args.validation), target=_scheme(args), metrics=args.metric, keep_float=args.keep_float or (),
-        require_int8=args.require_int8 or (),
+        require_int8=args.require_int8 or (), processor=args.bitstream,
         batch_size=args.batch_size, progress=False if args.quiet else None, layout=args.layout,
     )
     print_validation(console, result)
@@ -291,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "validate":
             p.add_argument("--validation", required=True, help="validation data: image folder, .npy or .npz (labels y)")
             p.add_argument("--metric", action="append", help="top1 (default with labels), top5; repeat for several")
+            p.add_argument("--bitstream", help="with --target fpga: add the processor's Frames/s (zcu102_int8, arria10soc_int8, ...)")
             p.add_argument("--out", help="write the result as JSON")
         else:
             p.add_argument("-o", "--output", required=True, help="QDQ ONNX file to write (exponents/scales beside it as .json)")
