@@ -220,3 +220,11 @@ def test_instance_and_group_normalization_compute_in_float(op, opset, extra):
     assert f"no int8 kernel for {op}" in qnet.plan.float_layers["norm"]
     ran = ort.InferenceSession(qnet.to_onnx().SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(ran, qnet.predict(x), atol=2 * float(qnet.plan.activations["y"].scale))
+
+
+def test_keep_float_naming_a_removed_dropout_says_so():
+    net = qs.prepare(small_cnn(with_dropout=True))
+    assert net.log.dropped
+    cal = qs.calibrate(net, images(4), progress=False)
+    with pytest.raises(qs.ConfigurationError, match="a Dropout/Identity that prepare removed"):
+        make_plan(cal, "fpga", keep_float=[net.log.dropped[0]])

@@ -390,9 +390,15 @@ def _layer_names(network: Network, names: Iterable[str], option: str) -> set[str
         except KeyError:
             unknown.append(name)
     if unknown:
+        dropped = set(getattr(network.log, "dropped", ()))
+        removed = [n for n in unknown if n in dropped]
+        why = (
+            f" ({', '.join(repr(n) for n in removed)}: a Dropout/Identity that prepare removed, which computes nothing)"
+            if removed else ""
+        )
         raise ConfigurationError(
             f"{option} names {', '.join(repr(n) for n in unknown)}, which {'is' if len(unknown) == 1 else 'are'} "
-            f"not a layer of the network; layers are: {', '.join(layer.name for layer in network.layers)}"
+            f"not a layer of the network{why}; layers are: {', '.join(layer.name for layer in network.layers)}"
         )
     return out
 
