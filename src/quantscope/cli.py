@@ -208,7 +208,11 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
     _saturation_note(args, console)
     float_bytes, quant_bytes = qnet.memory_bytes()
     console.print(f"LearnableParameterMemory: {float_bytes:,} bytes float -> {quant_bytes:,} bytes quantized")
-    onnx_path, json_path = qnet.save(args.output)
+    import warnings
+
+    with warnings.catch_warnings():  # the saturation note above already said it
+        warnings.filterwarnings("ignore", message="this CPU is x86 without VNNI", category=UserWarning)
+        onnx_path, json_path = qnet.save(args.output)
     console.print(f"wrote {onnx_path} (QDQ ONNX) and {json_path} (exponents/scales)")
     return 0
 

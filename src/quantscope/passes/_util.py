@@ -40,3 +40,14 @@ def int_attr(node: ir.Node, name: str, default: int) -> int:
 def float_attr(node: ir.Node, name: str, default: float) -> float:
     attr = node.attributes.get(name)
     return default if attr is None else float(attr.value)
+
+
+def int_list(node: ir.Node, name: str, position: int) -> list[int] | None:
+    """An int-list parameter that older opsets give as attribute ``name`` and newer
+    ones as the constant input at ``position`` (axes, pads...); None when absent or
+    not constant."""
+    attr = node.attributes.get(name)
+    if attr is not None:
+        return [int(v) for v in attr.as_ints()]
+    arr = const_array(node.inputs[position]) if len(node.inputs) > position else None
+    return None if arr is None else [int(v) for v in arr.reshape(-1)]

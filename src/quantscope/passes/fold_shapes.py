@@ -15,32 +15,18 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
+from ._util import const_array, int_attr, int_list, new_initializer
+
 #: An entry of a shape vector: a known int, or ("dim", value, axis) for a symbolic dim.
 _Entry = int | tuple
-
-
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None:
-        return None
-    return np.asarray(value.const_value.numpy())
-
-
-def _ints(node: ir.Node, name: str, position: int) -> list[int] | None:
-    """An int-list parameter given as attribute (older opsets) or constant input."""
-    attr = node.attributes.get(name)
-    if attr is not None:
-        return list(attr.as_ints())
-    if len(node.inputs) > position:
-        arr = _const(node.inputs[position])
-        return None if arr is None else [int(v) for v in arr.reshape(-1)]
-    return None
 
 
 def _entries(value: ir.Value, depth: int = 0) -> list[_Entry] | _Entry | None:
     """The symbolic content of a small int64 shape tensor: a list (1-D) or one entry
     (a scalar), or None when it cannot be followed."""
-    arr = _const(value)
+    arr = const_array(value)
     if arr is not None:
+        arr = np.asarray(arr)
         if arr.dtype.kind not in "iu" or arr.ndim > 1:
             return None
         return int(arr) if arr.ndim == 0 else [int(v) for v in arr]
@@ -59,7 +45,7 @@ def _entries(value: ir.Value, depth: int = 0) -> list[_Entry] | _Entry | None:
     if op in ("Cast", "Identity"):
         return _entries(node.inputs[0], depth + 1)
     if op == "Gather":
-        data, idx = _entries(node.inputs[0], depth + 1), _const(node.inputs[1])
+        data, idx = _entries(node.inputs[0], depth + 1), const_array(node.inputs[1])
         axis = node.attributes.get("axis")
         if not isinstance(data, list) or idx is None or (axis is not None and axis.as_int() != 0):
             return None
@@ -70,7 +56,7 @@ def _entries(value: ir.Value, depth: int = 0) -> list[_Entry] | _Entry | None:
         return picked[0] if idx.ndim == 0 else picked
     if op == "Unsqueeze":
         inner = _entries(node.inputs[0], depth + 1)
-        return [inner] if inner is not None and not isinstance(inner, list) and _ints(node, "axes", 1) in ([0], [-1]) else None
+        return [inner] if inner is not None and not isinstance(inner, list) and int_list(node, "axes", 1) in ([0], [-1]) else None
     if op == "Squeeze":
         inner = _entries(node.inputs[0], depth + 1)
         return inner[0] if isinstance(inner, list) and len(inner) == 1 else None
@@ -101,10 +87,9 @@ class FoldReshapeShapesPass(InPlacePass):
         for node in list(graph):
             if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
                 continue
-            if _const(node.inputs[1]) is not None:
+            if const_array(node.inputs[1]) is not None:
                 continue
-            allowzero = node.attributes.get("allowzero")
-            if allowzero is not None and allowzero.as_int():
+            if int_attr(node, "allowzero", 0):
                 continue
             entries = _entries(node.inputs[1])
             if not isinstance(entries, list):
@@ -119,28 +104,7 @@ class FoldReshapeShapesPass(InPlacePass):
                 else:
                     break
             else:
-                const = ir.Value(name=f"{node.name}_shape", const_value=ir.tensor(np.array(shape, dtype=np.int64)))
-                const.shape = ir.Shape([len(shape)])
-                const.type = ir.TensorType(ir.DataType.INT64)
-                graph.register_initializer(const)
-                node.replace_input_with(1, const)
-                if data.shape is not None and node.outputs[0].shape is None:
-                    node.outputs[0].shape = _output_shape(data.shape, shape)
-                    node.outputs[0].type = data.type
+                # shapes after it are re-inferred once all passes ran (run_prepare_passes)
+                node.replace_input_with(1, new_initializer(graph, f"{node.name}_shape", np.array(shape, dtype=np.int64)))
                 self.folded.append(node.name)
         return PassResult(model, bool(self.folded))
-
-
-def _output_shape(in_shape: ir.Shape, shape: list[int]) -> ir.Shape | None:
-    """The Reshape output shape: 0 copies the input dim, -1 takes the rest (when the
-    dims it covers are static)."""
-    dims = list(in_shape)
-    out: list = [dims[i] if s == 0 else s for i, s in enumerate(shape)]
-    if -1 in out:
-        known = [d for i, d in enumerate(dims) if not (i < len(shape) and shape[i] == 0)]
-        if not all(isinstance(d, int) for d in known):
-            return ir.Shape([d if d != -1 else None for d in out])
-        rest = int(np.prod(known)) if known else 1
-        fixed = int(np.prod([s for s in shape if s not in (0, -1)])) if any(s not in (0, -1) for s in shape) else 1
-        out[out.index(-1)] = rest // fixed if fixed else None
-    return ir.Shape(out)

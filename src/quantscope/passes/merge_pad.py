@@ -13,29 +13,22 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-
-def _pads(node: ir.Node) -> list[int] | None:
-    """The Pad's pads (attribute before opset 11, input after), or None."""
-    attr = node.attributes.get("pads")
-    if attr is not None:
-        return list(attr.as_ints())
-    if len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].const_value is not None:
-        return [int(v) for v in node.inputs[1].const_value.numpy().reshape(-1)]
-    return None
+from ._util import const_array, int_attr, int_list
 
 
 def _zero_constant(node: ir.Node) -> bool:
+    """A constant-mode Pad whose value is 0, on every axis (no ``axes`` input)."""
     mode = node.attributes.get("mode")
     if mode is not None and mode.as_string() != "constant":
+        return False
+    if len(node.inputs) > 3 and node.inputs[3] is not None:  # axes (opset 18): pads of some axes only
         return False
     value = node.attributes.get("value")  # before opset 11
     if value is not None:
         return value.as_float() == 0.0
     if len(node.inputs) > 2 and node.inputs[2] is not None:
-        const = node.inputs[2].const_value
-        return const is not None and bool(np.all(const.numpy() == 0))
-    if len(node.inputs) > 3 and node.inputs[3] is not None:  # axes (opset 18)
-        return False
+        const = const_array(node.inputs[2])
+        return const is not None and bool(np.all(const == 0))
     return True
 
 
@@ -52,7 +45,7 @@ class MergePadPass(InPlacePass):
         for node in list(graph):
             if node.op_type != "Pad" or node.domain not in ("", "ai.onnx") or not _zero_constant(node):
                 continue
-            pads = _pads(node)
+            pads = int_list(node, "pads", 1)
             out = node.outputs[0]
             users = [u for u, _ in out.uses()]
             if pads is None or len(pads) % 2 or len(users) != 1 or out in graph.outputs:
@@ -66,8 +59,7 @@ class MergePadPass(InPlacePass):
                 continue
             old = user.attributes.get("pads")
             if user.op_type == "AveragePool":
-                cip = user.attributes.get("count_include_pad")
-                if (cip is None or not cip.as_int()) and old is not None and any(old.as_ints()):
+                if not int_attr(user, "count_include_pad", 0) and old is not None and any(old.as_ints()):
                     continue  # its own padding is not counted, the Pad's zeros are: not one pads list
             auto_pad = user.attributes.get("auto_pad")
             if auto_pad is not None and auto_pad.as_string() not in ("NOTSET", ""):

@@ -10,27 +10,16 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-
-def _axes(node: ir.Node) -> list[int] | None:
-    """The node's constant axes (attribute before opset 18, second input after), or None."""
-    attr = node.attributes.get("axes")
-    if attr is not None:
-        return list(attr.as_ints())
-    if len(node.inputs) > 1 and node.inputs[1] is not None:
-        const = node.inputs[1].const_value
-        return None if const is None else [int(a) for a in const.numpy().reshape(-1)]
-    return None
+from ._util import int_attr, int_list
 
 
 class ReduceMeanToPoolPass(InPlacePass):
     """``ReduceMean(x, axes = 2..rank-1)`` on ``(N, C, D1, ...)`` -> ``GlobalAveragePool``
-    (+ ``Flatten`` when ``keepdims=0``). ``rewritten`` lists the node names; ``notes``
-    says why a spatial-looking ReduceMean was left alone."""
+    (+ ``Flatten`` when ``keepdims=0``). ``rewritten`` lists the node names."""
 
     def __init__(self) -> None:
         super().__init__()
         self.rewritten: list[str] = []
-        self.notes: list[str] = []
 
     def call(self, model: ir.Model) -> PassResult:
         graph = model.graph
@@ -39,20 +28,15 @@ class ReduceMeanToPoolPass(InPlacePass):
                 continue
             x = node.inputs[0]
             rank = len(x.shape) if x.shape is not None else None
-            axes = _axes(node)
-            if rank is None or rank < 3 or axes is None:
+            axes = int_list(node, "axes", 1)
+            if rank is None or rank < 3 or axes is None or sorted(a % rank for a in axes) != list(range(2, rank)):
                 continue
-            if sorted(a % rank for a in axes) != list(range(2, rank)):
-                continue
-            keepdims = node.attributes.get("keepdims")
-            keep = True if keepdims is None else bool(keepdims.as_int())
-            if node.attributes.get("noop_with_empty_axes") is not None and not axes:
-                continue
+            keep = bool(int_attr(node, "keepdims", 1))
             pool = ir.Node("", "GlobalAveragePool", [x], name=node.name)
             graph.insert_before(node, pool)
-            last = pool
             pool.outputs[0].type = x.type
             pool.outputs[0].shape = ir.Shape([x.shape[0], x.shape[1]] + [1] * (rank - 2))
+            last = pool
             if not keep:  # (N, C, 1, ..., 1) -> (N, C)
                 pool.outputs[0].name = f"{node.outputs[0].name}_pooled"
                 last = ir.Node(

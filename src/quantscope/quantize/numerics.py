@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 from typing import Any
 
@@ -579,6 +580,7 @@ class FloatScale:
         return 64 if self.reduce_range else 127
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_int8_saturates() -> bool:
     """True when this machine is an x86 CPU without VNNI (AVX512-VNNI or AVX-VNNI),
     where onnxruntime's u8 x s8 kernels saturate pair sums in int16 (so full 8-bit

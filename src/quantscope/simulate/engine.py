@@ -35,7 +35,6 @@ from ..network import Network, OptimizedLayer
 from ..network.network import batch_pieces
 from ..quantize.numerics import (
     AccumulatorOverflowError,
-    FloatScale,
     Overflow,
     PowerOfTwo,
     divide_round,
