@@ -17,7 +17,9 @@ Each value is held either as integers with their :class:`QParams` (an
 
 ``kernels="reference"`` uses :mod:`quantscope.simulate.reference` (the
 definition); ``kernels="fast"`` swaps Conv/Gemm/MatMul for the exact BLAS kernels
-of :mod:`quantscope.simulate.fast`. Both give the same integers.
+of :mod:`quantscope.simulate.fast`, MaxPool for onnxruntime's, and runs each
+power-of-two Conv and Add layer as one onnxruntime graph where float32 is provably
+exact (docs/int8.md (12)). Both give the same integers.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ..quantize.numerics import (
     AccumulatorOverflowError,
     Overflow,
     PowerOfTwo,
+    Saturation,
     divide_round,
     int_dtype,
     requantize_pow2,
@@ -94,6 +97,9 @@ class Simulator:
         self._nodes = {node.name: node for node in self.network.model.graph}
         self._float_sessions: dict[str, ort.InferenceSession] = {}
         self._proto: onnx.ModelProto | None = None
+        #: ``kernels="fast"``: power-of-two Conv and Add layers as one onnxruntime graph
+        #: each where provably exact (key -> (FusedPow2 or None: not applicable, clamps fused)).
+        self._fused: dict[str, tuple] | None = {} if kernels == "fast" else None
 
     # ---------------------------------------------------------------- public
     def run(self, x: np.ndarray, collect: bool = False) -> tuple[np.ndarray, dict[str, Value]]:
@@ -201,6 +207,15 @@ class Simulator:
         head = layer.members[0]
         op = layer.op_types[0]
         zx = int(xin.qp.zero_point)
+        if op == "Conv" and self._fused is not None and isinstance(plan.scheme, PowerOfTwo):
+            fused, clamps_fused = self._fused_conv(layer, xin, qw, qb, w_qp, out_qp)
+            if fused is not None:
+                out = IntTensor(fused(xin.q), out_qp)
+                if not clamps_fused:
+                    for member, op_type in zip(layer.members[1:], layer.op_types[1:]):
+                        if op_type in _ACTIVATIONS:
+                            out = self._activation(member, op_type, out)
+                return out
         if op == "Conv":
             attrs = self._attrs(head)
             acc = k["Conv"](
@@ -231,6 +246,40 @@ class Simulator:
             if op_type in _ACTIVATIONS:
                 out = self._activation(member, op_type, out)
         return out
+
+    def _fused_conv(self, layer, xin: IntTensor, qw, qb, w_qp: QParams, out_qp: QParams):
+        """``(kernel, clamps_fused)``: the layer's :class:`~quantscope.simulate.fast.FusedPow2`,
+        or None where it does not apply (the exact float64 kernel runs instead).
+
+        When every fused activation is a Relu/Clip they become the kernel's clamp
+        bounds (``clamps_fused``), computed by applying them, with the same kernels, to
+        the extremes ``qmin``/``qmax`` of the saturated output: a chain of clamps is
+        the clamp between its images of those two. Otherwise (a LeakyRelu...) the
+        kernel only saturates and the caller applies the activations in order."""
+        key = f"{layer.name}|{xin.q.dtype}|{xin.qp.exponent}"
+        if key not in self._fused:
+            plan = self.plan
+            if (
+                int(xin.qp.zero_point) == 0 and xin.qp.exponent is not None and w_qp.exponent is not None
+                and out_qp is not None and out_qp.exponent is not None
+                and plan.saturation is Saturation.SATURATE and out_qp.bits <= 8
+            ):
+                dtype = int_dtype(out_qp.bits)
+                ends = IntTensor(np.array([out_qp.qmin, out_qp.qmax], dtype=dtype), out_qp)
+                activations = [(m, t) for m, t in zip(layer.members[1:], layer.op_types[1:]) if t in _ACTIVATIONS]
+                clamps_fused = all(t in _CLAMPS for _, t in activations)
+                if clamps_fused:
+                    for member, op_type in activations:
+                        ends = self._activation(member, op_type, ends)
+                lo, hi = (int(v) for v in ends.q)
+                fused = fast.FusedPow2.conv(
+                    qw, qb, self._attrs(layer.members[0]), xin.q.dtype,
+                    out_qp.exponent - (w_qp.exponent + xin.qp.exponent), plan.rounding, lo, hi,
+                )
+                self._fused[key] = (fused, clamps_fused) if fused is not None else (None, False)
+            else:
+                self._fused[key] = (None, False)
+        return self._fused[key]
 
     def _activation(self, node_name: str, op_type: str, t: IntTensor) -> IntTensor:
         """A fused/standalone activation on ``t``'s own grid (eq. (8))."""
@@ -307,6 +356,20 @@ class Simulator:
 
     def _add(self, layer, inputs, out_qp):
         a, b = inputs
+        plan = self.plan
+        if isinstance(plan.scheme, PowerOfTwo) and self._fused is not None:
+            key = f"{layer.name}|{a.q.dtype}|{b.q.dtype}|{a.qp.exponent}|{b.qp.exponent}"
+            if key not in self._fused:
+                fused = None
+                if plan.saturation is Saturation.SATURATE and out_qp.bits <= 8:
+                    fused = fast.FusedPow2.add(
+                        a.q.dtype, b.q.dtype, a.qp.exponent, b.qp.exponent, out_qp.exponent, plan.rounding,
+                        out_qp.qmin, out_qp.qmax,
+                    )
+                self._fused[key] = (fused, False)
+            fused = self._fused[key][0]
+            if fused is not None:
+                return IntTensor(fused(a.q, b.q), out_qp)
         if isinstance(self.plan.scheme, PowerOfTwo):
             q = self.kernels["Add"](
                 a.q, b.q, a.qp.exponent, b.qp.exponent, out_qp.exponent, bits=out_qp.bits,
@@ -372,6 +435,8 @@ def _as_float(value: Value) -> np.ndarray:
 
 
 _ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "PRelu")
+#: Activations that are clamps on the integer grid (fused into FusedConvPow2's bounds).
+_CLAMPS = ("Relu", "Clip")
 
 _INT_HANDLERS = {
     "conv": Simulator._learnable,

@@ -11,20 +11,25 @@ them in. The results are therefore the exact integers of
 :mod:`quantscope.simulate.reference`, which the tests check bit for bit.
 
 Every other kernel is the reference's own (already vectorized).
+
+:class:`FusedPow2` goes further for power-of-two Conv and Add layers: the whole
+layer (accumulate, requantize, saturate, fused Relu/Clip) as one onnxruntime graph in
+float32, used only where it is provably exact (docs/int8.md (12)).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..quantize.numerics import Overflow, check_accumulator
+from ..quantize.numerics import Overflow, Rounding, check_accumulator
 from . import reference
 from .reference import _bias, _ints, _operand, _spatial
 
-__all__ = ["KERNELS", "conv", "gemm", "matmul"]
+__all__ = ["KERNELS", "FusedPow2", "conv", "gemm", "matmul", "max_pool"]
 
 #: Largest number of im2col rows (output positions x batch) built at once.
 _ROWS = 1 << 16
@@ -144,5 +149,211 @@ def matmul(a: np.ndarray, b: np.ndarray, *, a_zero_point: Any = 0, b_zero_point:
     return check_accumulator(np.matmul(ad, bd).astype(np.int64), overflow, what="MatMul accumulator")
 
 
-#: The fast kernel table: BLAS for the products, the reference for everything else.
-KERNELS = {**reference.KERNELS, "Conv": conv, "Gemm": gemm, "MatMul": matmul}
+def max_pool(
+    x: np.ndarray,
+    *,
+    kernel_shape: Sequence[int],
+    auto_pad: str = "NOTSET",
+    ceil_mode: int = 0,
+    dilations: Sequence[int] | None = None,
+    pads: Sequence[int] | None = None,
+    storage_order: int = 0,
+    strides: Sequence[int] | None = None,
+) -> np.ndarray:
+    """ONNX MaxPool on 8-bit integers through onnxruntime's float MaxPool: exact (a
+    maximum of values that float32 holds exactly); contract of :func:`reference.max_pool`.
+    Other integer types use the reference."""
+    xa = np.asarray(x)
+    attrs = {"kernel_shape": kernel_shape, "auto_pad": auto_pad, "ceil_mode": ceil_mode, "dilations": dilations,
+             "pads": pads, "storage_order": storage_order, "strides": strides}
+    if xa.dtype not in (np.int8, np.uint8) or xa.ndim < 3:
+        return reference.max_pool(xa, **attrs)
+    key = (xa.dtype.str, xa.ndim, *((k, None if v is None else (v if isinstance(v, (str, int)) else tuple(int(i) for i in v)))
+                                   for k, v in sorted(attrs.items())))
+    return _max_pool_session(key)(xa)
+
+
+@lru_cache(maxsize=256)
+def _max_pool_session(key: tuple) -> "FusedPow2":
+    from onnx import TensorProto, helper
+
+    dtype, ndim, *items = key
+    attrs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in items if v is not None}
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("MaxPool", ["xf"], ["m"], **attrs),
+        helper.make_node("Cast", ["m"], ["y"], to=elem),
+    ]
+    graph = helper.make_graph(
+        nodes, "max_pool", [helper.make_tensor_value_info("x", elem, [None] * ndim)],
+        [helper.make_tensor_value_info("y", elem, None)],
+    )
+    return FusedPow2(_session(graph))
+
+
+def _session(graph):
+    """An onnxruntime CPU session (opset 13, threads that do not spin) for ``graph``."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+# ------------------------------------------------------ fused power-of-two layers
+
+#: The float32 path is used only when every partial sum of a layer, bias included, is
+#: below this in magnitude (in units of the result's finest bit): 23 significant bits.
+FLOAT32_EXACT = 1 << 23
+
+_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+
+
+class FusedPow2:
+    """A power-of-two int8 layer as one onnxruntime float32 graph, exactly.
+
+    The graph computes ``v``, the layer's exact result scaled to the output's grid
+    (``v = acc * 2**-shift``, an integer multiple of ``2**-shift``), then
+    ``clip(R(v), lo, hi)`` as int8: the rounding shift of eq. (5), the saturation
+    and any fused Relu/Clip (a chain of clamps is one clamp, whose bounds the caller
+    computes with the reference kernels). Built by :meth:`conv` and :meth:`add`,
+    which return None where exactness is not proven (the caller then uses the exact
+    int64/float64 kernels).
+
+    Why float32 is exact: every operand is scaled by a power of two (exact), and each
+    partial sum is an integer multiple of ``2**-shift`` below ``2**23 * 2**-shift`` in
+    magnitude, so it has at most 23 significant bits and is represented exactly,
+    whatever order onnxruntime adds in.
+
+    The rounding (docs/int8.md (12)). The clamp to the integer bounds ``lo``/``hi``
+    comes first (it commutes with every rounding, and onnxruntime fuses it into the
+    Conv). Half even is ``QuantizeLinear`` with scale 1 (round half to even, then
+    int8). Half away from zero moves every value by ``sign(v) * 2**-(shift+1)``
+    (``clip(v / 2, -2**-(shift+1), 2**-(shift+1))``, 24 bits, exact), which turns each
+    tie into a non-tie on its far side and moves no other value across a
+    half-integer, then rounds half even; when ``lo >= 0`` every value that matters is
+    non-negative and the move is the constant ``+2**-(shift+1)``, added to the Conv's
+    bias (a value below 0 ends at ``lo`` either way). Floor is ``Floor``; toward
+    zero is the truncating ``Cast``.
+    """
+
+    def __init__(self, session):
+        self._session = session
+        self._inputs = [i.name for i in session.get_inputs()]
+
+    def __call__(self, *xs: np.ndarray) -> np.ndarray:
+        """The layer's output integers (int8) for integer inputs ``xs``."""
+        return self._session.run(["y"], {n: np.ascontiguousarray(x) for n, x in zip(self._inputs, xs)})[0]
+
+    @classmethod
+    def conv(
+        cls, w: np.ndarray, b: np.ndarray | None, attrs: dict, x_dtype: np.dtype, shift: int,
+        rounding: Rounding, lo: int, hi: int,
+    ) -> "FusedPow2 | None":
+        """Conv + bias (eq. (4)), requantized by ``shift`` bits. ``x``: integers
+        ``(N, C, H, W)`` of ``x_dtype`` with zero point 0; ``w``: ``(M, C/group, kH, kW)``
+        integers; ``b``: ``(M,)`` int32 or None. Exact when ``max|x| * max_m sum|w_m| +
+        max|b| < 2**23``."""
+        from onnx import helper
+
+        x_dtype = np.dtype(x_dtype)
+        if x_dtype.kind not in "iu" or np.ndim(w) != 4:
+            return None
+        info = np.iinfo(x_dtype)
+        w64 = np.asarray(w, dtype=np.int64)
+        b64 = np.zeros(w64.shape[0], np.int64) if b is None else np.asarray(b, dtype=np.int64)
+        x_max = max(abs(int(info.min)), abs(int(info.max)))
+        l1 = int(np.abs(w64).reshape(len(w64), -1).sum(axis=1).max(initial=0))
+        if x_max * l1 + int(np.abs(b64).max(initial=0)) >= FLOAT32_EXACT:
+            return None
+        scale = 2.0 ** -int(shift)
+        nodes = [
+            helper.make_node("Cast", ["x"], ["xf"], to=helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))),
+            helper.make_node("Conv", ["xf", "w", "b"], ["v"], **{k: v for k, v in attrs.items() if k in _CONV_ATTRS}),
+        ]
+        channels = w64.shape[1] * int(attrs.get("group", 1))
+        bias = b64 * scale
+        if shift > 0 and rounding is Rounding.HALF_AWAY and lo >= 0:
+            bias = bias + 2.0 ** -(int(shift) + 1)  # the tie-breaking move, for v >= 0
+            rounding = Rounding.HALF_EVEN
+        consts = {"w": w64 * scale, "b": bias}
+        return cls._build(nodes, [("x", x_dtype, [None, channels, None, None])], consts, shift, rounding, lo, hi)
+
+    @classmethod
+    def add(
+        cls, a_dtype: np.dtype, b_dtype: np.dtype, e_a: int, e_b: int, e_out: int, rounding: Rounding, lo: int, hi: int,
+    ) -> "FusedPow2 | None":
+        """Add of integers at exponents ``e_a`` and ``e_b`` (eq. (7a)), requantized to
+        ``e_out``. Exact when both aligned operands fit 23 bits: ``|e_a - e_b| <= 14``
+        for 8-bit inputs."""
+        from onnx import helper
+
+        dtypes = [np.dtype(a_dtype), np.dtype(b_dtype)]
+        if any(d.kind not in "iu" or d.itemsize > 1 for d in dtypes):
+            return None
+        e_m = min(int(e_a), int(e_b))
+        shift = int(e_out) - e_m
+        # |a| * 2**(e_a - e_m) + |b| * 2**(e_b - e_m), in units of 2**e_m
+        if 256 * (2 ** (int(e_a) - e_m) + 2 ** (int(e_b) - e_m)) >= FLOAT32_EXACT:
+            return None
+        to_float = helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))
+        nodes = [
+            helper.make_node("Cast", ["a"], ["af"], to=to_float),
+            helper.make_node("Cast", ["b"], ["bf"], to=to_float),
+            helper.make_node("Mul", ["af", "sa"], ["as"]),
+            helper.make_node("Mul", ["bf", "sb"], ["bs"]),
+            helper.make_node("Add", ["as", "bs"], ["v"]),
+        ]
+        consts = {"sa": np.array(2.0 ** (int(e_a) - int(e_out))), "sb": np.array(2.0 ** (int(e_b) - int(e_out)))}
+        return cls._build(nodes, [("a", dtypes[0], None), ("b", dtypes[1], None)], consts, shift, rounding, lo, hi)
+
+    @classmethod
+    def _build(cls, nodes, inputs, consts, shift, rounding, lo, hi) -> "FusedPow2 | None":
+        """Append the rounding tail to ``nodes`` (which compute ``v``) and open the session."""
+        from onnx import TensorProto, helper, numpy_helper
+
+        if abs(int(shift)) > 100 or lo > hi or not -128 <= lo <= hi <= 127:
+            return None
+        consts = dict(consts, lo=np.array(lo), hi=np.array(hi), one=np.array(1.0))
+        nodes.append(helper.make_node("Clip", ["v", "lo", "hi"], ["c"]))
+        v = "c"
+        if shift > 0 and rounding is Rounding.HALF_AWAY:
+            step = 2.0 ** -(int(shift) + 1)
+            consts.update(half=np.array(0.5), neg_step=np.array(-step), step=np.array(step))
+            nodes += [
+                helper.make_node("Mul", [v, "half"], ["v_half"]),
+                helper.make_node("Clip", ["v_half", "neg_step", "step"], ["nudge"]),
+                helper.make_node("Add", [v, "nudge"], ["v_nudged"]),
+            ]
+            v = "v_nudged"
+        elif shift > 0 and rounding is Rounding.FLOOR:
+            nodes.append(helper.make_node("Floor", [v], ["v_floor"]))
+            v = "v_floor"
+        elif shift > 0 and rounding not in (Rounding.HALF_EVEN, Rounding.ZERO):
+            return None
+        if shift > 0 and rounding is Rounding.ZERO:
+            nodes.append(helper.make_node("Cast", [v], ["y"], to=TensorProto.INT8))  # truncates
+        else:
+            consts["zero"] = np.array(0, np.int8)
+            nodes.append(helper.make_node("QuantizeLinear", [v, "one", "zero"], ["y"]))
+        inits = [
+            numpy_helper.from_array(np.asarray(c) if np.asarray(c).dtype == np.int8 else np.asarray(c, np.float32), name)
+            for name, c in consts.items()
+        ]
+        graph = helper.make_graph(
+            nodes, "fused_pow2",
+            [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(d), shape) for n, d, shape in inputs],
+            [helper.make_tensor_value_info("y", TensorProto.INT8, None)],
+            initializer=inits,
+        )
+        return cls(_session(graph))
+
+
+#: The fast kernel table: BLAS for the products, onnxruntime for MaxPool, the
+#: reference for everything else.
+KERNELS = {**reference.KERNELS, "Conv": conv, "Gemm": gemm, "MatMul": matmul, "MaxPool": max_pool}

@@ -1,0 +1,124 @@
+"""The fused onnxruntime kernels of the fast path (``simulate.fast.FusedPow2``,
+``fast.max_pool``) equal the reference integer arithmetic bit for bit, ties included,
+and refuse the cases where float32 would not be exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import quantscope as qs
+from quantscope.quantize.numerics import PowerOfTwo, Rounding, Saturation, requantize_pow2
+from quantscope.quantize.plan import make_plan
+from quantscope.simulate import fast, reference
+from quantscope.simulate.engine import IntTensor, Simulator
+from tinymodels import images, small_cnn
+
+ROUNDINGS = list(Rounding)
+
+
+def _expected_conv(x, w, b, attrs, shift, rounding, lo, hi):
+    acc = reference.conv(x, w, b, **attrs)
+    q = requantize_pow2(acc, 0, shift, 8, rounding, Saturation.SATURATE)
+    return np.clip(q, lo, hi).astype(np.int8)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("shift", [-2, 0, 1, 3, 9])
+@pytest.mark.parametrize("bounds", [(-128, 127), (0, 127), (0, 37), (-5, 60), (3, 3)])
+def test_fused_conv_equals_reference(rounding, shift, bounds):
+    rng = np.random.default_rng(abs(shift) * 31 + bounds[1])
+    lo, hi = bounds
+    # small weights make exact ties (odd multiples of 2**(shift-1)) frequent
+    x = rng.integers(-128, 128, (2, 6, 9, 8)).astype(np.int8)
+    w = rng.integers(-2, 3, (4, 3, 3, 3)).astype(np.int8)
+    b = rng.integers(-300, 300, 4).astype(np.int32)
+    attrs = dict(group=2, pads=[1, 0, 1, 2], strides=[2, 1], dilations=[1, 2])
+    kernel = fast.FusedPow2.conv(w, b, dict(attrs, kernel_shape=[3, 3]), np.int8, shift, rounding, lo, hi)
+    assert kernel is not None
+    got = kernel(x)
+    want = _expected_conv(x, w, b, attrs, shift, rounding, lo, hi)
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, want)
+    if 1 <= shift <= 3:  # the case the tie-breaking is for really occurs
+        acc = reference.conv(x, w, b, **attrs)
+        assert np.any(acc % (1 << shift) == (1 << (shift - 1)))
+
+
+def test_fused_conv_depthwise_and_large_weights():
+    rng = np.random.default_rng(7)
+    x = rng.integers(-128, 128, (3, 16, 12, 12)).astype(np.int8)
+    w = rng.integers(-128, 128, (16, 1, 3, 3)).astype(np.int8)
+    b = rng.integers(-(2**14), 2**14, 16).astype(np.int32)
+    for rounding in ROUNDINGS:
+        attrs = dict(group=16, pads=[1, 1, 1, 1], strides=[2, 2])
+        kernel = fast.FusedPow2.conv(w, b, dict(attrs, kernel_shape=[3, 3]), np.int8, 7, rounding, -128, 127)
+        np.testing.assert_array_equal(kernel(x), _expected_conv(x, w, b, attrs, 7, rounding, -128, 127))
+
+
+def test_fused_conv_refuses_what_float32_cannot_hold_exactly():
+    rng = np.random.default_rng(1)
+    # 128 * sum|w| = 128 * 520 * 127 >= 2**23: a partial sum could need more than 23 bits
+    w = np.full((2, 520, 1, 1), 127, np.int8)
+    assert fast.FusedPow2.conv(w, None, {}, np.int8, 8, Rounding.HALF_AWAY, -128, 127) is None
+    # a bias that large, too
+    w = rng.integers(-3, 4, (2, 8, 1, 1)).astype(np.int8)
+    assert fast.FusedPow2.conv(w, np.array([2**23, 0], np.int32), {}, np.int8, 8, Rounding.HALF_AWAY, -128, 127) is None
+    # 16-bit inputs widen the bound: 32768 * 9 * 32 >= 2**23
+    w = np.full((1, 1, 3, 3), 32, np.int8)
+    assert fast.FusedPow2.conv(w, None, {}, np.int16, 8, Rounding.HALF_AWAY, -128, 127) is None
+    assert fast.FusedPow2.conv(w, None, {}, np.int8, 8, Rounding.HALF_AWAY, -128, 127) is not None
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("exponents", [(-7, -7, -6), (-7, -5, -6), (-3, -9, -8), (-6, -6, -8), (-4, -2, -1)])
+def test_fused_add_equals_reference(rounding, exponents):
+    rng = np.random.default_rng(sum(exponents) + 50)
+    a = rng.integers(-128, 128, (3, 5, 4, 4)).astype(np.int8)
+    b = rng.integers(-128, 128, (3, 5, 4, 4)).astype(np.int8)
+    kernel = fast.FusedPow2.add(np.int8, np.int8, *exponents, rounding, -128, 127)
+    assert kernel is not None
+    want = reference.add(a, b, *exponents, rounding=rounding)
+    np.testing.assert_array_equal(kernel(a, b), want)
+    # broadcasting, as numpy and ONNX do
+    np.testing.assert_array_equal(kernel(a, b[:1]), reference.add(a, b[:1], *exponents, rounding=rounding))
+
+
+def test_fused_add_refuses_exponents_too_far_apart():
+    assert fast.FusedPow2.add(np.int8, np.int8, 0, -16, -8, Rounding.HALF_AWAY, -128, 127) is None
+    assert fast.FusedPow2.add(np.int8, np.int8, 0, -14, -8, Rounding.HALF_AWAY, -128, 127) is not None
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        dict(kernel_shape=[3, 3], strides=[2, 2]),
+        dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+        dict(kernel_shape=[2, 3], pads=[1, 0, 1, 2], dilations=[2, 1]),
+        dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER"),
+    ],
+)
+def test_fast_max_pool_equals_reference(attrs):
+    rng = np.random.default_rng(3)
+    for dtype, (low, high) in ((np.int8, (-128, 128)), (np.uint8, (0, 256))):
+        x = rng.integers(low, high, (2, 3, 11, 10)).astype(dtype)
+        got = fast.max_pool(x, **attrs)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, reference.max_pool(x, **attrs))
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_simulator_fast_equals_reference_for_every_rounding(rounding):
+    net = qs.prepare(small_cnn(seed=4, with_bn=True))
+    x = images(24, seed=9)
+    cal = qs.calibrate(net, x, progress=False)
+    plan = make_plan(cal, PowerOfTwo(rounding=rounding))
+    sim = Simulator(plan, "fast")
+    out_fast, layers_fast = sim.run(x, collect=True)
+    out_ref, layers_ref = Simulator(plan, "reference").run(x, collect=True)
+    np.testing.assert_array_equal(out_fast, out_ref)
+    for name, value in layers_ref.items():
+        if isinstance(value, IntTensor):
+            np.testing.assert_array_equal(layers_fast[name].q, value.q, err_msg=name)
+    # the conv layers did take the fused path
+    assert any(kernel is not None for kernel, _ in sim._fused.values())
