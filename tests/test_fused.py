@@ -1,4 +1,4 @@
-"""The fused onnxruntime kernels of the fast path (``simulate.fast.FusedPow2``,
+"""The fused onnxruntime kernels of the fast path (``simulate.fast.FusedLayer``,
 ``fast.max_pool``) equal the reference integer arithmetic bit for bit, ties included,
 and refuse the cases where float32 would not be exact."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import quantscope as qs
-from quantscope.quantize.numerics import PowerOfTwo, Rounding, Saturation, requantize_pow2
+from quantscope.quantize.numerics import FloatScale, PowerOfTwo, Rounding, Saturation, requantize_pow2, requantize_scale
 from quantscope.quantize.plan import make_plan
 from quantscope.simulate import fast, reference
 from quantscope.simulate.engine import IntTensor, Simulator
@@ -34,7 +34,7 @@ def test_fused_conv_equals_reference(rounding, shift, bounds):
     w = rng.integers(-2, 3, (4, 3, 3, 3)).astype(np.int8)
     b = rng.integers(-300, 300, 4).astype(np.int32)
     attrs = dict(group=2, pads=[1, 0, 1, 2], strides=[2, 1], dilations=[1, 2])
-    kernel = fast.FusedPow2.conv(w, b, dict(attrs, kernel_shape=[3, 3]), np.int8, shift, rounding, lo, hi)
+    kernel = fast.FusedLayer.conv(w, b, dict(attrs, kernel_shape=[3, 3]), np.int8, shift, rounding, lo, hi)
     assert kernel is not None
     got = kernel(x)
     want = _expected_conv(x, w, b, attrs, shift, rounding, lo, hi)
@@ -52,7 +52,7 @@ def test_fused_conv_depthwise_and_large_weights():
     b = rng.integers(-(2**14), 2**14, 16).astype(np.int32)
     for rounding in ROUNDINGS:
         attrs = dict(group=16, pads=[1, 1, 1, 1], strides=[2, 2])
-        kernel = fast.FusedPow2.conv(w, b, dict(attrs, kernel_shape=[3, 3]), np.int8, 7, rounding, -128, 127)
+        kernel = fast.FusedLayer.conv(w, b, dict(attrs, kernel_shape=[3, 3]), np.int8, 7, rounding, -128, 127)
         np.testing.assert_array_equal(kernel(x), _expected_conv(x, w, b, attrs, 7, rounding, -128, 127))
 
 
@@ -60,14 +60,47 @@ def test_fused_conv_refuses_what_float32_cannot_hold_exactly():
     rng = np.random.default_rng(1)
     # 128 * sum|w| = 128 * 520 * 127 >= 2**23: a partial sum could need more than 23 bits
     w = np.full((2, 520, 1, 1), 127, np.int8)
-    assert fast.FusedPow2.conv(w, None, {}, np.int8, 8, Rounding.HALF_AWAY, -128, 127) is None
+    assert fast.FusedLayer.conv(w, None, {}, np.int8, 8, Rounding.HALF_AWAY, -128, 127) is None
     # a bias that large, too
     w = rng.integers(-3, 4, (2, 8, 1, 1)).astype(np.int8)
-    assert fast.FusedPow2.conv(w, np.array([2**23, 0], np.int32), {}, np.int8, 8, Rounding.HALF_AWAY, -128, 127) is None
+    assert fast.FusedLayer.conv(w, np.array([2**23, 0], np.int32), {}, np.int8, 8, Rounding.HALF_AWAY, -128, 127) is None
     # 16-bit inputs widen the bound: 32768 * 9 * 32 >= 2**23
     w = np.full((1, 1, 3, 3), 32, np.int8)
-    assert fast.FusedPow2.conv(w, None, {}, np.int16, 8, Rounding.HALF_AWAY, -128, 127) is None
-    assert fast.FusedPow2.conv(w, None, {}, np.int8, 8, Rounding.HALF_AWAY, -128, 127) is not None
+    assert fast.FusedLayer.conv(w, None, {}, np.int16, 8, Rounding.HALF_AWAY, -128, 127) is None
+    assert fast.FusedLayer.conv(w, None, {}, np.int8, 8, Rounding.HALF_AWAY, -128, 127) is not None
+
+
+@pytest.mark.parametrize("rounding", [Rounding.HALF_EVEN, Rounding.FLOOR])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("bounds", [(-128, 127), (-90, 127), (-128, 40)])
+def test_fused_float_scale_conv_equals_reference(rounding, per_channel, bounds):
+    rng = np.random.default_rng(300 + per_channel + bounds[0])
+    lo, hi = bounds
+    x = rng.integers(-128, 128, (2, 4, 7, 6)).astype(np.int8)
+    w = rng.integers(-127, 128, (6, 4, 3, 3)).astype(np.int8)
+    b = rng.integers(-5000, 5000, 6).astype(np.int32)
+    zx, z = -128, 7
+    m = rng.uniform(1e-4, 4e-3, 6) if per_channel else np.float64(1.7e-3)
+    attrs = dict(pads=[1, 1, 0, 0], strides=[1, 2])
+    kernel = fast.FusedLayer.conv_scale(w, 0, b, dict(attrs, kernel_shape=[3, 3]), np.int8, zx, m, z, rounding, lo, hi)
+    assert kernel is not None
+    acc = reference.conv(x, w, b, x_zero_point=zx, **attrs)
+    q = requantize_scale(acc, m, z, 8, rounding, Saturation.SATURATE, axis=1 if per_channel else None)
+    np.testing.assert_array_equal(kernel(x), np.clip(q, lo, hi).astype(np.int8))
+    # ties of the half-even rounding occur: multiplier 1/2 on odd accumulators
+    kernel = fast.FusedLayer.conv_scale(w, 0, b, dict(attrs, kernel_shape=[3, 3]), np.int8, zx, 0.5, 0, rounding, -128, 127)
+    q = requantize_scale(acc, 0.5, 0, 8, rounding, Saturation.SATURATE)
+    assert np.any(acc % 2 == 1)
+    np.testing.assert_array_equal(kernel(x), q)
+
+
+def test_fused_float_scale_conv_refuses_other_roundings_and_large_sums():
+    w = np.ones((2, 3, 1, 1), np.int8)
+    for rounding in (Rounding.HALF_AWAY, Rounding.ZERO):
+        assert fast.FusedLayer.conv_scale(w, 0, None, {}, np.int8, 0, 0.01, 0, rounding, -128, 127) is None
+    w = np.full((2, 300, 1, 1), 127, np.int8)  # 255 * 300 * 127 >= 2**23 with x - zx up to 255
+    assert fast.FusedLayer.conv_scale(w, 0, None, {}, np.int8, -128, 0.01, 0, Rounding.HALF_EVEN, -128, 127) is None
+    assert fast.FusedLayer.conv_scale(w[:, :200], 0, None, {}, np.int8, 0, 0.01, 0, Rounding.HALF_EVEN, -128, 127) is not None
 
 
 @pytest.mark.parametrize("rounding", ROUNDINGS)
@@ -76,7 +109,7 @@ def test_fused_add_equals_reference(rounding, exponents):
     rng = np.random.default_rng(sum(exponents) + 50)
     a = rng.integers(-128, 128, (3, 5, 4, 4)).astype(np.int8)
     b = rng.integers(-128, 128, (3, 5, 4, 4)).astype(np.int8)
-    kernel = fast.FusedPow2.add(np.int8, np.int8, *exponents, rounding, -128, 127)
+    kernel = fast.FusedLayer.add(np.int8, np.int8, *exponents, rounding, -128, 127)
     assert kernel is not None
     want = reference.add(a, b, *exponents, rounding=rounding)
     np.testing.assert_array_equal(kernel(a, b), want)
@@ -85,8 +118,8 @@ def test_fused_add_equals_reference(rounding, exponents):
 
 
 def test_fused_add_refuses_exponents_too_far_apart():
-    assert fast.FusedPow2.add(np.int8, np.int8, 0, -16, -8, Rounding.HALF_AWAY, -128, 127) is None
-    assert fast.FusedPow2.add(np.int8, np.int8, 0, -14, -8, Rounding.HALF_AWAY, -128, 127) is not None
+    assert fast.FusedLayer.add(np.int8, np.int8, 0, -16, -8, Rounding.HALF_AWAY, -128, 127) is None
+    assert fast.FusedLayer.add(np.int8, np.int8, 0, -14, -8, Rounding.HALF_AWAY, -128, 127) is not None
 
 
 @pytest.mark.parametrize(
@@ -121,4 +154,21 @@ def test_simulator_fast_equals_reference_for_every_rounding(rounding):
         if isinstance(value, IntTensor):
             np.testing.assert_array_equal(layers_fast[name].q, value.q, err_msg=name)
     # the conv layers did take the fused path
+    assert any(kernel is not None for kernel, _ in sim._fused.values())
+
+
+@pytest.mark.parametrize("scheme", [FloatScale(), FloatScale(per_channel=True), FloatScale(reduce_range=True),
+                                    FloatScale(rounding=Rounding.FLOOR)])
+def test_simulator_fast_equals_reference_for_float_scales(scheme):
+    net = qs.prepare(small_cnn(seed=6, with_bn=True))
+    x = images(24, seed=3)
+    cal = qs.calibrate(net, x, progress=False)
+    plan = make_plan(cal, scheme)
+    sim = Simulator(plan, "fast")
+    out_fast, layers_fast = sim.run(x, collect=True)
+    out_ref, layers_ref = Simulator(plan, "reference").run(x, collect=True)
+    np.testing.assert_array_equal(out_fast, out_ref)
+    for name, value in layers_ref.items():
+        if isinstance(value, IntTensor):
+            np.testing.assert_array_equal(layers_fast[name].q, value.q, err_msg=name)
     assert any(kernel is not None for kernel, _ in sim._fused.values())

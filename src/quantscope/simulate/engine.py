@@ -18,7 +18,7 @@ Each value is held either as integers with their :class:`QParams` (an
 ``kernels="reference"`` uses :mod:`quantscope.simulate.reference` (the
 definition); ``kernels="fast"`` swaps Conv/Gemm/MatMul for the exact BLAS kernels
 of :mod:`quantscope.simulate.fast`, MaxPool for onnxruntime's, and runs each
-power-of-two Conv and Add layer as one onnxruntime graph where float32 is provably
+Conv layer (and power-of-two Add) as one onnxruntime graph where it is provably
 exact (docs/int8.md (12)). Both give the same integers.
 """
 
@@ -97,8 +97,8 @@ class Simulator:
         self._nodes = {node.name: node for node in self.network.model.graph}
         self._float_sessions: dict[str, ort.InferenceSession] = {}
         self._proto: onnx.ModelProto | None = None
-        #: ``kernels="fast"``: power-of-two Conv and Add layers as one onnxruntime graph
-        #: each where provably exact (key -> (FusedPow2 or None: not applicable, clamps fused)).
+        #: ``kernels="fast"``: Conv (and power-of-two Add) layers as one onnxruntime
+        #: graph each where provably exact (key -> (FusedLayer or None: not applicable, clamps fused)).
         self._fused: dict[str, tuple] | None = {} if kernels == "fast" else None
 
     # ---------------------------------------------------------------- public
@@ -207,7 +207,7 @@ class Simulator:
         head = layer.members[0]
         op = layer.op_types[0]
         zx = int(xin.qp.zero_point)
-        if op == "Conv" and self._fused is not None and isinstance(plan.scheme, PowerOfTwo):
+        if op == "Conv" and self._fused is not None:
             fused, clamps_fused = self._fused_conv(layer, xin, qw, qb, w_qp, out_qp)
             if fused is not None:
                 out = IntTensor(fused(xin.q), out_qp)
@@ -248,7 +248,7 @@ class Simulator:
         return out
 
     def _fused_conv(self, layer, xin: IntTensor, qw, qb, w_qp: QParams, out_qp: QParams):
-        """``(kernel, clamps_fused)``: the layer's :class:`~quantscope.simulate.fast.FusedPow2`,
+        """``(kernel, clamps_fused)``: the layer's :class:`~quantscope.simulate.fast.FusedLayer`,
         or None where it does not apply (the exact float64 kernel runs instead).
 
         When every fused activation is a Relu/Clip they become the kernel's clamp
@@ -256,13 +256,14 @@ class Simulator:
         the extremes ``qmin``/``qmax`` of the saturated output: a chain of clamps is
         the clamp between its images of those two. Otherwise (a LeakyRelu...) the
         kernel only saturates and the caller applies the activations in order."""
-        key = f"{layer.name}|{xin.q.dtype}|{xin.qp.exponent}"
+        key = f"{layer.name}|{xin.q.dtype}|{xin.qp.exponent}|{np.ravel(xin.qp.scale)[0]!r}|{int(xin.qp.zero_point)}"
         if key not in self._fused:
             plan = self.plan
+            pow2 = isinstance(plan.scheme, PowerOfTwo)
             if (
-                int(xin.qp.zero_point) == 0 and xin.qp.exponent is not None and w_qp.exponent is not None
-                and out_qp is not None and out_qp.exponent is not None
-                and plan.saturation is Saturation.SATURATE and out_qp.bits <= 8
+                out_qp is not None and plan.saturation is Saturation.SATURATE and out_qp.bits <= 8
+                and np.ndim(xin.qp.zero_point) == 0 and np.ndim(out_qp.zero_point) == 0
+                and (not pow2 or (int(xin.qp.zero_point) == 0 and None not in (xin.qp.exponent, w_qp.exponent, out_qp.exponent)))
             ):
                 dtype = int_dtype(out_qp.bits)
                 ends = IntTensor(np.array([out_qp.qmin, out_qp.qmax], dtype=dtype), out_qp)
@@ -272,10 +273,17 @@ class Simulator:
                     for member, op_type in activations:
                         ends = self._activation(member, op_type, ends)
                 lo, hi = (int(v) for v in ends.q)
-                fused = fast.FusedPow2.conv(
-                    qw, qb, self._attrs(layer.members[0]), xin.q.dtype,
-                    out_qp.exponent - (w_qp.exponent + xin.qp.exponent), plan.rounding, lo, hi,
-                )
+                attrs = self._attrs(layer.members[0])
+                if pow2:
+                    fused = fast.FusedLayer.conv(
+                        qw, qb, attrs, xin.q.dtype, out_qp.exponent - (w_qp.exponent + xin.qp.exponent),
+                        plan.rounding, lo, hi,
+                    )
+                else:
+                    fused = fast.FusedLayer.conv_scale(
+                        qw, w_qp.zero_point, qb, attrs, xin.q.dtype, int(xin.qp.zero_point),
+                        xin.qp.scale * w_qp.scale / out_qp.scale, int(out_qp.zero_point), plan.rounding, lo, hi,
+                    )
                 self._fused[key] = (fused, clamps_fused) if fused is not None else (None, False)
             else:
                 self._fused[key] = (None, False)
@@ -362,7 +370,7 @@ class Simulator:
             if key not in self._fused:
                 fused = None
                 if plan.saturation is Saturation.SATURATE and out_qp.bits <= 8:
-                    fused = fast.FusedPow2.add(
+                    fused = fast.FusedLayer.add(
                         a.q.dtype, b.q.dtype, a.qp.exponent, b.qp.exponent, out_qp.exponent, plan.rounding,
                         out_qp.qmin, out_qp.qmax,
                     )

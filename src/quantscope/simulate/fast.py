@@ -12,9 +12,9 @@ them in. The results are therefore the exact integers of
 
 Every other kernel is the reference's own (already vectorized).
 
-:class:`FusedPow2` goes further for power-of-two Conv and Add layers: the whole
-layer (accumulate, requantize, saturate, fused Relu/Clip) as one onnxruntime graph in
-float32, used only where it is provably exact (docs/int8.md (12)).
+:class:`FusedLayer` goes further for Conv layers and power-of-two Add: the whole
+layer (accumulate, requantize, saturate, fused Relu/Clip) as one onnxruntime graph,
+its accumulator in float32, used only where it is provably exact (docs/int8.md (12)).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ..quantize.numerics import Overflow, Rounding, check_accumulator
 from . import reference
 from .reference import _bias, _ints, _operand, _spatial
 
-__all__ = ["KERNELS", "FusedPow2", "conv", "gemm", "matmul", "max_pool"]
+__all__ = ["KERNELS", "FusedLayer", "conv", "gemm", "matmul", "max_pool"]
 
 #: Largest number of im2col rows (output positions x batch) built at once.
 _ROWS = 1 << 16
@@ -174,7 +174,7 @@ def max_pool(
 
 
 @lru_cache(maxsize=256)
-def _max_pool_session(key: tuple) -> "FusedPow2":
+def _max_pool_session(key: tuple) -> "FusedLayer":
     from onnx import TensorProto, helper
 
     dtype, ndim, *items = key
@@ -189,7 +189,7 @@ def _max_pool_session(key: tuple) -> "FusedPow2":
         nodes, "max_pool", [helper.make_tensor_value_info("x", elem, [None] * ndim)],
         [helper.make_tensor_value_info("y", elem, None)],
     )
-    return FusedPow2(_session(graph))
+    return FusedLayer(_session(graph))
 
 
 def _session(graph):
@@ -214,8 +214,10 @@ FLOAT32_EXACT = 1 << 23
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
 
-class FusedPow2:
-    """A power-of-two int8 layer as one onnxruntime float32 graph, exactly.
+class FusedLayer:
+    """An int8 layer as one onnxruntime graph, exactly: power-of-two Conv and Add in
+    float32 (:meth:`conv`, :meth:`add`), float-scale Conv with its accumulator in
+    float32 and its requantization in float64 (:meth:`conv_scale`).
 
     The graph computes ``v``, the layer's exact result scaled to the output's grid
     (``v = acc * 2**-shift``, an integer multiple of ``2**-shift``), then
@@ -254,7 +256,7 @@ class FusedPow2:
     def conv(
         cls, w: np.ndarray, b: np.ndarray | None, attrs: dict, x_dtype: np.dtype, shift: int,
         rounding: Rounding, lo: int, hi: int,
-    ) -> "FusedPow2 | None":
+    ) -> "FusedLayer | None":
         """Conv + bias (eq. (4)), requantized by ``shift`` bits. ``x``: integers
         ``(N, C, H, W)`` of ``x_dtype`` with zero point 0; ``w``: ``(M, C/group, kH, kW)``
         integers; ``b``: ``(M,)`` int32 or None. Exact when ``max|x| * max_m sum|w_m| +
@@ -285,9 +287,58 @@ class FusedPow2:
         return cls._build(nodes, [("x", x_dtype, [None, channels, None, None])], consts, shift, rounding, lo, hi)
 
     @classmethod
+    def conv_scale(
+        cls, w: np.ndarray, w_zero_point: Any, b: np.ndarray | None, attrs: dict, x_dtype: np.dtype, x_zero_point: int,
+        multiplier: Any, zero_point: int, rounding: Rounding, lo: int, hi: int,
+    ) -> "FusedLayer | None":
+        """Float-scale Conv (eq. (4), (9)): ``clip(R((acc + b) * multiplier) + zero_point,
+        lo, hi)`` as int8, ``acc`` the exact accumulator of ``x - x_zero_point`` and
+        ``w - w_zero_point``; ``multiplier``: a scalar or one per output channel.
+
+        The accumulator is a float32 Conv, exact under the bound (12a); from there the
+        graph is float64 as :func:`~quantscope.quantize.numerics.requantize_scale` is
+        (the same IEEE products, ``Round`` is half even), so the integers are the same.
+        Rounding half even or floor (others: None, the float64 kernel runs)."""
+        from onnx import TensorProto, helper
+
+        x_dtype = np.dtype(x_dtype)
+        if x_dtype.kind not in "iu" or np.ndim(w) != 4 or rounding not in (Rounding.HALF_EVEN, Rounding.FLOOR):
+            return None
+        if lo > hi or not -128 <= lo <= hi <= 127:
+            return None
+        w64 = np.asarray(w, dtype=np.int64)
+        wz = np.asarray(w_zero_point, dtype=np.int64)
+        w64 = w64 - (wz.reshape(-1, 1, 1, 1) if wz.ndim == 1 else wz)
+        b64 = np.zeros(w64.shape[0], np.int64) if b is None else np.asarray(b, dtype=np.int64)
+        info = np.iinfo(x_dtype)
+        x_max = max(abs(int(info.min) - int(x_zero_point)), abs(int(info.max) - int(x_zero_point)))
+        if x_max * int(np.abs(w64).reshape(len(w64), -1).sum(axis=1).max(initial=0)) >= FLOAT32_EXACT:
+            return None
+        m = np.asarray(multiplier, dtype=np.float64)
+        if m.ndim == 1:
+            m = m.reshape(1, -1, 1, 1)
+        nodes = [
+            helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+            helper.make_node("Sub", ["xf", "zx"], ["xd"]),
+            helper.make_node("Conv", ["xd", "w"], ["acc"], **{k: v for k, v in attrs.items() if k in _CONV_ATTRS}),
+            helper.make_node("Cast", ["acc"], ["acc64"], to=TensorProto.DOUBLE),
+            helper.make_node("Add", ["acc64", "b"], ["total"]),
+            helper.make_node("Mul", ["total", "m"], ["v"]),
+            helper.make_node("Round" if rounding is Rounding.HALF_EVEN else "Floor", ["v"], ["r"]),
+            helper.make_node("Add", ["r", "z"], ["q"]),
+            helper.make_node("Clip", ["q", "lo", "hi"], ["c"]),
+            helper.make_node("Cast", ["c"], ["y"], to=TensorProto.INT8),
+        ]
+        consts = {"zx": np.array(x_zero_point, np.float32), "w": w64.astype(np.float32),
+                  "b": b64.astype(np.float64).reshape(1, -1, 1, 1), "m": m, "z": np.array(zero_point, np.float64),
+                  "lo": np.array(lo, np.float64), "hi": np.array(hi, np.float64)}
+        channels = w64.shape[1] * int(attrs.get("group", 1))
+        return cls(_session(_graph(nodes, [("x", x_dtype, [None, channels, None, None])], consts)))
+
+    @classmethod
     def add(
         cls, a_dtype: np.dtype, b_dtype: np.dtype, e_a: int, e_b: int, e_out: int, rounding: Rounding, lo: int, hi: int,
-    ) -> "FusedPow2 | None":
+    ) -> "FusedLayer | None":
         """Add of integers at exponents ``e_a`` and ``e_b`` (eq. (7a)), requantized to
         ``e_out``. Exact when both aligned operands fit 23 bits: ``|e_a - e_b| <= 14``
         for 8-bit inputs."""
@@ -313,9 +364,9 @@ class FusedPow2:
         return cls._build(nodes, [("a", dtypes[0], None), ("b", dtypes[1], None)], consts, shift, rounding, lo, hi)
 
     @classmethod
-    def _build(cls, nodes, inputs, consts, shift, rounding, lo, hi) -> "FusedPow2 | None":
+    def _build(cls, nodes, inputs, consts, shift, rounding, lo, hi) -> "FusedLayer | None":
         """Append the rounding tail to ``nodes`` (which compute ``v``) and open the session."""
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import TensorProto, helper
 
         if abs(int(shift)) > 100 or lo > hi or not -128 <= lo <= hi <= 127:
             return None
@@ -341,17 +392,21 @@ class FusedPow2:
         else:
             consts["zero"] = np.array(0, np.int8)
             nodes.append(helper.make_node("QuantizeLinear", [v, "one", "zero"], ["y"]))
-        inits = [
-            numpy_helper.from_array(np.asarray(c) if np.asarray(c).dtype == np.int8 else np.asarray(c, np.float32), name)
-            for name, c in consts.items()
-        ]
-        graph = helper.make_graph(
-            nodes, "fused_pow2",
-            [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(d), shape) for n, d, shape in inputs],
-            [helper.make_tensor_value_info("y", TensorProto.INT8, None)],
-            initializer=inits,
-        )
-        return cls(_session(graph))
+        consts = {k: (np.asarray(c) if np.asarray(c).dtype == np.int8 else np.asarray(c, np.float32)) for k, c in consts.items()}
+        return cls(_session(_graph(nodes, inputs, consts)))
+
+
+def _graph(nodes, inputs, consts):
+    """A graph of ``nodes`` with ``inputs`` ``[(name, dtype, shape)]``, the constants
+    ``{name: array}`` (their own dtypes) and the int8 output ``y``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    return helper.make_graph(
+        nodes, "fused_layer",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(d)), shape) for n, d, shape in inputs],
+        [helper.make_tensor_value_info("y", TensorProto.INT8, None)],
+        initializer=[numpy_helper.from_array(np.asarray(c), name) for name, c in consts.items()],
+    )
 
 
 #: The fast kernel table: BLAS for the products, onnxruntime for MaxPool, the
