@@ -145,7 +145,12 @@ def test_simulator_fast_equals_reference_for_every_rounding(rounding):
     net = qs.prepare(small_cnn(seed=4, with_bn=True))
     x = images(24, seed=9)
     cal = qs.calibrate(net, x, progress=False)
-    plan = make_plan(cal, PowerOfTwo(rounding=rounding))
+    _assert_fused_equals_reference(make_plan(cal, PowerOfTwo(rounding=rounding)), x)
+
+
+def _assert_fused_equals_reference(plan, x):
+    """Every layer's integers of the fast simulator equal the reference's, and some
+    layers did take a fused onnxruntime graph."""
     sim = Simulator(plan, "fast")
     out_fast, layers_fast = sim.run(x, collect=True)
     out_ref, layers_ref = Simulator(plan, "reference").run(x, collect=True)
@@ -153,7 +158,6 @@ def test_simulator_fast_equals_reference_for_every_rounding(rounding):
     for name, value in layers_ref.items():
         if isinstance(value, IntTensor):
             np.testing.assert_array_equal(layers_fast[name].q, value.q, err_msg=name)
-    # the conv layers did take the fused path
     assert any(kernel is not None for kernel, _ in sim._fused.values())
 
 
@@ -163,12 +167,4 @@ def test_simulator_fast_equals_reference_for_float_scales(scheme):
     net = qs.prepare(small_cnn(seed=6, with_bn=True))
     x = images(24, seed=3)
     cal = qs.calibrate(net, x, progress=False)
-    plan = make_plan(cal, scheme)
-    sim = Simulator(plan, "fast")
-    out_fast, layers_fast = sim.run(x, collect=True)
-    out_ref, layers_ref = Simulator(plan, "reference").run(x, collect=True)
-    np.testing.assert_array_equal(out_fast, out_ref)
-    for name, value in layers_ref.items():
-        if isinstance(value, IntTensor):
-            np.testing.assert_array_equal(layers_fast[name].q, value.q, err_msg=name)
-    assert any(kernel is not None for kernel, _ in sim._fused.values())
+    _assert_fused_equals_reference(make_plan(cal, scheme), x)
