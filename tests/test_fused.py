@@ -168,3 +168,24 @@ def test_simulator_fast_equals_reference_for_float_scales(scheme):
     x = images(24, seed=3)
     cal = qs.calibrate(net, x, progress=False)
     _assert_fused_equals_reference(make_plan(cal, scheme), x)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("bits", [4, 8, 16])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_quantize_equals_reference(rounding, bits, dtype):
+    from quantscope.quantize.numerics import quantize
+
+    rng = np.random.default_rng(bits)
+    e = -5
+    ties = (np.arange(-300, 300) + 0.5) * 2.0**e  # exact ties of the rounding
+    special = np.array([0.0, -0.0, 1e-45, -1e-45, 1e-300 if dtype == np.float64 else 1e-38, -2.0**e / 2,
+                        np.inf, -np.inf, 1e30, -1e30, 0.49999997 * 2.0**e, -0.49999997 * 2.0**e])
+    x = np.concatenate([rng.normal(0, 3, 5000), ties, special]).astype(dtype).reshape(2, -1)
+    got = fast.quantize_pow2(x, e, bits, rounding)
+    want = quantize(x, 2.0**e, 0, bits, rounding, Saturation.SATURATE)
+    assert got.dtype == want.dtype and got.shape == x.shape
+    np.testing.assert_array_equal(got, want)
+    assert fast.quantize_pow2(np.float32(0.75), 0, bits, rounding) == quantize(np.float32(0.75), 1.0, 0, bits, rounding)
+    with pytest.raises(ValueError, match="NaN"):
+        fast.quantize_pow2(np.array([1.0, np.nan], dtype), e, bits, rounding)

@@ -139,12 +139,12 @@ class Simulator:
         plan = self.plan
         out_qp = plan.activations.get(layer.output)
         if layer.kind == "input":
-            return IntTensor(out_qp.quantize(x, plan.rounding, plan.saturation), out_qp)
+            return IntTensor(self._quantize(x, out_qp), out_qp)
         if not plan.is_int(layer) or not self._has_int_kernel(layer):
             result = self._run_float(layer, env)
             if out_qp is None:
                 return result
-            return IntTensor(out_qp.quantize(result, plan.rounding, plan.saturation), out_qp)
+            return IntTensor(self._quantize(result, out_qp), out_qp)
         inputs = [self._as_int(env[name], out_qp) for name in layer.inputs]
         try:
             return _INT_HANDLERS[layer.kind](self, layer, inputs, out_qp)
@@ -154,6 +154,17 @@ class Simulator:
                 f"float (keep_float=[{layer.name!r}]), or emulate hardware whose accumulator wraps with "
                 "Simulator(plan, overflow=Overflow.WRAP)."
             ) from None
+
+    def _quantize(self, x: np.ndarray, qp: QParams) -> np.ndarray:
+        """Real values to ``qp``'s integers (eq. (2)); the fast kernels' in-place version
+        for per-tensor power-of-two parameters that saturate (the same integers)."""
+        plan = self.plan
+        if (
+            self._fused is not None and qp.exponent is not None and qp.axis is None
+            and int(qp.zero_point) == 0 and plan.saturation is Saturation.SATURATE
+        ):
+            return fast.quantize_pow2(x, qp.exponent, qp.bits, plan.rounding)
+        return qp.quantize(x, plan.rounding, plan.saturation)
 
     def _has_int_kernel(self, layer: OptimizedLayer) -> bool:
         """An integer handler exists and every operand is an activation (no constant

@@ -29,7 +29,7 @@ from ..quantize.numerics import Overflow, Rounding, check_accumulator
 from . import reference
 from .reference import _bias, _ints, _operand, _spatial
 
-__all__ = ["KERNELS", "FusedLayer", "conv", "gemm", "matmul", "max_pool"]
+__all__ = ["KERNELS", "FusedLayer", "conv", "gemm", "matmul", "max_pool", "quantize_pow2"]
 
 #: Largest number of im2col rows (output positions x batch) built at once.
 _ROWS = 1 << 16
@@ -147,6 +147,40 @@ def matmul(a: np.ndarray, b: np.ndarray, *, a_zero_point: Any = 0, b_zero_point:
     ad = _operand(a, a_zero_point, "MatMul input A").astype(np.float64)
     bd = _operand(b, b_zero_point, "MatMul input B").astype(np.float64)
     return check_accumulator(np.matmul(ad, bd).astype(np.int64), overflow, what="MatMul accumulator")
+
+
+def quantize_pow2(x: np.ndarray, exponent: int, bits: int, rounding: Rounding) -> np.ndarray:
+    """Real values to ``bits``-bit integers at scale ``2**exponent``, saturating: the same
+    integers as :func:`quantscope.quantize.numerics.quantize` (eq. (2)) with fewer
+    passes and temporaries (in place, float64).
+
+    ``x``: real values, any shape (float32 or float64). ``x * 2**-exponent`` is exact in
+    float64, each rounding is exact there (the fraction ``|v| - floor(|v|)`` is exact),
+    and the clip saturates (+-Inf included). NaN raises ``ValueError`` as the reference does.
+    """
+    from ..quantize.numerics import int_dtype, int_range
+
+    v = np.multiply(x, 2.0 ** -int(exponent), dtype=np.float64)
+    if v.ndim == 0:
+        v = v.reshape(1)
+    if np.isnan(v).any():  # after the scaling: a NaN stays NaN, finite values stay finite or +-Inf
+        raise ValueError("quantize: the input holds NaN; find the layer that produced it")
+    if rounding is Rounding.HALF_EVEN:
+        np.rint(v, out=v)
+    elif rounding is Rounding.FLOOR:
+        np.floor(v, out=v)
+    elif rounding is Rounding.ZERO:
+        np.trunc(v, out=v)
+    else:  # HALF_AWAY: |v| rounded half up, the sign restored
+        a = np.abs(v)
+        fl = np.floor(a)
+        with np.errstate(invalid="ignore"):  # Inf - Inf
+            a -= fl
+        fl += a >= 0.5
+        np.copysign(fl, v, out=v)
+    lo, hi = int_range(bits, True)
+    np.clip(v, lo, hi, out=v)
+    return v.astype(int_dtype(bits, True)).reshape(np.shape(x))
 
 
 def max_pool(
