@@ -173,11 +173,11 @@ def test_simulator_fast_equals_reference_for_float_scales(scheme):
 @pytest.mark.parametrize("rounding", ROUNDINGS)
 @pytest.mark.parametrize("bits", [4, 8, 16])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fast_quantize_equals_reference(rounding, bits, dtype):
+@pytest.mark.parametrize("e", [-5, 0, 3])
+def test_fast_quantize_equals_reference(rounding, bits, dtype, e):
     from quantscope.quantize.numerics import quantize
 
     rng = np.random.default_rng(bits)
-    e = -5
     ties = (np.arange(-300, 300) + 0.5) * 2.0**e  # exact ties of the rounding
     special = np.array([0.0, -0.0, 1e-45, -1e-45, 1e-300 if dtype == np.float64 else 1e-38, -2.0**e / 2,
                         np.inf, -np.inf, 1e30, -1e30, 0.49999997 * 2.0**e, -0.49999997 * 2.0**e])

@@ -258,3 +258,60 @@ def test_result_json_is_strict(tiny_calibrated, tmp_path):
     res = qs.validate(cal, x, progress=False)
     text = json.dumps(res.to_dict(), allow_nan=False)  # raises on NaN/Inf
     assert "NaN" not in text and json.loads(text)["NumSamples"] == len(x)
+
+
+def _layer_error_by_definition(f, q, qp, rounding, saturation):
+    """LayerError's sums, written straight from their definitions (quantize and
+    dequantize the float values, compare elementwise)."""
+    from quantscope.quantize.numerics import quantize
+
+    f = f.astype(np.float64)
+    g = (quantize(f, qp.scale, qp.zero_point, qp.bits, rounding, saturation).astype(np.float64) - qp.zero_point) * qp.scale
+    t = f / qp.scale
+    lo, hi = qp.qmin - qp.zero_point, qp.qmax - qp.zero_point
+    return dict(
+        signal=float(np.sum(f * f)), noise=float(np.sum((f - q) ** 2)), grid_noise=float(np.sum((f - g) ** 2)),
+        saturated=int(np.count_nonzero((t > hi + 0.5) | (t < lo - 0.5))),
+        flushed=int(np.count_nonzero((f != 0) & (np.abs(t) < 0.5))), count=f.size,
+    )
+
+
+@pytest.mark.parametrize("rounding", ["half_away", "half_even", "floor", "zero"])
+@pytest.mark.parametrize("params", [("pow2", -4), ("pow2", 2), ("scale", 0.0371, 5), ("scale", 0.25, -3)])
+def test_layer_error_sums_equal_their_definition(rounding, params):
+    import importlib
+
+    from quantscope.quantize.numerics import Rounding, Saturation
+    from quantscope.quantize.plan import QParams
+
+    V = importlib.import_module("quantscope.validate.validate")
+    rounding = Rounding(rounding)
+    if params[0] == "pow2":
+        qp = QParams.pow2(params[1])
+    else:
+        qp = QParams(np.array(params[1]), np.array(params[2], np.int64))
+    rng = np.random.default_rng(5)
+    s = float(qp.scale)
+    ties = (np.arange(-140, 140) + 0.5) * s  # exact ties, some beyond the int8 range
+    special = [0.0, -0.0, 1e-30, -1e-30, 0.49 * s, -0.5 * s, 0.5 * s, 127.5 * s, -128.5 * s, 1e6, -1e6]
+    f = np.concatenate([rng.normal(0, 40 * s, 3000), ties, special]).astype(np.float32).reshape(3, -1)
+    q = rng.normal(0, 1, f.shape)
+    plan = type("Plan", (), {"rounding": rounding, "saturation": Saturation.SATURATE})()
+    err = V.LayerError()
+    err.update(f, q, qp, plan, V._Scratch())
+    want = _layer_error_by_definition(f, q, qp, rounding, Saturation.SATURATE)
+    assert {k: getattr(err, k) for k in want} == want
+
+
+def test_nan_in_a_float_layer_is_named():
+    import importlib
+
+    from quantscope.quantize.numerics import Rounding, Saturation
+    from quantscope.quantize.plan import QParams
+
+    V = importlib.import_module("quantscope.validate.validate")
+    plan = type("Plan", (), {"rounding": Rounding.HALF_AWAY, "saturation": Saturation.SATURATE})()
+    f = np.ones((2, 3, 4, 4), np.float32)
+    f[1, 2, 3, 3] = np.nan
+    with pytest.raises(qs.NonFiniteActivationError, match="'conv7'"):
+        V.LayerError().update(f, np.ones(f.shape), QParams.pow2(-3), plan, V._Scratch(), "conv7")

@@ -152,15 +152,20 @@ def matmul(a: np.ndarray, b: np.ndarray, *, a_zero_point: Any = 0, b_zero_point:
 def quantize_pow2(x: np.ndarray, exponent: int, bits: int, rounding: Rounding) -> np.ndarray:
     """Real values to ``bits``-bit integers at scale ``2**exponent``, saturating: the same
     integers as :func:`quantscope.quantize.numerics.quantize` (eq. (2)) with fewer
-    passes and temporaries (in place, float64).
+    passes and temporaries (in place; float32 where that is exact, else float64).
 
-    ``x``: real values, any shape (float32 or float64). ``x * 2**-exponent`` is exact in
-    float64, each rounding is exact there (the fraction ``|v| - floor(|v|)`` is exact),
-    and the clip saturates (+-Inf included). NaN raises ``ValueError`` as the reference does.
+    ``x``: real values, any shape (float32 or float64). ``x * 2**-exponent`` is exact
+    (in float32 for float32 ``x`` and ``exponent <= 0``, which cannot underflow), each
+    rounding is exact (the fraction ``|v| - floor(|v|)`` is exact), and the clip
+    saturates (+-Inf included). NaN raises ``ValueError`` as the reference does.
     """
     from ..quantize.numerics import int_dtype, int_range
 
-    v = np.multiply(x, 2.0 ** -int(exponent), dtype=np.float64)
+    x = np.asarray(x)
+    # float32 input scaled up (exponent <= 0: no underflow) is exact in float32, and so
+    # is everything below; anything else is computed in float64
+    dtype = np.float32 if x.dtype == np.float32 and int(exponent) <= 0 else np.float64
+    v = np.multiply(x, dtype(2.0 ** -int(exponent)), dtype=dtype)
     if v.ndim == 0:
         v = v.reshape(1)
     if np.isnan(v).any():  # after the scaling: a NaN stays NaN, finite values stay finite or +-Inf

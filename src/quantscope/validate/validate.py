@@ -17,8 +17,8 @@ from .._progress import progress_bar
 from ..calibrate.collector import create_session
 from ..calibrate.data import as_source
 from ..calibrate.result import Calibration
-from ..errors import CalibrationDataError
-from ..quantize.numerics import FloatScale, PowerOfTwo
+from ..errors import CalibrationDataError, NonFiniteActivationError
+from ..quantize.numerics import FloatScale, PowerOfTwo, Rounding, Saturation
 from ..quantize.plan import QParams, QuantPlan, make_plan
 from ..network.network import batch_pieces
 from ..simulate.engine import IntTensor, Simulator
@@ -56,20 +56,75 @@ class LayerError:
     saturated: int = 0  # float values beyond the int8 range (they saturate)
     flushed: int = 0  # nonzero float values that quantize to zero
 
-    def update(self, f: np.ndarray, q: np.ndarray | None, qp: QParams | None, plan: QuantPlan) -> None:
-        f = f.astype(np.float64)
-        self.signal += float(np.sum(f * f))
+    def update(
+        self, f: np.ndarray, q: np.ndarray | None, qp: QParams | None, plan: QuantPlan,
+        scratch: "_Scratch | None" = None, layer: str = "",
+    ) -> None:
+        """Add a batch: ``f`` the float network's output, ``q`` the int8 network's
+        dequantized output (same shape, float64; None for a float layer), ``qp`` the
+        output's parameters. Computed in float64 in two reused buffers (``scratch``):
+        a large network's activations are hundreds of MB per batch.
+
+        Raises:
+            NonFiniteActivationError: ``f`` holds NaN (``layer`` names it).
+        """
+        scratch = scratch or _Scratch()
+        f64, buf = scratch.take(np.shape(f))
+        np.copyto(f64, f)
+        signal = float(np.sum(np.square(f64, out=buf)))
+        if math.isnan(signal):
+            raise NonFiniteActivationError(
+                f"NaN in the float network's output of layer {layer!r} during validation; check the "
+                "input data and that layer's weights.", layer=layer,
+            )
+        self.signal += signal
         if q is not None:
-            self.noise += float(np.sum((f - q) ** 2))
-        self.count += f.size
+            np.subtract(f64, q, out=buf)
+            self.noise += float(np.sum(np.square(buf, out=buf)))
+        self.count += f64.size
         if qp is not None and qp.axis is None:
             s, z = float(qp.scale), int(qp.zero_point)
-            t = f / s
             lo, hi = qp.qmin - z, qp.qmax - z
-            self.saturated += int(np.count_nonzero((t > hi + 0.5) | (t < lo - 0.5)))
-            self.flushed += int(np.count_nonzero((f != 0) & (np.abs(t) < 0.5)))
-            g = qp.dequantize(qp.quantize(f, plan.rounding, plan.saturation))
-            self.grid_noise += float(np.sum((f - g) ** 2))
+            nearest = plan.rounding in (Rounding.HALF_AWAY, Rounding.HALF_EVEN) and plan.saturation is Saturation.SATURATE
+            if nearest and qp.exponent is not None and f.dtype == np.float32:
+                # power of two: the same comparisons and grid in float32, half the bytes
+                # (the thresholds (k + 1/2) * 2**e are exact float32 numbers, and so are
+                # f * 2**-e rounded to an integer and scaled back)
+                a = np.abs(f)
+                self.flushed += int(np.count_nonzero(a < np.float32(0.5 * s))) - int(np.count_nonzero(f == 0))
+                self.saturated += int(np.count_nonzero(f > np.float32((hi + 0.5) * s)))
+                self.saturated += int(np.count_nonzero(f < np.float32((lo - 0.5) * s)))
+                g = np.multiply(f, np.float32(1.0 / s), out=a)
+                np.multiply(np.clip(np.rint(g, out=g), np.float32(lo), np.float32(hi), out=g), np.float32(s), out=g)
+                g = np.subtract(f64, g, out=buf)
+            else:
+                t = np.divide(f64, s, out=buf)  # f on the integer grid, as quantize divides
+                self.saturated += int(np.count_nonzero(t > hi + 0.5)) + int(np.count_nonzero(t < lo - 0.5))
+                self.flushed += int(np.count_nonzero((np.abs(t) < 0.5) & (f64 != 0)))
+                if nearest:
+                    # Both round to the nearest integer and differ only in which neighbour a
+                    # tie takes, at the same distance 1/2: |f - g| is the same value either
+                    # way, so clip(rint(t), lo, hi) * s gives the same squared errors.
+                    g = np.multiply(np.clip(np.rint(t, out=t), lo, hi, out=t), s, out=t)
+                else:
+                    g = qp.dequantize(qp.quantize(f64, plan.rounding, plan.saturation))
+                np.subtract(f64, g, out=g)
+            self.grid_noise += float(np.sum(np.square(g, out=g)))
+
+
+class _Scratch:
+    """Two float64 buffers reused by :meth:`LayerError.update` for every layer and
+    batch, grown to the largest tensor seen."""
+
+    def __init__(self) -> None:
+        self._a = np.empty(0)
+        self._b = np.empty(0)
+
+    def take(self, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+        n = int(np.prod(shape))
+        if self._a.size < n:
+            self._a, self._b = np.empty(n), np.empty(n)
+        return self._a[:n].reshape(shape), self._b[:n].reshape(shape)
 
 
 @dataclass
@@ -215,6 +270,8 @@ def validate(
     layer_names = [layer.output for layer in network.layers[1:]]
     session = create_session(network.to_proto(layer_names).SerializeToString(), spinning=False)
     errors = {layer.name: LayerError() for layer in network.layers}
+    scratch = _Scratch()
+    float_outputs = _FloatOutputs(session, network, layer_names)
     float_scores, int8_scores, labels = [], [], []
     labelled = True
     out_name = network.output_names[0]
@@ -227,17 +284,17 @@ def validate(
             if n == 0 and batch.y is None and metric_fns is not None:
                 _check_unlabelled(metric_fns)
             x = np.ascontiguousarray(batch.x, dtype=network.input_dtype)
-            outs = _run_float(session, network, layer_names, x)
+            outs = float_outputs(x)
             outs[network.input_name] = x
             result, layers = sim.run(x, collect=True)
             for layer in network.layers:
                 value = layers[layer.name]
                 f = outs[layer.output]
                 if isinstance(value, IntTensor):
-                    errors[layer.name].update(f, value.dequantize(), value.qp, plan)
+                    errors[layer.name].update(f, value.dequantize(), value.qp, plan, scratch, layer.name)
                 else:
-                    errors[layer.name].update(f, np.asarray(value, np.float64), None, plan)
-            float_scores.append(outs[out_name])
+                    errors[layer.name].update(f, np.asarray(value, np.float64), None, plan, scratch, layer.name)
+            float_scores.append(np.array(outs[out_name]))  # a copy: the buffers are reused
             int8_scores.append(result)
             if batch.y is None:
                 labelled = False
@@ -289,6 +346,39 @@ def validate(
         labels=y,
         labelled=labelled,
     )
+
+
+class _FloatOutputs:
+    """Runs the float network for every layer output, into buffers reused from batch to
+    batch (onnxruntime I/O binding) when every output shape is known but for the batch:
+    no fresh memory for hundreds of MB of activations per batch. The arrays returned are
+    overwritten by the next call of the same batch size."""
+
+    def __init__(self, session, network, names: list[str]):
+        self.session, self.network, self.names = session, network, names
+        shapes = [network.value_shape(name) for name in names]
+        self.shapes = shapes if all(
+            s is not None and len(s) > 0 and all(isinstance(d, int) for d in s[1:]) for s in shapes
+        ) and network.fixed_batch is None and all(o.type == "tensor(float)" for o in session.get_outputs()) else None
+        self._bindings: dict[int, tuple] = {}
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if self.shapes is None:
+            return _run_float(self.session, self.network, self.names, x)
+        n = len(x)
+        if n not in self._bindings:
+            self._bindings = {}  # one batch size at a time (the last batch may be smaller)
+            binding = self.session.io_binding()
+            buffers = []
+            for name, shape in zip(self.names, self.shapes):
+                buf = np.empty((n, *shape[1:]), dtype=np.float32)
+                binding.bind_output(name, "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
+                buffers.append(buf)
+            self._bindings[n] = (binding, buffers)
+        binding, buffers = self._bindings[n]
+        binding.bind_cpu_input(self.network.input_name, x)
+        self.session.run_with_iobinding(binding)
+        return dict(zip(self.names, buffers))
 
 
 def _run_float(session, network, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
