@@ -36,7 +36,9 @@ sample count must be a multiple of the batch size (default 25).
 
 A second table gives validation speed: images per second of float inference
 (onnxruntime), of quantscope's int8 emulation fast path and of its reference
-kernels (``Simulator(make_plan(cal, "fpga"), kernels).run(x)``).
+kernels (``Simulator(make_plan(cal, "fpga"), kernels).run(x)``), and of the whole
+``quantscope.validate`` (float network with every layer output, the emulation, the
+per-layer diagnostics).
 
 Models and data: ``benchmarks/_models.py`` (squeezenet: quantscope.zoo SqueezeNet 1.1
 at 227x227 with random weights; mobilenetv2: torchvision's ImageNet weights from
@@ -276,6 +278,13 @@ def child_validate(args) -> dict:
         top1 = [np.argmax(sim.run(x)[0], axis=1) for x in data]
         result[f"{kernels}_s"] = time.perf_counter() - start
         result[f"{kernels}_top1_agreement"] = float(np.mean(np.concatenate(top1) == np.concatenate(float_top1)))
+    # the whole of quantscope.validate (float network with every layer output, the fast
+    # emulation, the per-layer diagnostics), after a warm-up batch
+    x = np.concatenate(list(data))
+    quantscope.validate(plan, x[:batch], batch_size=batch, progress=False)
+    start = time.perf_counter()
+    quantscope.validate(plan, x, batch_size=batch, progress=False)
+    result["validate_s"] = time.perf_counter() - start
     return result
 
 
@@ -490,16 +499,17 @@ def calibration_table(report: dict, markdown: bool) -> str:
 
 def validation_table(report: dict, markdown: bool) -> str:
     headers = ["model", "images", "batch", "float img/s (onnxruntime)", "int8 fast img/s", "int8 reference img/s",
-               "fast / float", "top-1 = float (fast, reference)"]
+               "fast / float", "qs.validate img/s", "top-1 = float (fast, reference)"]
     rows = []
     for v in report["validation"]:
         if "float_s" not in v:
-            rows.append([v["model"], "-", "-", "-", "-", "-", "-", v.get("note", "")])
+            rows.append([v["model"], "-", "-", "-", "-", "-", "-", "-", v.get("note", "")])
             continue
         f, fa, re = (v["images"] / v[k] for k in ("float_s", "fast_s", "reference_s"))
+        whole = f"{v['images'] / v['validate_s']:.1f}" if "validate_s" in v else "-"
         rows.append([v["model"], str(v["images"]), str(v["batch_size"]), f"{f:.1f}", f"{fa:.1f}", f"{re:.1f}",
-                     f"{fa / f:.2f}", f"{v['fast_top1_agreement']:.0%}, {v['reference_top1_agreement']:.0%}"])
-    return _table(headers, rows, markdown, right={1, 2, 3, 4, 5, 6})
+                     f"{fa / f:.2f}", whole, f"{v['fast_top1_agreement']:.0%}, {v['reference_top1_agreement']:.0%}"])
+    return _table(headers, rows, markdown, right={1, 2, 3, 4, 5, 6, 7})
 
 
 def markdown_report(report: dict, args) -> str:
