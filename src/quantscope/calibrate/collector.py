@@ -21,7 +21,7 @@ from .data import as_source
 from .result import Calibration, RangeEntry
 from .stats import TensorStats
 
-__all__ = ["StatsCollector", "calibrate", "create_session", "derived_layers", "weight_entries"]
+__all__ = ["BoundOutputs", "StatsCollector", "calibrate", "create_session", "derived_layers", "weight_entries"]
 
 
 def create_session(proto_bytes: bytes, use_gpu: bool = False, spinning: bool = True) -> ort.InferenceSession:
@@ -50,6 +50,39 @@ def create_session(proto_bytes: bytes, use_gpu: bool = False, spinning: bool = T
     else:
         providers = ["CPUExecutionProvider"]
     return ort.InferenceSession(proto_bytes, options, providers=providers)
+
+
+class BoundOutputs:
+    """Runs ``session`` for the float32 outputs ``names`` (static ``shapes`` but for the
+    batch axis) into buffers reused from run to run (onnxruntime I/O binding): no
+    allocation or copy of the activations per run. The arrays returned are overwritten
+    by the next run of the same batch size; ``keep`` batch sizes keep their buffers."""
+
+    def __init__(self, session: ort.InferenceSession, input_name: str, names: list[str], shapes: list, keep: int = 4):
+        self.session, self.input_name, self.names, self.shapes, self.keep = session, input_name, names, shapes, keep
+        self._bindings: dict[int, tuple] = {}
+
+    @staticmethod
+    def possible(shapes: list) -> bool:
+        """Every shape is known but for the batch axis."""
+        return all(s is not None and len(s) > 0 and all(isinstance(d, int) for d in s[1:]) for s in shapes)
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        n = len(x)
+        if n not in self._bindings:
+            if len(self._bindings) >= self.keep:
+                self._bindings.pop(next(iter(self._bindings)))
+            binding = self.session.io_binding()
+            buffers = []
+            for name, shape in zip(self.names, self.shapes):
+                buf = np.empty((n, *shape[1:]), dtype=np.float32)
+                binding.bind_output(name, "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
+                buffers.append(buf)
+            self._bindings[n] = (binding, buffers)
+        binding, buffers = self._bindings[n]
+        binding.bind_cpu_input(self.input_name, x)
+        self.session.run_with_iobinding(binding)
+        return buffers
 
 
 def weight_entries(network: Network, layer) -> list[RangeEntry]:
@@ -119,13 +152,11 @@ class StatsCollector:
         self.num_samples = 0
         self._use_gpu = use_gpu
         self._session: ort.InferenceSession | None = None
-        self._bindings: dict[int, tuple] = {}
         # Outputs go straight into preallocated arrays (onnxruntime I/O binding) when
-        # every measured shape is known but for the batch: no allocation or copy per run.
-        self._bind = not use_gpu and all(
-            shape is not None and len(shape) > 0 and all(isinstance(d, int) for d in shape[1:])
-            for shape in self.shapes[1:]
-        )
+        # every measured shape is known but for the batch: no allocation or copy per run
+        # (kept for 4 run sizes: the run size, a batch's remainder, the last batch's).
+        self._bound: BoundOutputs | None = None
+        self._bind = not use_gpu and BoundOutputs.possible(self.shapes[1:])
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -137,21 +168,9 @@ class StatsCollector:
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
         if not self._bind:
             return self.session.run(self.output_names, {self.network.input_name: x})
-        n = len(x)
-        if n not in self._bindings:
-            if len(self._bindings) >= 4:  # the run size, a batch's remainder, the last batch's
-                self._bindings.pop(next(iter(self._bindings)))
-            binding = self.session.io_binding()
-            buffers = []
-            for name, shape in zip(self.output_names, self.shapes[1:]):
-                buf = np.empty((n, *shape[1:]), dtype=np.float32)
-                binding.bind_output(name, "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
-                buffers.append(buf)
-            self._bindings[n] = (binding, buffers)
-        binding, buffers = self._bindings[n]
-        binding.bind_cpu_input(self.network.input_name, x)
-        self.session.run_with_iobinding(binding)
-        return buffers
+        if self._bound is None:
+            self._bound = BoundOutputs(self.session, self.network.input_name, self.output_names, self.shapes[1:])
+        return self._bound(x)
 
     def update(self, batch) -> None:
         """Run the network on ``batch`` (a :class:`~quantscope.calibrate.data.Batch`) and

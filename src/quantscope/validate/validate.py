@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .._progress import progress_bar
-from ..calibrate.collector import create_session
+from ..calibrate.collector import BoundOutputs, create_session
 from ..calibrate.data import as_source
 from ..calibrate.result import Calibration
 from ..errors import CalibrationDataError, NonFiniteActivationError
@@ -349,36 +349,23 @@ def validate(
 
 
 class _FloatOutputs:
-    """Runs the float network for every layer output, into buffers reused from batch to
-    batch (onnxruntime I/O binding) when every output shape is known but for the batch:
-    no fresh memory for hundreds of MB of activations per batch. The arrays returned are
-    overwritten by the next call of the same batch size."""
+    """The float network's every layer output for a batch, into buffers reused from
+    batch to batch (:class:`~quantscope.calibrate.collector.BoundOutputs`) when every
+    shape is known and float32; overwritten by the next batch of the same size."""
 
     def __init__(self, session, network, names: list[str]):
         self.session, self.network, self.names = session, network, names
         shapes = [network.value_shape(name) for name in names]
-        self.shapes = shapes if all(
-            s is not None and len(s) > 0 and all(isinstance(d, int) for d in s[1:]) for s in shapes
-        ) and network.fixed_batch is None and all(o.type == "tensor(float)" for o in session.get_outputs()) else None
-        self._bindings: dict[int, tuple] = {}
+        floats = all(o.type == "tensor(float)" for o in session.get_outputs())
+        self._bound = (
+            BoundOutputs(session, network.input_name, names, shapes, keep=1)
+            if floats and network.fixed_batch is None and BoundOutputs.possible(shapes) else None
+        )
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        if self.shapes is None:
+        if self._bound is None:
             return _run_float(self.session, self.network, self.names, x)
-        n = len(x)
-        if n not in self._bindings:
-            self._bindings = {}  # one batch size at a time (the last batch may be smaller)
-            binding = self.session.io_binding()
-            buffers = []
-            for name, shape in zip(self.names, self.shapes):
-                buf = np.empty((n, *shape[1:]), dtype=np.float32)
-                binding.bind_output(name, "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
-                buffers.append(buf)
-            self._bindings[n] = (binding, buffers)
-        binding, buffers = self._bindings[n]
-        binding.bind_cpu_input(self.network.input_name, x)
-        self.session.run_with_iobinding(binding)
-        return dict(zip(self.names, buffers))
+        return dict(zip(self.names, self._bound(x)))
 
 
 def _run_float(session, network, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
