@@ -101,6 +101,9 @@ def test_fused_float_scale_conv_refuses_other_roundings_and_large_sums():
     w = np.full((2, 300, 1, 1), 127, np.int8)  # 255 * 300 * 127 >= 2**23 with x - zx up to 255
     assert fast.FusedLayer.conv_scale(w, 0, None, {}, np.int8, -128, 0.01, 0, Rounding.HALF_EVEN, -128, 127) is None
     assert fast.FusedLayer.conv_scale(w[:, :200], 0, None, {}, np.int8, 0, 0.01, 0, Rounding.HALF_EVEN, -128, 127) is not None
+    # a bias that could take the int32 accumulator out of range: the exact kernel decides
+    big = np.array([2**31 - 1000, 0], np.int64)
+    assert fast.FusedLayer.conv_scale(w[:, :200], 0, big, {}, np.int8, 0, 0.01, 0, Rounding.HALF_EVEN, -128, 127) is None
 
 
 @pytest.mark.parametrize("rounding", ROUNDINGS)

@@ -278,13 +278,12 @@ class FusedLayer:
     float32 (:meth:`conv`, :meth:`add`), float-scale Conv with its accumulator in
     float32 and its requantization in float64 (:meth:`conv_scale`).
 
-    The graph computes ``v``, the layer's exact result scaled to the output's grid
-    (``v = acc * 2**-shift``, an integer multiple of ``2**-shift``), then
-    ``clip(R(v), lo, hi)`` as int8: the rounding shift of eq. (5), the saturation
-    and any fused Relu/Clip (a chain of clamps is one clamp, whose bounds the caller
-    computes with the reference kernels). Built by :meth:`conv` and :meth:`add`,
-    which return None where exactness is not proven (the caller then uses the exact
-    int64/float64 kernels).
+    The power-of-two graphs compute ``v``, the layer's exact result scaled to the
+    output's grid (``v = acc * 2**-shift``, an integer multiple of ``2**-shift``), then
+    ``clip(R(v), lo, hi)`` as int8: the rounding shift of eq. (5), the saturation and
+    any fused Relu/Clip (a chain of clamps is one clamp, whose bounds the caller
+    computes with the reference kernels). Every constructor returns None where
+    exactness is not proven (the caller then uses the exact int64/float64 kernels).
 
     Why float32 is exact: every operand is scaled by a power of two (exact), and each
     partial sum is an integer multiple of ``2**-shift`` below ``2**23 * 2**-shift`` in
@@ -357,7 +356,8 @@ class FusedLayer:
         The accumulator is a float32 Conv, exact under the bound (12a); from there the
         graph is float64 as :func:`~quantscope.quantize.numerics.requantize_scale` is
         (the same IEEE products, ``Round`` is half even), so the integers are the same.
-        Rounding half even or floor (others: None, the float64 kernel runs)."""
+        Rounding half even or floor; ``acc + b`` provably inside int32 (so the overflow
+        policy never acts). Otherwise None: the float64 kernel runs."""
         from onnx import TensorProto, helper
 
         x_dtype = np.dtype(x_dtype)
@@ -371,8 +371,9 @@ class FusedLayer:
         b64 = np.zeros(w64.shape[0], np.int64) if b is None else np.asarray(b, dtype=np.int64)
         info = np.iinfo(x_dtype)
         x_max = max(abs(int(info.min) - int(x_zero_point)), abs(int(info.max) - int(x_zero_point)))
-        if x_max * int(np.abs(w64).reshape(len(w64), -1).sum(axis=1).max(initial=0)) >= FLOAT32_EXACT:
-            return None
+        bound = x_max * int(np.abs(w64).reshape(len(w64), -1).sum(axis=1).max(initial=0))
+        if bound >= FLOAT32_EXACT or bound + int(np.abs(b64).max(initial=0)) >= 2**31:
+            return None  # not exact in float32, or the int32 accumulator could overflow
         m = np.asarray(multiplier, dtype=np.float64)
         if m.ndim == 1:
             m = m.reshape(1, -1, 1, 1)
