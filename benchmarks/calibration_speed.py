@@ -528,7 +528,7 @@ def markdown_report(report: dict, args) -> str:
     ]
     if report["validation"]:
         lines += ["", "Validation speed (images per second, after warm-up runs: two batches for onnxruntime "
-                  "and the fast path, one image for the reference):", "",
+                  "and the fast path, one image for the reference, one batch for qs.validate):", "",
                   validation_table(report, markdown=True)]
     cmd = "python benchmarks/calibration_speed.py " + " ".join(sys.argv[1:])
     lines += ["", f"Command: `{cmd.strip()}`", ""]
