@@ -211,22 +211,29 @@ class Simulator:
 
     # learnable layers
     def _learnable(self, layer: OptimizedLayer, inputs: list[IntTensor], out_qp: QParams) -> IntTensor:
-        plan, k = self.plan, self.kernels
+        plan = self.plan
         xin = inputs[0]
         qw, w_qp = plan.weights[layer.name]
         qb = plan.biases[layer.name][0] if layer.name in plan.biases else None
+        fused, clamps_fused = None, False
+        if layer.op_types[0] == "Conv" and self._fused is not None:
+            fused, clamps_fused = self._fused_conv(layer, xin, qw, qb, w_qp, out_qp)
+        if fused is not None:
+            out = IntTensor(fused(xin.q), out_qp)
+        else:
+            out = self._accumulate_requantize(layer, xin, qw, qb, w_qp, out_qp)
+        if not clamps_fused:
+            for member, op_type in zip(layer.members[1:], layer.op_types[1:]):
+                if op_type in _ACTIVATIONS:
+                    out = self._activation(member, op_type, out)
+        return out
+
+    def _accumulate_requantize(self, layer, xin: IntTensor, qw, qb, w_qp: QParams, out_qp: QParams) -> IntTensor:
+        """The exact accumulator of the layer's kernel (eq. (4)), requantized to ``out_qp``."""
+        plan, k = self.plan, self.kernels
         head = layer.members[0]
         op = layer.op_types[0]
         zx = int(xin.qp.zero_point)
-        if op == "Conv" and self._fused is not None:
-            fused, clamps_fused = self._fused_conv(layer, xin, qw, qb, w_qp, out_qp)
-            if fused is not None:
-                out = IntTensor(fused(xin.q), out_qp)
-                if not clamps_fused:
-                    for member, op_type in zip(layer.members[1:], layer.op_types[1:]):
-                        if op_type in _ACTIVATIONS:
-                            out = self._activation(member, op_type, out)
-                return out
         if op == "Conv":
             attrs = self._attrs(head)
             acc = k["Conv"](
@@ -252,11 +259,7 @@ class Simulator:
             multiplier = xin.qp.scale * w_qp.scale / out_qp.scale
             axis = channel_axis if np.ndim(multiplier) else None
             q = requantize_scale(acc, multiplier, out_qp.zero_point, out_qp.bits, plan.rounding, plan.saturation, axis=axis)
-        out = IntTensor(q, out_qp)
-        for member, op_type in zip(layer.members[1:], layer.op_types[1:]):
-            if op_type in _ACTIVATIONS:
-                out = self._activation(member, op_type, out)
-        return out
+        return IntTensor(q, out_qp)
 
     def _fused_conv(self, layer, xin: IntTensor, qw, qb, w_qp: QParams, out_qp: QParams):
         """``(kernel, clamps_fused)``: the layer's :class:`~quantscope.simulate.fast.FusedLayer`,

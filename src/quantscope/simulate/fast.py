@@ -188,35 +188,22 @@ def quantize_pow2(x: np.ndarray, exponent: int, bits: int, rounding: Rounding) -
     return v.astype(int_dtype(bits, True)).reshape(np.shape(x))
 
 
-def max_pool(
-    x: np.ndarray,
-    *,
-    kernel_shape: Sequence[int],
-    auto_pad: str = "NOTSET",
-    ceil_mode: int = 0,
-    dilations: Sequence[int] | None = None,
-    pads: Sequence[int] | None = None,
-    storage_order: int = 0,
-    strides: Sequence[int] | None = None,
-) -> np.ndarray:
+def max_pool(x: np.ndarray, **attrs: Any) -> np.ndarray:
     """ONNX MaxPool on 8-bit integers through onnxruntime's float MaxPool: exact (a
-    maximum of values that float32 holds exactly); contract of :func:`reference.max_pool`.
-    Other integer types use the reference."""
+    maximum of values that float32 holds exactly). Same keywords and contract as
+    :func:`reference.max_pool`; other integer types use the reference."""
     xa = np.asarray(x)
-    attrs = {"kernel_shape": kernel_shape, "auto_pad": auto_pad, "ceil_mode": ceil_mode, "dilations": dilations,
-             "pads": pads, "storage_order": storage_order, "strides": strides}
     if xa.dtype not in (np.int8, np.uint8) or xa.ndim < 3:
         return reference.max_pool(xa, **attrs)
-    key = (xa.dtype.str, xa.ndim, *((k, None if v is None else (v if isinstance(v, (str, int)) else tuple(int(i) for i in v)))
-                                   for k, v in sorted(attrs.items())))
-    return _max_pool_session(key)(xa)
+    key = tuple(sorted((k, v if v is None or isinstance(v, (str, int)) else tuple(int(i) for i in v))
+                       for k, v in attrs.items()))
+    return _max_pool_session(xa.dtype.str, xa.ndim, key)(xa)
 
 
 @lru_cache(maxsize=256)
-def _max_pool_session(key: tuple) -> "FusedLayer":
+def _max_pool_session(dtype: str, ndim: int, items: tuple) -> "FusedLayer":
     from onnx import TensorProto, helper
 
-    dtype, ndim, *items = key
     attrs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in items if v is not None}
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     nodes = [
@@ -319,7 +306,7 @@ class FusedLayer:
         ``(N, C, H, W)`` of ``x_dtype`` with zero point 0; ``w``: ``(M, C/group, kH, kW)``
         integers; ``b``: ``(M,)`` int32 or None. Exact when ``max|x| * max_m sum|w_m| +
         max|b| < 2**23``."""
-        from onnx import helper
+        from onnx import TensorProto, helper
 
         x_dtype = np.dtype(x_dtype)
         if x_dtype.kind not in "iu" or np.ndim(w) != 4:
@@ -333,7 +320,7 @@ class FusedLayer:
             return None
         scale = 2.0 ** -int(shift)
         nodes = [
-            helper.make_node("Cast", ["x"], ["xf"], to=helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))),
+            helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
             helper.make_node("Conv", ["xf", "w", "b"], ["v"], **{k: v for k, v in attrs.items() if k in _CONV_ATTRS}),
         ]
         channels = w64.shape[1] * int(attrs.get("group", 1))
