@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -42,8 +42,17 @@ MODELS = {"squeezenet": 227, "mobilenetv2": 224}
 
 #: skimage.data photos used (those missing from the installed version are skipped).
 PHOTOS = (
-    "astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field",
-    "immunohistochemistry", "retina", "colorwheel", "logo", "camera",
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "cat",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "colorwheel",
+    "logo",
+    "camera",
 )
 
 #: Margin (pixels) around the crop: photos are resized to ``size + MARGIN`` and cropped.

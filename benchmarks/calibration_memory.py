@@ -70,7 +70,17 @@ def main() -> None:
         return
     rows = []
     for n in args.samples:
-        cmd = [sys.executable, __file__, "--child", "--model", args.model, "--samples", str(n), "--batch-size", str(args.batch_size)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--model",
+            args.model,
+            "--samples",
+            str(n),
+            "--batch-size",
+            str(args.batch_size),
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     base = rows[0]["peak_rss_mib"]

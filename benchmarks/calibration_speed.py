@@ -92,13 +92,13 @@ def _rss_mib() -> float | None:
 
 def child_setup(args) -> dict:
     """Write the model files; measure what onnxruntime's histogram calibrators keep per sample."""
+    import _models
     import numpy as np
+    import onnx
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    import _models
-    import onnx
     import quantscope
 
     original, prepared = _models.model_files(args.model, args.cache_dir)
@@ -110,7 +110,9 @@ def child_setup(args) -> dict:
         model = load_model_with_shape_infer(prepared)
         onnx.save(model, os.path.join(tmp, "model.onnx"))
         cal = create_calibrator(
-            Path(tmp, "model.onnx"), op_types, augmented_model_path=os.path.join(tmp, "aug.onnx"),
+            Path(tmp, "model.onnx"),
+            op_types,
+            augmented_model_path=os.path.join(tmp, "aug.onnx"),
             calibrate_method=CalibrationMethod.Entropy,
         )
         session = cal.infer_session
@@ -157,7 +159,7 @@ def child_run(args) -> dict:
         seconds = time.perf_counter() - start
         assert count == args.samples
         t = time.perf_counter()
-        for x in data:  # the data alone, for the note
+        for _ in data:  # the data alone, for the note
             pass
         extra["data_s"] = time.perf_counter() - t
 
@@ -190,8 +192,11 @@ def child_run(args) -> dict:
         # the module (the package's ``quantize`` attribute is a function of the same name)
         oq_quantize = importlib.import_module("onnxruntime.quantization.quantize")
 
-        calib = {"ort-minmax": oq.CalibrationMethod.MinMax, "ort-entropy": oq.CalibrationMethod.Entropy,
-                 "ort-percentile": oq.CalibrationMethod.Percentile}[method]
+        calib = {
+            "ort-minmax": oq.CalibrationMethod.MinMax,
+            "ort-entropy": oq.CalibrationMethod.Entropy,
+            "ort-percentile": oq.CalibrationMethod.Percentile,
+        }[method]
         marks: dict = {"collect_s": 0.0}
         original_create = oq_quantize.create_calibrator
 
@@ -223,28 +228,38 @@ def child_run(args) -> dict:
             rss_start = _rss_mib()
             start = time.perf_counter()
             oq.quantize_static(
-                str(prepared), os.path.join(tmp, "model.qdq.onnx"), reader,
-                quant_format=oq.QuantFormat.QDQ, calibrate_method=calib,
+                str(prepared),
+                os.path.join(tmp, "model.qdq.onnx"),
+                reader,
+                quant_format=oq.QuantFormat.QDQ,
+                calibrate_method=calib,
             )
             total = time.perf_counter() - start
         seconds = marks["end"] - marks["start"]
-        extra.update(quantize_static_s=total, create_calibrator_s=marks["created"] - marks["start"],
-                     collect_s=marks["collect_s"])
+        extra.update(
+            quantize_static_s=total, create_calibrator_s=marks["created"] - marks["start"], collect_s=marks["collect_s"]
+        )
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
-        "model": args.model, "samples": args.samples, "method": method, "batch_size": args.batch_size,
-        "seconds": seconds, "peak_rss_mib": _peak_rss_mib(), "rss_start_mib": rss_start,
-        "process_cpu_s": usage.ru_utime + usage.ru_stime, **extra,
+        "model": args.model,
+        "samples": args.samples,
+        "method": method,
+        "batch_size": args.batch_size,
+        "seconds": seconds,
+        "peak_rss_mib": _peak_rss_mib(),
+        "rss_start_mib": rss_start,
+        "process_cpu_s": usage.ru_utime + usage.ru_stime,
+        **extra,
     }
 
 
 def child_validate(args) -> dict:
     """Images per second: float onnxruntime, int8 emulation fast path, reference kernels."""
+    import _models
     import numpy as np
     import onnxruntime as ort
 
-    import _models
     import quantscope
     from quantscope.quantize.plan import make_plan
     from quantscope.simulate.engine import Simulator
@@ -325,9 +340,13 @@ def machine() -> dict:
     except (OSError, AttributeError):
         load = None
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "ram_bytes": ram, "python": platform.python_version(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_bytes": ram,
+        "python": platform.python_version(),
         "load_start": load,
-        "os": f"{platform.system()} {platform.release()}", **versions,
+        "os": f"{platform.system()} {platform.release()}",
+        **versions,
     }
 
 
@@ -335,8 +354,19 @@ def _run_child(kind: str, args, extra: list[str], timeout: float | None) -> tupl
     """Run a child; return (result, '') or (None, why it failed)."""
     with tempfile.TemporaryDirectory(prefix="qs-bench-") as tmp:
         result_path = os.path.join(tmp, "result.json")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--result", result_path,
-               "--batch-size", str(args.batch_size), "--seed", str(args.seed), *extra]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            kind,
+            "--result",
+            result_path,
+            "--batch-size",
+            str(args.batch_size),
+            "--seed",
+            str(args.seed),
+            *extra,
+        ]
         if args.cache_dir:
             cmd += ["--cache-dir", str(args.cache_dir)]
         try:
@@ -381,9 +411,11 @@ def run_benchmark(args) -> dict:
             rows.append({"model": model, "samples": "-", "method": "(all)", "note": f"setup {err}"})
             continue
         setups[model] = setup
-        _log(f"[{model}] onnxruntime's histogram calibrators fetch {setup['ort_tensors']} tensors, "
-             f"{setup['ort_bytes_per_sample'] / 2**20:.1f} MiB per sample; quantscope measures "
-             f"{setup['quantscope_layers']} layers")
+        _log(
+            f"[{model}] onnxruntime's histogram calibrators fetch {setup['ort_tensors']} tensors, "
+            f"{setup['ort_bytes_per_sample'] / 2**20:.1f} MiB per sample; quantscope measures "
+            f"{setup['quantscope_layers']} layers"
+        )
         for n in args.samples:
             base = None
             for method in args.methods:
@@ -393,11 +425,15 @@ def run_benchmark(args) -> dict:
                     est = estimate_ort_peak(setup, n)
                     row["estimated_peak_bytes"] = est
                     if n % args.batch_size:
-                        note = (f"skipped: onnxruntime's histogram calibrators need equal batches "
-                                f"({n} samples is not a multiple of batch size {args.batch_size})")
+                        note = (
+                            f"skipped: onnxruntime's histogram calibrators need equal batches "
+                            f"({n} samples is not a multiple of batch size {args.batch_size})"
+                        )
                     elif limit is not None and est > limit and not args.no_skip:
-                        note = (f"skipped: would exceed memory (estimated {_gib(est)} > "
-                                f"{args.memory_fraction:.0%} of {_gib(ram)} RAM)")
+                        note = (
+                            f"skipped: would exceed memory (estimated {_gib(est)} > "
+                            f"{args.memory_fraction:.0%} of {_gib(ram)} RAM)"
+                        )
                 if not note:
                     _log(f"[{model}] {n} samples: {method} ...")
                     extra = ["--model", model, "--samples", str(n), "--method", method]
@@ -412,8 +448,11 @@ def run_benchmark(args) -> dict:
                         runs.append(result)
                     if not note:  # the fastest run; the highest peak of all
                         best = min(runs, key=lambda r: r["seconds"])
-                        row.update(best, all_seconds=[r["seconds"] for r in runs],
-                                   peak_rss_mib=max(r["peak_rss_mib"] for r in runs))
+                        row.update(
+                            best,
+                            all_seconds=[r["seconds"] for r in runs],
+                            peak_rss_mib=max(r["peak_rss_mib"] for r in runs),
+                        )
                         note = _note(row)
                 row["note"] = note
                 if method == "inference" and row["seconds"] is not None:
@@ -423,11 +462,18 @@ def run_benchmark(args) -> dict:
                 _log(f"[{model}] {n} samples: {_fmt_row(row)}")
         if args.validate_samples > 0:
             _log(f"[{model}] validation speed on {args.validate_samples} images ...")
-            result, err = _run_child("validate", args, ["--model", model, "--samples", str(args.validate_samples)],
-                                     args.timeout)
+            result, err = _run_child(
+                "validate", args, ["--model", model, "--samples", str(args.validate_samples)], args.timeout
+            )
             validation.append(result if result is not None else {"model": model, "note": err})
-    return {"machine": info, "setups": setups, "rows": rows, "validation": validation,
-            "batch_size": args.batch_size, "memory_limit_bytes": limit}
+    return {
+        "machine": info,
+        "setups": setups,
+        "rows": rows,
+        "validation": validation,
+        "batch_size": args.batch_size,
+        "memory_limit_bytes": limit,
+    }
 
 
 def _note(row: dict) -> str:
@@ -464,7 +510,8 @@ def _machine_lines(info: dict, args) -> list[str]:
         f"Batch size {args.batch_size}; each method in its own process"
         + (f", fastest of {args.repeat} runs" if args.repeat > 1 else "")
         + "; peak RSS = getrusage(RUSAGE_SELF).ru_maxrss",
-        "Load average (1 min) at start: " + (f"{info['load_start']:.2f}" if info.get("load_start") is not None else "?")
+        "Load average (1 min) at start: "
+        + (f"{info['load_start']:.2f}" if info.get("load_start") is not None else "?")
         + (f", at end: {info['load_end']:.2f}" if info.get("load_end") is not None else "")
         + " (another busy process on the machine slows every row; compare ratios from one run)",
     ]
@@ -472,8 +519,10 @@ def _machine_lines(info: dict, args) -> list[str]:
 
 def _table(headers: list[str], rows: list[list[str]], markdown: bool, right: set[int]) -> str:
     if markdown:
-        out = ["| " + " | ".join(headers) + " |",
-               "|" + "|".join("---:" if i in right else "---" for i in range(len(headers))) + "|"]
+        out = [
+            "| " + " | ".join(headers) + " |",
+            "|" + "|".join("---:" if i in right else "---" for i in range(len(headers))) + "|",
+        ]
         out += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(out)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
@@ -487,19 +536,32 @@ def calibration_table(report: dict, markdown: bool) -> str:
     headers = ["model", "samples", "method", "seconds", "x inference", "peak RSS (MiB)", "note"]
     rows = []
     for r in report["rows"]:
-        rows.append([
-            r["model"], str(r["samples"]), r["method"],
-            f"{r['seconds']:.2f}" if r.get("seconds") is not None else "-",
-            f"{r['ratio']:.2f}" if r.get("ratio") is not None else "-",
-            f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") is not None else "-",
-            r.get("note", ""),
-        ])
+        rows.append(
+            [
+                r["model"],
+                str(r["samples"]),
+                r["method"],
+                f"{r['seconds']:.2f}" if r.get("seconds") is not None else "-",
+                f"{r['ratio']:.2f}" if r.get("ratio") is not None else "-",
+                f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") is not None else "-",
+                r.get("note", ""),
+            ]
+        )
     return _table(headers, rows, markdown, right={1, 3, 4, 5})
 
 
 def validation_table(report: dict, markdown: bool) -> str:
-    headers = ["model", "images", "batch", "float img/s (onnxruntime)", "int8 fast img/s", "int8 reference img/s",
-               "fast / float", "qs.validate img/s", "top-1 = float (fast, reference)"]
+    headers = [
+        "model",
+        "images",
+        "batch",
+        "float img/s (onnxruntime)",
+        "int8 fast img/s",
+        "int8 reference img/s",
+        "fast / float",
+        "qs.validate img/s",
+        "top-1 = float (fast, reference)",
+    ]
     rows = []
     for v in report["validation"]:
         if "float_s" not in v:
@@ -507,17 +569,30 @@ def validation_table(report: dict, markdown: bool) -> str:
             continue
         f, fa, re = (v["images"] / v[k] for k in ("float_s", "fast_s", "reference_s"))
         whole = f"{v['images'] / v['validate_s']:.1f}" if "validate_s" in v else "-"
-        rows.append([v["model"], str(v["images"]), str(v["batch_size"]), f"{f:.1f}", f"{fa:.1f}", f"{re:.1f}",
-                     f"{fa / f:.2f}", whole, f"{v['fast_top1_agreement']:.0%}, {v['reference_top1_agreement']:.0%}"])
+        rows.append(
+            [
+                v["model"],
+                str(v["images"]),
+                str(v["batch_size"]),
+                f"{f:.1f}",
+                f"{fa:.1f}",
+                f"{re:.1f}",
+                f"{fa / f:.2f}",
+                whole,
+                f"{v['fast_top1_agreement']:.0%}, {v['reference_top1_agreement']:.0%}",
+            ]
+        )
     return _table(headers, rows, markdown, right={1, 2, 3, 4, 5, 6, 7})
 
 
 def markdown_report(report: dict, args) -> str:
     lines = [f"{line}  " for line in _machine_lines(report["machine"], args)]
     for model, s in report["setups"].items():
-        lines.append(f"{model}: onnxruntime's calibrators fetch {s['ort_tensors']} tensors "
-                     f"({s['ort_bytes_per_sample'] / 2**20:.1f} MiB per sample), quantscope measures "
-                     f"{s['quantscope_layers']} layers.  ")
+        lines.append(
+            f"{model}: onnxruntime's calibrators fetch {s['ort_tensors']} tensors "
+            f"({s['ort_bytes_per_sample'] / 2**20:.1f} MiB per sample), quantscope measures "
+            f"{s['quantscope_layers']} layers.  "
+        )
     lines += [
         "",
         "Calibration (seconds from the prepared float model to the result, session creation and data "
@@ -527,9 +602,13 @@ def markdown_report(report: dict, args) -> str:
         calibration_table(report, markdown=True),
     ]
     if report["validation"]:
-        lines += ["", "Validation speed (images per second, after warm-up runs: two batches for onnxruntime "
-                  "and the fast path, one image for the reference, one batch for qs.validate):", "",
-                  validation_table(report, markdown=True)]
+        lines += [
+            "",
+            "Validation speed (images per second, after warm-up runs: two batches for onnxruntime "
+            "and the fast path, one image for the reference, one batch for qs.validate):",
+            "",
+            validation_table(report, markdown=True),
+        ]
     cmd = "python benchmarks/calibration_speed.py " + " ".join(sys.argv[1:])
     lines += ["", f"Command: `{cmd.strip()}`", ""]
     return "\n".join(lines)
@@ -537,28 +616,56 @@ def markdown_report(report: dict, args) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=DEFAULT_MODELS, default=None,
-                        help="models to run (default: squeezenet mobilenetv2; --quick: squeezenet)")
-    parser.add_argument("--samples", nargs="+", type=int, default=None,
-                        help="sample counts (default: 200 1000; --quick: 50 100)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
-                        help="methods to run (default: all)")
-    parser.add_argument("--batch-size", type=int, default=25,
-                        help="samples per onnxruntime run, for every method (default 25, which divides the sample counts)")
-    parser.add_argument("--quick", action="store_true", help="a quick check: squeezenet, 50 and 100 samples, 8 validation images")
-    parser.add_argument("--validate-samples", type=int, default=None,
-                        help="images for the validation-speed table (default 50; --quick: 8; 0 skips it)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=DEFAULT_MODELS,
+        default=None,
+        help="models to run (default: squeezenet mobilenetv2; --quick: squeezenet)",
+    )
+    parser.add_argument(
+        "--samples", nargs="+", type=int, default=None, help="sample counts (default: 200 1000; --quick: 50 100)"
+    )
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run (default: all)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=25,
+        help="samples per onnxruntime run, for every method (default 25, which divides the sample counts)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a quick check: squeezenet, 50 and 100 samples, 8 validation images"
+    )
+    parser.add_argument(
+        "--validate-samples",
+        type=int,
+        default=None,
+        help="images for the validation-speed table (default 50; --quick: 8; 0 skips it)",
+    )
     parser.add_argument("--markdown", metavar="PATH", help="also write the tables as markdown to PATH")
     parser.add_argument("--json", metavar="PATH", help="also write every measurement as JSON to PATH")
-    parser.add_argument("--cache-dir", default=None, help="where the model files are written (default ~/.cache/quantscope-benchmarks)")
-    parser.add_argument("--memory-fraction", type=float, default=0.8,
-                        help="skip an onnxruntime histogram method whose estimated peak exceeds this fraction of RAM (0.8)")
-    parser.add_argument("--no-skip", action="store_true", help="run onnxruntime's histogram methods whatever their memory estimate")
+    parser.add_argument(
+        "--cache-dir", default=None, help="where the model files are written (default ~/.cache/quantscope-benchmarks)"
+    )
+    parser.add_argument(
+        "--memory-fraction",
+        type=float,
+        default=0.8,
+        help="skip an onnxruntime histogram method whose estimated peak exceeds this fraction of RAM (0.8)",
+    )
+    parser.add_argument(
+        "--no-skip", action="store_true", help="run onnxruntime's histogram methods whatever their memory estimate"
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed to each child process (3600)")
     parser.add_argument("--seed", type=int, default=0, help="data seed (0)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each method; the fastest is shown (1)")
-    parser.add_argument("--profile", metavar="PREFIX",
-                        help="cProfile each quantscope run into PREFIX.MODEL.SAMPLES.prof (read with python -m pstats)")
+    parser.add_argument(
+        "--profile",
+        metavar="PREFIX",
+        help="cProfile each quantscope run into PREFIX.MODEL.SAMPLES.prof (read with python -m pstats)",
+    )
     # children
     parser.add_argument("--child", choices=("setup", "run", "validate"), help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)

@@ -119,10 +119,7 @@ def sha256(path: Path) -> str:
 def stratified_slice(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     """Indices of ``per_class`` examples of each class, seeded, in ascending order."""
     rng = np.random.default_rng(seed)
-    picked = [
-        rng.choice(np.flatnonzero(y == c), size=per_class, replace=False)
-        for c in range(NUM_CLASSES)
-    ]
+    picked = [rng.choice(np.flatnonzero(y == c), size=per_class, replace=False) for c in range(NUM_CLASSES)]
     return np.sort(np.concatenate(picked))
 
 
@@ -260,8 +257,14 @@ def build_onnx(model, mean: float, std: float, doc: str, metadata: dict[str, str
         b = const(f"{name}_B", state[f"{key}.bias"])
         nodes.append(
             helper.make_node(
-                "Conv", [x, w, b], [name], name=name,
-                kernel_shape=[kernel, kernel], pads=[pad] * 4, strides=[1, 1], dilations=[1, 1],
+                "Conv",
+                [x, w, b],
+                [name],
+                name=name,
+                kernel_shape=[kernel, kernel],
+                pads=[pad] * 4,
+                strides=[1, 1],
+                dilations=[1, 1],
                 group=1,
             )
         )
@@ -274,8 +277,14 @@ def build_onnx(model, mean: float, std: float, doc: str, metadata: dict[str, str
     def maxpool(name: str, x: str) -> str:
         nodes.append(
             helper.make_node(
-                "MaxPool", [x], [name], name=name, kernel_shape=[3, 3], strides=[2, 2],
-                pads=[0, 0, 0, 0], ceil_mode=0,
+                "MaxPool",
+                [x],
+                [name],
+                name=name,
+                kernel_shape=[3, 3],
+                strides=[2, 2],
+                pads=[0, 0, 0, 0],
+                ceil_mode=0,
             )
         )
         return name
@@ -284,9 +293,7 @@ def build_onnx(model, mean: float, std: float, doc: str, metadata: dict[str, str
     mean_c = const("imageinput_Mean", np.full((1, 1, 1, 1), mean))
     std_c = const("imageinput_StandardDeviation", np.full((1, 1, 1, 1), std))
     nodes.append(helper.make_node("Sub", [x, mean_c], ["imageinput_Sub"], name="imageinput_Sub"))
-    nodes.append(
-        helper.make_node("Div", ["imageinput_Sub", std_c], ["imageinput_Div"], name="imageinput_Div")
-    )
+    nodes.append(helper.make_node("Div", ["imageinput_Sub", std_c], ["imageinput_Div"], name="imageinput_Div"))
     x = relu("relu_conv1", conv("conv1", "imageinput_Div", "conv1", 3, 1))
     x = maxpool("pool1", x)
     for name in FIRES:
@@ -335,10 +342,7 @@ def onnx_outputs(path: Path, x: np.ndarray, batch: int = 1000) -> np.ndarray:
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return np.concatenate(
-        [
-            sess.run(["prob"], {"imageinput": x[i : i + batch].astype(np.float32)})[0]
-            for i in range(0, len(x), batch)
-        ]
+        [sess.run(["prob"], {"imageinput": x[i : i + batch].astype(np.float32)})[0] for i in range(0, len(x), batch)]
     )
 
 
@@ -477,15 +481,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="Fashion-MNIST IDX files (default: %(default)s)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="Fashion-MNIST IDX files (default: %(default)s)"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     parser.add_argument("--per-class", type=int, default=200, help="test images per class in the shipped slice")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
 
-    import torch
     import onnx
+    import torch
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(args.seed)
@@ -574,12 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         ("prob", "Softmax over axis 1", f"[N, {NUM_CLASSES}]"),
     ]
     width = max(len(r[1]) for r in rows if r[2])
-    layer_table = "\n".join(
-        f"{a:<21} {b:<{width}}  -> {c}" if c else f"{a:<21} {b}" for a, b, c in rows
-    )
-    hashes = "\n".join(
-        f"- `{p.name}`: `{sha256(p)}`" for p in sorted(args.data_dir.glob("*-ubyte.gz"))
-    )
+    layer_table = "\n".join(f"{a:<21} {b:<{width}}  -> {c}" if c else f"{a:<21} {b}" for a, b, c in rows)
+    hashes = "\n".join(f"- `{p.name}`: `{sha256(p)}`" for p in sorted(args.data_dir.glob("*-ubyte.gz")))
     readme = README_TEMPLATE.format(
         data_dir=args.data_dir,
         torch_version=torch.__version__.split("+")[0],

@@ -66,7 +66,20 @@ def imagenet_photos(size: int = 224) -> np.ndarray:
     data = pytest.importorskip("skimage.data")
     from PIL import Image
 
-    names = ["astronaut", "chelsea", "coffee", "rocket", "cat", "motorcycle_left", "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel", "logo", "camera"]
+    names = [
+        "astronaut",
+        "chelsea",
+        "coffee",
+        "rocket",
+        "cat",
+        "motorcycle_left",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "retina",
+        "colorwheel",
+        "logo",
+        "camera",
+    ]
     out = []
     for name in names:
         fn = getattr(data, name, None)

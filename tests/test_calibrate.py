@@ -9,10 +9,10 @@ import onnx
 import pytest
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
+from tinymodels import images, make_model, small_cnn, tensor
 
 import quantscope as qs
 from quantscope.calibrate.result import COLUMNS
-from tinymodels import images, make_model, small_cnn, tensor
 
 
 def reference_activations(model: onnx.ModelProto, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
@@ -121,7 +121,9 @@ def test_nan_activation_names_the_layer():
 
 def test_inf_activation_names_the_layer():
     nodes = [helper.make_node("Gemm", ["x", "w"], ["y"], name="huge_fc")]
-    model = make_model(nodes, [tensor("x", ["N", 2])], [tensor("y", ["N", 2])], {"w": np.full((2, 2), 3e38, np.float32)})
+    model = make_model(
+        nodes, [tensor("x", ["N", 2])], [tensor("y", ["N", 2])], {"w": np.full((2, 2), 3e38, np.float32)}
+    )
     with pytest.raises(qs.NonFiniteActivationError, match="Inf in the output of layer 'huge_fc'"):
         qs.calibrate(model, np.ones((2, 2), np.float32), progress=False)
 
@@ -234,8 +236,13 @@ def test_loaded_ranges_quantize_once_given_their_network(tmp_path):
     again = qs.Calibration.load(tmp_path / "r.json", network=model)
     np.testing.assert_array_equal(again.quantize("fpga").predict(x), cal.quantize("fpga").predict(x))
     assert qs.validate(again, x, progress=False).num_samples == 12
-    other = qs.prepare(make_model(
-        [helper.make_node("Relu", ["x"], ["y"], name="only")], [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 3, 8, 8])], {}
-    ))
+    other = qs.prepare(
+        make_model(
+            [helper.make_node("Relu", ["x"], ["y"], name="only")],
+            [tensor("x", ["N", 3, 8, 8])],
+            [tensor("y", ["N", 3, 8, 8])],
+            {},
+        )
+    )
     with pytest.raises(qs.ConfigurationError, match="do not belong to that network"):
         loaded.attach(other)

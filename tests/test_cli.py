@@ -6,15 +6,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import onnx
 import pytest
+from tinymodels import images, small_cnn
 
 import quantscope as qs
 from quantscope.cli import main
-from tinymodels import images, small_cnn
 
 
 @pytest.fixture()
@@ -28,7 +27,10 @@ def model_and_data(tmp_path):
 
 def test_calibrate_writes_json_and_csv(model_and_data, tmp_path, capsys):
     model, data = model_and_data
-    assert main(["calibrate", str(model), str(data), "--batch-size", "5", "--out", str(tmp_path / "r.json"), "--quiet"]) == 0
+    assert (
+        main(["calibrate", str(model), str(data), "--batch-size", "5", "--out", str(tmp_path / "r.json"), "--quiet"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "fire2-squeeze1x1_fire2-relu_squeeze1x1_Weights" in out.replace("\n", "") or "fire2-squeeze1x1" in out
     assert "12 samples" in out
@@ -58,7 +60,9 @@ def test_console_script_installed(model_and_data, tmp_path):
     model, data = model_and_data
     out = tmp_path / "r.json"
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    result = subprocess.run([exe, "calibrate", str(model), str(data), "--out", str(out)], capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [exe, "calibrate", str(model), str(data), "--out", str(out)], capture_output=True, text=True, env=env
+    )
     assert result.returncode == 0, result.stderr
     assert "Calibrating" not in result.stderr  # no progress bar when not a terminal
     assert json.loads(out.read_text())["num_samples"] == 12
@@ -90,11 +94,19 @@ def test_quantize_reduce_range_writes_7bit_weights(model_and_data, tmp_path, cap
     args = ["quantize", str(model), "--calibration", str(data), "-o", str(out), "--target", "cpu", "--quiet"]
     assert main(args + ["--reduce-range"]) == 0
     exported = onnx.load(out)
-    weights = [onnx.numpy_helper.to_array(t) for t in exported.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1]
+    weights = [
+        onnx.numpy_helper.to_array(t)
+        for t in exported.graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1
+    ]
     assert weights and max(int(np.abs(w.astype(np.int64)).max()) for w in weights) == 64
     assert main(args) == 0  # without it: full 8-bit weights
     exported = onnx.load(out)
-    weights = [onnx.numpy_helper.to_array(t) for t in exported.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1]
+    weights = [
+        onnx.numpy_helper.to_array(t)
+        for t in exported.graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1
+    ]
     assert max(int(np.abs(w.astype(np.int64)).max()) for w in weights) == 127
     capsys.readouterr()
     assert main(["quantize", str(model), "--calibration", str(data), "-o", str(out), "--reduce-range", "--quiet"]) == 2
@@ -109,7 +121,9 @@ def test_image_folder_preprocessing_options(tmp_path, capsys):
     for label in ("a", "b"):
         (tmp_path / "imgs" / label).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / label / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                tmp_path / "imgs" / label / f"{i}.png"
+            )
     model = tmp_path / "small.onnx"
     onnx.save(small_cnn(with_norm=False), model)
     folder = str(tmp_path / "imgs")
@@ -128,7 +142,9 @@ def test_image_folder_preprocessing_options(tmp_path, capsys):
     assert "preprocess image folders" in capsys.readouterr().err
 
 
-def test_bad_out_name_is_refused_before_calibrating_and_ctrl_c_is_a_message(model_and_data, tmp_path, capsys, monkeypatch):
+def test_bad_out_name_is_refused_before_calibrating_and_ctrl_c_is_a_message(
+    model_and_data, tmp_path, capsys, monkeypatch
+):
     calibrate_module = __import__("importlib").import_module("quantscope.calibrate")
 
     model, data = model_and_data

@@ -126,9 +126,7 @@ def test_slice_accuracy_with_onnxruntime(model_bytes: bytes, data: dict[str, np.
     opts.intra_op_num_threads = 2
     sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
     x, y = data["x"].astype(np.float32), data["y"]
-    probs = np.concatenate(
-        [sess.run(["prob"], {"imageinput": x[i : i + 500]})[0] for i in range(0, len(x), 500)]
-    )
+    probs = np.concatenate([sess.run(["prob"], {"imageinput": x[i : i + 500]})[0] for i in range(0, len(x), 500)])
     assert probs.shape == (len(x), 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     accuracy = float((probs.argmax(axis=1) == y).mean())

@@ -13,10 +13,10 @@ import onnx
 import pytest
 from onnx import helper
 from PIL import Image
+from tinymodels import images, make_model, small_cnn, tensor
 
 import quantscope as qs
 from quantscope.cli import main
-from tinymodels import images, make_model, small_cnn, tensor
 
 distributed = pytest.importorskip("distributed")
 
@@ -140,8 +140,15 @@ def test_checkpoints_resume_across_single_process_and_dask(client, reference, tm
         m.setattr(Resumer, "save", save_then_stop)
         m.setattr(importlib.import_module("quantscope.calibrate.distributed"), "_STREAM_SHARD_BATCHES", 2)
         with pytest.raises(KeyboardInterrupt):
-            qs.calibrate(MODEL, lambda: iter(chunks), batch_size=16, client=client, checkpoint=ckpt,
-                         checkpoint_every=1, progress=False)
+            qs.calibrate(
+                MODEL,
+                lambda: iter(chunks),
+                batch_size=16,
+                client=client,
+                checkpoint=ckpt,
+                checkpoint_every=1,
+                progress=False,
+            )
     assert 0 < json.loads(ckpt.read_text())["position"] < len(X)
     same(qs.calibrate(MODEL, lambda: iter(chunks), batch_size=16, checkpoint=ckpt, progress=False), reference)
 
@@ -151,8 +158,18 @@ def test_cli_local_cluster(tmp_path):
     np.save(tmp_path / "x.npy", X)
     reference = qs.calibrate(str(tmp_path / "m.onnx"), X, batch_size=16, progress=False)
     out = tmp_path / "ranges.json"
-    argv = ["calibrate", str(tmp_path / "m.onnx"), str(tmp_path / "x.npy"), "--batch-size", "16",
-            "--dask", "local:2", "--quiet", "--out", str(out)]
+    argv = [
+        "calibrate",
+        str(tmp_path / "m.onnx"),
+        str(tmp_path / "x.npy"),
+        "--batch-size",
+        "16",
+        "--dask",
+        "local:2",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert out.read_text() == reference.to_json()
 

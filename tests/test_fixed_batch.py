@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import helper
+from tinymodels import images, make_model, tensor
 
 import quantscope as qs
-from tinymodels import images, make_model, tensor
 
 
 def fixed_batch_cnn(seed: int = 0) -> onnx.ModelProto:
@@ -42,13 +42,15 @@ def test_calibration_runs_one_sample_at_a_time_and_matches_numpy():
     x = images(11, seed=3)
     cal = qs.calibrate(net, x, batch_size=4, progress=False)  # pieces of 1; 4 + 4 + 3
     assert cal.num_samples == 11
-    sess = ort.InferenceSession(net.to_proto([l.output for l in net.layers[1:]]).SerializeToString())
+    sess = ort.InferenceSession(net.to_proto([layer.output for layer in net.layers[1:]]).SerializeToString())
     names = [o.name for o in sess.get_outputs()]
     per_sample = [dict(zip(names, sess.run(None, {"x": x[i : i + 1]}))) for i in range(len(x))]
     for layer in net.layers[1:]:
         values = np.concatenate([d[layer.output] for d in per_sample])
         stats = cal.stats(layer.name)
-        assert (stats.min, stats.max, stats.count) == (float(values.min()), float(values.max()), values.size), layer.name
+        assert (stats.min, stats.max, stats.count) == (float(values.min()), float(values.max()), values.size), (
+            layer.name
+        )
     assert cal.to_json() == qs.calibrate(net, x, batch_size=1, progress=False).to_json()
 
 

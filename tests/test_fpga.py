@@ -8,10 +8,10 @@ import math
 import struct
 
 import numpy as np
+import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import onnx
 from onnx import helper
 from tinymodels import make_model, small_cnn, tensor
 
@@ -45,11 +45,15 @@ def mnist_fc(seed: int = 0):
         helper.make_node("Gemm", ["r7", "w8", "b8"], ["d8"], name="dense_8"),
         helper.make_node("Softmax", ["d8"], ["prob"], name="softmax", axis=1),
     ]
-    model = make_model(nodes, [tensor("imageinput", ["N", 1, 28, 28])], [tensor("prob", ["N", 10])], init, name="mnist_fc")
+    model = make_model(
+        nodes, [tensor("imageinput", ["N", 1, 28, 28])], [tensor("prob", ["N", 10])], init, name="mnist_fc"
+    )
     return quantscope.prepare(model)
 
 
-def conv_net(size: int = 32, cin: int = 3, cout: int = 16, k: int = 3, stride: int = 1, tail: str = "pool", seed: int = 0):
+def conv_net(
+    size: int = 32, cin: int = 3, cout: int = 16, k: int = 3, stride: int = 1, tail: str = "pool", seed: int = 0
+):
     """input (N, cin, size, size) -> conv (k x k, stride) + ReLU -> [MaxPool 2x2 | Softmax -> conv]."""
     rng = np.random.default_rng(seed)
     init = {
@@ -57,7 +61,15 @@ def conv_net(size: int = 32, cin: int = 3, cout: int = 16, k: int = 3, stride: i
         "cb": np.zeros(cout, np.float32),
     }
     nodes = [
-        helper.make_node("Conv", ["x", "cw", "cb"], ["c"], name="conv1", kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4),
+        helper.make_node(
+            "Conv",
+            ["x", "cw", "cb"],
+            ["c"],
+            name="conv1",
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[k // 2] * 4,
+        ),
         helper.make_node("Relu", ["c"], ["r"], name="relu1"),
     ]
     out = (size + 2 * (k // 2) - k) // stride + 1
@@ -184,7 +196,14 @@ def test_channel_padding_multiple(threads, n):
 
 
 def test_presets():
-    assert set(fpga.PRESETS) == {"zcu102_int8", "zc706_int8", "arria10soc_int8", "zcu102_single", "zc706_single", "arria10soc_single"}
+    assert set(fpga.PRESETS) == {
+        "zcu102_int8",
+        "zc706_int8",
+        "arria10soc_int8",
+        "zcu102_single",
+        "zc706_single",
+        "arria10soc_single",
+    }
     default = fpga.ProcessorConfig()
     zcu = fpga.processor("zcu102_single")
     # published: MATLAB's default configuration is the ZCU102 single one at 200 MHz
@@ -297,9 +316,12 @@ Network              17653                   0.00012                 1          
 
 def test_profile_format_reproduces_published_layout():
     layers = tuple(
-        cycles.LayerCost(name=n, label=n, kind="fc", module="fc", cycles=c) for n, c in [("dense_6", 17368), ("dense_7", 160), ("dense_8", 123)]
+        cycles.LayerCost(name=n, label=n, kind="fc", module="fc", cycles=c)
+        for n, c in [("dense_6", 17368), ("dense_7", 160), ("dense_8", 123)]
     )
-    rows = (fpga.ProfileRow("Network", 0, "network", 17653),) + tuple(fpga.ProfileRow(c.label, 1, "layer", c.cycles, c.name) for c in layers)
+    rows = (fpga.ProfileRow("Network", 0, "network", 17653),) + tuple(
+        fpga.ProfileRow(c.label, 1, "layer", c.cycles, c.name) for c in layers
+    )
     profile = fpga.Profile("arria10soc_single", 150e6, 1, layers, rows)
     assert profile.network_cycles == 17653 and profile.total_latency == 18121
     assert profile.format() == PUBLISHED_PROFILE
@@ -322,7 +344,7 @@ def test_mnist_frames_per_second_close_to_published(mnist):
 
 def check_profile_arithmetic(profile: fpga.Profile, clock_hz: float, frames: int):
     table = profile.table
-    for label, row in table.iterrows():
+    for _, row in table.iterrows():
         assert row["LastFrameLatency(seconds)"] == row["LastFrameLatency(cycles)"] / clock_hz
     layer_rows = [r for r in profile.rows if r.kind == "layer"]
     assert profile.network_cycles == sum(r.cycles for r in layer_rows) + cycles.NETWORK_OVERHEAD_CYCLES
@@ -362,8 +384,12 @@ def test_squeezenet_on_zcu102_int8(squeeze):
     print(profile.format())
     mm = compiled.memory_map
     assert [r.name for r in mm.regions] == [
-        "InputDataOffset", "OutputResultOffset", "SchedulerDataOffset", "SystemBufferOffset",
-        "InstructionDataOffset", "ConvWeightDataOffset",
+        "InputDataOffset",
+        "OutputResultOffset",
+        "SchedulerDataOffset",
+        "SystemBufferOffset",
+        "InstructionDataOffset",
+        "ConvWeightDataOffset",
     ]
     assert mm["InputDataOffset"].size == math.ceil(30 * 227 * 227 * 8 / 4096) * 4096  # 3 channels padded to 8, int8
     assert mm["OutputResultOffset"].size == math.ceil(30 * 1000 / 4096) * 4096
@@ -408,7 +434,9 @@ def test_every_unsupported_layer_is_named_at_once_grouped_by_kind():
         prev = f"a{i}"
     nodes.append(helper.make_node("GlobalAveragePool", [prev], ["y"], name="gap"))
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 3, 16, 16])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 3, 16, 16])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 4, 1, 1])],
         [onnx.numpy_helper.from_array(v, k) for k, v in init.items()],
     )
@@ -419,7 +447,7 @@ def test_every_unsupported_layer_is_named_at_once_grouped_by_kind():
     assert "(3 layers)" in text
     assert "1 HardSigmoid layer, which the processor has no module for ('act2')" in text
     assert "2 HardSwish layers, which the processor has no module for ('act0', 'act1')" in text
-    assert "target=\"cpu\"" in text
+    assert 'target="cpu"' in text
     assert sorted(err.value.nodes) == [("act0", "HardSwish"), ("act1", "HardSwish"), ("act2", "HardSigmoid")]
 
 
@@ -427,7 +455,7 @@ def test_cost_table_never_counts_an_unknown_kind_as_zero():
     info = cycles.LayerInfo(name="x", label="x", kind="LSTM", in_shapes=((4, 1, 1),), out_shape=(4, 1, 1))
     with pytest.raises(UnsupportedModelError, match="LSTM"):
         cycles.layer_cost(info, fpga.ProcessorConfig())
-    for kind, module in cycles.MODULE_OF.items():
+    for kind in cycles.MODULE_OF:
         assert cycles.COSTS[kind] is not cycles.fused, kind
 
 
@@ -449,7 +477,9 @@ def test_dynamic_spatial_size_is_unsupported():
     init = {"cw": np.zeros((4, 3, 3, 3), np.float32)}
     model = make_model(
         [helper.make_node("Conv", ["x", "cw"], ["y"], name="conv1", pads=[1] * 4)],
-        [tensor("x", ["N", 3, "H", "W"])], [tensor("y", ["N", 4, "H", "W"])], init,
+        [tensor("x", ["N", 3, "H", "W"])],
+        [tensor("y", ["N", 4, "H", "W"])],
+        init,
     )
     with pytest.raises(UnsupportedModelError, match="fixed input size"):
         fpga.compile_network(quantscope.prepare(model), "zcu102_int8")
@@ -475,13 +505,24 @@ def conv_info(g: dict, kind: str = "conv") -> cycles.LayerInfo:
     pad = k // 2
     out = (size + 2 * pad - k) // s + 1
     return cycles.LayerInfo(
-        name="L", label="L", kind=kind, in_shapes=((cin, size, size),), out_shape=(cout, out, out),
-        kernel=(k, k), strides=(s, s), pads=(pad, pad, pad, pad), groups=groups,
+        name="L",
+        label="L",
+        kind=kind,
+        in_shapes=((cin, size, size),),
+        out_shape=(cout, out, out),
+        kernel=(k, k),
+        strides=(s, s),
+        pads=(pad, pad, pad, pad),
+        groups=groups,
     )
 
 
 @settings(max_examples=60, deadline=None)
-@given(g=conv_geometry, kind=st.sampled_from(["conv", "MaxPool", "GlobalAveragePool", "Add"]), dtype=st.sampled_from(["int8", "single"]))
+@given(
+    g=conv_geometry,
+    kind=st.sampled_from(["conv", "MaxPool", "GlobalAveragePool", "Add"]),
+    dtype=st.sampled_from(["int8", "single"]),
+)
 def test_more_conv_threads_never_cost_more(g, kind, dtype):
     info = conv_info(g, kind)
     base = fpga.ProcessorConfig(data_type=dtype)
@@ -496,7 +537,9 @@ def test_more_conv_threads_never_cost_more(g, kind, dtype):
 def test_smaller_buffers_never_cost_less(g, kind):
     info = conv_info(g, kind)
     big = fpga.ProcessorConfig()
-    small = big.with_changes(conv_input_memory_size=(16, 16, 8), conv_output_memory_size=(16, 16, 8), adder_input_memory_size=4)
+    small = big.with_changes(
+        conv_input_memory_size=(16, 16, 8), conv_output_memory_size=(16, 16, 8), adder_input_memory_size=4
+    )
     try:
         small_cost = cycles.layer_cost(info, small)
     except UnsupportedModelError:
@@ -511,8 +554,15 @@ def test_smaller_buffers_never_cost_less(g, kind):
 @given(fc_in=st.integers(1, 60000), fc_out=st.integers(1, 9000), threads=st.sampled_from([4, 8, 16, 32, 64]))
 def test_fc_tiling_and_threads(fc_in, fc_out, threads):
     info = cycles.LayerInfo(
-        name="fc", label="fc", kind="fc", in_shapes=((fc_in, 1, 1),), out_shape=(fc_out, 1, 1),
-        fc_in=fc_in, fc_out=fc_out, fc_in_padded=fc_in, fc_out_padded=fc_out,
+        name="fc",
+        label="fc",
+        kind="fc",
+        in_shapes=((fc_in, 1, 1),),
+        out_shape=(fc_out, 1, 1),
+        fc_in=fc_in,
+        fc_out=fc_out,
+        fc_in_padded=fc_in,
+        fc_out_padded=fc_out,
     )
     base = fpga.ProcessorConfig()
     more = base.with_changes(fc_thread_number=threads)
@@ -563,16 +613,22 @@ def test_resources_reproduce_published_calibration_points():
     assert tuple(zcu.loc["DL_Processor", ["DSPs", "Block RAM", "LUTs"]]) == (377, 508, 234175)
     assert tuple(zcu.loc["Available", ["DSPs", "Block RAM", "LUTs"]]) == (2520, 912, 274080)
     custom = fpga.processor("arria10soc_single").with_changes(
-        conv_thread_number=4, conv_input_memory_size=(28, 28, 1), conv_output_memory_size=(10, 10, 1),
-        conv_feature_size_limit=1024, fc_input_memory_size=1024, fc_output_memory_size=1024,
+        conv_thread_number=4,
+        conv_input_memory_size=(28, 28, 1),
+        conv_output_memory_size=(10, 10, 1),
+        conv_feature_size_limit=1024,
+        fc_input_memory_size=1024,
+        fc_output_memory_size=1024,
     )
     arria = fpga.estimate_resources(custom)
     assert tuple(arria.loc["DL_Processor", ["DSPs", "Block RAM bits", "LUTs"]]) == (231, 16_442_624, 117_943)
     shipped = fpga.estimate_resources("arria10soc_single")
     print(shipped)
     dsp, lut = shipped.loc["DL_Processor", "DSPs"], shipped.loc["DL_Processor", "LUTs"]
-    print(f"arria10soc_single: estimated {dsp} DSP (published 278, {dsp / 278 - 1:+.0%}), "
-          f"{lut} LUT-equivalents (published 93,578 ALM, {lut / 93578 - 1:+.0%})")
+    print(
+        f"arria10soc_single: estimated {dsp} DSP (published 278, {dsp / 278 - 1:+.0%}), "
+        f"{lut} LUT-equivalents (published 93,578 ALM, {lut / 93578 - 1:+.0%})"
+    )
     assert shipped.loc["Available", "DSPs"] == 1687 and shipped.loc["Available", "LUTs"] == 251680
     assert 0.5 < dsp / 278 < 1.5
 
@@ -653,7 +709,9 @@ def test_fc_on_a_multidimensional_activation_is_unsupported():
     init = {"w": np.zeros((8, 4), np.float32)}
     model = make_model(
         [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
-        [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 3, 8, 4])], init,
+        [tensor("x", ["N", 3, 8, 8])],
+        [tensor("y", ["N", 3, 8, 4])],
+        init,
     )
     with pytest.raises(UnsupportedModelError, match="mm.*vector"):
         fpga.compile_network(quantscope.prepare(model), "zcu102_single")
@@ -661,7 +719,9 @@ def test_fc_on_a_multidimensional_activation_is_unsupported():
 
 def test_int8_weight_images_take_the_quantizer_weights(mnist):
     q6 = np.arange(784 * 64, dtype=np.int64).reshape(784, 64) % 100 - 50
-    compiled = fpga.compile_network(mnist, "arria10soc_int8", quantized={"dense_6_relu_6": (q6.astype(np.int8), np.arange(64), -7)})
+    compiled = fpga.compile_network(
+        mnist, "arria10soc_int8", quantized={"dense_6_relu_6": (q6.astype(np.int8), np.arange(64), -7)}
+    )
     img = compiled.weight_images["dense_6_relu_6"]
     assert img.weights.dtype == np.int8 and img.bias.dtype == np.int32 and img.exponent == -7
     np.testing.assert_array_equal(img.weights[:784], q6)
@@ -681,8 +741,18 @@ def yolov8n_conv_layers() -> list[cycles.LayerInfo]:
     def conv(cin, cout, k, s, size):
         pad = k // 2
         out = (size + 2 * pad - k) // s + 1
-        layers.append(cycles.LayerInfo(name=f"conv{len(layers)}", label="c", kind="conv", in_shapes=((cin, size, size),),
-                                       out_shape=(cout, out, out), kernel=(k, k), strides=(s, s), pads=(pad,) * 4))
+        layers.append(
+            cycles.LayerInfo(
+                name=f"conv{len(layers)}",
+                label="c",
+                kind="conv",
+                in_shapes=((cin, size, size),),
+                out_shape=(cout, out, out),
+                kernel=(k, k),
+                strides=(s, s),
+                pads=(pad,) * 4,
+            )
+        )
         return out
 
     def c2f(cin, cout, n, size, shortcut=True):
@@ -692,7 +762,15 @@ def yolov8n_conv_layers() -> list[cycles.LayerInfo]:
             conv(c, c, 3, 1, size)
             conv(c, c, 3, 1, size)
             if shortcut:
-                layers.append(cycles.LayerInfo(name=f"add{len(layers)}", label="a", kind="Add", in_shapes=((c, size, size),) * 2, out_shape=(c, size, size)))
+                layers.append(
+                    cycles.LayerInfo(
+                        name=f"add{len(layers)}",
+                        label="a",
+                        kind="Add",
+                        in_shapes=((c, size, size),) * 2,
+                        out_shape=(c, size, size),
+                    )
+                )
         conv((2 + n) * c, cout, 1, 1, size)
 
     s = conv(3, 16, 3, 2, 640)
@@ -706,8 +784,17 @@ def yolov8n_conv_layers() -> list[cycles.LayerInfo]:
     c2f(256, 256, 1, s)
     conv(256, 128, 1, 1, s)
     for _ in range(3):
-        layers.append(cycles.LayerInfo(name=f"pool{len(layers)}", label="p", kind="MaxPool", in_shapes=((128, s, s),),
-                                       out_shape=(128, s, s), kernel=(5, 5), pads=(2,) * 4))
+        layers.append(
+            cycles.LayerInfo(
+                name=f"pool{len(layers)}",
+                label="p",
+                kind="MaxPool",
+                in_shapes=((128, s, s),),
+                out_shape=(128, s, s),
+                kernel=(5, 5),
+                pads=(2,) * 4,
+            )
+        )
     conv(512, 256, 1, 1, s)
     c2f(384, 128, 1, 40, False)
     c2f(192, 64, 1, 80, False)
@@ -728,9 +815,15 @@ def test_yolov8n_conv_layers_order_of_magnitude():
     # with MATLAB's SiLU/upsample/DFL custom layers we do not model: only a sanity check.
     cfg = fpga.processor("zcu102_int8")
     layers = yolov8n_conv_layers()
-    macs = sum(i.out_shape[0] * i.out_shape[1] * i.out_shape[2] * (i.in_shapes[0][0] // i.groups) * i.kernel[0] * i.kernel[1]
-               for i in layers if i.kind == "conv")
+    macs = sum(
+        i.out_shape[0] * i.out_shape[1] * i.out_shape[2] * (i.in_shapes[0][0] // i.groups) * i.kernel[0] * i.kernel[1]
+        for i in layers
+        if i.kind == "conv"
+    )
     assert round(macs / 1e9, 2) == 4.37  # YOLOv8n: 8.7 GFLOPs
     total = sum(cycles.layer_cost(i, cfg).cycles for i in layers) + cycles.NETWORK_OVERHEAD_CYCLES
-    print(f"YOLOv8n conv/pool/add layers on zcu102_int8: {total} cycles, published network 34,269,889 ({total / 34269889 - 1:+.0%})")
+    print(
+        f"YOLOv8n conv/pool/add layers on zcu102_int8: {total} cycles, "
+        f"published network 34,269,889 ({total / 34269889 - 1:+.0%})"
+    )
     assert 0.4 < total / 34_269_889 < 1.5

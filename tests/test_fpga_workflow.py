@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from tinymodels import images, small_cnn
 
 import quantscope as qs
 from quantscope.cli import main
 from quantscope.fpga import Workflow
-from tinymodels import images, small_cnn
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,22 @@ def test_cli_compile_and_profile(calibrated, tmp_path, capsys):
     assert main(["profile", str(model), "--bitstream", "arria10soc_int8", "--frames", "3"]) == 0
     out = capsys.readouterr().out
     assert "Deep Learning Processor Profiler Performance Results" in out and "150MHz" in out
-    assert main(["profile", str(model), "--bitstream", "zcu102_int8", "--calibration", str(tmp_path / "cal.npz"), "--frames", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                str(model),
+                "--bitstream",
+                "zcu102_int8",
+                "--calibration",
+                str(tmp_path / "cal.npz"),
+                "--frames",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Measured on the simulated board with 2 frame(s)" in out
     assert main(["compile", str(model), "--bitstream", "no_such_board"]) == 2
@@ -72,7 +87,12 @@ def _real_networks():
 
     module, _ = ccexam_mnist_module()
     digits, _ = mnist_normalized(1300)
-    yield "ccexam MNIST CNN", qs.prepare(module, example_input=torch.zeros(1, 1, 28, 28)), digits[:1000], digits[1000:1032]
+    yield (
+        "ccexam MNIST CNN",
+        qs.prepare(module, example_input=torch.zeros(1, 1, 28, 28)),
+        digits[:1000],
+        digits[1000:1032],
+    )
 
 
 @pytest.mark.parametrize("bitstream", ["arria10soc_int8", "zcu102_int8"])
@@ -95,9 +115,9 @@ def test_workflow_refuses_a_cpu_quantized_network_and_validate_checks_the_proces
         Workflow(cal.quantize("cpu"), "zcu102_int8")
     # a network the processor cannot run fails before the validation pass, not after it
     from onnx import helper
+    from tinymodels import make_model, tensor
 
     from quantscope.simulate import Simulator
-    from tinymodels import make_model, tensor
 
     w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
     nodes = [

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tinymodels import images, small_cnn
 
 import quantscope as qs
 from quantscope.quantize.numerics import FloatScale, PowerOfTwo, Rounding, Saturation, requantize_pow2, requantize_scale
 from quantscope.quantize.plan import make_plan
 from quantscope.simulate import fast, reference
 from quantscope.simulate.engine import IntTensor, Simulator
-from tinymodels import images, small_cnn
 
 ROUNDINGS = list(Rounding)
 
@@ -63,7 +63,9 @@ def test_fused_conv_refuses_what_float32_cannot_hold_exactly():
     assert fast.FusedLayer.conv(w, None, {}, np.int8, 8, Rounding.HALF_AWAY, -128, 127) is None
     # a bias that large, too
     w = rng.integers(-3, 4, (2, 8, 1, 1)).astype(np.int8)
-    assert fast.FusedLayer.conv(w, np.array([2**23, 0], np.int32), {}, np.int8, 8, Rounding.HALF_AWAY, -128, 127) is None
+    assert (
+        fast.FusedLayer.conv(w, np.array([2**23, 0], np.int32), {}, np.int8, 8, Rounding.HALF_AWAY, -128, 127) is None
+    )
     # 16-bit inputs widen the bound: 32768 * 9 * 32 >= 2**23
     w = np.full((1, 1, 3, 3), 32, np.int8)
     assert fast.FusedLayer.conv(w, None, {}, np.int16, 8, Rounding.HALF_AWAY, -128, 127) is None
@@ -88,7 +90,9 @@ def test_fused_float_scale_conv_equals_reference(rounding, per_channel, bounds):
     q = requantize_scale(acc, m, z, 8, rounding, Saturation.SATURATE, axis=1 if per_channel else None)
     np.testing.assert_array_equal(kernel(x), np.clip(q, lo, hi).astype(np.int8))
     # ties of the half-even rounding occur: multiplier 1/2 on odd accumulators
-    kernel = fast.FusedLayer.conv_scale(w, 0, b, dict(attrs, kernel_shape=[3, 3]), np.int8, zx, 0.5, 0, rounding, -128, 127)
+    kernel = fast.FusedLayer.conv_scale(
+        w, 0, b, dict(attrs, kernel_shape=[3, 3]), np.int8, zx, 0.5, 0, rounding, -128, 127
+    )
     q = requantize_scale(acc, 0.5, 0, 8, rounding, Saturation.SATURATE)
     assert np.any(acc % 2 == 1)
     np.testing.assert_array_equal(kernel(x), q)
@@ -100,10 +104,15 @@ def test_fused_float_scale_conv_refuses_other_roundings_and_large_sums():
         assert fast.FusedLayer.conv_scale(w, 0, None, {}, np.int8, 0, 0.01, 0, rounding, -128, 127) is None
     w = np.full((2, 300, 1, 1), 127, np.int8)  # 255 * 300 * 127 >= 2**23 with x - zx up to 255
     assert fast.FusedLayer.conv_scale(w, 0, None, {}, np.int8, -128, 0.01, 0, Rounding.HALF_EVEN, -128, 127) is None
-    assert fast.FusedLayer.conv_scale(w[:, :200], 0, None, {}, np.int8, 0, 0.01, 0, Rounding.HALF_EVEN, -128, 127) is not None
+    assert (
+        fast.FusedLayer.conv_scale(w[:, :200], 0, None, {}, np.int8, 0, 0.01, 0, Rounding.HALF_EVEN, -128, 127)
+        is not None
+    )
     # a bias that could take the int32 accumulator out of range: the exact kernel decides
     big = np.array([2**31 - 1000, 0], np.int64)
-    assert fast.FusedLayer.conv_scale(w[:, :200], 0, big, {}, np.int8, 0, 0.01, 0, Rounding.HALF_EVEN, -128, 127) is None
+    assert (
+        fast.FusedLayer.conv_scale(w[:, :200], 0, big, {}, np.int8, 0, 0.01, 0, Rounding.HALF_EVEN, -128, 127) is None
+    )
 
 
 @pytest.mark.parametrize("rounding", ROUNDINGS)
@@ -164,8 +173,10 @@ def _assert_fused_equals_reference(plan, x):
     assert any(kernel is not None for kernel, _ in sim._fused.values())
 
 
-@pytest.mark.parametrize("scheme", [FloatScale(), FloatScale(per_channel=True), FloatScale(reduce_range=True),
-                                    FloatScale(rounding=Rounding.FLOOR)])
+@pytest.mark.parametrize(
+    "scheme",
+    [FloatScale(), FloatScale(per_channel=True), FloatScale(reduce_range=True), FloatScale(rounding=Rounding.FLOOR)],
+)
 def test_simulator_fast_equals_reference_for_float_scales(scheme):
     net = qs.prepare(small_cnn(seed=6, with_bn=True))
     x = images(24, seed=3)
@@ -182,8 +193,22 @@ def test_fast_quantize_equals_reference(rounding, bits, dtype, e):
 
     rng = np.random.default_rng(bits)
     ties = (np.arange(-300, 300) + 0.5) * 2.0**e  # exact ties of the rounding
-    special = np.array([0.0, -0.0, 1e-45, -1e-45, 1e-300 if dtype == np.float64 else 1e-38, -2.0**e / 2,
-                        np.inf, -np.inf, 1e30, -1e30, 0.49999997 * 2.0**e, -0.49999997 * 2.0**e])
+    special = np.array(
+        [
+            0.0,
+            -0.0,
+            1e-45,
+            -1e-45,
+            1e-300 if dtype == np.float64 else 1e-38,
+            -(2.0**e) / 2,
+            np.inf,
+            -np.inf,
+            1e30,
+            -1e30,
+            0.49999997 * 2.0**e,
+            -0.49999997 * 2.0**e,
+        ]
+    )
     x = np.concatenate([rng.normal(0, 3, 5000), ties, special]).astype(dtype).reshape(2, -1)
     got = fast.quantize_pow2(x, e, bits, rounding)
     want = quantize(x, 2.0**e, 0, bits, rounding, Saturation.SATURATE)

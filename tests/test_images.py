@@ -54,8 +54,14 @@ def test_files_labels_and_counts(folder):
     ds = ImageDatastore(folder)
     rel = [f.relative_to(folder).as_posix() for f in ds.files]
     assert rel == [
-        "cat/c0.png", "cat/c1.jpg", "cat/c2.png", "cat/c3.JPEG", "cat/c4.bmp",
-        "dog/d0.jpg", "dog/d1.png", "dog/puppies/p0.png",
+        "cat/c0.png",
+        "cat/c1.jpg",
+        "cat/c2.png",
+        "cat/c3.JPEG",
+        "cat/c4.bmp",
+        "dog/d0.jpg",
+        "dog/d1.png",
+        "dog/puppies/p0.png",
     ]
     assert ds.classes == ["cat", "dog"]
     assert ds.labels.tolist() == ["cat"] * 5 + ["dog"] * 3

@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
+from tinymodels import make_model, small_cnn, tensor
 
 import quantscope as qs
-from tinymodels import make_model, small_cnn, tensor
 
 
 def test_load_file_and_modelproto(tmp_path):
@@ -50,12 +50,8 @@ def test_unsupported_operators_all_named():
         helper.make_node("Relu", ["x"], ["c"], name="ok2"),
         helper.make_node("MyCustomOp", ["c"], ["d"], name="custom_7", domain="com.example"),
     ]
-    graph = helper.make_graph(
-        nodes, "g", [tensor("x", ["N", 4])], [tensor("b", ["N", 4]), tensor("d", ["N", 4])]
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
-    )
+    graph = helper.make_graph(nodes, "g", [tensor("x", ["N", 4])], [tensor("b", ["N", 4]), tensor("d", ["N", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
     model.ir_version = 8
     with pytest.raises(qs.UnsupportedModelError) as info:
         qs.prepare(model)
@@ -115,7 +111,9 @@ def test_two_inputs_refused():
 
 def test_torch_module_export():
     torch = pytest.importorskip("torch")
-    module = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3))
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3)
+    )
     net = qs.prepare(module, example_input=torch.zeros(1, 1, 6, 6))
     kinds = [layer.kind for layer in net.layers]
     assert kinds[:2] == ["input", "conv"] and kinds[-1] == "fc"
@@ -128,7 +126,6 @@ def test_ir3_model_with_initializers_as_inputs_prepares_and_exports():
     """IR 3 (opset 7/8 era) lists initializers as graph inputs; BatchNormalization folding
     adds new initializers, so prepare moves the model to IR 4 and the QDQ export loads."""
     import onnxruntime as ort
-
     from tinymodels import images, small_cnn
 
     model = small_cnn(seed=1, with_bn=True)

@@ -116,9 +116,7 @@ def test_rounding_must_be_named():
 def test_saturate_and_wrap_int8_by_hand():
     x = np.array([200, -200, 127, -128, 128, -129, 255, 256, 0])
     np.testing.assert_array_equal(saturate(x, 8), [127, -128, 127, -128, 127, -128, 127, 127, 0])
-    np.testing.assert_array_equal(
-        saturate(x, 8, mode=Saturation.WRAP), [-56, 56, 127, -128, -128, 127, -1, 0, 0]
-    )
+    np.testing.assert_array_equal(saturate(x, 8, mode=Saturation.WRAP), [-56, 56, 127, -128, -128, 127, -1, 0, 0])
     np.testing.assert_array_equal(saturate(x, 8, signed=False), [200, 0, 127, 0, 128, 0, 255, 255, 0])
     np.testing.assert_array_equal(
         saturate(x, 8, signed=False, mode=Saturation.WRAP), [200, 56, 127, 128, 128, 127, 255, 0, 0]
@@ -303,8 +301,12 @@ def test_shift_round_by_hand():
         assert got.dtype == np.int64
         np.testing.assert_array_equal(got, expected, err_msg=str(rounding))
     # 1000 / 64 = 15.625 -> 16; -1000 / 64 -> -16; 96 / 64 = 1.5 -> 2 (away), 2 (even)
-    np.testing.assert_array_equal(shift_round(np.array([1000, -1000, 96, -96, 32]), 6, Rounding.HALF_AWAY), [16, -16, 2, -2, 1])
-    np.testing.assert_array_equal(shift_round(np.array([1000, -1000, 96, -96, 32]), 6, Rounding.HALF_EVEN), [16, -16, 2, -2, 0])
+    np.testing.assert_array_equal(
+        shift_round(np.array([1000, -1000, 96, -96, 32]), 6, Rounding.HALF_AWAY), [16, -16, 2, -2, 1]
+    )
+    np.testing.assert_array_equal(
+        shift_round(np.array([1000, -1000, 96, -96, 32]), 6, Rounding.HALF_EVEN), [16, -16, 2, -2, 0]
+    )
 
 
 def test_shift_round_textbook_half_away_formula():

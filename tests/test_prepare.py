@@ -7,9 +7,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import helper
+from tinymodels import images, make_model, small_cnn, tensor
 
 import quantscope as qs
-from tinymodels import images, make_model, small_cnn, tensor
 
 
 def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -143,16 +143,22 @@ def test_spatial_reduce_mean_becomes_global_average_pool(opset, keepdims):
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"], name="relu1"),
         mean,
-        helper.make_node("ReduceMean", ["r"], ["z"], name="channel_mean", keepdims=1, **({"axes": [1]} if opset < 18 else {})),
+        helper.make_node(
+            "ReduceMean", ["r"], ["z"], name="channel_mean", keepdims=1, **({"axes": [1]} if opset < 18 else {})
+        ),
     ]
     if opset >= 18:
         inits.append(numpy_helper.from_array(np.array([1], np.int64), "caxes"))
         nodes[-1] = helper.make_node("ReduceMean", ["r", "caxes"], ["z"], name="channel_mean", keepdims=1)
     out_shape = [None, 4, 1, 1] if keepdims else [None, 4]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape),
-         helper.make_tensor_value_info("z", TensorProto.FLOAT, [None, 1, 8, 8])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 8, 8])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [None, 1, 8, 8]),
+        ],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -181,11 +187,14 @@ def test_computed_flatten_shape_is_folded(opset):
     rng = np.random.default_rng(0)
     init = {
         "w": (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32),
-        "fw": (rng.standard_normal((5, 4 * 4 * 4)) * 0.1).astype(np.float32), "fb": np.zeros(5, np.float32),
-        "zero": np.array(0, np.int64), "minus1": np.array([-1], np.int64),
+        "fw": (rng.standard_normal((5, 4 * 4 * 4)) * 0.1).astype(np.float32),
+        "fb": np.zeros(5, np.float32),
+        "zero": np.array(0, np.int64),
+        "minus1": np.array([-1], np.int64),
     }
     unsq = (
-        helper.make_node("Unsqueeze", ["n"], ["n1"], name="unsq", axes=[0]) if opset < 13
+        helper.make_node("Unsqueeze", ["n"], ["n1"], name="unsq", axes=[0])
+        if opset < 13
         else helper.make_node("Unsqueeze", ["n", "ax0"], ["n1"], name="unsq")
     )
     if opset >= 13:
@@ -202,7 +211,9 @@ def test_computed_flatten_shape_is_folded(opset):
         helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="fc", transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
         [numpy_helper.from_array(v, k) for k, v in init.items()],
     )
@@ -237,18 +248,29 @@ def test_zero_pad_merges_into_conv_and_average_pool(opset, consumer):
         init["pads"] = np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)
         pad = helper.make_node("Pad", ["r0", "pads"], ["p"], name="pad", mode="constant")
     else:
-        pad = helper.make_node("Pad", ["r0"], ["p"], name="pad", mode="constant", pads=[0, 0, 1, 1, 0, 0, 1, 1], value=0.0)
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c0"], ["r0"], name="relu0"), pad]
+        pad = helper.make_node(
+            "Pad", ["r0"], ["p"], name="pad", mode="constant", pads=[0, 0, 1, 1, 0, 0, 1, 1], value=0.0
+        )
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+        pad,
+    ]
     if consumer == "Conv":
         init["w2"] = (rng.standard_normal((4, 4, 3, 3)) * 0.3).astype(np.float32)
         nodes.append(helper.make_node("Conv", ["p", "w2"], ["y"], name="conv1"))
         out_shape = [None, 4, 8, 8]
     else:
-        nodes.append(helper.make_node("AveragePool", ["p"], ["y"], name="avg", kernel_shape=[3, 3], strides=[2, 2], count_include_pad=1))
+        nodes.append(
+            helper.make_node(
+                "AveragePool", ["p"], ["y"], name="avg", kernel_shape=[3, 3], strides=[2, 2], count_include_pad=1
+            )
+        )
         out_shape = [None, 4, 4, 4]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 8, 8])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
         [numpy_helper.from_array(v, k) for k, v in init.items()],
     )

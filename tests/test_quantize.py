@@ -8,13 +8,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from tinymodels import images, small_cnn
 
 import quantscope as qs
 from quantscope.calibrate.stats import TensorStats
 from quantscope.quantize.numerics import pow2_exponent
 from quantscope.quantize.plan import histogram_exponent, make_plan
 from quantscope.zoo import squeezenet
-from tinymodels import images, small_cnn
 
 
 def test_memory_rule_squeezenet_5_classes():
@@ -57,9 +57,11 @@ def test_histogram_exponent_minimises_direct_error():
     e_minmax = pow2_exponent(stats.max_abs)
     e_hist = histogram_exponent(stats)
     assert e_hist < e_minmax  # clips the outlier
+
     def mse(e):
         q = np.clip(np.sign(x) * np.floor(np.abs(x) / 2.0**e + 0.5), -128, 127) * 2.0**e
         return float(np.mean((x - q) ** 2))
+
     errors = {e: mse(e) for e in range(e_minmax - 8, e_minmax + 1)}
     best = min(errors, key=errors.get)
     assert abs(e_hist - best) <= 1 and errors[e_hist] <= 1.5 * errors[best]
@@ -124,7 +126,6 @@ def test_a_layer_whose_int32_bias_would_saturate_computes_in_float_and_says_why(
     scale s_w * s_x so low that bias / scale leaves int32: that layer runs in float,
     with the reason, and the layers after it stay int8."""
     from onnx import helper
-
     from tinymodels import make_model, tensor
 
     rng = np.random.default_rng(0)
@@ -164,14 +165,16 @@ def test_layer_normalization_computes_in_float_between_int8_layers():
     export runs on onnxruntime with the same top-1 as the emulation."""
     import onnxruntime as ort
     from onnx import helper
-
     from tinymodels import make_model, tensor
 
     rng = np.random.default_rng(0)
     init = {
-        "w1": (rng.standard_normal((16, 32)) * 0.3).astype(np.float32), "b1": np.zeros(32, np.float32),
-        "g": np.ones(32, np.float32), "beta": np.zeros(32, np.float32),
-        "w2": (rng.standard_normal((32, 5)) * 0.3).astype(np.float32), "b2": np.zeros(5, np.float32),
+        "w1": (rng.standard_normal((16, 32)) * 0.3).astype(np.float32),
+        "b1": np.zeros(32, np.float32),
+        "g": np.ones(32, np.float32),
+        "beta": np.zeros(32, np.float32),
+        "w2": (rng.standard_normal((32, 5)) * 0.3).astype(np.float32),
+        "b2": np.zeros(5, np.float32),
     }
     nodes = [
         helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1"),
@@ -191,14 +194,20 @@ def test_layer_normalization_computes_in_float_between_int8_layers():
     assert qs.validate(cal, x, target="fpga", progress=False).top1_agreement() >= 0.9
 
 
-@pytest.mark.parametrize("op, opset, extra", [("InstanceNormalization", 17, {}), ("GroupNormalization", 21, {"num_groups": 2})])
+@pytest.mark.parametrize(
+    "op, opset, extra", [("InstanceNormalization", 17, {}), ("GroupNormalization", 21, {"num_groups": 2})]
+)
 def test_instance_and_group_normalization_compute_in_float(op, opset, extra):
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    init = {"w": (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32), "s": np.ones(4, np.float32), "bb": np.zeros(4, np.float32)}
+    init = {
+        "w": (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32),
+        "s": np.ones(4, np.float32),
+        "bb": np.zeros(4, np.float32),
+    }
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node(op, ["c", "s", "bb"], ["n"], name="norm", **extra),
@@ -206,7 +215,9 @@ def test_instance_and_group_normalization_compute_in_float(op, opset, extra):
         helper.make_node("GlobalAveragePool", ["r"], ["y"], name="gap"),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 8, 8])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4, 1, 1])],
         [numpy_helper.from_array(v, k) for k, v in init.items()],
     )

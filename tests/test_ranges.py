@@ -10,13 +10,13 @@ import math
 import numpy as np
 import onnxruntime as ort
 import pytest
+from tinymodels import images, small_cnn
 
 import quantscope as qs
 from quantscope.calibrate.ranges import METHODS, _entropy_index, clipping_range, range_table
 from quantscope.calibrate.result import COLUMNS
 from quantscope.calibrate.stats import TensorStats
 from quantscope.errors import ConfigurationError
-from tinymodels import images, small_cnn
 
 #: the histogram's resolution: every bin spans at most 12.5 % of its lower edge
 BIN = 0.125
@@ -227,7 +227,7 @@ def test_mse_unsigned_grid_for_one_signed_tensors(cases):
         x64 = x.astype(np.float64)
         lo, hi = clipping_range(s, "mse")
         assert lo == 0.0
-        brute = _brute_min(lambda t: _quantize_error(x64, 0.0, t, 8, False), float(x.max()))
+        brute = _brute_min(lambda t, x64=x64: _quantize_error(x64, 0.0, t, 8, False), float(x.max()))
         assert _quantize_error(x64, 0.0, hi, 8, False) / brute <= 1.03, name
 
 
@@ -366,8 +366,9 @@ def test_bad_input_raises_configuration_error(onnx_case):
 
 
 def test_calibration_ranges_method_on_a_real_pass():
-    import quantscope as qs
     from tinymodels import images, small_cnn
+
+    import quantscope as qs
 
     cal = qs.calibrate(small_cnn(seed=2), images(32), progress=False)
     exact = cal.ranges("minmax")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from realdata import ccexam_mnist_module, mnist_normalized
 
 import quantscope as qs
-from realdata import ccexam_mnist_module, mnist_normalized
 
 
 @pytest.fixture(scope="module")

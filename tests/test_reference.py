@@ -106,7 +106,9 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items() if k not in "xw") or "plain")
+@pytest.mark.parametrize(
+    "case", CONV_CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items() if k not in "xw") or "plain"
+)
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_conv_matches_onnx(case, with_bias):
     case = dict(case)
@@ -128,9 +130,14 @@ def conv_problems(draw):
     dil = [draw(st.integers(1, 2)) for _ in range(nd)]
     strides = [draw(st.integers(1, 3)) for _ in range(nd)]
     pads = [draw(st.integers(0, 2)) for _ in range(2 * nd)]
-    size = [draw(st.integers(max(1, d * (k - 1) + 1 - pads[i] - pads[nd + i]), 8)) for i, (k, d) in enumerate(zip(kernel, dil))]
+    size = [
+        draw(st.integers(max(1, d * (k - 1) + 1 - pads[i] - pads[nd + i]), 8))
+        for i, (k, d) in enumerate(zip(kernel, dil))
+    ]
     seed = draw(st.integers(0, 2**32 - 1))
-    return dict(nd=nd, group=group, cg=cg, mg=mg, kernel=kernel, dilations=dil, strides=strides, pads=pads, size=size, seed=seed)
+    return dict(
+        nd=nd, group=group, cg=cg, mg=mg, kernel=kernel, dilations=dil, strides=strides, pads=pads, size=size, seed=seed
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -151,7 +158,9 @@ def test_conv_by_hand():
     x = np.arange(9, dtype=np.int8).reshape(1, 1, 3, 3)
     w = np.ones((1, 1, 2, 2), dtype=np.int8)
     got = ref.conv(x, w, np.array([10], dtype=np.int32))
-    np.testing.assert_array_equal(got, [[[[0 + 1 + 3 + 4 + 10, 1 + 2 + 4 + 5 + 10], [3 + 4 + 6 + 7 + 10, 4 + 5 + 7 + 8 + 10]]]])
+    np.testing.assert_array_equal(
+        got, [[[[0 + 1 + 3 + 4 + 10, 1 + 2 + 4 + 5 + 10], [3 + 4 + 6 + 7 + 10, 4 + 5 + 7 + 8 + 10]]]]
+    )
     # pads [top, left, bottom, right] = [1, 0, 0, 0]: one zero row on top
     got = ref.conv(x, w, pads=[1, 0, 0, 0])
     np.testing.assert_array_equal(got[0, 0, :, 0], [0 + 1, 0 + 1 + 3 + 4, 3 + 4 + 6 + 7])
@@ -277,7 +286,9 @@ def test_relu_and_clip_match_onnx():
     for lo, hi in [(0, 96), (-50, 50), (None, 10), (-3, None), (None, None), (40, 10)]:
         got = ref.clip(x, None if lo is None else np.int8(lo), None if hi is None else hi)
         assert got.dtype == np.int8
-        want = onnx_run("Clip", [f64(x), None if lo is None else np.float64(lo), None if hi is None else np.float64(hi)])
+        want = onnx_run(
+            "Clip", [f64(x), None if lo is None else np.float64(lo), None if hi is None else np.float64(hi)]
+        )
         assert_same_integers(got, want)
 
 
@@ -492,8 +503,21 @@ def test_data_movement_matches_onnx():
 
 def test_kernel_table():
     expected = {
-        "Conv", "Gemm", "MatMul", "Relu", "Clip", "LeakyRelu", "PRelu", "MaxPool", "AveragePool",
-        "GlobalAveragePool", "Add", "Concat", "Flatten", "Reshape", "Transpose",
+        "Conv",
+        "Gemm",
+        "MatMul",
+        "Relu",
+        "Clip",
+        "LeakyRelu",
+        "PRelu",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "Add",
+        "Concat",
+        "Flatten",
+        "Reshape",
+        "Transpose",
     }
     assert set(ref.KERNELS) == expected
     assert set(ref.KERNELS) <= SUPPORTED_OPS

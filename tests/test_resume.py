@@ -14,11 +14,11 @@ import onnx
 import pytest
 from onnx import helper
 from PIL import Image
+from tinymodels import images, make_model, small_cnn, tensor
 
 import quantscope as qs
 from quantscope.calibrate.collector import StatsCollector
 from quantscope.cli import main
-from tinymodels import images, make_model, small_cnn, tensor
 
 MODEL = small_cnn()
 X = images(100, seed=5)
@@ -42,8 +42,14 @@ def conv_model(channels: int = 16, size: int = 48) -> onnx.ModelProto:
         helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
         helper.make_node("Gemm", ["flat", "w3", "b3"], ["y"], name="fc", transB=1),
     ]
-    init = {"w1": f(channels, 3, 3, 3), "b1": f(channels), "w2": f(channels, channels, 3, 3), "b2": f(channels),
-            "w3": f(4, channels), "b3": f(4)}
+    init = {
+        "w1": f(channels, 3, 3, 3),
+        "b1": f(channels),
+        "w2": f(channels, channels, 3, 3),
+        "b2": f(channels),
+        "w3": f(4, channels),
+        "b3": f(4),
+    }
     return make_model(nodes, [tensor("x", ["N", 3, size, size])], [tensor("y", ["N", 4])], init, name="convs")
 
 
@@ -53,10 +59,23 @@ def test_killed_cli_run_resumes_to_the_same_table(tmp_path, capsys):
     n = 400
     np.save(data_path, np.random.default_rng(1).standard_normal((n, 3, 48, 48)).astype(np.float32))
     ckpt, out = tmp_path / "cal.ckpt.json", tmp_path / "ranges.json"
-    argv = ["calibrate", str(model_path), str(data_path), "--batch-size", "4", "--checkpoint", str(ckpt),
-            "--checkpoint-every", "1", "--quiet", "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "quantscope.cli", *argv],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    argv = [
+        "calibrate",
+        str(model_path),
+        str(data_path),
+        "--batch-size",
+        "4",
+        "--checkpoint",
+        str(ckpt),
+        "--checkpoint-every",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quantscope.cli", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     position = 0
     try:
         deadline = time.monotonic() + 60
@@ -173,8 +192,10 @@ def test_checkpoint_of_another_run_is_refused_unless_restart(tmp_path, monkeypat
     with pytest.raises(qs.ConfigurationError, match="differs in: data"):
         qs.calibrate(MODEL, images(100, seed=6), batch_size=8, checkpoint=ckpt, progress=False)
     other = small_cnn(seed=1)
-    same(qs.calibrate(other, X, batch_size=8, checkpoint=ckpt, restart=True, progress=False),
-         qs.calibrate(other, X, batch_size=8, progress=False))
+    same(
+        qs.calibrate(other, X, batch_size=8, checkpoint=ckpt, restart=True, progress=False),
+        qs.calibrate(other, X, batch_size=8, progress=False),
+    )
     assert not ckpt.exists()
 
 

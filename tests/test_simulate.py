@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from realdata import ccexam_mnist_module, imagenet_inputs, mnist_normalized, mobilenet_v2_module
+from tinymodels import images, small_cnn
 
 import quantscope as qs
 from quantscope.quantize.plan import make_plan
 from quantscope.simulate import fast, reference
 from quantscope.simulate.engine import IntTensor, Simulator
-from realdata import ccexam_mnist_module, imagenet_inputs, mnist_normalized, mobilenet_v2_module
-from tinymodels import images, small_cnn
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -22,15 +22,24 @@ def test_fast_conv_equals_reference_random(seed):
     x = rng.integers(-128, 128, (3, c, 11, 9)).astype(np.int8)
     w = rng.integers(-128, 128, (m, c // group, k, k)).astype(np.int8)
     b = rng.integers(-(2**20), 2**20, m).astype(np.int32)
-    attrs = dict(strides=[1 + seed % 2, 2 - seed % 2], pads=[seed % 2, 1, 0, k // 2], dilations=[1, 1 + (seed % 2)], group=group)
+    attrs = dict(
+        strides=[1 + seed % 2, 2 - seed % 2], pads=[seed % 2, 1, 0, k // 2], dilations=[1, 1 + (seed % 2)], group=group
+    )
     zp = (seed % 3) - 1
-    np.testing.assert_array_equal(fast.conv(x, w, b, x_zero_point=zp, **attrs), reference.conv(x, w, b, x_zero_point=zp, **attrs))
+    np.testing.assert_array_equal(
+        fast.conv(x, w, b, x_zero_point=zp, **attrs), reference.conv(x, w, b, x_zero_point=zp, **attrs)
+    )
     # depthwise
     wd = rng.integers(-128, 128, (c, 1, 3, 3)).astype(np.int8)
-    np.testing.assert_array_equal(fast.conv(x, wd, group=c, pads=[1, 1, 1, 1]), reference.conv(x, wd, group=c, pads=[1, 1, 1, 1]))
+    np.testing.assert_array_equal(
+        fast.conv(x, wd, group=c, pads=[1, 1, 1, 1]), reference.conv(x, wd, group=c, pads=[1, 1, 1, 1])
+    )
     a = rng.integers(-128, 128, (5, 37)).astype(np.int8)
     wg = rng.integers(-128, 128, (6, 37)).astype(np.int8)
-    np.testing.assert_array_equal(fast.gemm(a, wg, b[:6] if m >= 6 else None, trans_b=1), reference.gemm(a, wg, b[:6] if m >= 6 else None, trans_b=1))
+    np.testing.assert_array_equal(
+        fast.gemm(a, wg, b[:6] if m >= 6 else None, trans_b=1),
+        reference.gemm(a, wg, b[:6] if m >= 6 else None, trans_b=1),
+    )
     np.testing.assert_array_equal(fast.matmul(a, wg.T, a_zero_point=3), reference.matmul(a, wg.T, a_zero_point=3))
 
 
@@ -89,11 +98,13 @@ def test_mobilenet_v2_fast_equals_reference_on_100_photos():
 
 def test_add_with_a_constant_runs_in_float_and_is_quantized():
     from onnx import helper
-
     from tinymodels import make_model, tensor
 
     rng = np.random.default_rng(0)
-    init = {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "c": rng.standard_normal((1, 4, 1, 1)).astype(np.float32)}
+    init = {
+        "w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "c": rng.standard_normal((1, 4, 1, 1)).astype(np.float32),
+    }
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["a"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("Add", ["a", "c"], ["b"], name="add_const"),
@@ -119,16 +130,18 @@ def test_average_pools_round_once_to_the_output_grid(target):
     from fractions import Fraction
 
     from onnx import helper
+    from tinymodels import make_model, tensor
 
     from quantscope.quantize.numerics import Rounding
-    from tinymodels import make_model, tensor
 
     rng = np.random.default_rng(3)
     init = {"w": (rng.standard_normal((6, 3, 3, 3)) * 0.4).astype(np.float32), "b": np.zeros(6, np.float32)}
     nodes = [
         helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"], name="relu1"),
-        helper.make_node("AveragePool", ["r"], ["a"], name="avg", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "AveragePool", ["r"], ["a"], name="avg", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]
+        ),
         helper.make_node("GlobalAveragePool", ["a"], ["y"], name="gap"),
     ]
     model = make_model(nodes, [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 6, 1, 1])], init)
@@ -172,7 +185,6 @@ def test_a_float_layer_taking_one_tensor_twice_runs():
     """torch writes x * x as Mul(x, x) (and LRN at opset 9 does): the float layer's
     sub-model must take that input once."""
     from onnx import helper
-
     from tinymodels import make_model, tensor
 
     w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3

@@ -31,7 +31,9 @@ def test_merge_of_any_split_equals_whole(x, seed, parts):
 
 def test_values_land_in_their_bins():
     rng = np.random.default_rng(0)
-    x = np.concatenate([rng.standard_normal(5000) * 10.0 ** rng.integers(-8, 8, 5000), [0.0, -0.0, 1.0, -1.0, 0.5]]).astype(np.float32)
+    x = np.concatenate(
+        [rng.standard_normal(5000) * 10.0 ** rng.integers(-8, 8, 5000), [0.0, -0.0, 1.0, -1.0, 0.5]]
+    ).astype(np.float32)
     lo, hi = bin_edges()
     s = TensorStats.of(x)
     mag = s.magnitude_hist()

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import onnxruntime as ort
 import pytest
+from realdata import ccexam_mnist_module, imagenet_photos, mnist_normalized, mobilenet_v2_module
+from tinymodels import images, small_cnn
 
 import quantscope as qs
 from quantscope.cli import main
-from realdata import ccexam_mnist_module, imagenet_photos, mnist_normalized, mobilenet_v2_module
-from tinymodels import images, small_cnn
 
 
 @pytest.fixture(scope="module")
@@ -149,24 +149,84 @@ def test_cli_validate_and_quantize(tmp_path, capsys):
     np.savez(tmp_path / "cal.npz", x=images(20, seed=1), y=np.arange(20) % 3)
     np.savez(tmp_path / "val.npz", x=images(20, seed=2), y=np.arange(20) % 3)
     out = tmp_path / "res.json"
-    assert main(["validate", str(model), "--calibration", str(tmp_path / "cal.npz"), "--validation", str(tmp_path / "val.npz"),
-                 "--target", "cpu", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "validate",
+                str(model),
+                "--calibration",
+                str(tmp_path / "cal.npz"),
+                "--validation",
+                str(tmp_path / "val.npz"),
+                "--target",
+                "cpu",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "Floating-Point" in text and "Quantized" in text and "Verdict" in text
     import json
 
     result = json.loads(out.read_text())
     assert result["NumSamples"] == 20
-    assert main(["validate", str(model), "--calibration", str(tmp_path / "cal.npz"), "--validation", str(tmp_path / "val.npz"),
-                 "--bitstream", "arria10soc_int8", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "validate",
+                str(model),
+                "--calibration",
+                str(tmp_path / "cal.npz"),
+                "--validation",
+                str(tmp_path / "val.npz"),
+                "--bitstream",
+                "arria10soc_int8",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "FramesPerSecond" in capsys.readouterr().out
     rows = json.loads(out.read_text())["metrics"]["top1_accuracy"]
     assert rows[1]["FramesPerSecond"] > rows[0]["FramesPerSecond"] > 0
-    assert main(["quantize", str(model), "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "q.onnx"),
-                 "--keep-float", "fc", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                str(model),
+                "--calibration",
+                str(tmp_path / "cal.npz"),
+                "-o",
+                str(tmp_path / "q.onnx"),
+                "--keep-float",
+                "fc",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "q.onnx").exists() and (tmp_path / "q.json").exists()
-    assert main(["quantize", str(model), "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "q2.onnx"),
-                 "--keep-float", "nope", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "quantize",
+                str(model),
+                "--calibration",
+                str(tmp_path / "cal.npz"),
+                "-o",
+                str(tmp_path / "q2.onnx"),
+                "--keep-float",
+                "nope",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "nope" in capsys.readouterr().err
 
 
@@ -217,7 +277,9 @@ def test_a_metric_that_raises_or_returns_no_number_is_named(tiny_calibrated, met
     with pytest.raises(qs.ConfigurationError, match=message):
         qs.validate(cal, (x, y), metrics={"broken": metric}, progress=False)
     # numpy scalars and 0-d arrays are numbers
-    res = qs.validate(cal, (x, y), metrics={"ok": lambda s, y: np.float32(0.5), "ok0d": lambda s, y: np.array(2)}, progress=False)
+    res = qs.validate(
+        cal, (x, y), metrics={"ok": lambda s, y: np.float32(0.5), "ok0d": lambda s, y: np.array(2)}, progress=False
+    )
     assert list(res.metric_results["ok"]["MetricOutput"]) == [0.5, 0.5]
     assert list(res.metric_results["ok0d"]["MetricOutput"]) == [2.0, 2.0]
 
@@ -266,13 +328,18 @@ def _layer_error_by_definition(f, q, qp, rounding, saturation):
     from quantscope.quantize.numerics import quantize
 
     f = f.astype(np.float64)
-    g = (quantize(f, qp.scale, qp.zero_point, qp.bits, rounding, saturation).astype(np.float64) - qp.zero_point) * qp.scale
+    g = (
+        quantize(f, qp.scale, qp.zero_point, qp.bits, rounding, saturation).astype(np.float64) - qp.zero_point
+    ) * qp.scale
     t = f / qp.scale
     lo, hi = qp.qmin - qp.zero_point, qp.qmax - qp.zero_point
     return dict(
-        signal=float(np.sum(f * f)), noise=float(np.sum((f - q) ** 2)), grid_noise=float(np.sum((f - g) ** 2)),
+        signal=float(np.sum(f * f)),
+        noise=float(np.sum((f - q) ** 2)),
+        grid_noise=float(np.sum((f - g) ** 2)),
         saturated=int(np.count_nonzero((t > hi + 0.5) | (t < lo - 0.5))),
-        flushed=int(np.count_nonzero((f != 0) & (np.abs(t) < 0.5))), count=f.size,
+        flushed=int(np.count_nonzero((f != 0) & (np.abs(t) < 0.5))),
+        count=f.size,
     )
 
 

@@ -81,7 +81,13 @@ def small_cnn(
             bn_var=(rng.uniform(0.2, 3.0, 8)).astype(np.float32),
         )
         nodes.append(
-            helper.make_node("BatchNormalization", ["c1", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["bn1_out"], name="bn1", epsilon=1e-3)
+            helper.make_node(
+                "BatchNormalization",
+                ["c1", "bn_scale", "bn_bias", "bn_mean", "bn_var"],
+                ["bn1_out"],
+                name="bn1",
+                epsilon=1e-3,
+            )
         )
         c = "bn1_out"
     nodes += [

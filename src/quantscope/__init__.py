@@ -33,7 +33,15 @@ from .errors import (
     UnsupportedModelError,
 )
 from .network import Network, OptimizedLayer, load_model, prepare
-from .quantize import FloatScale, PowerOfTwo, QuantizedNetwork, Rounding, Saturation, cpu_int8_saturates, quantize_network
+from .quantize import (
+    FloatScale,
+    PowerOfTwo,
+    QuantizedNetwork,
+    Rounding,
+    Saturation,
+    cpu_int8_saturates,
+    quantize_network,
+)
 from .validate import ValidationResult, validate
 
 __version__ = "0.1.0"

@@ -1,11 +1,12 @@
 """The ``quantscope`` command: a thin layer over the library.
 
-    quantscope calibrate MODEL DATA [--batch-size N] [--out ranges.json|ranges.csv] [--dask ADDRESS|local:N] [--checkpoint PATH]
-    quantscope validate MODEL --calibration DATA --validation DATA [--target fpga|cpu] [--metric top1] [--out result.json]
-    quantscope quantize MODEL --calibration DATA -o model.int8.onnx [--target fpga|cpu] [--keep-float LAYER ...]
-    quantscope compile MODEL --bitstream NAME [--calibration DATA]
-    quantscope profile MODEL --bitstream NAME [--calibration DATA] [--frames N]
-    quantscope demo
+quantscope calibrate MODEL DATA [--batch-size N] [--out ranges.json|ranges.csv]
+                     [--dask ADDRESS|local:N] [--checkpoint PATH]
+quantscope validate MODEL --calibration DATA --validation DATA [--target fpga|cpu] [--metric top1] [--out result.json]
+quantscope quantize MODEL --calibration DATA -o model.int8.onnx [--target fpga|cpu] [--keep-float LAYER ...]
+quantscope compile MODEL --bitstream NAME [--calibration DATA]
+quantscope profile MODEL --bitstream NAME [--calibration DATA] [--frames N]
+quantscope demo
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     if args.out and Path(args.out).suffix.lower() not in (".json", ".csv"):
         from .errors import ConfigurationError
 
-        raise ConfigurationError(f"--out {args.out}: unknown format {Path(args.out).suffix!r}; use a .json or .csv file")
+        raise ConfigurationError(
+            f"--out {args.out}: unknown format {Path(args.out).suffix!r}; use a .json or .csv file"
+        )
     network = prepare(args.model)
     for note in network.log.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
@@ -66,7 +69,9 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
 
         resumed = describe_checkpoint(args.checkpoint)
         if resumed:
-            console.print(f"found checkpoint {escape(args.checkpoint)}: {resumed} (if it was written by this same calibration)")
+            console.print(
+                f"found checkpoint {escape(args.checkpoint)}: {resumed} (if it was written by this same calibration)"
+            )
     start = time.perf_counter()
     result = calibrate(
         network,
@@ -91,7 +96,10 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
 
 def print_validation(console: Console, result, max_layers: int = 10) -> None:
     """Print MATLAB's validation tables, the worst layers and the verdict."""
-    console.print(f"NumSamples: {result.num_samples}" + ("" if result.labelled else " (no labels: metrics against the float network's top-1)"))
+    console.print(
+        f"NumSamples: {result.num_samples}"
+        + ("" if result.labelled else " (no labels: metrics against the float network's top-1)")
+    )
     for name, df in result.metric_results.items():
         t = Table(title=f"Metric: {name}", header_style="bold")
         for col in df.columns:
@@ -104,8 +112,13 @@ def print_validation(console: Console, result, max_layers: int = 10) -> None:
         t.add_column(col, overflow="fold", justify="left" if col in ("Layer", "Precision") else "right")
     for row in result.layer_errors.head(max_layers).itertuples(index=False):
         t.add_row(
-            escape(str(row[0])), str(row[2]), _fmt(row[4]), _fmt(row[3]), _fmt(row[6]),
-            f"{100 * row[7]:.2f}%", f"{100 * row[8]:.2f}%",
+            escape(str(row[0])),
+            str(row[2]),
+            _fmt(row[4]),
+            _fmt(row[3]),
+            _fmt(row[6]),
+            f"{100 * row[7]:.2f}%",
+            f"{100 * row[8]:.2f}%",
         )
     console.print(t)
     console.print(f"[bold]Verdict:[/] {escape(result.verdict)}")
@@ -119,7 +132,10 @@ def _calibrated(args: argparse.Namespace, console: Console):
     for note in network.log.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
     return calibrate(
-        network, _data(args, args.calibration), batch_size=args.batch_size, progress=False if args.quiet else None,
+        network,
+        _data(args, args.calibration),
+        batch_size=args.batch_size,
+        progress=False if args.quiet else None,
         layout=args.layout,
     )
 
@@ -129,7 +145,11 @@ def _data(args: argparse.Namespace, path: str):
     preprocessing (an ImageDatastore); a .npy/.npz path is passed as it is."""
     import os
 
-    if getattr(args, "pixel_scale", None) is None and not getattr(args, "mean", None) and not getattr(args, "std", None):
+    if (
+        getattr(args, "pixel_scale", None) is None
+        and not getattr(args, "mean", None)
+        and not getattr(args, "std", None)
+    ):
         return path
     if not os.path.isdir(path):
         from .errors import ConfigurationError
@@ -141,12 +161,21 @@ def _data(args: argparse.Namespace, path: str):
     from .calibrate import ImageDatastore
 
     one = lambda v: None if not v else (v[0] if len(v) == 1 else tuple(v))  # noqa: E731
-    return ImageDatastore(path, scale=1.0 if args.pixel_scale is None else args.pixel_scale, mean=one(args.mean), std=one(args.std))
+    return ImageDatastore(
+        path, scale=1.0 if args.pixel_scale is None else args.pixel_scale, mean=one(args.mean), std=one(args.std)
+    )
 
 
 def _add_image_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("image folders", "preprocessing x = (pixel * scale - mean) / std (default: raw pixels 0..255)")
-    g.add_argument("--pixel-scale", type=float, metavar="S", help="multiply pixels by S first (1/255 = 0.00392156862745098 for 0..1)")
+    g = p.add_argument_group(
+        "image folders", "preprocessing x = (pixel * scale - mean) / std (default: raw pixels 0..255)"
+    )
+    g.add_argument(
+        "--pixel-scale",
+        type=float,
+        metavar="S",
+        help="multiply pixels by S first (1/255 = 0.00392156862745098 for 0..1)",
+    )
     g.add_argument("--mean", type=float, nargs="+", metavar="M", help="subtract M (one value, or one per channel)")
     g.add_argument("--std", type=float, nargs="+", metavar="S", help="then divide by S (one value, or one per channel)")
 
@@ -182,9 +211,16 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
     cal = _calibrated(args, console)
     result = validate(
-        cal, _data(args, args.validation), target=_scheme(args), metrics=args.metric, keep_float=args.keep_float or (),
-        require_int8=args.require_int8 or (), processor=args.bitstream,
-        batch_size=args.batch_size, progress=False if args.quiet else None, layout=args.layout,
+        cal,
+        _data(args, args.validation),
+        target=_scheme(args),
+        metrics=args.metric,
+        keep_float=args.keep_float or (),
+        require_int8=args.require_int8 or (),
+        processor=args.bitstream,
+        batch_size=args.batch_size,
+        progress=False if args.quiet else None,
+        layout=args.layout,
     )
     print_validation(console, result)
     _saturation_note(args, console)
@@ -226,7 +262,9 @@ def _workflow(args: argparse.Namespace, console: Console):
         source = cal.quantize("fpga")
     else:
         source = prepare(args.model)
-    return Workflow(source, args.bitstream, print_fn=lambda line: console.print(line, markup=False, highlight=False)), source
+    return Workflow(
+        source, args.bitstream, print_fn=lambda line: console.print(line, markup=False, highlight=False)
+    ), source
 
 
 def _cmd_compile(args: argparse.Namespace, console: Console) -> int:
@@ -247,7 +285,9 @@ def _cmd_profile(args: argparse.Namespace, console: Console) -> int:
         console.print(f"Measured on the simulated board with {len(batch.x)} frame(s) of {args.calibration}:")
     else:
         profile = workflow.estimate_performance(frames=args.frames)
-        console.print(f"Estimated for {args.frames} frame(s) (no data: pass --calibration to run int8 on the simulated board):")
+        console.print(
+            f"Estimated for {args.frames} frame(s) (no data: pass --calibration to run int8 on the simulated board):"
+        )
     console.print(profile.format(), markup=False, highlight=False)
     return 0
 
@@ -273,12 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the ranges to this .json (with histograms) or .csv file")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="layout of array data")
     p.add_argument("--gpu", action="store_true", help="run the float network on a GPU")
-    p.add_argument("--dask", metavar="ADDRESS|local:N",
-                   help="run on a Dask cluster: a scheduler address (tcp://host:8786) or local:N to start N "
-                   "worker processes here; same table bit for bit (pip install quantscope[dask])")
-    p.add_argument("--checkpoint", metavar="PATH",
-                   help="save the statistics to PATH every --checkpoint-every batches and resume from it when "
-                   "it exists; removed when the run completes")
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS|local:N",
+        help="run on a Dask cluster: a scheduler address (tcp://host:8786) or local:N to start N "
+        "worker processes here; same table bit for bit (pip install quantscope[dask])",
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="save the statistics to PATH every --checkpoint-every batches and resume from it when "
+        "it exists; removed when the run completes",
+    )
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="batches between checkpoints (default 10)")
     p.add_argument("--restart", action="store_true", help="discard an existing --checkpoint and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -295,18 +341,28 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "validate":
             p.add_argument("--validation", required=True, help="validation data: image folder, .npy or .npz (labels y)")
             p.add_argument("--metric", action="append", help="top1 (default with labels), top5; repeat for several")
-            p.add_argument("--bitstream", help="with --target fpga: add the processor's Frames/s (zcu102_int8, arria10soc_int8, ...)")
+            p.add_argument(
+                "--bitstream",
+                help="with --target fpga: add the processor's Frames/s (zcu102_int8, arria10soc_int8, ...)",
+            )
             p.add_argument("--out", help="write the result as JSON")
         else:
-            p.add_argument("-o", "--output", required=True, help="QDQ ONNX file to write (exponents/scales beside it as .json)")
-        p.add_argument("--target", choices=("fpga", "cpu"), default="fpga", help="fpga: power-of-two scales; cpu: onnxruntime int8")
+            p.add_argument(
+                "-o", "--output", required=True, help="QDQ ONNX file to write (exponents/scales beside it as .json)"
+            )
         p.add_argument(
-            "--reduce-range", action="store_true",
+            "--target", choices=("fpga", "cpu"), default="fpga", help="fpga: power-of-two scales; cpu: onnxruntime int8"
+        )
+        p.add_argument(
+            "--reduce-range",
+            action="store_true",
             help="cpu target: 7-bit weights, for x86 CPUs without VNNI where onnxruntime's int8 kernels saturate",
         )
         p.add_argument("--keep-float", action="append", metavar="LAYER", help="leave this layer in float (repeat)")
         p.add_argument(
-            "--require-int8", action="append", metavar="LAYER",
+            "--require-int8",
+            action="append",
+            metavar="LAYER",
             help="this layer must run in int8: an error says why when it cannot (repeat)",
         )
         p.add_argument("--batch-size", type=int, default=32)
@@ -321,8 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("model", help="ONNX model file")
-        p.add_argument("--bitstream", required=True, help="processor preset: zcu102_int8, zc706_int8, arria10soc_int8, *_single")
-        p.add_argument("--calibration", help="calibration data: quantize with it (int8 weight images, measured profile)")
+        p.add_argument(
+            "--bitstream", required=True, help="processor preset: zcu102_int8, zc706_int8, arria10soc_int8, *_single"
+        )
+        p.add_argument(
+            "--calibration", help="calibration data: quantize with it (int8 weight images, measured profile)"
+        )
         if name == "profile":
             p.add_argument("--frames", type=int, default=1, help="frames to profile (default 1)")
         p.add_argument("--batch-size", type=int, default=32)
@@ -349,7 +409,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         checkpoint = getattr(args, "checkpoint", None)
-        hint = f"; the checkpoint {checkpoint} holds what was counted: rerun the same command to resume" if checkpoint else ""
+        hint = (
+            f"; the checkpoint {checkpoint} holds what was counted: rerun the same command to resume"
+            if checkpoint
+            else ""
+        )
         Console(stderr=True).print(f"[bold red]interrupted[/]{escape(hint)}", highlight=False)
         return 130
 

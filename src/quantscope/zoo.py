@@ -54,14 +54,21 @@ def squeezenet(
     nodes: list[onnx.NodeProto] = []
     inits: dict[str, np.ndarray] = {}
 
-    def conv(name: str, x: str, cin: int, cout: int, k: int, stride: int = 1, pad: int = 0, relu_name: str | None = None) -> str:
+    def conv(
+        name: str, x: str, cin: int, cout: int, k: int, stride: int = 1, pad: int = 0, relu_name: str | None = None
+    ) -> str:
         w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))).astype(np.float32)
         b = (rng.standard_normal(cout) * 0.01).astype(np.float32)
         inits[f"{name}_W"], inits[f"{name}_B"] = w, b
         nodes.append(
             helper.make_node(
-                "Conv", [x, f"{name}_W", f"{name}_B"], [name], name=name,
-                kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4,
+                "Conv",
+                [x, f"{name}_W", f"{name}_B"],
+                [name],
+                name=name,
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=[pad] * 4,
             )
         )
         if relu_name is None:
@@ -70,13 +77,17 @@ def squeezenet(
         return relu_name
 
     def maxpool(name: str, x: str) -> str:
-        nodes.append(helper.make_node("MaxPool", [x], [name], name=name, kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1))
+        nodes.append(
+            helper.make_node("MaxPool", [x], [name], name=name, kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+        )
         return name
 
     x = input_name
     if normalization:
         inits["mean"] = np.array([123.68, 116.78, 103.94], np.float32).reshape(1, 3, 1, 1)
-        nodes.append(helper.make_node("Sub", [x, "mean"], [f"{input_name}_zerocenter"], name=f"{input_name}_zerocenter"))
+        nodes.append(
+            helper.make_node("Sub", [x, "mean"], [f"{input_name}_zerocenter"], name=f"{input_name}_zerocenter")
+        )
         x = f"{input_name}_zerocenter"
     x = conv("conv1", x, 3, 64, 3, stride=2, relu_name="relu_conv1")
     x = maxpool("pool1", x)
@@ -152,7 +163,11 @@ def mobilenet_v2_torch(normalize_inside: bool = True):
             hidden = cin * t
             self.use_res = stride == 1 and cin == cout
             layers = [conv_bn(cin, hidden, 1, 1)] if t != 1 else []
-            layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden), nn.Conv2d(hidden, cout, 1, 1, 0, bias=False), nn.BatchNorm2d(cout)]
+            layers += [
+                conv_bn(hidden, hidden, 3, stride, groups=hidden),
+                nn.Conv2d(hidden, cout, 1, 1, 0, bias=False),
+                nn.BatchNorm2d(cout),
+            ]
             self.conv = nn.Sequential(*layers)
 
         def forward(self, x):
@@ -161,7 +176,15 @@ def mobilenet_v2_torch(normalize_inside: bool = True):
     class MobileNetV2(nn.Module):
         def __init__(self):
             super().__init__()
-            settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+            settings = [
+                (1, 16, 1, 1),
+                (6, 24, 2, 2),
+                (6, 32, 3, 2),
+                (6, 64, 4, 2),
+                (6, 96, 3, 1),
+                (6, 160, 3, 2),
+                (6, 320, 1, 1),
+            ]
             feats = [conv_bn(3, 32, 3, 2)]
             cin = 32
             for t, c, n, s in settings:
@@ -201,8 +224,12 @@ def mnist_cnn_torch():
         def __init__(self) -> None:
             super().__init__()
             self.features = nn.Sequential(
-                nn.Conv2d(1, 32, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(32, 64, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(1, 32, kernel_size=3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(32, 64, kernel_size=3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
             )
             self.classifier = nn.Sequential(nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
 

@@ -107,28 +107,46 @@ def describe_checkpoint(path: str | os.PathLike) -> str | None:
     d = read_checkpoint(path)
     if d is None:
         return None
-    return (f"{d['partial']['num_samples']} samples ({d['batches']} batches) already counted, "
-            f"continuing from data position {d['position']}")
+    return (
+        f"{d['partial']['num_samples']} samples ({d['batches']} batches) already counted, "
+        f"continuing from data position {d['position']}"
+    )
 
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def fingerprint(network: Network, data_description: dict, *, batch_size: int, layout: str, use_gpu: bool,
-                histogram_stride: int | str = "auto") -> dict:
+def fingerprint(
+    network: Network,
+    data_description: dict,
+    *,
+    batch_size: int,
+    layout: str,
+    use_gpu: bool,
+    histogram_stride: int | str = "auto",
+) -> dict:
     """What must match for a checkpoint to be resumed (module docstring)."""
     model = hashlib.sha256(network.to_proto().SerializeToString()).hexdigest()
-    return _jsonable({
-        "model_sha256": model, "batch_size": int(batch_size), "layout": layout, "use_gpu": bool(use_gpu),
-        "mantissa_bits": MANTISSA_BITS,
-        "histogram_stride": histogram_stride, "data": data_description,
-    })
+    return _jsonable(
+        {
+            "model_sha256": model,
+            "batch_size": int(batch_size),
+            "layout": layout,
+            "use_gpu": bool(use_gpu),
+            "mantissa_bits": MANTISSA_BITS,
+            "histogram_stride": histogram_stride,
+            "data": data_description,
+        }
+    )
 
 
 def _stream_description(source: DataSource) -> dict:
-    return {"kind": "stream", "desc": str(getattr(source, "desc", type(source).__name__)),
-            "num_samples": source.num_samples}
+    return {
+        "kind": "stream",
+        "desc": str(getattr(source, "desc", type(source).__name__)),
+        "num_samples": source.num_samples,
+    }
 
 
 class Resumer:
@@ -144,7 +162,7 @@ class Resumer:
         self._hash = None  # running sha256 of a stream's batches
 
     @classmethod
-    def create(cls, path: str | os.PathLike | None, every: int | None, restart: bool = False) -> "Resumer":
+    def create(cls, path: str | os.PathLike | None, every: int | None, restart: bool = False) -> Resumer:
         if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
             raise ConfigurationError(f"checkpoint_every must be a positive number of batches, got {every!r}")
         if path is None and (every is not None or restart):
@@ -157,15 +175,26 @@ class Resumer:
     def enabled(self) -> bool:
         return self.path is not None
 
-    def start(self, network: Network, collector: StatsCollector, *, sized, source: DataSource | None,
-              batch_size: int, layout: str, use_gpu: bool, histogram_stride: int | str = "auto") -> ResumeState:
+    def start(
+        self,
+        network: Network,
+        collector: StatsCollector,
+        *,
+        sized,
+        source: DataSource | None,
+        batch_size: int,
+        layout: str,
+        use_gpu: bool,
+        histogram_stride: int | str = "auto",
+    ) -> ResumeState:
         """Fingerprint the run; with a matching checkpoint, merge its statistics into
         ``collector`` and return where to continue."""
         if not self.enabled:
             return ResumeState()
         described = sized.describe() if sized is not None else _stream_description(source)
-        self._fingerprint = fp = fingerprint(network, described, batch_size=batch_size, layout=layout, use_gpu=use_gpu,
-                                             histogram_stride=histogram_stride)
+        self._fingerprint = fp = fingerprint(
+            network, described, batch_size=batch_size, layout=layout, use_gpu=use_gpu, histogram_stride=histogram_stride
+        )
         if sized is None:
             self._hash = hashlib.sha256()
         if self.restart:
@@ -236,8 +265,12 @@ class Resumer:
 
     def save(self, collector: StatsCollector, *, position: int, digest: str | None = None) -> None:
         state = {
-            "format": FORMAT, "version": VERSION, "fingerprint": self._fingerprint,
-            "position": int(position), "batches": self._batches, "stream_sha256": digest,
+            "format": FORMAT,
+            "version": VERSION,
+            "fingerprint": self._fingerprint,
+            "position": int(position),
+            "batches": self._batches,
+            "stream_sha256": digest,
             "partial": collector.partial(),
         }
         write_atomic(self.path, json.dumps(state, separators=(",", ":")))
@@ -279,8 +312,16 @@ def calibrate_resumable(
     if sized is None:
         check_not_empty(source)
     collector = StatsCollector(network, use_gpu=use_gpu, histogram_stride=histogram_stride)
-    state = resumer.start(network, collector, sized=sized, source=source, batch_size=batch_size,
-                          layout=layout, use_gpu=use_gpu, histogram_stride=histogram_stride)
+    state = resumer.start(
+        network,
+        collector,
+        sized=sized,
+        source=source,
+        batch_size=batch_size,
+        layout=layout,
+        use_gpu=use_gpu,
+        histogram_stride=histogram_stride,
+    )
     total = sized.num_samples if sized is not None else source.num_samples
     spec = {"layout": layout, "input_shape": network.input_shape, "batch_size": batch_size, "run": "local"}
     with progress_bar("Calibrating", total, enabled=progress) as bar:
@@ -293,8 +334,7 @@ def calibrate_resumable(
             collector.update(batch)
             bar.advance(len(batch))
             if len(batch):
-                resumer.advance(collector, position=int(batch.index[-1]) + 1, batches=1,
-                                digest=resumer.stream_digest())
+                resumer.advance(collector, position=int(batch.index[-1]) + 1, batches=1, digest=resumer.stream_digest())
     result = collector.result()
     resumer.finish()
     return result

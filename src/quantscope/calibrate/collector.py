@@ -310,16 +310,33 @@ def calibrate(
         from .distributed import calibrate_on_dask
 
         return calibrate_on_dask(
-            network, data, client, batch_size=batch_size, shards=shards, layout=layout, progress=progress,
-            use_gpu=use_gpu, histogram_stride=histogram_stride, checkpoint=checkpoint,
-            checkpoint_every=checkpoint_every, restart=restart,
+            network,
+            data,
+            client,
+            batch_size=batch_size,
+            shards=shards,
+            layout=layout,
+            progress=progress,
+            use_gpu=use_gpu,
+            histogram_stride=histogram_stride,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            restart=restart,
         )
     if checkpoint is not None or checkpoint_every is not None or restart or shards is not None:
         from .checkpoint import calibrate_resumable
 
         return calibrate_resumable(
-            network, data, checkpoint=checkpoint, checkpoint_every=checkpoint_every, restart=restart,
-            shards=shards, batch_size=batch_size, use_gpu=use_gpu, progress=progress, layout=layout,
+            network,
+            data,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            restart=restart,
+            shards=shards,
+            batch_size=batch_size,
+            use_gpu=use_gpu,
+            progress=progress,
+            layout=layout,
             histogram_stride=histogram_stride,
         )
     source = as_source(data, layout=layout, input_shape=network.input_shape)

@@ -146,13 +146,9 @@ def _normalize_input_shape(input_shape: Any) -> tuple[Any, ...] | None:
     try:
         shape = tuple(input_shape)
     except TypeError:
-        raise ConfigurationError(
-            f"input_shape must be a tuple like (None, 1, 28, 28), got {input_shape!r}"
-        ) from None
+        raise ConfigurationError(f"input_shape must be a tuple like (None, 1, 28, 28), got {input_shape!r}") from None
     if len(shape) < 1:
-        raise ConfigurationError(
-            "input_shape must include the batch axis first, e.g. (None, 1, 28, 28); got ()"
-        )
+        raise ConfigurationError("input_shape must include the batch axis first, e.g. (None, 1, 28, 28); got ()")
     return shape
 
 
@@ -221,9 +217,7 @@ class _Conformer:
                     f"({'grayscale' if c == 1 else 'RGB'}; for a folder use ImageDatastore(folder, channels={c}))"
                 )
             if tuple(sample[1:]) != (h, w):
-                hints.append(
-                    f"resize the images to {h}x{w} (for a folder: ImageDatastore(folder, size=({h}, {w})))"
-                )
+                hints.append(f"resize the images to {h}x{w} (for a folder: ImageDatastore(folder, size=({h}, {w})))")
         if not hints and len(sample) != len(expected):
             hints.append(
                 f"the network takes batches of rank {len(self.input_shape)} "
@@ -240,8 +234,7 @@ class _Conformer:
         return CalibrationDataError(
             f"{self.desc}, at sample {position}: got {got_txt}, i.e. samples of shape "
             f"{_fmt_shape(sample)}, but the network input expects samples of shape "
-            f"{_fmt_shape(expected)} (input shape {_fmt_shape(self.input_shape)}); "
-            + "; ".join(hints)
+            f"{_fmt_shape(expected)} (input shape {_fmt_shape(self.input_shape)}); " + "; ".join(hints)
         )
 
     # conversion ---------------------------------------------------------------------
@@ -297,8 +290,7 @@ def check_finite(x: np.ndarray, first_position: int | np.ndarray, desc: str = "t
 
 def _empty_error(desc: str) -> CalibrationDataError:
     return CalibrationDataError(
-        f"{desc} contains no samples; pass at least one sample (calibration needs a few "
-        "hundred representative inputs)"
+        f"{desc} contains no samples; pass at least one sample (calibration needs a few hundred representative inputs)"
     )
 
 
@@ -322,9 +314,7 @@ def check_not_empty(source: DataSource, what: str | None = None) -> DataSource:
 
 def _check_labels_len(y: np.ndarray, n: int, desc: str) -> None:
     if y.ndim == 0:
-        raise CalibrationDataError(
-            f"{desc}: the labels are a scalar; pass one label per sample, shape ({n},)"
-        )
+        raise CalibrationDataError(f"{desc}: the labels are a scalar; pass one label per sample, shape ({n},)")
     if y.shape[0] != n:
         raise CalibrationDataError(
             f"{desc}: {n} samples but {y.shape[0]} labels; pass one label per sample "
@@ -643,8 +633,7 @@ class _CheckedSource:
             if self._labels is not None:
                 if y is not None:
                     raise CalibrationDataError(
-                        f"{self.desc}: labels were given twice, by labels= and by the source; "
-                        "pass only one of them"
+                        f"{self.desc}: labels were given twice, by labels= and by the source; pass only one of them"
                     )
                 if index.size and int(index.max()) >= len(self._labels):
                     raise CalibrationDataError(
@@ -697,15 +686,11 @@ def _load_path(
     dtype: Any,
 ) -> DataSource:
     if not path.exists():
-        raise CalibrationDataError(
-            f"data path {path} does not exist; pass an existing .npy/.npz file or image folder"
-        )
+        raise CalibrationDataError(f"data path {path} does not exist; pass an existing .npy/.npz file or image folder")
     if path.is_dir():
         from quantscope.calibrate.images import ImageDatastore
 
-        return as_source(
-            ImageDatastore(path), layout=layout, input_shape=input_shape, labels=labels, dtype=dtype
-        )
+        return as_source(ImageDatastore(path), layout=layout, input_shape=input_shape, labels=labels, dtype=dtype)
     suffix = path.suffix.lower()
     desc = f"data file {path}"
     conf = _Conformer(layout=layout, input_shape=input_shape, dtype=dtype, desc=desc)
@@ -731,9 +716,7 @@ def _load_path(
             "written by numpy (np.save / np.savez)"
         ) from e
     if y is not None and labels is not None:
-        raise CalibrationDataError(
-            f"{desc} holds labels 'y' and labels= was given too; pass only one of them"
-        )
+        raise CalibrationDataError(f"{desc} holds labels 'y' and labels= was given too; pass only one of them")
     return _ArraySource(x, y if y is not None else _labels_array(labels), conf)
 
 
@@ -796,9 +779,7 @@ def as_source(
 
         if isinstance(data, ImageDatastore):
             if layout != "NCHW":
-                raise ConfigurationError(
-                    "an ImageDatastore yields NCHW batches; drop layout='NHWC'"
-                )
+                raise ConfigurationError("an ImageDatastore yields NCHW batches; drop layout='NHWC'")
             if input_shape is not None and (data.size is None or data.channels is None):
                 data = data.with_input_shape(input_shape, fill_only=True)
         if input_shape is None and labels is None and layout == "NCHW" and np.dtype(dtype) == np.float32:
@@ -846,6 +827,7 @@ def as_source(
         return _StreamSource(factory=lambda: iter(data), labels=lab, conformer=conf, num_samples=num)
 
     if callable(data):
+
         def factory() -> Iterator[Any]:
             produced = data()
             if not isinstance(produced, Iterable):

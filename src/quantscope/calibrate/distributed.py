@@ -75,7 +75,7 @@ def _parse_local(spec: str) -> int | None:
         return max(1, os.cpu_count() or 1)
     if not spec.startswith("local:"):
         return None
-    text = spec[len("local:"):]
+    text = spec[len("local:") :]
     try:
         n = int(text)
     except ValueError:
@@ -228,8 +228,10 @@ class _NpyShards(_ArrayShards):
     """A ``.npy`` file: each worker memory-maps it and reads its own range."""
 
     def __init__(self, path: Path, source: _ArraySource):
-        super().__init__(source, stamp={"kind": "npy", **_file_stamp(path), "shape": list(source._x.shape),
-                                        "dtype": str(source._x.dtype)})
+        super().__init__(
+            source,
+            stamp={"kind": "npy", **_file_stamp(path), "shape": list(source._x.shape), "dtype": str(source._x.dtype)},
+        )
         self.path = str(path.resolve())
 
     def payload(self, start: int, stop: int) -> tuple[tuple, Any]:
@@ -274,9 +276,16 @@ class _ImageShards(_Sized):
             st = os.stat(f)
             h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return {
-            "kind": "images", "folder": str(Path(ds.folder).resolve()), "files": len(ds.files),
-            "files_sha256": h.hexdigest(), "size": list(ds.size) if ds.size else None, "channels": ds.channels,
-            "scale": ds.scale, "mean": _plain(ds.mean), "std": _plain(ds.std), "skip_bad": ds.skip_bad,
+            "kind": "images",
+            "folder": str(Path(ds.folder).resolve()),
+            "files": len(ds.files),
+            "files_sha256": h.hexdigest(),
+            "size": list(ds.size) if ds.size else None,
+            "channels": ds.channels,
+            "scale": ds.scale,
+            "mean": _plain(ds.mean),
+            "std": _plain(ds.std),
+            "skip_bad": ds.skip_bad,
         }
 
     def payload(self, start: int, stop: int) -> tuple[tuple, Any]:
@@ -302,7 +311,9 @@ def _npz_count(path: Path) -> int | None:
     return int(shape[0]) if len(shape) else None
 
 
-def open_data(data: Any, *, layout: str, input_shape: Any, lazy_npz: bool = False) -> tuple[DataSource | None, _Sized | None]:
+def open_data(
+    data: Any, *, layout: str, input_shape: Any, lazy_npz: bool = False
+) -> tuple[DataSource | None, _Sized | None]:
     """``(source, sized)``: the data source and, for data of known size, its shards
     (None for a stream). An image folder is listed once, for the shards only (source
     None); with ``lazy_npz`` an ``.npz`` file is not loaded here (only its header read)."""
@@ -315,7 +326,9 @@ def open_data(data: Any, *, layout: str, input_shape: Any, lazy_npz: bool = Fals
     return source, sized
 
 
-def sized_shards(data: Any, source: DataSource | None, *, layout: str, input_shape: Any, lazy_npz: bool = False) -> _Sized | None:
+def sized_shards(
+    data: Any, source: DataSource | None, *, layout: str, input_shape: Any, lazy_npz: bool = False
+) -> _Sized | None:
     """The data as sample-addressable shards, or None for a stream.
 
     ``source`` is ``as_source(data, ...)`` (may be None when ``lazy_npz`` and ``data`` is
@@ -441,8 +454,10 @@ def _read(desc: tuple, bulk: Any, spec: dict) -> Iterator[Batch]:
         _, path, start, stop = desc
         _need_path(path)
         st = os.stat(path)
-        src = _cached((spec["run"], "npz", path, st.st_mtime_ns, st.st_size),
-                      lambda: as_source(path, layout=layout, input_shape=input_shape))
+        src = _cached(
+            (spec["run"], "npz", path, st.st_mtime_ns, st.st_size),
+            lambda: as_source(path, layout=layout, input_shape=input_shape),
+        )
         return _array_batches(src, start, stop, bs)
     if kind == "array":
         _, start, stop = desc
@@ -605,13 +620,24 @@ def calibrate_on_dask(
     from .checkpoint import Resumer
 
     with dask_client(client) as c:
-        return _calibrate(distributed, network, data, c, batch_size=batch_size, shards=shards, layout=layout,
-                          progress=progress, use_gpu=use_gpu, histogram_stride=histogram_stride,
-                          resumer=Resumer.create(checkpoint, checkpoint_every, restart))
+        return _calibrate(
+            distributed,
+            network,
+            data,
+            c,
+            batch_size=batch_size,
+            shards=shards,
+            layout=layout,
+            progress=progress,
+            use_gpu=use_gpu,
+            histogram_stride=histogram_stride,
+            resumer=Resumer.create(checkpoint, checkpoint_every, restart),
+        )
 
 
-def _calibrate(distributed, network, data, client, *, batch_size, shards, layout, progress, use_gpu,
-               histogram_stride, resumer):
+def _calibrate(
+    distributed, network, data, client, *, batch_size, shards, layout, progress, use_gpu, histogram_stride, resumer
+):
     source, sized = open_data(data, layout=layout, input_shape=network.input_shape, lazy_npz=True)
     if sized is None:
         check_not_empty(source)
@@ -619,16 +645,29 @@ def _calibrate(distributed, network, data, client, *, batch_size, shards, layout
         raise CalibrationDataError("the calibration data contains no samples; give at least one input")
 
     collector = StatsCollector(network, use_gpu=use_gpu, histogram_stride=histogram_stride)
-    state = resumer.start(network, collector, sized=sized, source=source, batch_size=batch_size,
-                          layout=layout, use_gpu=use_gpu, histogram_stride=histogram_stride)
+    state = resumer.start(
+        network,
+        collector,
+        sized=sized,
+        source=source,
+        batch_size=batch_size,
+        layout=layout,
+        use_gpu=use_gpu,
+        histogram_stride=histogram_stride,
+    )
 
     model_bytes = network.to_proto().SerializeToString()
     digest = hashlib.sha256(model_bytes).hexdigest()
     run = f"{digest[:16]}-{os.getpid()}-{time.time_ns()}"
     spec = {
-        "run": run, "layout": layout, "input_shape": network.input_shape, "batch_size": batch_size, "use_gpu": use_gpu,
+        "run": run,
+        "layout": layout,
+        "input_shape": network.input_shape,
+        "batch_size": batch_size,
+        "use_gpu": use_gpu,
         "histogram_stride": histogram_stride,
-        "measured": [layer.name for layer in collector.measured], "outputs": list(collector.output_names),
+        "measured": [layer.name for layer in collector.measured],
+        "outputs": list(collector.output_names),
     }
     threads = _worker_threads(client, distributed)
     shipper = _Shipper(client)
@@ -646,15 +685,19 @@ def _calibrate(distributed, network, data, client, *, batch_size, shards, layout
             bar.advance(state.position if total is not None else 0)
             if sized is not None:
                 ranges = _sized_tasks(sized, state.position, batch_size, shards or 4 * threads)
-                tasks = ((i, *sized.payload(a, b), {"stop": b, "batches": math.ceil((b - a) / batch_size)})
-                         for i, (a, b) in enumerate(ranges))
+                tasks = (
+                    (i, *sized.payload(a, b), {"stop": b, "batches": math.ceil((b - a) / batch_size)})
+                    for i, (a, b) in enumerate(ranges)
+                )
             else:
                 tasks = _stream_tasks(source, batch_size, resumer, state)
 
             def merged(info: dict, result: dict) -> None:
                 collector.merge_partial(result["partial"])
                 bar.advance(int(result["partial"]["num_samples"]))
-                position = info["stop"] if "stop" in info else (result["last"] + 1 if result["last"] >= 0 else state.position)
+                position = (
+                    info["stop"] if "stop" in info else (result["last"] + 1 if result["last"] >= 0 else state.position)
+                )
                 resumer.advance(collector, position=position, batches=info["batches"], digest=info.get("digest"))
 
             _pipeline(distributed, tasks, submit, merged, max_in_flight)

@@ -52,7 +52,15 @@ from quantscope.errors import CalibrationDataError, ConfigurationError
 __all__ = ["ImageDatastore", "DEFAULT_EXTENSIONS"]
 
 DEFAULT_EXTENSIONS: tuple[str, ...] = (
-    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
 )
 
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -64,9 +72,7 @@ def _channel_vector(value: Any, name: str, default: float) -> np.ndarray:
         return np.array([default], dtype=np.float32)
     arr = np.asarray(value, dtype=np.float64).reshape(-1)
     if arr.size == 0 or not np.isfinite(arr).all():
-        raise ConfigurationError(
-            f"{name} must be a finite number or one number per channel, got {value!r}"
-        )
+        raise ConfigurationError(f"{name} must be a finite number or one number per channel, got {value!r}")
     return arr.astype(np.float32)
 
 
@@ -139,9 +145,7 @@ class ImageDatastore:
     ):
         folder = Path(folder)
         if labels not in ("foldernames", None):
-            raise ConfigurationError(
-                f"labels must be 'foldernames' or None, got {labels!r}"
-            )
+            raise ConfigurationError(f"labels must be 'foldernames' or None, got {labels!r}")
         exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
         if not exts:
             raise ConfigurationError("extensions is empty; pass file endings such as ('.png', '.jpg')")
@@ -183,8 +187,16 @@ class ImageDatastore:
                 label_names = np.array([r[0] for r in rels], dtype=str)
         classes = sorted(set(label_names.tolist())) if label_names is not None else []
         self._init(
-            folder=folder, files=files, label_names=label_names, classes=classes,
-            extensions=exts, size=size, channels=channels, scale=scale, mean=mean, std=std,
+            folder=folder,
+            files=files,
+            label_names=label_names,
+            classes=classes,
+            extensions=exts,
+            size=size,
+            channels=channels,
+            scale=scale,
+            mean=mean,
+            std=std,
             skip_bad=skip_bad,
         )
 
@@ -212,9 +224,7 @@ class ImageDatastore:
                 raise ConfigurationError(f"size must be positive (height, width), got {size!r}")
             size = (h, w)
         if channels is not None and channels not in (1, 3):
-            raise ConfigurationError(
-                f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}"
-            )
+            raise ConfigurationError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
         if not (isinstance(scale, (int, float, np.integer, np.floating)) and math.isfinite(scale)):
             raise ConfigurationError(f"scale must be a finite number, got {scale!r}")
         mean_v = _channel_vector(mean, "mean", 0.0)
@@ -228,9 +238,7 @@ class ImageDatastore:
                     f"pass one {name} or one per channel"
                 )
             if v.size not in (1, 3) and channels is None:
-                raise ConfigurationError(
-                    f"{name} has {v.size} values; pass one value or one per channel (3 for RGB)"
-                )
+                raise ConfigurationError(f"{name} has {v.size} values; pass one value or one per channel (3 for RGB)")
         self.folder = folder
         self.files = files
         self.labels = label_names
@@ -247,24 +255,30 @@ class ImageDatastore:
         self._std = std_v
         class_index = {c: i for i, c in enumerate(classes)}
         self._y = (
-            None if label_names is None
-            else np.array([class_index[n] for n in label_names.tolist()], dtype=np.int64)
+            None if label_names is None else np.array([class_index[n] for n in label_names.tolist()], dtype=np.int64)
         )
         self.desc = f"image folder {folder}"
 
-    def _copy(self, *, files: list[Path] | None = None, label_names: np.ndarray | None = None,
-              **config: Any) -> ImageDatastore:
+    def _copy(
+        self, *, files: list[Path] | None = None, label_names: np.ndarray | None = None, **config: Any
+    ) -> ImageDatastore:
         new = object.__new__(ImageDatastore)
         kw = dict(
-            extensions=self.extensions, size=self.size, channels=self.channels, scale=self.scale,
-            mean=self.mean, std=self.std, skip_bad=self.skip_bad,
+            extensions=self.extensions,
+            size=self.size,
+            channels=self.channels,
+            scale=self.scale,
+            mean=self.mean,
+            std=self.std,
+            skip_bad=self.skip_bad,
         )
         kw.update(config)
         new._init(
             folder=self.folder,
             files=list(self.files) if files is None else files,
             label_names=self.labels if files is None else label_names,
-            classes=list(self.classes), **kw,
+            classes=list(self.classes),
+            **kw,
         )
         return new
 
@@ -323,8 +337,9 @@ class ImageDatastore:
             produced += len(xs)
         if produced == 0:
             extra = (
-                f" (all {len(self.skipped)} files failed to decode, e.g. {self.skipped[0][0]}: "
-                f"{self.skipped[0][1]})" if self.skipped else ""
+                f" (all {len(self.skipped)} files failed to decode, e.g. {self.skipped[0][0]}: {self.skipped[0][1]})"
+                if self.skipped
+                else ""
             )
             raise _empty_error(self.desc + extra)
 
@@ -350,8 +365,7 @@ class ImageDatastore:
         for name, v in (("mean", self._mean), ("std", self._std)):
             if v.size not in (1, c):
                 raise ConfigurationError(
-                    f"{name} has {v.size} values but the images have {c} channel(s); pass one "
-                    f"{name} or one per channel"
+                    f"{name} has {v.size} values but the images have {c} channel(s); pass one {name} or one per channel"
                 )
         if self.scale != 1.0:
             x *= np.float32(self.scale)
@@ -433,18 +447,19 @@ class ImageDatastore:
         classes (so class indices agree) and the same settings; they are disjoint and
         the same for the same seed. An unlabelled datastore splits as one group.
         """
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating, np.integer)) \
-                or not (0.0 <= float(fraction) <= 1.0):
-            raise ConfigurationError(
-                f"fraction must be a number between 0 and 1, got {fraction!r}"
-            )
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, (int, float, np.floating, np.integer))
+            or not (0.0 <= float(fraction) <= 1.0)
+        ):
+            raise ConfigurationError(f"fraction must be a number between 0 and 1, got {fraction!r}")
         rng = np.random.default_rng(seed) if seed is not None else None
         groups: dict[Any, list[int]] = {}
         names = self.labels.tolist() if self.labels is not None else [None] * len(self.files)
         for i, name in enumerate(names):
             groups.setdefault(name, []).append(i)
         first: list[int] = []
-        for key in (self.classes if self.labels is not None else [None]):
+        for key in self.classes if self.labels is not None else [None]:
             members = np.asarray(groups.get(key, []), dtype=np.int64)
             k = int(math.floor(float(fraction) * len(members) + 0.5))
             chosen = rng.permutation(members)[:k] if rng is not None else members[:k]
@@ -459,9 +474,7 @@ class ImageDatastore:
         idx = [int(i) for i in indices]
         for i in idx:
             if not -len(self.files) <= i < len(self.files):
-                raise ConfigurationError(
-                    f"index {i} is out of range for {len(self.files)} files"
-                )
+                raise ConfigurationError(f"index {i} is out of range for {len(self.files)} files")
         return self._subset(idx)
 
     def _subset(self, idx: list[int]) -> ImageDatastore:

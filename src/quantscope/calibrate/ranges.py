@@ -95,8 +95,11 @@ def clipping_range(
     """
     method = _check_method(method)
     opts = _check_options(
-        percentile=percentile, bits=bits, symmetric=symmetric,
-        num_quantized_bins=num_quantized_bins, num_bins=num_bins,
+        percentile=percentile,
+        bits=bits,
+        symmetric=symmetric,
+        num_quantized_bins=num_quantized_bins,
+        num_bins=num_bins,
     )
     return _range(stats, method, opts)
 
@@ -387,8 +390,8 @@ def _mse_range(stats: TensorStats, bits: int, symmetric: bool) -> tuple[float, f
 
     best = float(total(np.array([tp]), np.array([tn]))[0])
     for _ in range(32):
-        tp_new = _search(cp, lambda T: total(T, np.full_like(T, tn)))
-        tn_new = _search(cn, lambda T: total(np.full_like(T, tp_new), T))
+        tp_new = _search(cp, lambda T, tn=tn: total(T, np.full_like(T, tn)))
+        tn_new = _search(cn, lambda T, tp=tp_new: total(np.full_like(T, tp), T))
         err = float(total(np.array([tp_new]), np.array([tn_new]))[0])
         if err >= best:
             break

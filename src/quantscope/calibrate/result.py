@@ -99,10 +99,11 @@ class Calibration:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Calibration):
             return NotImplemented
-        return self.num_samples == other.num_samples and [
-            (e.layer, e.network_layer, e.kind, e.tensor) for e in self.entries
-        ] == [(e.layer, e.network_layer, e.kind, e.tensor) for e in other.entries] and all(
-            a.stats == b.stats for a, b in zip(self.entries, other.entries)
+        return (
+            self.num_samples == other.num_samples
+            and [(e.layer, e.network_layer, e.kind, e.tensor) for e in self.entries]
+            == [(e.layer, e.network_layer, e.kind, e.tensor) for e in other.entries]
+            and all(a.stats == b.stats for a, b in zip(self.entries, other.entries))
         )
 
     def __repr__(self) -> str:
@@ -169,7 +170,7 @@ class Calibration:
         raise CalibrationDataError(f"{path}: unknown format {suffix!r}; use a .json or .csv file name")
 
     @classmethod
-    def load(cls, path: str | Path, network=None) -> "Calibration":
+    def load(cls, path: str | Path, network=None) -> Calibration:
         """Read a calibration saved with :meth:`save` (``.json`` or ``.csv``). From CSV,
         the histograms are absent (``stats.hist is None``).
 
@@ -184,7 +185,7 @@ class Calibration:
             cal.attach(prepare(network))
         return cal
 
-    def attach(self, network) -> "Calibration":
+    def attach(self, network) -> Calibration:
         """Use ``network`` (prepared) with these ranges; raises when its layers are not the
         ones the ranges were measured on. Returns self."""
         names = {layer.name for layer in network.layers}
@@ -198,7 +199,7 @@ class Calibration:
         return self
 
     @classmethod
-    def _load(cls, path: Path) -> "Calibration":
+    def _load(cls, path: Path) -> Calibration:
         if not path.exists():
             raise CalibrationDataError(f"{path}: no such file")
         suffix = path.suffix.lower()
@@ -223,7 +224,7 @@ class Calibration:
         raise CalibrationDataError(f"{path}: unknown format {suffix!r}; use a .json or .csv file")
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "the data") -> "Calibration":
+    def from_dict(cls, d: dict, where: str = "the data") -> Calibration:
         if d.get("format") != _FORMAT:
             raise CalibrationDataError(f"{where}: not a quantscope calibration file (format {d.get('format')!r})")
         entries = [

@@ -63,7 +63,7 @@ def bin_edges() -> tuple[np.ndarray, np.ndarray]:
 
 def _edges(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lo = (idx << np.uint64(_SHIFT)).astype(np.uint32).view(np.float32).astype(np.float64)
-    hi_bits = ((idx + np.uint64(1)) << np.uint64(_SHIFT))
+    hi_bits = (idx + np.uint64(1)) << np.uint64(_SHIFT)
     hi_bits = np.minimum(hi_bits, np.uint64(0x7F800000)).astype(np.uint32)
     hi = hi_bits.view(np.float32).astype(np.float64)
     return lo, hi
@@ -90,7 +90,7 @@ class TensorStats:
     hist_stride: int = 1
 
     # ---- building ----------------------------------------------------------------
-    def update(self, x: np.ndarray) -> "TensorStats":
+    def update(self, x: np.ndarray) -> TensorStats:
         """Add every value of ``x`` (any shape, float). Returns self.
 
         Values are read as float32 for the histogram; min/max are exact for
@@ -116,7 +116,7 @@ class TensorStats:
             _add_bin_counts(self.hist, bits)
         return self
 
-    def _update_rows(self, rows: np.ndarray) -> "TensorStats":
+    def _update_rows(self, rows: np.ndarray) -> TensorStats:
         """:meth:`update` for contiguous float32 ``(samples, values)``, a block of rows
         at a time (at most ``_BLOCK_VALUES`` values): min and max of the block, and the
         histogram of its sampled positions ``0, s, 2s, ...`` of every row, through few
@@ -142,19 +142,17 @@ class TensorStats:
         return self
 
     @classmethod
-    def of(cls, x: np.ndarray) -> "TensorStats":
+    def of(cls, x: np.ndarray) -> TensorStats:
         """Statistics of one array."""
         return cls().update(x)
 
-    def merge(self, other: "TensorStats") -> "TensorStats":
+    def merge(self, other: TensorStats) -> TensorStats:
         """Combine with ``other`` (exact, order-independent). Returns a new object."""
         if self.hist is None or other.hist is None:
             hist = None
         else:
             if self.hist_stride != other.hist_stride and self.count and other.count:
-                raise ValueError(
-                    f"cannot merge histograms of stride {self.hist_stride} and {other.hist_stride}"
-                )
+                raise ValueError(f"cannot merge histograms of stride {self.hist_stride} and {other.hist_stride}")
             hist = self.hist + other.hist
         stride = self.hist_stride if self.count else other.hist_stride
         if np.isnan(self.min) or np.isnan(other.min):
@@ -215,7 +213,7 @@ class TensorStats:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TensorStats":
+    def from_dict(cls, d: dict) -> TensorStats:
         hist = None
         if d.get("hist") is not None:
             if d["hist"].get("mantissa_bits") != MANTISSA_BITS:

@@ -62,7 +62,9 @@ def run_demo(console: Console | None = None, quiet: bool = False, calibration_sa
     cal = calibrate(net, (cal_x, cal_y), batch_size=64, progress=False if quiet else None)
     seconds = time.perf_counter() - start
     print_ranges(console, cal.table, title=f"Ranges from {cal.num_samples} calibration images")
-    console.print(f"Calibrated {cal.num_samples} images in {seconds:.2f} s ({cal.num_samples / seconds:,.0f} images/s).")
+    console.print(
+        f"Calibrated {cal.num_samples} images in {seconds:.2f} s ({cal.num_samples / seconds:,.0f} images/s)."
+    )
 
     from ..cli import print_validation
     from ..fpga import Workflow
@@ -81,6 +83,9 @@ def run_demo(console: Console | None = None, quiet: bool = False, calibration_sa
     frames = val_x[:4]
     outputs, profile = workflow.predict(frames, profile=True)
     predicted = [classes[i] if classes else str(i) for i in outputs.argmax(axis=1)]
-    console.print(f"Predicted classes of 4 frames: {', '.join(predicted)} (labels: {', '.join(classes[i] if classes else str(i) for i in val_y[:4])})")
+    console.print(
+        f"Predicted classes of 4 frames: {', '.join(predicted)} "
+        f"(labels: {', '.join(classes[i] if classes else str(i) for i in val_y[:4])})"
+    )
     console.print(profile.format(), markup=False, highlight=False)
     return {"network": net, "calibration": cal, "validation": result, "quantized": qnet, "profile": profile}

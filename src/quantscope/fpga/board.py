@@ -13,7 +13,8 @@ works too; a list's ``append`` captures it in tests).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -123,7 +124,7 @@ class Workflow:
                 raise ConfigurationError(
                     f"the deep-learning processor computes with power-of-two scales, but this network was "
                     f"quantized with {type(qnet.plan.scheme).__name__} (the CPU target): quantize it for the "
-                    "FPGA with calibration.quantize(\"fpga\") (or pass the float network to estimate "
+                    'FPGA with calibration.quantize("fpga") (or pass the float network to estimate '
                     "performance only)"
                 )
             network = qnet.network
@@ -184,7 +185,10 @@ class Workflow:
             r = mm["FCWeightDataOffset"]
             p(f"### FC Weights loaded: {format_size(r.size)} at 0x{r.offset:08x}.")
         r = mm["InstructionDataOffset"]
-        p(f"### Deploying instructions: {compiled.instruction_count} instructions, {compiled.instructions.size} B at 0x{r.offset:08x} ...")
+        p(
+            f"### Deploying instructions: {compiled.instruction_count} instructions, "
+            f"{compiled.instructions.size} B at 0x{r.offset:08x} ..."
+        )
         p("### Deployment complete.")
         self._deployed = True
 

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,9 @@ REGION_NAMES: tuple[str, ...] = (
 #: Layer kinds that may run on the host after the last hardware layer.
 OUTPUT_SOFTWARE_KINDS = frozenset({"Softmax", "LogSoftmax", "Sigmoid", "Flatten", "Reshape", "Squeeze", "Identity"})
 #: Fused kinds whose output is their input re-addressed (no buffer of their own).
-_ALIAS_KINDS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Relu", "Clip", "LeakyRelu", "PRelu"})
+_ALIAS_KINDS = frozenset(
+    {"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Relu", "Clip", "LeakyRelu", "PRelu"}
+)
 
 # Instruction opcodes (docs/fpga.md, "Instruction stream").
 OPCODES: dict[str, int] = {
@@ -180,7 +183,9 @@ class MemoryMap:
             "",
         ]
         for name, addr, size in self.rows():
-            lines.append(f"    {chr(34) + name + chr(34):<27} {chr(34) + addr + chr(34):<16} {chr(34) + size + chr(34):<18}")
+            lines.append(
+                f"    {chr(34) + name + chr(34):<27} {chr(34) + addr + chr(34):<16} {chr(34) + size + chr(34):<18}"
+            )
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -309,7 +314,10 @@ class CompiledNetwork:
         import pandas as pd
 
         return pd.DataFrame(
-            [(p.index, p.name, p.kind, p.placement, p.module or "", "" if p.leg is None else p.leg, p.note) for p in self.layers],
+            [
+                (p.index, p.name, p.kind, p.placement, p.module or "", "" if p.leg is None else p.leg, p.note)
+                for p in self.layers
+            ],
             columns=["#", "Layer", "Type", "Placement", "Module", "Leg", "Note"],
         )
 
@@ -354,7 +362,8 @@ def _chw(shape: tuple[int | None, ...] | None, value: str, layer: str) -> tuple[
     if len(dims) == 2:
         return (int(dims[0]), 1, int(dims[1]))
     raise UnsupportedModelError(
-        f"{value!r} (layer {layer!r}) has shape {shape}; the processor handles (N, C, H, W), (N, C, L) and (N, F) tensors.",
+        f"{value!r} (layer {layer!r}) has shape {shape}; the processor handles (N, C, H, W), (N, C, L) "
+        "and (N, F) tensors.",
         nodes=[(layer, "shape")],
     )
 
@@ -430,7 +439,7 @@ class _Compiler:
                 + f". Layer kinds it runs in hardware: {', '.join(sorted(COSTS))}; on the host: the input, "
                 "its normalization, and a tail of " + ", ".join(sorted(OUTPUT_SOFTWARE_KINDS)) + ". "
                 "Use activations the processor has (Relu, Clip/Relu6, LeakyRelu, PRelu) in their place, or "
-                "quantize for the CPU target instead (quantize(\"cpu\"), validate(..., target=\"cpu\")).",
+                'quantize for the CPU target instead (quantize("cpu"), validate(..., target="cpu")).',
                 nodes=bad,
             )
         if not any(w == "HW" for w in where.values()):
@@ -442,7 +451,12 @@ class _Compiler:
     def source(self, value: str) -> str:
         """The value a fused-alias chain reads from (Flatten of X -> X)."""
         seen = 0
-        while value in self.producer and self.producer[value].kind in _ALIAS_KINDS and self.producer[value].inputs and seen < 1000:
+        while (
+            value in self.producer
+            and self.producer[value].kind in _ALIAS_KINDS
+            and self.producer[value].inputs
+            and seen < 1000
+        ):
             value = self.producer[value].inputs[0]
             seen += 1
         return value
@@ -452,7 +466,11 @@ class _Compiler:
         everything else (C, H, W) with C padded to N."""
         src = self.source(value)
         layer = self.producer.get(src)
-        c, h, w = _chw(self.net.value_shape(src) if src != self.net.input_name else self.net.input_shape, src, layer.name if layer else src)
+        c, h, w = _chw(
+            self.net.value_shape(src) if src != self.net.input_name else self.net.input_shape,
+            src,
+            layer.name if layer else src,
+        )
         if layer is not None and layer.kind == "fc":
             return _pad(c * h * w, self.cfg.fc.thread_number)
         return h * w * _pad(c, self.n)
@@ -478,7 +496,12 @@ class _Compiler:
             pads = tuple(int(p) for p in attrs.get("pads", (0, 0, 0, 0)))
             if len(pads) != 4:
                 pads = (0, 0, 0, 0)
-            kw.update(kernel=kernel, strides=_pairs(attrs.get("strides"), (1, 1)), pads=pads, dilations=_pairs(attrs.get("dilations"), (1, 1)))
+            kw.update(
+                kernel=kernel,
+                strides=_pairs(attrs.get("strides"), (1, 1)),
+                pads=pads,
+                dilations=_pairs(attrs.get("dilations"), (1, 1)),
+            )
         if layer.kind == "fc":
             w = self.fc_matrix(layer)
             fc_in, fc_out = w.shape
@@ -526,12 +549,16 @@ class _Compiler:
         if op == "Gemm":
             attrs = self.net.node_attributes(layer.members[0])
             if int(attrs.get("transA", 0)):
-                raise UnsupportedModelError(f"layer {layer.name!r}: Gemm with transA=1 is not supported", nodes=[(layer.name, "Gemm")])
+                raise UnsupportedModelError(
+                    f"layer {layer.name!r}: Gemm with transA=1 is not supported", nodes=[(layer.name, "Gemm")]
+                )
             if int(attrs.get("transB", 0)):
                 w = w.T
             w = w * np.float32(attrs.get("alpha", 1.0))
         if w.ndim != 2:
-            raise UnsupportedModelError(f"layer {layer.name!r}: FC weights must be 2-D, got {w.shape}", nodes=[(layer.name, op)])
+            raise UnsupportedModelError(
+                f"layer {layer.name!r}: FC weights must be 2-D, got {w.shape}", nodes=[(layer.name, op)]
+            )
         return w
 
     def fc_bias(self, layer, out: int) -> np.ndarray:
@@ -547,7 +574,11 @@ class _Compiler:
         cfg = self.cfg
         if layer.kind == "conv":
             w = np.asarray(self.net.constant(layer.weight), dtype=np.float32)
-            b = np.zeros(w.shape[0], np.float32) if layer.bias is None else np.asarray(self.net.constant(layer.bias), np.float32).reshape(-1)
+            b = (
+                np.zeros(w.shape[0], np.float32)
+                if layer.bias is None
+                else np.asarray(self.net.constant(layer.bias), np.float32).reshape(-1)
+            )
             cout, cin_g, kh, kw = w.shape
             shape = (_pad(cout, self.n), _pad(cin_g, self.n) if info.groups == 1 else cin_g, kh, kw)
             module = "conv"
@@ -560,9 +591,17 @@ class _Compiler:
             if layer.name in self.quantized:
                 qw, qb = self.quantized[layer.name][:2]
                 qw = np.asarray(qw, np.int8)
-                if module == "fc" and layer.op_types[0] == "Gemm" and int(self.net.node_attributes(layer.members[0]).get("transB", 0)):
+                if (
+                    module == "fc"
+                    and layer.op_types[0] == "Gemm"
+                    and int(self.net.node_attributes(layer.members[0]).get("transB", 0))
+                ):
                     qw = qw.T
-                qb = np.zeros(w.shape[0] if module == "conv" else w.shape[1], np.int32) if qb is None else np.asarray(qb, np.int32)
+                qb = (
+                    np.zeros(w.shape[0] if module == "conv" else w.shape[1], np.int32)
+                    if qb is None
+                    else np.asarray(qb, np.int32)
+                )
                 e = self.quantized[layer.name][2] if len(self.quantized[layer.name]) > 2 else None
             else:
                 # Stand-in until the quantizer provides the layer's int8 weights: per-tensor
@@ -648,7 +687,7 @@ def compile_network(
     # ---- geometry and costs --------------------------------------------------------
     infos: dict[str, LayerInfo] = {}
     costs: list[LayerCost] = []
-    for leg_index, (g, ls) in enumerate(legs_layers):
+    for leg_index, (_, ls) in enumerate(legs_layers):
         costed = [layer for layer in ls if COSTS[layer.kind] is not fused]
         first = costed[0].name if costed else None
         last = costed[-1].name if costed else None
@@ -665,12 +704,28 @@ def compile_network(
     placements: list[LayerPlacement] = []
     for i, layer in enumerate(net.layers, start=1):
         if where[layer.name] == "SW":
-            placements.append(LayerPlacement(i, layer.name, layer.members[0], layer.kind, "SW Layer", None, None, False, comp.notes.get(layer.name, "")))
+            placements.append(
+                LayerPlacement(
+                    i,
+                    layer.name,
+                    layer.members[0],
+                    layer.kind,
+                    "SW Layer",
+                    None,
+                    None,
+                    False,
+                    comp.notes.get(layer.name, ""),
+                )
+            )
             continue
         module = MODULE_OF.get(layer.kind)
         is_fused = COSTS[layer.kind] is fused
         note = "fused: no pass of its own" if is_fused else ""
-        placements.append(LayerPlacement(i, layer.name, layer.members[0], layer.kind, "HW Layer", module, leg_of[layer.name], is_fused, note))
+        placements.append(
+            LayerPlacement(
+                i, layer.name, layer.members[0], layer.kind, "HW Layer", module, leg_of[layer.name], is_fused, note
+            )
+        )
 
     # ---- weight images --------------------------------------------------------------
     images: dict[str, WeightImage] = {}
@@ -738,7 +793,9 @@ def compile_network(
                 program.append((op, layer_index[layer.name], ("fcw", layer.name)))
                 program.append(("FC_COMPUTE", layer_index[layer.name], ("tiles", c.tiling.tiles)))
             else:
-                program.append((_KIND_OPCODE[layer.kind], layer_index[layer.name], ("layer", layer.name, scheduler_tiles)))
+                program.append(
+                    (_KIND_OPCODE[layer.kind], layer_index[layer.name], ("layer", layer.name, scheduler_tiles))
+                )
                 scheduler_tiles += c.tiling.tiles
         if g == "fc" and costed:
             program.append(("FC_STORE_OUTPUT", layer_index[costed[-1].name], ("slot", costed[-1].output)))

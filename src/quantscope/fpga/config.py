@@ -314,9 +314,10 @@ class ProcessorConfig:
         c, f, a = self.conv, self.fc, self.adder
         return "\n".join(
             [
-                f'Processor "{self.name}" on {self.board}: {self.data_type.value}, {_mhz(self.target_frequency_mhz)} MHz',  # type: ignore[union-attr]
-                f'  conv: ConvThreadNumber {c.thread_number}, InputMemorySize {list(c.input_memory_size)}, '
-                f'OutputMemorySize {list(c.output_memory_size)}, FeatureSizeLimit {c.feature_size_limit}',
+                f'Processor "{self.name}" on {self.board}: {self.data_type.value}, '  # type: ignore[union-attr]
+                f"{_mhz(self.target_frequency_mhz)} MHz",
+                f"  conv: ConvThreadNumber {c.thread_number}, InputMemorySize {list(c.input_memory_size)}, "
+                f"OutputMemorySize {list(c.output_memory_size)}, FeatureSizeLimit {c.feature_size_limit}",
                 f"  fc: FCThreadNumber {f.thread_number}, InputMemorySize {f.input_memory_size}, "
                 f"OutputMemorySize {f.output_memory_size}",
                 f"  adder: InputMemorySize {a.input_memory_size}, OutputMemorySize {a.output_memory_size}",
@@ -330,7 +331,9 @@ def _mhz(value: float) -> str:
     return f"{value:g}"
 
 
-def _preset(name: str, board: str, data_type: str, mhz: float, latency: int, conv_threads: int, fc_threads: int) -> ProcessorConfig:
+def _preset(
+    name: str, board: str, data_type: str, mhz: float, latency: int, conv_threads: int, fc_threads: int
+) -> ProcessorConfig:
     return ProcessorConfig(
         conv=ConvModule(thread_number=conv_threads),
         fc=FCModule(thread_number=fc_threads),

@@ -20,8 +20,8 @@ Shapes are ``(C, H, W)`` (the batch dropped), sizes in elements unless named
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..errors import UnsupportedModelError
 from .config import ProcessorConfig
@@ -248,7 +248,9 @@ def _input_rows_read(info: LayerInfo, tiling: Tiling) -> int:
 
 
 # ---------------------------------------------------------------- cost functions
-def _finish(info: LayerInfo, config: ProcessorConfig, compute: int, nbytes: float, tiling: Tiling, **extra) -> LayerCost:
+def _finish(
+    info: LayerInfo, config: ProcessorConfig, compute: int, nbytes: float, tiling: Tiling, **extra
+) -> LayerCost:
     transfer = _transfer_cycles(nbytes, config)
     overhead = LAYER_OVERHEAD_CYCLES + tiling.tiles * (TILE_OVERHEAD_CYCLES + config.ddr_latency_cycles)
     return LayerCost(

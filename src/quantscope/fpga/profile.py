@@ -22,7 +22,14 @@ from typing import Any
 
 from .compile import CompiledNetwork, compile_network
 from .config import ProcessorConfig, processor
-from .cycles import CONV_WINDOW, FC_LANES_PER_THREAD, ADDER_LANES, FRAME_OVERHEAD_CYCLES, NETWORK_OVERHEAD_CYCLES, LayerCost
+from .cycles import (
+    ADDER_LANES,
+    CONV_WINDOW,
+    FC_LANES_PER_THREAD,
+    FRAME_OVERHEAD_CYCLES,
+    NETWORK_OVERHEAD_CYCLES,
+    LayerCost,
+)
 
 __all__ = [
     "PROFILE_COLUMNS",
@@ -266,7 +273,12 @@ def estimate_resources(config: ProcessorConfig | str):
     parts = _module_resources(cfg)
     rows = {}
     for name, p in parts.items():
-        rows[name] = (int(round(p["dsp"])), math.ceil(p["bram_bits"] / board.block_ram_bits), int(p["bram_bits"]), int(round(p["lut"])))
+        rows[name] = (
+            int(round(p["dsp"])),
+            math.ceil(p["bram_bits"] / board.block_ram_bits),
+            int(p["bram_bits"]),
+            int(round(p["lut"])),
+        )
     dsp = sum(int(round(p["dsp"])) for p in parts.values())
     bits = sum(int(p["bram_bits"]) for p in parts.values())
     lut = sum(int(round(p["lut"])) for p in parts.values())

@@ -66,10 +66,7 @@ def _load_file(path: Path) -> onnx.ModelProto:
             "The file may be truncated or of another format; re-export it to ONNX."
         ) from None
     if not model.graph.node and not model.graph.input:
-        raise ModelLoadError(
-            f"{path}: decodes to an empty ONNX model (no graph); the file is not ONNX "
-            "or is truncated"
-        )
+        raise ModelLoadError(f"{path}: decodes to an empty ONNX model (no graph); the file is not ONNX or is truncated")
     _check_external_data(model, base_dir=path.resolve().parent, where=str(path))
     return _checked(model, str(path))
 
@@ -131,9 +128,7 @@ def _checked(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
 
 def _is_torch_module(obj: Any) -> bool:
     # Do not import torch to find out: check the class hierarchy by name.
-    return any(
-        c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in type(obj).__mro__
-    )
+    return any(c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in type(obj).__mro__)
 
 
 def _from_torch(module: Any, example_input: Any) -> onnx.ModelProto:

@@ -173,7 +173,8 @@ class Network:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"Network({self.source_name or 'model'}, {len(self.layers)} layers, input {self.input_name} {self.input_shape})"
+        name = self.source_name or "model"
+        return f"Network({name}, {len(self.layers)} layers, input {self.input_name} {self.input_shape})"
 
 
 def prepare(source: Any, example_input: Any = None) -> Network:
@@ -308,9 +309,7 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
             assigned.add(id(m))
             for out in m.outputs:
                 dynamic.add(id(out))
-        layer_inputs = tuple(
-            v.name for v in node.inputs if v is not None and id(v) in dynamic and _is_float(v)
-        )
+        layer_inputs = tuple(v.name for v in node.inputs if v is not None and id(v) in dynamic and _is_float(v))
         folded = tuple(bn for bn, target in log.folded.items() if target == node.name)
         layers.append(
             OptimizedLayer(

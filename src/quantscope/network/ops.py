@@ -20,23 +20,81 @@ __all__ = [
 SUPPORTED_OPS: frozenset[str] = frozenset(
     {
         # layers with learnables
-        "Conv", "Gemm", "MatMul", "BatchNormalization",
+        "Conv",
+        "Gemm",
+        "MatMul",
+        "BatchNormalization",
         # activations
-        "Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "HardSigmoid",
-        "HardSwish", "Elu", "Selu", "Softplus", "Erf", "Gelu",
+        "Relu",
+        "Clip",
+        "LeakyRelu",
+        "PRelu",
+        "Sigmoid",
+        "Tanh",
+        "HardSigmoid",
+        "HardSwish",
+        "Elu",
+        "Selu",
+        "Softplus",
+        "Erf",
+        "Gelu",
         # pooling
-        "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
         # element-wise and normalization
-        "Add", "Sub", "Mul", "Div", "Sqrt", "Pow", "Neg", "Abs", "Exp", "Log", "Min", "Max",
-        "LRN", "Softmax", "LogSoftmax", "ReduceMean", "ReduceMax", "ReduceSum",
-        "LayerNormalization", "InstanceNormalization", "GroupNormalization",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Sqrt",
+        "Pow",
+        "Neg",
+        "Abs",
+        "Exp",
+        "Log",
+        "Min",
+        "Max",
+        "LRN",
+        "Softmax",
+        "LogSoftmax",
+        "ReduceMean",
+        "ReduceMax",
+        "ReduceSum",
+        "LayerNormalization",
+        "InstanceNormalization",
+        "GroupNormalization",
         # data movement
-        "Concat", "Split", "Slice", "Flatten", "Reshape", "Transpose", "Squeeze",
-        "Unsqueeze", "Pad", "Resize", "Upsample", "Expand", "Tile", "Gather",
-        "DepthToSpace", "SpaceToDepth",
+        "Concat",
+        "Split",
+        "Slice",
+        "Flatten",
+        "Reshape",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Pad",
+        "Resize",
+        "Upsample",
+        "Expand",
+        "Tile",
+        "Gather",
+        "DepthToSpace",
+        "SpaceToDepth",
         # shape computations and plumbing
-        "Shape", "Size", "Cast", "Constant", "ConstantOfShape", "Range", "Equal", "Where",
-        "Identity", "Dropout", "Floor", "Ceil",
+        "Shape",
+        "Size",
+        "Cast",
+        "Constant",
+        "ConstantOfShape",
+        "Range",
+        "Equal",
+        "Where",
+        "Identity",
+        "Dropout",
+        "Floor",
+        "Ceil",
     }
 )
 
@@ -55,7 +113,10 @@ def check_supported(graph: ir.Graph, where: str = "the model") -> None:
     custom ops...).
     """
     bad = [
-        (node.name or f"<unnamed {node.op_type}>", f"{node.domain + '::' if node.domain not in ('', 'ai.onnx') else ''}{node.op_type}")
+        (
+            node.name or f"<unnamed {node.op_type}>",
+            f"{node.domain + '::' if node.domain not in ('', 'ai.onnx') else ''}{node.op_type}",
+        )
         for node in graph
         if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED_OPS
     ]

@@ -24,7 +24,16 @@ from .merge_pad import MergePadPass
 from .name_nodes import NameNodesPass
 from .reduce_mean_to_pool import ReduceMeanToPoolPass
 
-__all__ = ["DropDropoutPass", "FoldBatchNormPass", "FoldReshapeShapesPass", "MergePadPass", "NameNodesPass", "PrepareLog", "ReduceMeanToPoolPass", "run_prepare_passes"]
+__all__ = [
+    "DropDropoutPass",
+    "FoldBatchNormPass",
+    "FoldReshapeShapesPass",
+    "MergePadPass",
+    "NameNodesPass",
+    "PrepareLog",
+    "ReduceMeanToPoolPass",
+    "run_prepare_passes",
+]
 
 
 @dataclass
@@ -69,7 +78,9 @@ def run_prepare_passes(model: ir.Model) -> PrepareLog:
         try:
             ShapeInferencePass()(model)
         except Exception as exc:  # keep the rewrite; shapes stay as they were
-            notes.append(f"shape inference after the rewrites failed ({type(exc).__name__}: {exc}); some shapes stay unknown")
+            notes.append(
+                f"shape inference after the rewrites failed ({type(exc).__name__}: {exc}); some shapes stay unknown"
+            )
     log.dropped = drop.dropped
     log.folded = fold.folded
     log.pooled = pool.rewritten

@@ -28,12 +28,8 @@ class DropDropoutPass(InPlacePass):
                 self.notes.append(f"Dropout {node.name!r} not dropped: its mask output is used")
                 continue
             training = node.inputs[2] if len(node.inputs) > 2 else None
-            if training is not None and (
-                training.const_value is None or bool(training.const_value.numpy())
-            ):
-                self.notes.append(
-                    f"Dropout {node.name!r} not dropped: training_mode is not a constant false"
-                )
+            if training is not None and (training.const_value is None or bool(training.const_value.numpy())):
+                self.notes.append(f"Dropout {node.name!r} not dropped: training_mode is not a constant false")
                 continue
             identity = ir.Node("", "Identity", [node.inputs[0]], name=node.name)
             graph.insert_before(node, identity)
@@ -49,7 +45,6 @@ class DropDropoutPass(InPlacePass):
         self.dropped = [name for name in identities if name not in remaining]
         for name in sorted(remaining):
             self.notes.append(
-                f"Identity/Dropout {name!r} not dropped: it connects a graph input directly "
-                "to a graph output"
+                f"Identity/Dropout {name!r} not dropped: it connects a graph input directly to a graph output"
             )
         return PassResult(model, bool(self.dropped) or result.modified)

@@ -56,7 +56,11 @@ def _entries(value: ir.Value, depth: int = 0) -> list[_Entry] | _Entry | None:
         return picked[0] if idx.ndim == 0 else picked
     if op == "Unsqueeze":
         inner = _entries(node.inputs[0], depth + 1)
-        return [inner] if inner is not None and not isinstance(inner, list) and int_list(node, "axes", 1) in ([0], [-1]) else None
+        return (
+            [inner]
+            if inner is not None and not isinstance(inner, list) and int_list(node, "axes", 1) in ([0], [-1])
+            else None
+        )
     if op == "Squeeze":
         inner = _entries(node.inputs[0], depth + 1)
         return inner[0] if isinstance(inner, list) and len(inner) == 1 else None
@@ -105,6 +109,8 @@ class FoldReshapeShapesPass(InPlacePass):
                     break
             else:
                 # shapes after it are re-inferred once all passes ran (run_prepare_passes)
-                node.replace_input_with(1, new_initializer(graph, f"{node.name}_shape", np.array(shape, dtype=np.int64)))
+                node.replace_input_with(
+                    1, new_initializer(graph, f"{node.name}_shape", np.array(shape, dtype=np.int64))
+                )
                 self.folded.append(node.name)
         return PassResult(model, bool(self.folded))

@@ -68,7 +68,6 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
         graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
     new_inits: list[onnx.TensorProto] = []
-    new_nodes: list[onnx.NodeProto] = []
     dq_before: dict[str, list[onnx.NodeProto]] = {}  # node name -> DQ nodes to put before it
 
     # weights and biases
@@ -83,8 +82,11 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
         attrs = {"axis": w_qp.axis} if w_qp.axis is not None else {}
         nodes = [
             helper.make_node(
-                "DequantizeLinear", [wq_name, f"{wq_name}_scale", f"{wq_name}_zero_point"],
-                [f"{layer.weight}_dequantized"], name=f"{wq_name}_DequantizeLinear", **attrs,
+                "DequantizeLinear",
+                [wq_name, f"{wq_name}_scale", f"{wq_name}_zero_point"],
+                [f"{layer.weight}_dequantized"],
+                name=f"{wq_name}_DequantizeLinear",
+                **attrs,
             )
         ]
         replace = {layer.weight: f"{layer.weight}_dequantized"}
@@ -97,8 +99,11 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
             new_inits.append(numpy_helper.from_array(np.zeros(qb.shape, np.int32), f"{bq_name}_zero_point"))
             nodes.append(
                 helper.make_node(
-                    "DequantizeLinear", [bq_name, f"{bq_name}_scale", f"{bq_name}_zero_point"],
-                    [f"{layer.bias}_dequantized"], name=f"{bq_name}_DequantizeLinear", axis=0,
+                    "DequantizeLinear",
+                    [bq_name, f"{bq_name}_scale", f"{bq_name}_zero_point"],
+                    [f"{layer.bias}_dequantized"],
+                    name=f"{bq_name}_DequantizeLinear",
+                    axis=0,
                 )
             )
             replace[layer.bias] = f"{layer.bias}_dequantized"
@@ -125,9 +130,18 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
         q_name = f"{value}_quantized"
         new_inits += _qdq_tensors(q_name, qp)
         pair = [
-            helper.make_node("QuantizeLinear", [pre, f"{q_name}_scale", f"{q_name}_zero_point"], [q_name], name=f"{value}_QuantizeLinear"),
-            helper.make_node("DequantizeLinear", [q_name, f"{q_name}_scale", f"{q_name}_zero_point"],
-                             [value if value in producers else f"{value}_dequantized"], name=f"{value}_DequantizeLinear"),
+            helper.make_node(
+                "QuantizeLinear",
+                [pre, f"{q_name}_scale", f"{q_name}_zero_point"],
+                [q_name],
+                name=f"{value}_QuantizeLinear",
+            ),
+            helper.make_node(
+                "DequantizeLinear",
+                [q_name, f"{q_name}_scale", f"{q_name}_zero_point"],
+                [value if value in producers else f"{value}_dequantized"],
+                name=f"{value}_DequantizeLinear",
+            ),
         ]
         if value in producers:
             qdq_after.setdefault(producers[value].name, []).extend(pair)

@@ -108,9 +108,7 @@ def _check_bits(bits: Any, what: str = "bits") -> int:
 
 def _check_rounding(rounding: Any) -> Rounding:
     if not isinstance(rounding, Rounding):
-        raise ConfigurationError(
-            f"rounding must be a quantscope Rounding (e.g. Rounding.HALF_AWAY), got {rounding!r}"
-        )
+        raise ConfigurationError(f"rounding must be a quantscope Rounding (e.g. Rounding.HALF_AWAY), got {rounding!r}")
     return rounding
 
 
@@ -425,7 +423,9 @@ def divide_round(num: Any, den: Any, rounding: Rounding) -> np.ndarray:
 # ------------------------------------------------------------- requantization (eq. 5, 9)
 
 
-def check_accumulator(acc: Any, overflow: Overflow = Overflow.RAISE, bits: int = 32, what: str = "accumulator") -> np.ndarray:
+def check_accumulator(
+    acc: Any, overflow: Overflow = Overflow.RAISE, bits: int = 32, what: str = "accumulator"
+) -> np.ndarray:
     """Apply the overflow policy to an exact accumulator, eq. (4b). Returns int64.
 
     ``RAISE``: raise :class:`AccumulatorOverflowError` if any value is outside

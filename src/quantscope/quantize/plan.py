@@ -9,8 +9,8 @@ exporter writes it as QDQ ONNX.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 
@@ -35,8 +35,24 @@ __all__ = [
 #: computes in float on dequantized inputs, its output quantized for the next layers.
 INT_LAYER_KINDS = frozenset(
     {
-        "input", "normalization", "conv", "fc", "MaxPool", "AveragePool", "GlobalAveragePool", "Add", "Concat",
-        "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Relu", "Clip", "LeakyRelu", "PRelu",
+        "input",
+        "normalization",
+        "conv",
+        "fc",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "Add",
+        "Concat",
+        "Flatten",
+        "Reshape",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Relu",
+        "Clip",
+        "LeakyRelu",
+        "PRelu",
     }
 )
 #: Kinds whose output holds the input's values rearranged: same integer type as the input.
@@ -64,8 +80,8 @@ class QParams:
     exponent: int | None = None
 
     @classmethod
-    def pow2(cls, exponent: int, bits: int = 8) -> "QParams":
-        return cls(np.array(2.0 ** exponent), np.array(0, np.int64), bits, None, int(exponent))
+    def pow2(cls, exponent: int, bits: int = 8) -> QParams:
+        return cls(np.array(2.0**exponent), np.array(0, np.int64), bits, None, int(exponent))
 
     @property
     def qmin(self) -> int:
@@ -98,7 +114,7 @@ class QParams:
             d["axis"] = self.axis
         return d
 
-    def same_as(self, other: "QParams | None") -> bool:
+    def same_as(self, other: QParams | None) -> bool:
         return (
             other is not None
             and self.bits == other.bits
@@ -218,7 +234,7 @@ def histogram_exponent(stats: TensorStats, word_length: int = 8, search: int = 8
     v_pos = np.minimum(centre, max(stats.max, 0.0))
     v_neg = np.minimum(centre, max(-stats.min, 0.0))
     for e in range(e_max, e_max - search - 1, -1):
-        step = 2.0 ** e
+        step = 2.0**e
         err = 0.0
         for counts, v, top in ((pos, v_pos, qmax * step), (neg, v_neg, (qmax + 1) * step)):
             sat = v > top + step / 2
@@ -290,7 +306,9 @@ def make_plan(
     keep = _layer_names(network, keep_float, "keep_float")
     required = _layer_names(network, require_int8, "require_int8")
     if keep & required:
-        raise ConfigurationError(f"layer(s) {', '.join(sorted(keep & required))} are both in keep_float and require_int8")
+        raise ConfigurationError(
+            f"layer(s) {', '.join(sorted(keep & required))} are both in keep_float and require_int8"
+        )
     if network.layers[0].name in keep:
         raise ConfigurationError("the input layer cannot be kept in float alone; keep the layers after it instead")
 
@@ -394,7 +412,8 @@ def _layer_names(network: Network, names: Iterable[str], option: str) -> set[str
         removed = [n for n in unknown if n in dropped]
         why = (
             f" ({', '.join(repr(n) for n in removed)}: a Dropout/Identity that prepare removed, which computes nothing)"
-            if removed else ""
+            if removed
+            else ""
         )
         raise ConfigurationError(
             f"{option} names {', '.join(repr(n) for n in unknown)}, which {'is' if len(unknown) == 1 else 'are'} "

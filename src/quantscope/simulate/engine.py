@@ -160,8 +160,11 @@ class Simulator:
         for per-tensor power-of-two parameters that saturate (the same integers)."""
         plan = self.plan
         if (
-            self._fused is not None and qp.exponent is not None and qp.axis is None
-            and int(qp.zero_point) == 0 and plan.saturation is Saturation.SATURATE
+            self._fused is not None
+            and qp.exponent is not None
+            and qp.axis is None
+            and int(qp.zero_point) == 0
+            and plan.saturation is Saturation.SATURATE
         ):
             return fast.quantize_pow2(x, qp.exponent, qp.bits, plan.rounding)
         return qp.quantize(x, plan.rounding, plan.saturation)
@@ -204,8 +207,12 @@ class Simulator:
             q = requantize_pow2(t.q, t.qp.exponent, qp.exponent, qp.bits, self.plan.rounding, self.plan.saturation)
         else:
             q = requantize_scale(
-                t.q.astype(np.int64) - t.qp.zero_point, t.qp.scale / qp.scale, qp.zero_point, qp.bits,
-                self.plan.rounding, self.plan.saturation,
+                t.q.astype(np.int64) - t.qp.zero_point,
+                t.qp.scale / qp.scale,
+                qp.zero_point,
+                qp.bits,
+                self.plan.rounding,
+                self.plan.saturation,
             )
         return IntTensor(q, qp)
 
@@ -237,15 +244,30 @@ class Simulator:
         if op == "Conv":
             attrs = self._attrs(head)
             acc = k["Conv"](
-                xin.q, qw, qb, x_zero_point=zx, overflow=self.overflow,
-                **{a: attrs[a] for a in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides") if a in attrs},
+                xin.q,
+                qw,
+                qb,
+                x_zero_point=zx,
+                overflow=self.overflow,
+                **{
+                    a: attrs[a]
+                    for a in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+                    if a in attrs
+                },
             )
             channel_axis = 1
         elif op == "Gemm":
             attrs = self._attrs(head)
             acc = k["Gemm"](
-                xin.q, qw, qb, trans_a=attrs.get("transA", 0), trans_b=attrs.get("transB", 0),
-                alpha=attrs.get("alpha", 1.0), beta=attrs.get("beta", 1.0), a_zero_point=zx, overflow=self.overflow,
+                xin.q,
+                qw,
+                qb,
+                trans_a=attrs.get("transA", 0),
+                trans_b=attrs.get("transB", 0),
+                alpha=attrs.get("alpha", 1.0),
+                beta=attrs.get("beta", 1.0),
+                a_zero_point=zx,
+                overflow=self.overflow,
             )
             channel_axis = 1
         else:  # MatMul (+ Add)
@@ -254,11 +276,15 @@ class Simulator:
                 acc = acc + qb.astype(np.int64)
             channel_axis = acc.ndim - 1
         if isinstance(plan.scheme, PowerOfTwo):
-            q = requantize_pow2(acc, w_qp.exponent + xin.qp.exponent, out_qp.exponent, out_qp.bits, plan.rounding, plan.saturation)
+            q = requantize_pow2(
+                acc, w_qp.exponent + xin.qp.exponent, out_qp.exponent, out_qp.bits, plan.rounding, plan.saturation
+            )
         else:
             multiplier = xin.qp.scale * w_qp.scale / out_qp.scale
             axis = channel_axis if np.ndim(multiplier) else None
-            q = requantize_scale(acc, multiplier, out_qp.zero_point, out_qp.bits, plan.rounding, plan.saturation, axis=axis)
+            q = requantize_scale(
+                acc, multiplier, out_qp.zero_point, out_qp.bits, plan.rounding, plan.saturation, axis=axis
+            )
         return IntTensor(q, out_qp)
 
     def _fused_conv(self, layer, xin: IntTensor, qw, qb, w_qp: QParams, out_qp: QParams):
@@ -275,9 +301,15 @@ class Simulator:
             plan = self.plan
             pow2 = isinstance(plan.scheme, PowerOfTwo)
             if (
-                out_qp is not None and plan.saturation is Saturation.SATURATE and out_qp.bits <= 8
-                and np.ndim(xin.qp.zero_point) == 0 and np.ndim(out_qp.zero_point) == 0
-                and (not pow2 or (int(xin.qp.zero_point) == 0 and None not in (xin.qp.exponent, w_qp.exponent, out_qp.exponent)))
+                out_qp is not None
+                and plan.saturation is Saturation.SATURATE
+                and out_qp.bits <= 8
+                and np.ndim(xin.qp.zero_point) == 0
+                and np.ndim(out_qp.zero_point) == 0
+                and (
+                    not pow2
+                    or (int(xin.qp.zero_point) == 0 and None not in (xin.qp.exponent, w_qp.exponent, out_qp.exponent))
+                )
             ):
                 dtype = int_dtype(out_qp.bits)
                 ends = IntTensor(np.array([out_qp.qmin, out_qp.qmax], dtype=dtype), out_qp)
@@ -290,13 +322,28 @@ class Simulator:
                 attrs = self._attrs(layer.members[0])
                 if pow2:
                     fused = fast.FusedLayer.conv(
-                        qw, qb, attrs, xin.q.dtype, out_qp.exponent - (w_qp.exponent + xin.qp.exponent),
-                        plan.rounding, lo, hi,
+                        qw,
+                        qb,
+                        attrs,
+                        xin.q.dtype,
+                        out_qp.exponent - (w_qp.exponent + xin.qp.exponent),
+                        plan.rounding,
+                        lo,
+                        hi,
                     )
                 else:
                     fused = fast.FusedLayer.conv_scale(
-                        qw, w_qp.zero_point, qb, attrs, xin.q.dtype, int(xin.qp.zero_point),
-                        xin.qp.scale * w_qp.scale / out_qp.scale, int(out_qp.zero_point), plan.rounding, lo, hi,
+                        qw,
+                        w_qp.zero_point,
+                        qb,
+                        attrs,
+                        xin.q.dtype,
+                        int(xin.qp.zero_point),
+                        xin.qp.scale * w_qp.scale / out_qp.scale,
+                        int(out_qp.zero_point),
+                        plan.rounding,
+                        lo,
+                        hi,
                     )
                 self._fused[key] = (fused, clamps_fused) if fused is not None else (None, False)
             else:
@@ -326,14 +373,16 @@ class Simulator:
         if op_type == "LeakyRelu":
             alpha = self._attrs(node_name).get("alpha", 0.01)
             return IntTensor(
-                self.kernels["LeakyRelu"](t.q, alpha, rounding=plan.rounding, zero_point=z, saturation=plan.saturation), t.qp
+                self.kernels["LeakyRelu"](t.q, alpha, rounding=plan.rounding, zero_point=z, saturation=plan.saturation),
+                t.qp,
             )
         if op_type == "PRelu":
             slope = self._const_input(node_name, 1)
             if t.q.ndim >= 3 and slope.ndim == 1:
                 slope = slope.reshape(-1, *([1] * (t.q.ndim - 2)))
             return IntTensor(
-                self.kernels["PRelu"](t.q, slope, rounding=plan.rounding, zero_point=z, saturation=plan.saturation), t.qp
+                self.kernels["PRelu"](t.q, slope, rounding=plan.rounding, zero_point=z, saturation=plan.saturation),
+                t.qp,
             )
         raise ConfigurationError(f"no integer activation {op_type}")
 
@@ -372,8 +421,14 @@ class Simulator:
             q = saturate(q, out_qp.bits, True, plan.saturation).astype(int_dtype(out_qp.bits))
             return IntTensor(q, out_qp)
         multiplier = float(t.qp.scale) / (np.asarray(n, dtype=np.float64) * float(out_qp.scale))
-        q = requantize_scale(total, np.broadcast_to(multiplier, total.shape), out_qp.zero_point, out_qp.bits,
-                             plan.rounding, plan.saturation)
+        q = requantize_scale(
+            total,
+            np.broadcast_to(multiplier, total.shape),
+            out_qp.zero_point,
+            out_qp.bits,
+            plan.rounding,
+            plan.saturation,
+        )
         return IntTensor(q, out_qp)
 
     def _add(self, layer, inputs, out_qp):
@@ -385,8 +440,14 @@ class Simulator:
                 fused = None
                 if plan.saturation is Saturation.SATURATE and out_qp.bits <= 8:
                     fused = fast.FusedLayer.add(
-                        a.q.dtype, b.q.dtype, a.qp.exponent, b.qp.exponent, out_qp.exponent, plan.rounding,
-                        out_qp.qmin, out_qp.qmax,
+                        a.q.dtype,
+                        b.q.dtype,
+                        a.qp.exponent,
+                        b.qp.exponent,
+                        out_qp.exponent,
+                        plan.rounding,
+                        out_qp.qmin,
+                        out_qp.qmax,
                     )
                 self._fused[key] = (fused, False)
             fused = self._fused[key][0]
@@ -394,8 +455,14 @@ class Simulator:
                 return IntTensor(fused(a.q, b.q), out_qp)
         if isinstance(self.plan.scheme, PowerOfTwo):
             q = self.kernels["Add"](
-                a.q, b.q, a.qp.exponent, b.qp.exponent, out_qp.exponent, bits=out_qp.bits,
-                rounding=self.plan.rounding, saturation=self.plan.saturation,
+                a.q,
+                b.q,
+                a.qp.exponent,
+                b.qp.exponent,
+                out_qp.exponent,
+                bits=out_qp.bits,
+                rounding=self.plan.rounding,
+                saturation=self.plan.saturation,
             )
             return IntTensor(q, out_qp)
         total = a.dequantize() + b.dequantize()  # eq. (9b): float-scale Add in float64

@@ -19,8 +19,9 @@ its accumulator in float32, used only where it is provably exact (docs/int8.md (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -57,8 +58,18 @@ def conv(
     xa = np.asarray(x)
     if xa.ndim != 4:
         return reference.conv(
-            x, w, b, auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape,
-            pads=pads, strides=strides, x_zero_point=x_zero_point, w_zero_point=w_zero_point, overflow=overflow,
+            x,
+            w,
+            b,
+            auto_pad=auto_pad,
+            dilations=dilations,
+            group=group,
+            kernel_shape=kernel_shape,
+            pads=pads,
+            strides=strides,
+            x_zero_point=x_zero_point,
+            w_zero_point=w_zero_point,
+            overflow=overflow,
         )
     w64 = _ints(w, "Conv weight")
     M, Cg, kh, kw = w64.shape
@@ -142,7 +153,9 @@ def gemm(
     return check_accumulator(acc, overflow, what="Gemm accumulator")
 
 
-def matmul(a: np.ndarray, b: np.ndarray, *, a_zero_point: Any = 0, b_zero_point: Any = 0, overflow: Overflow = Overflow.RAISE) -> np.ndarray:
+def matmul(
+    a: np.ndarray, b: np.ndarray, *, a_zero_point: Any = 0, b_zero_point: Any = 0, overflow: Overflow = Overflow.RAISE
+) -> np.ndarray:
     """ONNX MatMul on integers via float64 BLAS; contract of :func:`reference.matmul`."""
     ad = _operand(a, a_zero_point, "MatMul input A").astype(np.float64)
     bd = _operand(b, b_zero_point, "MatMul input B").astype(np.float64)
@@ -195,13 +208,14 @@ def max_pool(x: np.ndarray, **attrs: Any) -> np.ndarray:
     xa = np.asarray(x)
     if xa.dtype not in (np.int8, np.uint8) or xa.ndim < 3:
         return reference.max_pool(xa, **attrs)
-    key = tuple(sorted((k, v if v is None or isinstance(v, (str, int)) else tuple(int(i) for i in v))
-                       for k, v in attrs.items()))
+    key = tuple(
+        sorted((k, v if v is None or isinstance(v, (str, int)) else tuple(int(i) for i in v)) for k, v in attrs.items())
+    )
     return _max_pool_session(xa.dtype.str, xa.ndim, key)(xa)
 
 
 @lru_cache(maxsize=256)
-def _max_pool_session(dtype: str, ndim: int, items: tuple) -> "FusedLayer":
+def _max_pool_session(dtype: str, ndim: int, items: tuple) -> FusedLayer:
     from onnx import TensorProto, helper
 
     attrs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in items if v is not None}
@@ -212,7 +226,9 @@ def _max_pool_session(dtype: str, ndim: int, items: tuple) -> "FusedLayer":
         helper.make_node("Cast", ["m"], ["y"], to=elem),
     ]
     graph = helper.make_graph(
-        nodes, "max_pool", [helper.make_tensor_value_info("x", elem, [None] * ndim)],
+        nodes,
+        "max_pool",
+        [helper.make_tensor_value_info("x", elem, [None] * ndim)],
         [helper.make_tensor_value_info("y", elem, None)],
     )
     return FusedLayer(_session(graph))
@@ -299,9 +315,16 @@ class FusedLayer:
 
     @classmethod
     def conv(
-        cls, w: np.ndarray, b: np.ndarray | None, attrs: dict, x_dtype: np.dtype, shift: int,
-        rounding: Rounding, lo: int, hi: int,
-    ) -> "FusedLayer | None":
+        cls,
+        w: np.ndarray,
+        b: np.ndarray | None,
+        attrs: dict,
+        x_dtype: np.dtype,
+        shift: int,
+        rounding: Rounding,
+        lo: int,
+        hi: int,
+    ) -> FusedLayer | None:
         """Conv + bias (eq. (4)), requantized by ``shift`` bits. ``x``: integers
         ``(N, C, H, W)`` of ``x_dtype`` with zero point 0; ``w``: ``(M, C/group, kH, kW)``
         integers; ``b``: ``(M,)`` int32 or None. Exact when ``max|x| * max_m sum|w_m| +
@@ -333,9 +356,19 @@ class FusedLayer:
 
     @classmethod
     def conv_scale(
-        cls, w: np.ndarray, w_zero_point: Any, b: np.ndarray | None, attrs: dict, x_dtype: np.dtype, x_zero_point: int,
-        multiplier: Any, zero_point: int, rounding: Rounding, lo: int, hi: int,
-    ) -> "FusedLayer | None":
+        cls,
+        w: np.ndarray,
+        w_zero_point: Any,
+        b: np.ndarray | None,
+        attrs: dict,
+        x_dtype: np.dtype,
+        x_zero_point: int,
+        multiplier: Any,
+        zero_point: int,
+        rounding: Rounding,
+        lo: int,
+        hi: int,
+    ) -> FusedLayer | None:
         """Float-scale Conv (eq. (4), (9)): ``clip(R((acc + b) * multiplier) + zero_point,
         lo, hi)`` as int8, ``acc`` the exact accumulator of ``x - x_zero_point`` and
         ``w - w_zero_point``; ``multiplier``: a scalar or one per output channel.
@@ -376,16 +409,30 @@ class FusedLayer:
             helper.make_node("Clip", ["q", "lo", "hi"], ["c"]),
             helper.make_node("Cast", ["c"], ["y"], to=TensorProto.INT8),
         ]
-        consts = {"zx": np.array(x_zero_point, np.float32), "w": w64.astype(np.float32),
-                  "b": b64.astype(np.float64).reshape(1, -1, 1, 1), "m": m, "z": np.array(zero_point, np.float64),
-                  "lo": np.array(lo, np.float64), "hi": np.array(hi, np.float64)}
+        consts = {
+            "zx": np.array(x_zero_point, np.float32),
+            "w": w64.astype(np.float32),
+            "b": b64.astype(np.float64).reshape(1, -1, 1, 1),
+            "m": m,
+            "z": np.array(zero_point, np.float64),
+            "lo": np.array(lo, np.float64),
+            "hi": np.array(hi, np.float64),
+        }
         channels = w64.shape[1] * int(attrs.get("group", 1))
         return cls(_session(_graph(nodes, [("x", x_dtype, [None, channels, None, None])], consts)))
 
     @classmethod
     def add(
-        cls, a_dtype: np.dtype, b_dtype: np.dtype, e_a: int, e_b: int, e_out: int, rounding: Rounding, lo: int, hi: int,
-    ) -> "FusedLayer | None":
+        cls,
+        a_dtype: np.dtype,
+        b_dtype: np.dtype,
+        e_a: int,
+        e_b: int,
+        e_out: int,
+        rounding: Rounding,
+        lo: int,
+        hi: int,
+    ) -> FusedLayer | None:
         """Add of integers at exponents ``e_a`` and ``e_b`` (eq. (7a)), requantized to
         ``e_out``. Exact when both aligned operands fit 23 bits: ``|e_a - e_b| <= 14``
         for 8-bit inputs."""
@@ -411,7 +458,7 @@ class FusedLayer:
         return cls._build(nodes, [("a", dtypes[0], None), ("b", dtypes[1], None)], consts, shift, rounding, lo, hi)
 
     @classmethod
-    def _build(cls, nodes, inputs, consts, shift, rounding, lo, hi) -> "FusedLayer | None":
+    def _build(cls, nodes, inputs, consts, shift, rounding, lo, hi) -> FusedLayer | None:
         """Append the rounding tail to ``nodes`` (which compute ``v``) and open the session."""
         from onnx import TensorProto, helper
 
@@ -439,7 +486,10 @@ class FusedLayer:
         else:
             consts["zero"] = np.array(0, np.int8)
             nodes.append(helper.make_node("QuantizeLinear", [v, "one", "zero"], ["y"]))
-        consts = {k: (np.asarray(c) if np.asarray(c).dtype == np.int8 else np.asarray(c, np.float32)) for k, c in consts.items()}
+        consts = {
+            k: (np.asarray(c) if np.asarray(c).dtype == np.int8 else np.asarray(c, np.float32))
+            for k, c in consts.items()
+        }
         return cls(_session(_graph(nodes, inputs, consts)))
 
 
@@ -449,8 +499,12 @@ def _graph(nodes, inputs, consts):
     from onnx import TensorProto, helper, numpy_helper
 
     return helper.make_graph(
-        nodes, "fused_layer",
-        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(d)), shape) for n, d, shape in inputs],
+        nodes,
+        "fused_layer",
+        [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(d)), shape)
+            for n, d, shape in inputs
+        ],
         [helper.make_tensor_value_info("y", TensorProto.INT8, None)],
         initializer=[numpy_helper.from_array(np.asarray(c), name) for name, c in consts.items()],
     )

@@ -189,9 +189,12 @@ def _windows(
     spatial axes of an ``(N, C, *padded_shape)`` array and give ``(N, C, *out_shape)``.
     """
     for kidx in itertools.product(*(range(k) for k in kernel)):
-        yield kidx, tuple(
-            slice(kidx[i] * dilations[i], kidx[i] * dilations[i] + strides[i] * (out_shape[i] - 1) + 1, strides[i])
-            for i in range(len(kernel))
+        yield (
+            kidx,
+            tuple(
+                slice(kidx[i] * dilations[i], kidx[i] * dilations[i] + strides[i] * (out_shape[i] - 1) + 1, strides[i])
+                for i in range(len(kernel))
+            ),
         )
 
 
@@ -243,9 +246,7 @@ def conv(
         raise ValueError(f"kernel_shape {list(kernel_shape)} does not match the weight's {kernel}")
     group = int(group)
     if group < 1 or C != Cg * group or M % group:
-        raise ValueError(
-            f"Conv with group={group} needs C = {Cg} * group and M divisible by group; got C={C}, M={M}"
-        )
+        raise ValueError(f"Conv with group={group} needs C = {Cg} * group and M divisible by group; got C={C}, M={M}")
     s, d, pb, pe, out_sp = _spatial(in_sp, kernel, strides, pads, dilations, auto_pad)
     xp = np.pad(xd, [(0, 0), (0, 0)] + list(zip(pb, pe)))  # padding is a real zero, eq. (4a)
     Mg = M // group
@@ -447,12 +448,16 @@ def _pool_setup(x, kernel_shape, strides, pads, dilations, auto_pad, ceil_mode, 
     kernel = [int(k) for k in kernel_shape]
     s, d, pb, pe, out_sp = _spatial(in_sp, kernel, strides, pads, dilations, auto_pad, ceil_mode)
     # the last window of ceil_mode may overhang the padded input: extend by 'extra', never counted
-    extra = [max((out_sp[i] - 1) * s[i] + d[i] * (kernel[i] - 1) + 1 - (in_sp[i] + pb[i] + pe[i]), 0) for i in range(len(in_sp))]
+    extra = [
+        max((out_sp[i] - 1) * s[i] + d[i] * (kernel[i] - 1) + 1 - (in_sp[i] + pb[i] + pe[i]), 0)
+        for i in range(len(in_sp))
+    ]
     widths = [(0, 0), (0, 0)] + [(pb[i], pe[i] + extra[i]) for i in range(len(in_sp))]
     xp = np.pad(x64, widths)
     inside = np.pad(np.ones(in_sp, dtype=bool), widths[2:])  # a real input element
-    counted = np.pad(np.ones([in_sp[i] + pb[i] + pe[i] for i in range(len(in_sp))], dtype=bool),
-                     [(0, e) for e in extra])  # input or explicit padding
+    counted = np.pad(
+        np.ones([in_sp[i] + pb[i] + pe[i] for i in range(len(in_sp))], dtype=bool), [(0, e) for e in extra]
+    )  # input or explicit padding
     return x64, xp, inside, counted, kernel, s, d, out_sp
 
 
@@ -512,8 +517,14 @@ def average_pool(
     one scale.
     """
     total, n = average_pool_sums(
-        x, kernel_shape=kernel_shape, auto_pad=auto_pad, ceil_mode=ceil_mode,
-        count_include_pad=count_include_pad, dilations=dilations, pads=pads, strides=strides,
+        x,
+        kernel_shape=kernel_shape,
+        auto_pad=auto_pad,
+        ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad,
+        dilations=dilations,
+        pads=pads,
+        strides=strides,
     )
     return divide_round(total, n, rounding).astype(np.asarray(x).dtype)
 
@@ -610,7 +621,9 @@ def concat(
     ``e_out`` are copied unchanged. Returns the ``bits``-bit storage type.
     """
     if len(inputs) == 0 or len(inputs) != len(exponents):
-        raise ValueError(f"Concat needs one exponent per input, got {len(inputs)} inputs and {len(exponents)} exponents")
+        raise ValueError(
+            f"Concat needs one exponent per input, got {len(inputs)} inputs and {len(exponents)} exponents"
+        )
     parts = [
         requantize_pow2(_ints(t, f"Concat input {i}"), e, e_out, bits, rounding, saturation)
         for i, (t, e) in enumerate(zip(inputs, exponents))

@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +32,8 @@ def _label_indices(labels: np.ndarray, num_classes: int | None = None) -> np.nda
         if flat.dtype.kind != "f" or not np.all(np.isfinite(flat)) or not np.all(flat == np.round(flat)):
             bad = int(np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))[0]) if flat.dtype.kind == "f" else 0
             raise ConfigurationError(
-                f"label {flat[bad].item()!r} of sample {bad} is not a class index: top-1/top-5 accuracy needs labels that "
-                "are whole numbers 0..classes-1 (or one-hot rows); map class names to indices first"
+                f"label {flat[bad].item()!r} of sample {bad} is not a class index: top-1/top-5 accuracy needs "
+                "labels that are whole numbers 0..classes-1 (or one-hot rows); map class names to indices first"
             )
     idx = flat.astype(np.int64)
     if num_classes is not None and idx.size:
@@ -40,7 +41,8 @@ def _label_indices(labels: np.ndarray, num_classes: int | None = None) -> np.nda
         if out.size:
             raise ConfigurationError(
                 f"label {int(idx[out[0]])} of sample {int(out[0])} is outside the network's {num_classes} classes "
-                f"(0..{num_classes - 1}), and {out.size} label(s) in all: check that the labels belong to this network's output"
+                f"(0..{num_classes - 1}), and {out.size} label(s) in all: check that the labels belong to this "
+                "network's output"
             )
     return idx
 

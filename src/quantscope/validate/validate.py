@@ -7,8 +7,9 @@ their learnable-parameter memory, and per-layer diagnostics of where int8 loses.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,9 +19,9 @@ from ..calibrate.collector import BoundOutputs, create_session
 from ..calibrate.data import as_source
 from ..calibrate.result import Calibration
 from ..errors import CalibrationDataError, NonFiniteActivationError
+from ..network.network import batch_pieces
 from ..quantize.numerics import FloatScale, PowerOfTwo, Rounding, Saturation
 from ..quantize.plan import QParams, QuantPlan, make_plan
-from ..network.network import batch_pieces
 from ..simulate.engine import IntTensor, Simulator
 from .metrics import LABEL_METRICS, evaluate_metric, resolve_metrics, top1_accuracy
 
@@ -28,8 +29,16 @@ __all__ = ["LayerError", "ValidationResult", "validate"]
 
 METRIC_COLUMNS = ["NetworkImplementation", "MetricOutput", "LearnableParameterMemory(bytes)"]
 LAYER_COLUMNS = [
-    "Layer", "Kind", "Precision", "SQNR(dB)", "SQNRDrop(dB)", "OutputSQNR(dB)", "WeightSQNR(dB)",
-    "Saturated", "FlushedToZero", "WeightChannelSpread",
+    "Layer",
+    "Kind",
+    "Precision",
+    "SQNR(dB)",
+    "SQNRDrop(dB)",
+    "OutputSQNR(dB)",
+    "WeightSQNR(dB)",
+    "Saturated",
+    "FlushedToZero",
+    "WeightChannelSpread",
 ]
 
 #: The SQNR of an ideal 8-bit grid over a full-scale uniform signal (6.02 * 8 + 1.76 dB):
@@ -57,8 +66,13 @@ class LayerError:
     flushed: int = 0  # nonzero float values that quantize to zero
 
     def update(
-        self, f: np.ndarray, q: np.ndarray | None, qp: QParams | None, plan: QuantPlan,
-        scratch: "_Scratch | None" = None, layer: str = "",
+        self,
+        f: np.ndarray,
+        q: np.ndarray | None,
+        qp: QParams | None,
+        plan: QuantPlan,
+        scratch: _Scratch | None = None,
+        layer: str = "",
     ) -> None:
         """Add a batch: ``f`` the float network's output, ``q`` the int8 network's
         dequantized output (same shape, float64; None for a float layer), ``qp`` the
@@ -75,7 +89,8 @@ class LayerError:
         if math.isnan(signal):
             raise NonFiniteActivationError(
                 f"NaN in the float network's output of layer {layer!r} during validation; check the "
-                "input data and that layer's weights.", layer=layer,
+                "input data and that layer's weights.",
+                layer=layer,
             )
         self.signal += signal
         if q is not None:
@@ -85,7 +100,9 @@ class LayerError:
         if qp is not None and qp.axis is None:
             s, z = float(qp.scale), int(qp.zero_point)
             lo, hi = qp.qmin - z, qp.qmax - z
-            nearest = plan.rounding in (Rounding.HALF_AWAY, Rounding.HALF_EVEN) and plan.saturation is Saturation.SATURATE
+            nearest = (
+                plan.rounding in (Rounding.HALF_AWAY, Rounding.HALF_EVEN) and plan.saturation is Saturation.SATURATE
+            )
             if nearest and qp.exponent is not None and f.dtype == np.float32:
                 # power of two: the same comparisons and grid in float32, half the bytes
                 # (the thresholds (k + 1/2) * 2**e are exact float32 numbers, and so are
@@ -175,16 +192,18 @@ class ValidationResult:
 
     def to_dict(self) -> dict:
         """JSON-ready: NaN and infinite numbers (no weights, an exact layer) become None."""
-        return _finite({
-            "NumSamples": self.num_samples,
-            "labelled": self.labelled,
-            "metrics": {k: v.to_dict(orient="records") for k, v in self.metric_results.items()},
-            "top1_agreement": self.top1_agreement(),
-            "layer_errors": self.layer_errors.to_dict(orient="records"),
-            "verdict": self.verdict,
-            "quantization": self.plan.to_dict(),
-            **self.extra,
-        })
+        return _finite(
+            {
+                "NumSamples": self.num_samples,
+                "labelled": self.labelled,
+                "metrics": {k: v.to_dict(orient="records") for k, v in self.metric_results.items()},
+                "top1_agreement": self.top1_agreement(),
+                "layer_errors": self.layer_errors.to_dict(orient="records"),
+                "verdict": self.verdict,
+                "quantization": self.plan.to_dict(),
+                **self.extra,
+            }
+        )
 
 
 def _finite(obj: Any) -> Any:
@@ -218,9 +237,12 @@ def _channel_spread(plan: QuantPlan, layer_name: str) -> float:
     if layer.weight is None:
         return math.nan
     w = np.abs(plan.network.constant(layer.weight).astype(np.float64))
-    axis = 0 if layer.op_types[0] == "Conv" or (
-        layer.op_types[0] == "Gemm" and plan.network.node_attributes(layer.members[0]).get("transB", 0)
-    ) else 1
+    axis = (
+        0
+        if layer.op_types[0] == "Conv"
+        or (layer.op_types[0] == "Gemm" and plan.network.node_attributes(layer.members[0]).get("transB", 0))
+        else 1
+    )
     per_channel = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).max(axis=1)
     median = float(np.median(per_channel))
     return float(per_channel.max() / median) if median > 0 else math.inf
@@ -263,7 +285,11 @@ def validate(
             ``FramesPerSecond`` column from the processor's cycle model (the
             Floating-Point row from the matching ``_single`` preset when there is one).
     """
-    plan = calibration if isinstance(calibration, QuantPlan) else make_plan(calibration, target, keep_float, require_int8=require_int8)
+    plan = (
+        calibration
+        if isinstance(calibration, QuantPlan)
+        else make_plan(calibration, target, keep_float, require_int8=require_int8)
+    )
     network = plan.network
     sim = Simulator(plan, kernels=kernels)
     source = as_source(data, layout=layout, input_shape=network.input_shape)
@@ -359,7 +385,8 @@ class _FloatOutputs:
         floats = all(o.type == "tensor(float)" for o in session.get_outputs())
         self._bound = (
             BoundOutputs(session, network.input_name, names, shapes, keep=1)
-            if floats and network.fixed_batch is None and BoundOutputs.possible(shapes) else None
+            if floats and network.fixed_batch is None and BoundOutputs.possible(shapes)
+            else None
         )
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -400,7 +427,9 @@ def _frames_per_second(network, processor) -> tuple[float, float, str]:
     cfg = get_processor(processor)
     fps = estimate_performance(network, cfg, frames=1).frames_per_second
     twin = cfg.name.replace("_int8", "_single") if cfg.name.endswith("_int8") else None
-    fps_float = estimate_performance(network, get_processor(twin), frames=1).frames_per_second if twin in PRESETS else math.nan
+    fps_float = (
+        estimate_performance(network, get_processor(twin), frames=1).frames_per_second if twin in PRESETS else math.nan
+    )
     return fps, fps_float, cfg.name
 
 
@@ -445,7 +474,10 @@ def _verdict(table: pd.DataFrame) -> str:
     if int_rows.empty:
         return "no layer is quantized"
     worst = int_rows.iloc[0]
-    parts = [f"{worst['Layer']} costs most: it lowers the SQNR by {worst['SQNRDrop(dB)']:.1f} dB to {worst['SQNR(dB)']:.1f} dB"]
+    parts = [
+        f"{worst['Layer']} costs most: it lowers the SQNR by {worst['SQNRDrop(dB)']:.1f} dB "
+        f"to {worst['SQNR(dB)']:.1f} dB"
+    ]
     if not math.isnan(worst["WeightSQNR(dB)"]):
         parts.append(f"weights quantize at {worst['WeightSQNR(dB)']:.1f} dB")
     spread = worst["WeightChannelSpread"]
