@@ -43,7 +43,7 @@ def test_truncated_model(tmp_path):
         qs.prepare(path)
 
 
-def test_unsupported_operators_all_named():
+def _custom_op_model():
     nodes = [
         helper.make_node("Relu", ["x"], ["a"], name="ok_relu"),
         helper.make_node("Hardmax", ["a"], ["b"], name="nms_1"),
@@ -53,11 +53,19 @@ def test_unsupported_operators_all_named():
     graph = helper.make_graph(nodes, "g", [tensor("x", ["N", 4])], [tensor("b", ["N", 4]), tensor("d", ["N", 4])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
     model.ir_version = 8
+    return model
+
+
+def test_an_operator_onnxruntime_cannot_run_gets_its_reason_with_the_node():
+    """No allow-list: Hardmax (no int8 kernel) is fine; a custom operator that
+    onnxruntime has no kernel for is refused with onnxruntime's reason, naming the node."""
+    net = qs.prepare(_custom_op_model())
+    assert {layer.kind for layer in net.layers} >= {"Hardmax", "MyCustomOp"}
     with pytest.raises(qs.UnsupportedModelError) as info:
-        qs.prepare(model)
+        qs.calibrate(net, np.ones((4, 4), np.float32), progress=False)
     msg = str(info.value)
-    assert "nms_1 (Hardmax)" in msg and "custom_7" in msg and "MyCustomOp" in msg
-    assert {n for n, _ in info.value.nodes} == {"nms_1", "custom_7"}
+    assert "custom_7 (MyCustomOp)" in msg and "not a registered function/op" in msg
+    assert info.value.nodes == [("custom_7", "MyCustomOp")]
 
 
 def _with_external_weights(tmp_path, location: str) -> onnx.ModelProto:

@@ -174,11 +174,11 @@ def test_average_pools_round_once_to_the_output_grid(target):
         assert int(qy) == expected, (i, c, qy, expected)
 
 
-def test_the_plan_knows_which_kinds_have_int8_kernels():
-    from quantscope.quantize.plan import INT_LAYER_KINDS
+def test_every_int8_family_of_the_op_table_has_a_handler():
+    from quantscope.network.ops import OPS
     from quantscope.simulate.engine import _INT_HANDLERS
 
-    assert set(_INT_HANDLERS) | {"input", "normalization"} == set(INT_LAYER_KINDS)
+    assert {i.int8 for i in OPS.values() if i.int8 is not None} == set(_INT_HANDLERS)
 
 
 def test_a_float_layer_taking_one_tensor_twice_runs():

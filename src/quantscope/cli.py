@@ -98,7 +98,7 @@ def print_validation(console: Console, result, max_layers: int = 10) -> None:
     """Print MATLAB's validation tables, the worst layers and the verdict."""
     console.print(
         f"NumSamples: {result.num_samples}"
-        + ("" if result.labelled else " (no labels: metrics against the float network's top-1)")
+        + ("" if result.labelled else " (no labels: int8 compared with the float network's output)")
     )
     for name, df in result.metric_results.items():
         t = Table(title=f"Metric: {name}", header_style="bold")

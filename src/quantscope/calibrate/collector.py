@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .._progress import progress_bar
-from ..errors import CalibrationDataError, DeviceError, NonFiniteActivationError
+from ..errors import CalibrationDataError, DeviceError, NonFiniteActivationError, UnsupportedModelError
 from ..network import Network, prepare
 from ..network.network import batch_pieces
 from .data import as_source
@@ -49,7 +49,32 @@ def create_session(proto_bytes: bytes, use_gpu: bool = False, spinning: bool = T
         providers = [gpu[0], "CPUExecutionProvider"]
     else:
         providers = ["CPUExecutionProvider"]
-    return ort.InferenceSession(proto_bytes, options, providers=providers)
+    try:
+        return ort.InferenceSession(proto_bytes, options, providers=providers)
+    except Exception as exc:  # onnxruntime's own exception types (Fail, InvalidGraph, NotImplemented...)
+        message, nodes = _ort_reason(exc, proto_bytes)
+        raise UnsupportedModelError(message, nodes=nodes) from None
+
+
+def _ort_reason(exc: Exception, proto_bytes: bytes) -> tuple[str, list[tuple[str, str]]]:
+    """onnxruntime's reason for refusing a model, with the node(s) it names or, when it
+    names none, the nodes of the operator it names."""
+    import onnx
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for prefix in ("[ONNXRuntimeError] : ",):
+        text = text.split(prefix, 1)[-1]
+    graph = onnx.load_from_string(proto_bytes).graph
+    named = [n for n in graph.node if n.name and (f"'{n.name}'" in text or f" {n.name} " in text)]
+    if not named:
+        named = [n for n in graph.node if f"{n.op_type}(" in text or f":{n.op_type}" in text]
+    where = f" (node{'s' if len(named) > 1 else ''} {', '.join(f'{n.name} ({n.op_type})' for n in named[:10])})"
+    message = (
+        f"onnxruntime cannot run this model{where if named else ''}: {text}. quantscope runs every operator "
+        "through onnxruntime; export the model with operators onnxruntime implements, or register the "
+        "custom operator's library with onnxruntime."
+    )
+    return message, [(n.name, n.op_type) for n in named]
 
 
 class BoundOutputs:
@@ -339,7 +364,7 @@ def calibrate(
             layout=layout,
             histogram_stride=histogram_stride,
         )
-    source = as_source(data, layout=layout, input_shape=network.input_shape)
+    source = as_source(data, layout=layout, input_shape=network.input_shape, dtype=network.input_dtype)
     collector = StatsCollector(network, use_gpu=use_gpu, histogram_stride=histogram_stride)
     with progress_bar("Calibrating", source.num_samples, enabled=progress) as bar:
         for batch in source.batches(batch_size):

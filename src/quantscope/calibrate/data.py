@@ -669,12 +669,18 @@ def _describe(data: Any) -> str:
 
 def _from_mapping(m: Mapping[str, Any], where: str) -> tuple[Any, Any]:
     keys = sorted(str(k) for k in m.keys())
-    if "x" not in keys:
+    inputs = [k for k in keys if k != "y"]
+    if "x" in keys:
+        name = "x"
+    elif len(inputs) == 1:
+        name = inputs[0]  # keyed by the model's input name
+    else:
         raise CalibrationDataError(
             f"{where} has no array named 'x' (keys found: {keys}); store the inputs under 'x' "
-            "and the optional labels under 'y', e.g. np.savez(path, x=inputs, y=labels)"
+            "(or under the model's input name) and the optional labels under 'y', e.g. "
+            "np.savez(path, x=inputs, y=labels)"
         )
-    return m["x"], (m["y"] if "y" in keys else None)
+    return m[name], (m["y"] if "y" in keys else None)
 
 
 def _load_path(

@@ -2,6 +2,6 @@
 
 from .load import load_model
 from .network import Network, OptimizedLayer, prepare
-from .ops import SUPPORTED_OPS, check_supported
+from .ops import OPS, OpInfo, check_not_quantized
 
-__all__ = ["Network", "OptimizedLayer", "SUPPORTED_OPS", "check_supported", "load_model", "prepare"]
+__all__ = ["Network", "OPS", "OpInfo", "OptimizedLayer", "check_not_quantized", "load_model", "prepare"]

@@ -27,7 +27,7 @@ import onnx_ir as ir
 from ..errors import UnsupportedModelError
 from ..passes import PrepareLog, run_prepare_passes
 from .load import load_model
-from .ops import FUSABLE_ACTIVATIONS, NORMALIZATION_OPS, check_supported
+from .ops import check_not_quantized, info
 
 __all__ = ["Network", "OptimizedLayer", "prepare"]
 
@@ -149,6 +149,33 @@ class Network:
     def _nodes(self) -> dict[str, ir.Node]:
         return {node.name: node for node in self.model.graph}
 
+    def node(self, name: str) -> ir.Node:
+        """The ONNX node called ``name`` in the prepared graph."""
+        nodes = self.__dict__.get("_node_index")
+        if nodes is None or name not in nodes:
+            nodes = self.__dict__["_node_index"] = self._nodes()
+        return nodes[name]
+
+    def data_values(self) -> set[str]:
+        """Names of the floating-point values computed from data: the float network
+        input, and every float output of a node that reads such a value or a constant
+        float tensor of more than one element (weights, an embedding table). The
+        others are computed from integer tensors and scalars alone: attention masks,
+        positions, shapes."""
+        cached = self.__dict__.get("_data_values")
+        if cached is not None:
+            return cached
+        data = {v.name for v in self.model.graph.inputs if _is_float(v)}
+        for node in self.model.graph:
+            reads_data = any(
+                v is not None and (v.name in data or (_is_const(v) and _is_float(v) and v.const_value.size > 1))
+                for v in node.inputs
+            )
+            if reads_data:
+                data.update(out.name for out in node.outputs if _is_float(out))
+        self.__dict__["_data_values"] = data
+        return data
+
     def constant(self, name: str) -> np.ndarray:
         """The array of initializer ``name`` in the prepared model."""
         value = self.model.graph.initializers[name]
@@ -190,16 +217,12 @@ def prepare(source: Any, example_input: Any = None) -> Network:
     proto = load_model(source, example_input)
     name = str(source) if isinstance(source, (str,)) or hasattr(source, "__fspath__") else ""
     model = ir.from_proto(proto)
-    check_supported(model.graph, where=name or "the model")
+    check_not_quantized(model.graph, where=name or "the model")
     inputs = [v for v in model.graph.inputs if not v.is_initializer()]
     if len(inputs) != 1:
         raise UnsupportedModelError(
             f"{name or 'the model'} has {len(inputs)} inputs ({', '.join(v.name for v in inputs)}); "
             "quantscope handles networks with exactly one input"
-        )
-    if inputs[0].dtype not in _FLOAT_TYPES:
-        raise UnsupportedModelError(
-            f"input {inputs[0].name!r} has type {inputs[0].dtype}; quantscope needs a floating-point input"
         )
     log = run_prepare_passes(model)
     layers = _group_layers(model, log)
@@ -244,7 +267,7 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
     value = graph_input
     while True:
         node = _single_consumer(value)
-        if node is None or node.op_type not in NORMALIZATION_OPS or len(node.inputs) != 2:
+        if node is None or not info(node.op_type, node.domain).normalization or len(node.inputs) != 2:
             break
         other = node.inputs[1] if node.inputs[0] is value else node.inputs[0]
         if not _is_const(other):
@@ -300,7 +323,7 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
             nxt = _single_consumer(members[-1].outputs[0])
             if (
                 nxt is not None
-                and nxt.op_type in FUSABLE_ACTIVATIONS
+                and info(nxt.op_type, nxt.domain).fusable
                 and nxt.inputs[0] is members[-1].outputs[0]
                 and all(_is_const(v) for v in nxt.inputs[1:] if v is not None)
             ):

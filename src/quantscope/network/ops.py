@@ -1,131 +1,161 @@
-"""Which ONNX operators quantscope understands, and how it treats them.
+"""The one operator table: how quantscope treats each ONNX operator.
 
-Flat tables, no class per operator (DESIGN.md idea 4).
+There is no allow-list. Any operator onnxruntime runs (any domain it registers,
+``com.microsoft`` contrib operators included) is supported *in float*: it is
+calibrated, and the int8 emulation runs it through onnxruntime on dequantized
+inputs. This table lists the operators quantscope knows more about: which ones
+have an integer kernel, which merge into the layer before them, which only move
+data, and which form an input normalization. Every other stage asks this table
+(:func:`info`, :func:`ops_with`) instead of keeping an operator list of its own
+(a test fails when one is defined elsewhere).
+
+Flat data, no class per operator.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import onnx_ir as ir
 
 from ..errors import UnsupportedModelError
 
 __all__ = [
-    "FUSABLE_ACTIVATIONS",
-    "NORMALIZATION_OPS",
-    "SUPPORTED_OPS",
-    "check_supported",
+    "OPS",
+    "OpInfo",
+    "QUANTIZED_OPS",
+    "check_not_quantized",
+    "info",
+    "ops_with",
 ]
 
-#: Operators that run in float through calibration and that later stages know.
-SUPPORTED_OPS: frozenset[str] = frozenset(
+
+@dataclass(frozen=True)
+class OpInfo:
+    """What quantscope knows of one operator.
+
+    Attributes:
+        int8: the integer kernel family that runs it in the int8 emulation:
+            ``"learnable"`` (Conv, Gemm, MatMul), ``"pool"``, ``"add"``, ``"concat"``,
+            ``"activation"`` (a clamp or slope on the integer grid), ``"move"`` (the
+            values rearranged), or None (computed in float through onnxruntime).
+        fusable: an activation merged into the Conv/fully connected layer before it
+            (one optimized layer).
+        clamp: on the integer grid, the activation is a clamp between two integers.
+        normalization: with a constant operand right after the network input, part
+            of the input normalization layer.
+        same_values: the output holds exactly the input's values, rearranged (its
+            range is its input's; nothing to measure).
+        fpga_output: may run on the host after the last hardware layer of an FPGA
+            network ("SW Layer").
+        fpga_alias: on the FPGA, its output is its input re-addressed (no buffer).
+    """
+
+    int8: str | None = None
+    fusable: bool = False
+    clamp: bool = False
+    normalization: bool = False
+    same_values: bool = False
+    fpga_output: bool = False
+    fpga_alias: bool = False
+
+
+#: THE table. Operators absent from it run in float (``OpInfo()``).
+OPS: dict[str, OpInfo] = {
+    "Conv": OpInfo(int8="learnable"),
+    "Gemm": OpInfo(int8="learnable"),
+    "MatMul": OpInfo(int8="learnable"),
+    "Relu": OpInfo(int8="activation", fusable=True, clamp=True, fpga_alias=True),
+    "Clip": OpInfo(int8="activation", fusable=True, clamp=True, fpga_alias=True),
+    "LeakyRelu": OpInfo(int8="activation", fusable=True, fpga_alias=True),
+    "PRelu": OpInfo(int8="activation", fusable=True, fpga_alias=True),
+    "MaxPool": OpInfo(int8="pool"),
+    "AveragePool": OpInfo(int8="pool"),
+    "GlobalAveragePool": OpInfo(int8="pool"),
+    "Add": OpInfo(int8="add", normalization=True),
+    "Sub": OpInfo(normalization=True),
+    "Mul": OpInfo(normalization=True),
+    "Div": OpInfo(normalization=True),
+    "Concat": OpInfo(int8="concat"),
+    "Flatten": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True),
+    "Reshape": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True),
+    "Squeeze": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True),
+    "Unsqueeze": OpInfo(int8="move", same_values=True, fpga_alias=True),
+    "Transpose": OpInfo(int8="move", same_values=True),
+    "Identity": OpInfo(fpga_output=True, fpga_alias=True),
+    "Dropout": OpInfo(fpga_alias=True),
+    "Softmax": OpInfo(fpga_output=True),
+    "LogSoftmax": OpInfo(fpga_output=True),
+    "Sigmoid": OpInfo(fpga_output=True),
+}
+
+_NO_INFO = OpInfo()
+
+
+def info(op_type: str, domain: str = "") -> OpInfo:
+    """What the table says of ``op_type`` (of the default ONNX domain); an operator
+    of another domain, or one absent from the table, computes in float."""
+    if domain not in ("", "ai.onnx"):
+        return _NO_INFO
+    return OPS.get(op_type, _NO_INFO)
+
+
+def ops_with(**conditions) -> frozenset[str]:
+    """The operators whose :class:`OpInfo` fields equal ``conditions``, e.g.
+    ``ops_with(int8="move")`` or ``ops_with(fusable=True)``."""
+    return frozenset(op for op, i in OPS.items() if all(getattr(i, k) == v for k, v in conditions.items()))
+
+
+#: Operators that mean a model is already quantized (ONNX and onnxruntime's
+#: com.microsoft contrib domain).
+QUANTIZED_OPS: frozenset[str] = frozenset(
     {
-        # layers with learnables
-        "Conv",
-        "Gemm",
-        "MatMul",
-        "BatchNormalization",
-        # activations
-        "Relu",
-        "Clip",
-        "LeakyRelu",
-        "PRelu",
-        "Sigmoid",
-        "Tanh",
-        "HardSigmoid",
-        "HardSwish",
-        "Elu",
-        "Selu",
-        "Softplus",
-        "Erf",
-        "Gelu",
-        # pooling
-        "MaxPool",
-        "AveragePool",
-        "GlobalAveragePool",
-        "GlobalMaxPool",
-        # element-wise and normalization
-        "Add",
-        "Sub",
-        "Mul",
-        "Div",
-        "Sqrt",
-        "Pow",
-        "Neg",
-        "Abs",
-        "Exp",
-        "Log",
-        "Min",
-        "Max",
-        "LRN",
-        "Softmax",
-        "LogSoftmax",
-        "ReduceMean",
-        "ReduceMax",
-        "ReduceSum",
-        "LayerNormalization",
-        "InstanceNormalization",
-        "GroupNormalization",
-        # data movement
-        "Concat",
-        "Split",
-        "Slice",
-        "Flatten",
-        "Reshape",
-        "Transpose",
-        "Squeeze",
-        "Unsqueeze",
-        "Pad",
-        "Resize",
-        "Upsample",
-        "Expand",
-        "Tile",
-        "Gather",
-        "DepthToSpace",
-        "SpaceToDepth",
-        # shape computations and plumbing
-        "Shape",
-        "Size",
-        "Cast",
-        "Constant",
-        "ConstantOfShape",
-        "Range",
-        "Equal",
-        "Where",
-        "Identity",
-        "Dropout",
-        "Floor",
-        "Ceil",
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "ConvInteger",
+        "MatMulInteger",
+        "QLinearConv",
+        "QLinearMatMul",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearAveragePool",
+        "QLinearGlobalAveragePool",
+        "QLinearConcat",
+        "QLinearLeakyRelu",
+        "QLinearSigmoid",
+        "QLinearSoftmax",
+        "QLinearReduceMean",
+        "QLinearWhere",
+        "QGemm",
+        "QAttention",
+        "QEmbedLayerNormalization",
+        "QOrderedMatMul",
+        "DynamicQuantizeMatMul",
+        "DynamicQuantizeLSTM",
+        "MatMulIntegerToFloat",
+        "MatMulNBits",
+        "MatMulBnb4",
+        "GatherBlockQuantized",
     }
 )
 
-#: Activations that are merged into the Conv/Gemm before them (one optimized layer).
-FUSABLE_ACTIVATIONS: frozenset[str] = frozenset({"Relu", "Clip", "LeakyRelu", "PRelu"})
 
-#: Element-wise ops with a constant operand that form an input normalization.
-NORMALIZATION_OPS: frozenset[str] = frozenset({"Sub", "Div", "Mul", "Add"})
+def _is_quantized(node: ir.Node) -> bool:
+    return node.op_type in QUANTIZED_OPS or (node.domain == "com.microsoft" and node.op_type.startswith("QLinear"))
 
 
-def check_supported(graph: ir.Graph, where: str = "the model") -> None:
-    """Raise one :class:`UnsupportedModelError` naming every unsupported node.
-
-    A node is unsupported when its domain is not the default ONNX domain or its
-    operator is not in :data:`SUPPORTED_OPS` (control flow, recurrent layers,
-    custom ops...).
-    """
-    bad = [
-        (
-            node.name or f"<unnamed {node.op_type}>",
-            f"{node.domain + '::' if node.domain not in ('', 'ai.onnx') else ''}{node.op_type}",
-        )
-        for node in graph
-        if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED_OPS
-    ]
-    if bad:
-        listed = ", ".join(f"{name} ({op})" for name, op in bad)
-        kinds = sorted({op for _, op in bad})
+def check_not_quantized(graph: ir.Graph, where: str = "the model") -> None:
+    """Raise :class:`UnsupportedModelError` when the model is already quantized
+    (QuantizeLinear/DequantizeLinear, QLinear*, ConvInteger, MatMulInteger,
+    DynamicQuantizeLinear or a com.microsoft quantized operator): quantscope
+    quantizes float models."""
+    found = [(node.name or f"<unnamed {node.op_type}>", node.op_type) for node in graph if _is_quantized(node)]
+    if found:
+        kinds = sorted({op for _, op in found})
         raise UnsupportedModelError(
-            f"{where} has {len(bad)} node(s) quantscope does not support: {listed}. "
-            f"Unsupported operator types: {', '.join(kinds)}. Re-export the network without "
-            "them (e.g. replace custom ops by standard ONNX ops) or cut the graph before them.",
-            nodes=bad,
+            f"{where} is already quantized: {len(found)} of its nodes are quantized operators "
+            f"({', '.join(kinds)}). quantscope calibrates and quantizes float models; give it the float "
+            "model this one was made from (the ONNX export before quantization).",
+            nodes=found,
         )

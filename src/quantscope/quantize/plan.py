@@ -18,47 +18,30 @@ from ..calibrate.result import Calibration
 from ..calibrate.stats import NUM_BINS, TensorStats, bin_edges
 from ..errors import ConfigurationError
 from ..network import Network, OptimizedLayer
+from ..network.ops import info
 from .numerics import FloatScale, PowerOfTwo, Rounding, Saturation, pow2_exponent, quantize, round_values
 
 __all__ = [
-    "INT_LAYER_KINDS",
-    "PASS_THROUGH_KINDS",
     "QParams",
     "QuantPlan",
     "histogram_exponent",
+    "int8_family",
     "make_plan",
     "resolve_scheme",
 ]
 
-#: Layer kinds with an integer kernel (simulate.reference / simulate.fast; the input
-#: normalization runs on the host and is quantized like the input). Every other kind
-#: computes in float on dequantized inputs, its output quantized for the next layers.
-INT_LAYER_KINDS = frozenset(
-    {
-        "input",
-        "normalization",
-        "conv",
-        "fc",
-        "MaxPool",
-        "AveragePool",
-        "GlobalAveragePool",
-        "Add",
-        "Concat",
-        "Flatten",
-        "Reshape",
-        "Transpose",
-        "Squeeze",
-        "Unsqueeze",
-        "Relu",
-        "Clip",
-        "LeakyRelu",
-        "PRelu",
-    }
-)
-#: Kinds whose output holds the input's values rearranged: same integer type as the input.
-PASS_THROUGH_KINDS = frozenset({"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"})
-#: Kinds that stay in float, with their outputs (MATLAB keeps softmax/output layers in float).
-FLOAT_OUTPUT_KINDS = frozenset({"Softmax", "LogSoftmax", "Sigmoid", "Tanh", "Exp", "Log", "Erf", "Gelu"})
+
+def int8_family(layer: OptimizedLayer) -> str | None:
+    """The integer kernel family of a layer (:class:`~quantscope.network.ops.OpInfo`
+    ``int8``): ``"learnable"`` for conv/fc layers, ``"input"`` and ``"normalization"``
+    for those two layers, the op table's family for a single-node layer, or None
+    (no integer kernel: the layer computes in float)."""
+    if layer.kind in ("conv", "fc"):
+        return "learnable"
+    if layer.kind in ("input", "normalization"):
+        return layer.kind
+    family = info(layer.kind).int8
+    return None if family == "learnable" else family
 
 
 @dataclass(frozen=True)
@@ -135,7 +118,11 @@ class QuantPlan:
             (the network input and each integer layer's output).
         weights: layer name -> (int8 weights, their QParams).
         biases: layer name -> (int32 bias, its QParams at ``s_w * s_x``).
-        float_layers: layer name -> why that layer computes in float.
+        float_layers: layer name -> why that layer computes in float. A float
+            layer's output is quantized (has an entry in ``activations``) when an
+            integer layer reads it; between float layers values stay float.
+        float_outputs: layers whose output is never quantized (its calibrated
+            range is not finite).
     """
 
     network: Network
@@ -144,6 +131,7 @@ class QuantPlan:
     weights: dict[str, tuple[np.ndarray, QParams]] = field(default_factory=dict)
     biases: dict[str, tuple[np.ndarray, QParams]] = field(default_factory=dict)
     float_layers: dict[str, str] = field(default_factory=dict)
+    float_outputs: set[str] = field(default_factory=set)
 
     @property
     def rounding(self) -> Rounding:
@@ -330,32 +318,57 @@ def make_plan(
             return QParams.pow2(pow2_exponent(stats.max_abs, wl), wl)
         return _float_activation_qparams(stats, scheme.symmetric_activations)
 
+    producers = {layer.output: layer for layer in network.layers}
+    data_values = network.data_values()
+
+    def input_qparams(name: str) -> QParams | None:
+        """The parameters of activation ``name`` read by an integer layer; a float
+        layer's output gets its own from the calibration when an integer layer reads it."""
+        if name not in plan.activations:
+            producer = producers.get(name)
+            if producer is None or producer.name in plan.float_outputs:
+                return None
+            plan.activations[name] = act_qparams(producer)
+        return plan.activations[name]
+
     for layer in network.layers:
-        if layer.name in keep:
-            # computed in float with float weights; its output is quantized for the
-            # integer layers after it (unless it is a float-output kind)
-            plan.float_layers[layer.name] = "kept in float at the user's request"
-            if layer.kind not in FLOAT_OUTPUT_KINDS:
+        family = int8_family(layer)
+        if layer.kind == "input":
+            if network.input_dtype.kind == "f":
                 plan.activations[layer.output] = act_qparams(layer)
+            else:
+                plan.float_layers[layer.name] = "an integer input (token ids, bytes...): passed on exactly"
             continue
-        if layer.kind in FLOAT_OUTPUT_KINDS:
-            plan.float_layers[layer.name] = f"no int8 kernel for {layer.kind}: runs in float on dequantized inputs"
+        if not calibration_finite(calibration, layer):
+            plan.float_layers[layer.name] = "its calibrated range is not finite (-inf/inf): stays in float"
+            plan.float_outputs.add(layer.name)
             continue
-        in_q = [plan.activations.get(name) for name in layer.inputs]
-        if layer.kind in PASS_THROUGH_KINDS and in_q and in_q[0] is not None:
+        if layer.name in keep:
+            # computed in float with float weights; its output is quantized when an
+            # integer layer reads it
+            plan.float_layers[layer.name] = "kept in float at the user's request"
+            continue
+        why_not = _why_float(network, layer, family, data_values)
+        if why_not is not None:
+            plan.float_layers[layer.name] = why_not
+            continue
+        if family not in ("learnable", "normalization") and not any(n in plan.activations for n in layer.inputs):
+            # quantizing float values only to move, pool or add them gains nothing
+            plan.float_layers[layer.name] = f"{layer.kind} of float tensors (after float layers): computed in float"
+            continue
+        in_q = [input_qparams(name) for name in layer.inputs]
+        if any(q is None for q in in_q):
+            bad = [name for name, q in zip(layer.inputs, in_q) if q is None]
+            plan.float_layers[layer.name] = (
+                f"its input {', '.join(bad)} is not an int8 activation (computed from integer tensors or not "
+                "finite): computed in float"
+            )
+            continue
+        if family == "move" and in_q:
             plan.activations[layer.output] = in_q[0]
         else:
             plan.activations[layer.output] = act_qparams(layer)
-        if layer.kind not in INT_LAYER_KINDS:
-            plan.float_layers[layer.name] = (
-                f"no int8 kernel for {layer.kind}: computed in float on dequantized inputs, output quantized"
-            )
-            continue
-        if layer.kind in ("conv", "fc"):
-            if not in_q or in_q[0] is None:
-                plan.float_layers[layer.name] = "its input is a float tensor (after a float layer)"
-                del plan.activations[layer.output]
-                continue
+        if family == "learnable":
             _plan_learnables(plan, layer, in_q[0], wl)
             saturated = _saturated_bias(plan, layer, in_q[0])
             if saturated:
@@ -370,6 +383,37 @@ def make_plan(
             "Leave them in float (drop them from require_int8), or change the network."
         )
     return plan
+
+
+def calibration_finite(calibration: Calibration, layer: OptimizedLayer) -> bool:
+    """The layer's calibrated activation range is finite (no -inf/inf, no NaN)."""
+    try:
+        return calibration.stats(layer.name).finite
+    except KeyError:
+        raise ConfigurationError(
+            f"the calibration has no range for layer {layer.name!r}: was it made for another network?"
+        ) from None
+
+
+def _why_float(network: Network, layer: OptimizedLayer, family: str | None, data_values: set[str]) -> str | None:
+    """Why ``layer`` computes in float although the plan could quantize it, else None."""
+    if family is None:
+        kind = layer.kind
+        return f"no int8 kernel for {kind}: computed in float on dequantized inputs"
+    if family in ("input", "normalization", "learnable", "pool", "move"):
+        return None
+    node = network.node(layer.members[0])
+    operands = [v for v in node.inputs if v is not None]
+    if family == "add" and (len(operands) != 2 or len(layer.inputs) != 2):
+        return "Add with a constant or integer operand: computed in float"
+    if family == "add" and not all(name in data_values for name in layer.inputs):
+        mask = next(name for name in layer.inputs if name not in data_values)
+        return f"adds {mask}, computed from integer tensors alone (an attention mask...): computed in float"
+    if family == "concat" and len(operands) != len(layer.inputs):
+        return "Concat with a constant or integer operand: computed in float"
+    if family == "activation" and any(v.const_value is None for v in operands[1:]):
+        return f"{layer.kind} with computed bounds or slopes: computed in float"
+    return None
 
 
 def _saturated_bias(plan: QuantPlan, layer: OptimizedLayer, x_q: QParams) -> str | None:

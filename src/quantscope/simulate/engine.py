@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigurationError
 from ..network import Network, OptimizedLayer
 from ..network.network import batch_pieces
+from ..network.ops import ops_with
 from ..quantize.numerics import (
     AccumulatorOverflowError,
     Overflow,
@@ -46,8 +46,9 @@ from ..quantize.numerics import (
     requantize_scale,
     saturate,
 )
-from ..quantize.plan import PASS_THROUGH_KINDS, QParams, QuantPlan
+from ..quantize.plan import QParams, QuantPlan, int8_family
 from . import fast, reference
+from .segments import Segment, schedule
 
 __all__ = ["IntTensor", "Simulator"]
 
@@ -95,15 +96,27 @@ class Simulator:
         self.kernels = fast.KERNELS if kernels == "fast" else reference.KERNELS
         self.overflow = overflow
         self._nodes = {node.name: node for node in self.network.model.graph}
-        self._float_sessions: dict[str, ort.InferenceSession] = {}
         self._proto: onnx.ModelProto | None = None
+        self._steps: list | None = None
+        self._env: dict[str, Value] = {}
+        #: float dtype of each value (the dequantized integers fed to a float segment)
+        self._float_dtypes = {
+            v.name: v.dtype.numpy()
+            for node in self.network.model.graph
+            for v in node.outputs
+            if v.dtype is not None and v.dtype.numpy().kind == "f"
+        }
+        for v in self.network.model.graph.inputs:
+            if v.dtype is not None and v.dtype.numpy().kind == "f":
+                self._float_dtypes[v.name] = v.dtype.numpy()
         #: ``kernels="fast"``: Conv (and power-of-two Add) layers as one onnxruntime
         #: graph each where provably exact (key -> (FusedLayer or None: not applicable, clamps fused)).
         self._fused: dict[str, tuple] | None = {} if kernels == "fast" else None
 
     # ---------------------------------------------------------------- public
     def run(self, x: np.ndarray, collect: bool = False) -> tuple[np.ndarray, dict[str, Value]]:
-        """Run a batch ``x`` (float, the network's input layout, e.g. NCHW).
+        """Run a batch ``x`` (the network's input layout, e.g. NCHW floats; token ids
+        for a network with an integer input).
 
         Returns ``(output, layers)``: the network's first output as float64
         (dequantized), and, when ``collect``, every layer's output value
@@ -121,33 +134,52 @@ class Simulator:
             outputs = np.concatenate([p[0] for p in parts])
             merged = {k: _concat([p[1][k] for p in parts]) for k in parts[0][1]} if collect else {}
             return outputs, merged
-        env: dict[str, Value] = {}
-        collected: dict[str, Value] = {}
+        if self._steps is None:
+            self._steps = schedule(self.network, self._int_layers(), set(self.plan.activations))
+            self._proto = self.network.to_proto()
+        input_layer = self.network.layers[0]
+        in_qp = self.plan.activations.get(input_layer.output)
+        env: dict[str, Value] = {input_layer.output: IntTensor(self._quantize(x, in_qp), in_qp) if in_qp else x}
+        self._env = env
         # One BLAS thread: the products here are small, and a multi-threaded BLAS
         # that competes with onnxruntime's threads for 2 cores runs 10-100x slower.
         with threadpool_limits(limits=1, user_api="blas"):
-            for layer in self.network.layers:
-                out = self._run_layer(layer, env, x)
-                env[layer.output] = out
-                if collect:
-                    collected[layer.name] = out
-        result = env[self.network.output_names[0]]
-        return _as_float(result), collected
+            for step in self._steps:
+                if isinstance(step, Segment):
+                    self._run_segment(step, env)
+                else:
+                    env[step.output] = self._run_int(step, env)
+        self._env = {}
+        collected = {layer.name: env[layer.output] for layer in self.network.layers} if collect else {}
+        return _as_float(env[self.network.output_names[0]]), collected
 
     # ---------------------------------------------------------------- layers
-    def _run_layer(self, layer: OptimizedLayer, env: dict[str, Value], x: np.ndarray) -> Value:
-        plan = self.plan
-        out_qp = plan.activations.get(layer.output)
-        if layer.kind == "input":
-            return IntTensor(self._quantize(x, out_qp), out_qp)
-        if not plan.is_int(layer) or not self._has_int_kernel(layer):
-            result = self._run_float(layer, env)
-            if out_qp is None:
-                return result
-            return IntTensor(self._quantize(result, out_qp), out_qp)
-        inputs = [self._as_int(env[name], out_qp) for name in layer.inputs]
+    def _int_layers(self) -> list[OptimizedLayer]:
+        """The layers run by integer kernels: integer in the plan, with a handler."""
+        return [
+            layer
+            for layer in self.network.layers[1:]
+            if self.plan.is_int(layer) and int8_family(layer) in _INT_HANDLERS
+        ]
+
+    def _run_segment(self, segment: Segment, env: dict[str, Value]) -> None:
+        """Run float nodes through onnxruntime on the (dequantized) values they read;
+        values the plan quantizes come out as integers."""
+        feeds = {}
+        for name in segment.inputs:
+            value = env[name]
+            if isinstance(value, IntTensor):
+                value = value.dequantize().astype(self._float_dtypes.get(name, np.float32))
+            feeds[name] = value
+        for name, out in zip(segment.outputs, segment.run(self.network, self._proto, feeds)):
+            qp = self.plan.activations.get(name)
+            env[name] = IntTensor(self._quantize(out, qp), qp) if qp is not None else out
+
+    def _run_int(self, layer: OptimizedLayer, env: dict[str, Value]) -> Value:
+        out_qp = self.plan.activations.get(layer.output)
+        inputs = [self._as_int(env[name], self.plan.activations.get(name, out_qp)) for name in layer.inputs]
         try:
-            return _INT_HANDLERS[layer.kind](self, layer, inputs, out_qp)
+            return _INT_HANDLERS[int8_family(layer)](self, layer, inputs, out_qp)
         except AccumulatorOverflowError as exc:
             raise AccumulatorOverflowError(
                 f"layer {layer.name!r} ({'/'.join(layer.op_types)}): {exc} To go on: keep this layer in "
@@ -169,18 +201,6 @@ class Simulator:
             return fast.quantize_pow2(x, qp.exponent, qp.bits, plan.rounding)
         return qp.quantize(x, plan.rounding, plan.saturation)
 
-    def _has_int_kernel(self, layer: OptimizedLayer) -> bool:
-        """An integer handler exists and every operand is an activation (no constant
-        operand such as ``x + c``: those layers run in float)."""
-        if layer.kind not in _INT_HANDLERS:
-            return False
-        if layer.kind in ("Add", "Concat"):
-            node = self._nodes[layer.members[0]]
-            return len(layer.inputs) == sum(1 for v in node.inputs if v is not None) and len(layer.inputs) >= (
-                2 if layer.kind == "Add" else 1
-            )
-        return True
-
     def _as_int(self, value: Value, fallback: QParams) -> IntTensor:
         if isinstance(value, IntTensor):
             return value
@@ -191,13 +211,18 @@ class Simulator:
         return {k: a.value for k, a in node.attributes.items()}
 
     def _const_input(self, node_name: str, index: int) -> np.ndarray | None:
+        """Input ``index`` of a node: a constant, or a value computed at run time
+        (a shape, axes, bounds: from the float segments before); None when absent."""
         node = self._nodes[node_name]
         if index >= len(node.inputs) or node.inputs[index] is None:
             return None
         value = node.inputs[index]
-        if value.const_value is None:
-            raise ConfigurationError(f"input {index} of {node.op_type} {node_name!r} is not a constant")
-        return value.const_value.numpy()
+        if value.const_value is not None:
+            return value.const_value.numpy()
+        computed = self._env.get(value.name)
+        if computed is None:
+            raise ConfigurationError(f"input {index} of {node.op_type} {node_name!r} is not computed yet")
+        return _as_float(computed) if isinstance(computed, IntTensor) else np.asarray(computed)
 
     def requantize(self, t: IntTensor, qp: QParams) -> IntTensor:
         """Move integers to other parameters (eq. (5) or (9)); a no-op when they match."""
@@ -494,50 +519,22 @@ class Simulator:
                     q = np.expand_dims(q, a)
         return self.requantize(IntTensor(q, t.qp), out_qp)
 
-    # float layers
-    def _run_float(self, layer: OptimizedLayer, env: dict[str, Value]) -> np.ndarray:
-        session = self._float_sessions.get(layer.name)
-        if session is None:
-            session = self._float_session(layer)
-            self._float_sessions[layer.name] = session
-        feeds = {}
-        for name in layer.inputs:
-            feeds[name] = _as_float(env[name]).astype(np.float32)
-        return session.run([layer.output], feeds)[0]
-
-    def _float_session(self, layer: OptimizedLayer) -> ort.InferenceSession:
-        if self._proto is None:
-            self._proto = self.network.to_proto()
-        try:
-            # dict.fromkeys: a layer may take one tensor twice (Mul(x, x) for x * x)
-            sub = onnx.utils.Extractor(self._proto).extract_model(list(dict.fromkeys(layer.inputs)), [layer.output])
-        except Exception as exc:
-            raise ConfigurationError(f"cannot run layer {layer.name!r} in float on its own: {exc}") from None
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(sub.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
 
 def _as_float(value: Value) -> np.ndarray:
     return value.dequantize() if isinstance(value, IntTensor) else np.asarray(value, dtype=np.float64)
 
 
-_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "PRelu")
-#: Activations that are clamps on the integer grid (fused into FusedConvPow2's bounds).
-_CLAMPS = ("Relu", "Clip")
+#: Activations merged into a conv/fc layer, and those that are clamps on the integer
+#: grid (fused into the bounds of the layer's FusedLayer), from the op table.
+_ACTIVATIONS = ops_with(int8="activation")
+_CLAMPS = ops_with(int8="activation", clamp=True)
 
+#: Integer kernel family (``int8_family``) -> the simulator's handler.
 _INT_HANDLERS = {
-    "conv": Simulator._learnable,
-    "fc": Simulator._learnable,
-    "MaxPool": Simulator._pool,
-    "AveragePool": Simulator._pool,
-    "GlobalAveragePool": Simulator._pool,
-    "Add": Simulator._add,
-    "Concat": Simulator._concat,
-    "Relu": Simulator._standalone_activation,
-    "Clip": Simulator._standalone_activation,
-    "LeakyRelu": Simulator._standalone_activation,
-    "PRelu": Simulator._standalone_activation,
-    **{kind: Simulator._move for kind in PASS_THROUGH_KINDS},
+    "learnable": Simulator._learnable,
+    "pool": Simulator._pool,
+    "add": Simulator._add,
+    "concat": Simulator._concat,
+    "activation": Simulator._standalone_activation,
+    "move": Simulator._move,
 }

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,7 +14,17 @@ import numpy as np
 
 from ..errors import ConfigurationError, QuantscopeError
 
-__all__ = ["LABEL_METRICS", "Metric", "evaluate_metric", "resolve_metrics", "top1_accuracy", "top5_accuracy"]
+__all__ = [
+    "LABEL_METRICS",
+    "Metric",
+    "agreement_metrics",
+    "cosine_similarity",
+    "evaluate_metric",
+    "output_sqnr_db",
+    "resolve_metrics",
+    "top1_accuracy",
+    "top5_accuracy",
+]
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -118,4 +129,47 @@ def resolve_metrics(metrics: Any) -> dict[str, Metric]:
         out[str(name)] = fn
     if not out:
         raise ConfigurationError("no metric given")
+    return out
+
+
+def cosine_similarity(reference: np.ndarray, other: np.ndarray) -> float:
+    """The mean over samples of the cosine between ``other``'s and ``reference``'s
+    output vectors (each sample's output flattened; float64). Two all-zero vectors
+    count as 1, one all-zero vector against another as 0."""
+    a = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    b = np.asarray(other, dtype=np.float64).reshape(len(other), -1)
+    dot = np.einsum("ij,ij->i", a, b)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    both = (na == 0) & (nb == 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = np.where(both, 1.0, np.where((na == 0) | (nb == 0), 0.0, dot / (na * nb)))
+    return float(np.mean(cos))
+
+
+def output_sqnr_db(reference: np.ndarray, other: np.ndarray) -> float:
+    """``10 log10(sum reference^2 / sum (reference - other)^2)`` over every sample and
+    value (dB); inf when they are equal."""
+    a = np.asarray(reference, dtype=np.float64)
+    noise = float(np.sum((a - np.asarray(other, dtype=np.float64)) ** 2))
+    signal = float(np.sum(a * a))
+    if noise == 0:
+        return math.inf
+    return -math.inf if signal == 0 else 10.0 * math.log10(signal / noise)
+
+
+def agreement_metrics(float_out: np.ndarray, int8_out: np.ndarray) -> dict[str, tuple[float, float]]:
+    """The metrics of data without labels, comparing the int8 network's first output
+    with the float one's: ``{name: (Floating-Point value, Quantized value)}``.
+
+    ``top1_agreement`` (only when the output is a 2-D score matrix ``(N, classes)``):
+    the fraction of samples whose highest score is the same class; ``cosine_similarity``
+    (:func:`cosine_similarity`) and ``output_sqnr_db`` (:func:`output_sqnr_db`). The
+    float network agrees with itself: 1, 1 and inf dB.
+    """
+    out: dict[str, tuple[float, float]] = {}
+    if np.ndim(float_out) == 2 and np.shape(float_out)[1] > 1:
+        same = np.asarray(float_out).argmax(axis=1) == np.asarray(int8_out).argmax(axis=1)
+        out["top1_agreement"] = (1.0, float(np.mean(same)))
+    out["cosine_similarity"] = (1.0, cosine_similarity(float_out, int8_out))
+    out["output_sqnr_db"] = (math.inf, output_sqnr_db(float_out, int8_out))
     return out

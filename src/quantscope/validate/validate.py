@@ -23,7 +23,7 @@ from ..network.network import batch_pieces
 from ..quantize.numerics import FloatScale, PowerOfTwo, Rounding, Saturation
 from ..quantize.plan import QParams, QuantPlan, make_plan
 from ..simulate.engine import IntTensor, Simulator
-from .metrics import LABEL_METRICS, evaluate_metric, resolve_metrics, top1_accuracy
+from .metrics import LABEL_METRICS, agreement_metrics, evaluate_metric, resolve_metrics, top1_accuracy
 
 __all__ = ["LayerError", "ValidationResult", "validate"]
 
@@ -270,9 +270,12 @@ def validate(
             are used by the metrics when present.
         target: ``"fpga"`` (power-of-two scaling, MATLAB's) or ``"cpu"`` (float
             scales as onnxruntime's int8 kernels use), or a scheme object.
-        metrics: ``None`` (top-1 accuracy with labels; top-1 agreement with the
-            float network without), a name (``"top1"``, ``"top5"``), a function
-            ``f(scores (N, classes), labels (N,)) -> float``, or a list/dict of them.
+        metrics: ``None`` (top-1 accuracy with labels; without labels, the
+            agreement of the int8 network's first output with the float one's:
+            ``top1_agreement`` for a 2-D score matrix, ``cosine_similarity`` and
+            ``output_sqnr_db``: :func:`~quantscope.validate.metrics.agreement_metrics`),
+            a name (``"top1"``, ``"top5"``), a function ``f(scores (N, classes),
+            labels (N,)) -> float``, or a list/dict of them.
             On data without labels a metric function gets ``labels=None``, and the
             label metrics ``"top1"``/``"top5"`` are refused before any work.
         keep_float: layer names to leave in float.
@@ -292,7 +295,7 @@ def validate(
     )
     network = plan.network
     sim = Simulator(plan, kernels=kernels)
-    source = as_source(data, layout=layout, input_shape=network.input_shape)
+    source = as_source(data, layout=layout, input_shape=network.input_shape, dtype=network.input_dtype)
     layer_names = [layer.output for layer in network.layers[1:]]
     session = create_session(network.to_proto(layer_names).SerializeToString(), spinning=False)
     errors = {layer.name: LayerError() for layer in network.layers}
@@ -341,10 +344,16 @@ def validate(
     else:
         y = float_top1
         metric_labels = None  # metrics of unlabelled data get labels=None
-        if metric_fns is None:
-            metric_fns = {"top1_agreement": lambda scores, _labels: top1_accuracy(scores, float_top1)}
     float_bytes, quant_bytes = plan.memory_bytes()
     metric_results = {}
+    if metric_fns is None:
+        # no labels and no metric asked for: how far int8 is from float on the first output
+        for name, (f_value, q_value) in agreement_metrics(fs, qs_).items():
+            metric_results[name] = pd.DataFrame(
+                [("Floating-Point", f_value, float_bytes), ("Quantized", q_value, quant_bytes)],
+                columns=METRIC_COLUMNS,
+            )
+        metric_fns = {}
     for name, fn in metric_fns.items():
         metric_results[name] = pd.DataFrame(
             [
