@@ -14,9 +14,15 @@ import numpy as np
 import onnxruntime as ort
 
 from .._progress import progress_bar
-from ..errors import CalibrationDataError, DeviceError, NonFiniteActivationError, UnsupportedModelError
+from ..errors import (
+    CalibrationDataError,
+    ConfigurationError,
+    DeviceError,
+    NonFiniteActivationError,
+    UnsupportedModelError,
+)
 from ..network import Network, prepare
-from ..network.network import batch_pieces
+from ..network.network import Inputs, batch_pieces
 from .data import as_source
 from .result import Calibration, RangeEntry
 from .stats import TensorStats
@@ -83,8 +89,8 @@ class BoundOutputs:
     allocation or copy of the activations per run. The arrays returned are overwritten
     by the next run of the same batch size; ``keep`` batch sizes keep their buffers."""
 
-    def __init__(self, session: ort.InferenceSession, input_name: str, names: list[str], shapes: list, keep: int = 4):
-        self.session, self.input_name, self.names, self.shapes, self.keep = session, input_name, names, shapes, keep
+    def __init__(self, session: ort.InferenceSession, names: list[str], shapes: list, keep: int = 4):
+        self.session, self.names, self.shapes, self.keep = session, names, shapes, keep
         self._bindings: dict[int, tuple] = {}
 
     @staticmethod
@@ -92,8 +98,9 @@ class BoundOutputs:
         """Every shape is known but for the batch axis."""
         return all(s is not None and len(s) > 0 and all(isinstance(d, int) for d in s[1:]) for s in shapes)
 
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        n = len(x)
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs for ``feeds`` (input name -> array, batch axis first)."""
+        n = len(next(iter(feeds.values())))
         if n not in self._bindings:
             if len(self._bindings) >= self.keep:
                 self._bindings.pop(next(iter(self._bindings)))
@@ -105,7 +112,8 @@ class BoundOutputs:
                 buffers.append(buf)
             self._bindings[n] = (binding, buffers)
         binding, buffers = self._bindings[n]
-        binding.bind_cpu_input(self.input_name, x)
+        for name, x in feeds.items():
+            binding.bind_cpu_input(name, x)
         self.session.run_with_iobinding(binding)
         return buffers
 
@@ -166,13 +174,28 @@ class StatsCollector:
     def __init__(self, network: Network, use_gpu: bool = False, histogram_stride: int | str = "auto"):
         self.network = network
         self.derived = derived_layers(network)
+        # a derived tensor merges its sources' histograms, which needs one stride for
+        # all of them: measure it directly where the sources' strides differ
+        stride_of: dict[str, int] = {}
+        for layer in network.layers:
+            sources = self.derived.get(layer.name)
+            if sources is not None and len({stride_of[n] for n in sources}) > 1:
+                del self.derived[layer.name]
+                sources = None
+            stride_of[layer.output] = (
+                stride_of[sources[0]]
+                if sources
+                else _histogram_stride(network.value_shape(layer.output), histogram_stride)
+            )
         self.measured = [layer for layer in network.layers if layer.name not in self.derived]
-        self.output_names = [layer.output for layer in self.measured[1:]]
+        #: the input layers come first in ``measured``; onnxruntime computes the rest
+        self.k = k = len(network.input_names)
+        self.output_names = [layer.output for layer in self.measured[k:]]
         self.shapes = [network.value_shape(layer.output) for layer in self.measured]
         self.strides = [_histogram_stride(shape, histogram_stride) for shape in self.shapes]
         #: Samples per onnxruntime run: a batch is run in pieces whose measured outputs
         #: take at most RUN_BYTES (statistics do not depend on it).
-        self.run_samples = network.fixed_batch or _run_samples(self.shapes[1:])
+        self.run_samples = network.fixed_batch or _run_samples(self.shapes[k:])
         self.stats = [TensorStats(hist_stride=s) for s in self.strides]
         self.num_samples = 0
         self._use_gpu = use_gpu
@@ -181,7 +204,7 @@ class StatsCollector:
         # every measured shape is known but for the batch: no allocation or copy per run
         # (kept for 4 run sizes: the run size, a batch's remainder, the last batch's).
         self._bound: BoundOutputs | None = None
-        self._bind = not use_gpu and BoundOutputs.possible(self.shapes[1:])
+        self._bind = not use_gpu and BoundOutputs.possible(self.shapes[k:])
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -190,25 +213,29 @@ class StatsCollector:
             self._session = create_session(proto, use_gpu=self._use_gpu)
         return self._session
 
-    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+    def _run(self, x) -> list[np.ndarray]:
+        feeds = self.network.feeds(x)
         if not self._bind:
-            return self.session.run(self.output_names, {self.network.input_name: x})
+            return self.session.run(self.output_names, feeds)
         if self._bound is None:
-            self._bound = BoundOutputs(self.session, self.network.input_name, self.output_names, self.shapes[1:])
-        return self._bound(x)
+            self._bound = BoundOutputs(self.session, self.output_names, self.shapes[self.k :])
+        return self._bound(feeds)
 
     def update(self, batch) -> None:
         """Run the network on ``batch`` (a :class:`~quantscope.calibrate.data.Batch`) and
         add every measured tensor's values."""
-        x = np.ascontiguousarray(batch.x, dtype=self.network.input_dtype)
-        _update(self.stats[0], x, self.measured[0], batch.index)
+        k = self.k
+        feeds = self.network.feeds(batch.x)
+        for stats, layer in zip(self.stats[:k], self.measured[:k]):
+            _update(stats, feeds[layer.output], layer, batch.index)
+        x = Inputs(feeds) if k > 1 else feeds[self.network.input_name]
         run, start = self.run_samples, 0
         # Pieces keep each run's outputs small (cache-friendly, and the memory held is
         # RUN_BYTES whatever the batch size); a model with a fixed batch runs pieces of
         # exactly that size, the last one padded (its padding is not counted).
         for piece, count in batch_pieces(x, run, fixed=self.network.fixed_batch is not None):
             index = batch.index[start : start + count]
-            for stats, layer, out in zip(self.stats[1:], self.measured[1:], self._run(piece)):
+            for stats, layer, out in zip(self.stats[k:], self.measured[k:], self._run(piece)):
                 _update(stats, out[:count], layer, index)
             start += count
         self.num_samples += len(x)
@@ -331,6 +358,13 @@ def calibrate(
     if batch_size < 1:
         raise CalibrationDataError(f"batch_size must be at least 1, got {batch_size}")
     network = prepare(network, example_input)
+    resumable = checkpoint is not None or checkpoint_every is not None or restart or shards is not None
+    if len(network.input_names) > 1 and (client is not None or resumable):
+        raise ConfigurationError(
+            f"this network has {len(network.input_names)} inputs ({', '.join(network.input_names)}); "
+            "checkpoints and Dask runs take networks with one input for now. Calibrate it in one process "
+            "(without a client, checkpoint or shards)."
+        )
     if client is not None:
         from .distributed import calibrate_on_dask
 
@@ -348,7 +382,7 @@ def calibrate(
             checkpoint_every=checkpoint_every,
             restart=restart,
         )
-    if checkpoint is not None or checkpoint_every is not None or restart or shards is not None:
+    if resumable:
         from .checkpoint import calibrate_resumable
 
         return calibrate_resumable(
@@ -364,7 +398,9 @@ def calibrate(
             layout=layout,
             histogram_stride=histogram_stride,
         )
-    source = as_source(data, layout=layout, input_shape=network.input_shape, dtype=network.input_dtype)
+    source = as_source(
+        data, layout=layout, input_shape=network.input_shape, dtype=network.input_dtype, inputs=network.input_spec
+    )
     collector = StatsCollector(network, use_gpu=use_gpu, histogram_stride=histogram_stride)
     with progress_bar("Calibrating", source.num_samples, enabled=progress) as bar:
         for batch in source.batches(batch_size):

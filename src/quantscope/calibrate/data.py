@@ -737,6 +737,7 @@ def as_source(
     input_shape: tuple[int | None, ...] | None = None,
     labels: Any = None,
     dtype: Any = np.float32,
+    inputs: Mapping[str, tuple[Any, Any]] | None = None,
 ) -> DataSource:
     """Turn what a user passes as data into a :class:`DataSource`.
 
@@ -770,12 +771,21 @@ def as_source(
             symbolic dimensions, e.g. ``(None, 1, 28, 28)``. Every batch is checked.
         labels: labels, one per sample, first axis = samples, when ``data`` carries none.
         dtype: the dtype of ``Batch.x`` (default ``float32``).
+        inputs: for a network with several inputs, ``{name: (shape, dtype)}`` of each
+            (``Network.input_spec``): the data is then a mapping of arrays keyed by the
+            input names (and ``"y"``), a ``.npz`` file of them, or an iterable of such
+            mappings (:mod:`quantscope.calibrate.multi`); ``Batch.x`` is an
+            :class:`~quantscope.network.Inputs`.
 
     Raises:
         CalibrationDataError: a file that is missing or unreadable, an ``.npz`` without
             ``x``, a shape that does not fit ``input_shape``, labels that do not match.
             Empty data and NaN/Inf inputs raise when the batches are read.
     """
+    if inputs is not None and len(inputs) > 1:
+        from .multi import multi_input_source
+
+        return multi_input_source(data, inputs, labels)
     input_shape = _normalize_input_shape(input_shape)
     if layout not in _LAYOUTS:
         raise ConfigurationError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")

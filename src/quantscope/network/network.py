@@ -29,7 +29,7 @@ from ..passes import PrepareLog, run_prepare_passes
 from .load import load_model
 from .ops import check_not_quantized, info
 
-__all__ = ["Network", "OptimizedLayer", "prepare"]
+__all__ = ["Inputs", "Network", "OptimizedLayer", "prepare"]
 
 _FLOAT_TYPES = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16}
 
@@ -75,10 +75,13 @@ class Network:
 
     Attributes:
         model: the prepared ``onnx_ir.Model`` (BN folded, Dropout/Identity dropped).
-        layers: optimized layers in topological order, the input layer first.
+        layers: optimized layers in topological order, the input layers first (one
+            per network input).
         log: what the preparation passes did and why some rewrites did not apply.
-        input_name: name of the single network input.
-        input_shape: its shape with ``None`` for symbolic dims, e.g. ``(None, 3, 224, 224)``.
+        input_names: names of the network inputs, in the model's order.
+        input_shapes, input_dtypes: each input's shape (``None`` for symbolic dims,
+            e.g. ``(None, 3, 224, 224)``) and numpy dtype (float32 images, int64 token ids...).
+        input_name, input_shape, input_dtype: those of the first input.
         output_names: names of the network outputs.
     """
 
@@ -87,14 +90,36 @@ class Network:
         self.layers = layers
         self.log = log
         self.source_name = source_name
-        graph_input = [v for v in model.graph.inputs if not v.is_initializer()][0]
-        self.input_name: str = graph_input.name
-        self.input_shape: tuple[int | None, ...] = tuple(
-            d if isinstance(d, int) else None for d in (graph_input.shape or ())
-        )
-        self.input_dtype = graph_input.dtype.numpy() if graph_input.dtype is not None else np.dtype(np.float32)
+        graph_inputs = [v for v in model.graph.inputs if not v.is_initializer()]
+        self.input_names: list[str] = [v.name for v in graph_inputs]
+        self.input_shapes: dict[str, tuple[int | None, ...]] = {
+            v.name: tuple(d if isinstance(d, int) else None for d in (v.shape or ())) for v in graph_inputs
+        }
+        self.input_dtypes: dict[str, np.dtype] = {
+            v.name: v.dtype.numpy() if v.dtype is not None else np.dtype(np.float32) for v in graph_inputs
+        }
+        self.input_name: str = self.input_names[0]
+        self.input_shape: tuple[int | None, ...] = self.input_shapes[self.input_name]
+        self.input_dtype = self.input_dtypes[self.input_name]
         self.output_names: list[str] = [v.name for v in model.graph.outputs]
         self._by_name = {layer.name: layer for layer in layers}
+
+    @property
+    def input_spec(self) -> dict[str, tuple[tuple[int | None, ...], np.dtype]]:
+        """``{input name: (shape, dtype)}`` of every network input."""
+        return {n: (self.input_shapes[n], self.input_dtypes[n]) for n in self.input_names}
+
+    @property
+    def input_layers(self) -> list[OptimizedLayer]:
+        """The input layers, one per network input, in the model's order."""
+        return self.layers[: len(self.input_names)]
+
+    def feeds(self, x: Any) -> dict[str, np.ndarray]:
+        """onnxruntime feeds for a batch ``x``: one array (a single-input network) or
+        :class:`Inputs`, each cast to its input's dtype, C-contiguous."""
+        if isinstance(x, Inputs):
+            return {n: np.ascontiguousarray(x.arrays[n], dtype=self.input_dtypes[n]) for n in self.input_names}
+        return {self.input_name: np.ascontiguousarray(x, dtype=self.input_dtype)}
 
     @property
     def fixed_batch(self) -> int | None:
@@ -218,12 +243,8 @@ def prepare(source: Any, example_input: Any = None) -> Network:
     name = str(source) if isinstance(source, (str,)) or hasattr(source, "__fspath__") else ""
     model = ir.from_proto(proto)
     check_not_quantized(model.graph, where=name or "the model")
-    inputs = [v for v in model.graph.inputs if not v.is_initializer()]
-    if len(inputs) != 1:
-        raise UnsupportedModelError(
-            f"{name or 'the model'} has {len(inputs)} inputs ({', '.join(v.name for v in inputs)}); "
-            "quantscope handles networks with exactly one input"
-        )
+    if not [v for v in model.graph.inputs if not v.is_initializer()]:
+        raise UnsupportedModelError(f"{name or 'the model'} has no input; quantscope runs networks on data")
     log = run_prepare_passes(model)
     layers = _group_layers(model, log)
     return Network(model, layers, log, source_name=name)
@@ -246,51 +267,53 @@ def _single_consumer(value: ir.Value) -> ir.Node | None:
 
 def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
     graph = model.graph
-    graph_input = [v for v in graph.inputs if not v.is_initializer()][0]
+    graph_inputs = [v for v in graph.inputs if not v.is_initializer()]
     layers = [
         OptimizedLayer(
-            name=graph_input.name,
-            network_layer=graph_input.name,
-            members=(graph_input.name,),
+            name=v.name,
+            network_layer=v.name,
+            members=(v.name,),
             kind="input",
             op_types=("Input",),
-            output=graph_input.name,
+            output=v.name,
         )
+        for v in graph_inputs
     ]
     assigned: set[int] = set()
 
-    # Values that depend on the network input through float data (not shape computations).
-    dynamic: set[int] = {id(graph_input)}
+    # Values that depend on the network inputs.
+    dynamic: set[int] = {id(v) for v in graph_inputs}
 
-    # Input normalization: Sub/Div/Mul/Add chain with constant operands.
-    chain: list[ir.Node] = []
-    value = graph_input
-    while True:
-        node = _single_consumer(value)
-        if node is None or not info(node.op_type, node.domain).normalization or len(node.inputs) != 2:
-            break
-        other = node.inputs[1] if node.inputs[0] is value else node.inputs[0]
-        if not _is_const(other):
-            break
-        if node.op_type in ("Sub", "Div") and node.inputs[0] is not value:
-            break  # c - x or c / x is not a normalization
-        chain.append(node)
-        value = node.outputs[0]
-    if chain:
-        layers.append(
-            OptimizedLayer(
-                name=f"{graph_input.name}_normalization",
-                network_layer=graph_input.name,
-                members=tuple(n.name for n in chain),
-                kind="normalization",
-                op_types=tuple(n.op_type for n in chain),
-                output=chain[-1].outputs[0].name,
-                inputs=(graph_input.name,),
+    # Input normalization: Sub/Div/Mul/Add chain with constant operands after a float input.
+    for graph_input in graph_inputs:
+        chain: list[ir.Node] = []
+        value = graph_input
+        while _is_float(graph_input):
+            node = _single_consumer(value)
+            if node is None or not info(node.op_type, node.domain).normalization or len(node.inputs) != 2:
+                break
+            other = node.inputs[1] if node.inputs[0] is value else node.inputs[0]
+            if not _is_const(other):
+                break
+            if node.op_type in ("Sub", "Div") and node.inputs[0] is not value:
+                break  # c - x or c / x is not a normalization
+            chain.append(node)
+            value = node.outputs[0]
+        if chain:
+            layers.append(
+                OptimizedLayer(
+                    name=f"{graph_input.name}_normalization",
+                    network_layer=graph_input.name,
+                    members=tuple(n.name for n in chain),
+                    kind="normalization",
+                    op_types=tuple(n.op_type for n in chain),
+                    output=chain[-1].outputs[0].name,
+                    inputs=(graph_input.name,),
+                )
             )
-        )
-        for n in chain:
-            assigned.add(id(n))
-            dynamic.add(id(n.outputs[0]))
+            for n in chain:
+                assigned.add(id(n))
+                dynamic.add(id(n.outputs[0]))
 
     for node in graph:
         if id(node) in assigned:
@@ -351,7 +374,40 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
     return layers
 
 
-def batch_pieces(x: np.ndarray, size: int, fixed: bool = False):
+class Inputs:
+    """The inputs of one batch of a network with several inputs: named arrays with the
+    batch axis first, all of the same length. ``len()`` is the number of samples and
+    ``inputs[a:b]`` (or an index array) takes samples from every array, as for one array."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.arrays = dict(arrays)
+        lengths = {len(v) for v in self.arrays.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"inputs of different lengths: {', '.join(f'{k}: {len(v)}' for k, v in arrays.items())}")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+
+    def __getitem__(self, index) -> Inputs:
+        return Inputs({k: v[index] for k, v in self.arrays.items()})
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(v.nbytes) for v in self.arrays.values())
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self),)
+
+    @staticmethod
+    def concatenate(parts: list[Inputs]) -> Inputs:
+        return Inputs({k: np.concatenate([p.arrays[k] for p in parts]) for k in parts[0].arrays})
+
+    def __repr__(self) -> str:
+        return "Inputs(" + ", ".join(f"{k}: {v.dtype}{tuple(v.shape)}" for k, v in self.arrays.items()) + ")"
+
+
+def batch_pieces(x: np.ndarray | Inputs, size: int, fixed: bool = False):
     """Consecutive pieces of ``x`` (batch axis first) of ``size`` samples, as
     ``(piece, count)``. ``fixed``: every piece has exactly ``size`` samples (a model
     exported with a fixed batch); the last one is padded with copies of its last
@@ -360,5 +416,9 @@ def batch_pieces(x: np.ndarray, size: int, fixed: bool = False):
         piece = x[start : start + size]
         count = len(piece)
         if fixed and count < size:
-            piece = np.concatenate([piece, np.repeat(piece[-1:], size - count, axis=0)])
+            pad = np.full(size - count, count - 1)
+            if isinstance(piece, Inputs):
+                piece = Inputs.concatenate([piece, piece[pad]])
+            else:
+                piece = np.concatenate([piece, piece[pad]])
         yield piece, count

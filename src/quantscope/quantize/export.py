@@ -123,7 +123,7 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
             node = producers[value]
             pre = f"{value}_prequant"
             node.output[list(node.output).index(value)] = pre
-        elif value == network.input_name:
+        elif value in network.input_names:
             pre = value
         else:
             continue

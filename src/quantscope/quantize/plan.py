@@ -297,7 +297,7 @@ def make_plan(
         raise ConfigurationError(
             f"layer(s) {', '.join(sorted(keep & required))} are both in keep_float and require_int8"
         )
-    if network.layers[0].name in keep:
+    if any(layer.name in keep for layer in network.input_layers):
         raise ConfigurationError("the input layer cannot be kept in float alone; keep the layers after it instead")
 
     plan = QuantPlan(network, scheme)
@@ -334,7 +334,7 @@ def make_plan(
     for layer in network.layers:
         family = int8_family(layer)
         if layer.kind == "input":
-            if network.input_dtype.kind == "f":
+            if network.input_dtypes[layer.output].kind == "f":
                 plan.activations[layer.output] = act_qparams(layer)
             else:
                 plan.float_layers[layer.name] = "an integer input (token ids, bytes...): passed on exactly"

@@ -34,8 +34,11 @@ class QuantizedNetwork:
 
     def predict(self, data: Any, batch_size: int = 64, layout: str = "NCHW") -> np.ndarray:
         """Outputs of the emulated int8 network (float64, dequantized), one row per sample."""
-        source = as_source(data, layout=layout, input_shape=self.network.input_shape, dtype=self.network.input_dtype)
-        outs = [self._sim.run(np.asarray(b.x, dtype=self.network.input_dtype))[0] for b in source.batches(batch_size)]
+        net = self.network
+        source = as_source(
+            data, layout=layout, input_shape=net.input_shape, dtype=net.input_dtype, inputs=net.input_spec
+        )
+        outs = [self._sim.run(b.x)[0] for b in source.batches(batch_size)]
         return np.concatenate(outs)
 
     @property

@@ -32,7 +32,7 @@ import onnx
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigurationError
-from ..network import Network, OptimizedLayer
+from ..network import Inputs, Network, OptimizedLayer
 from ..network.network import batch_pieces
 from ..network.ops import ops_with
 from ..quantize.numerics import (
@@ -115,8 +115,8 @@ class Simulator:
 
     # ---------------------------------------------------------------- public
     def run(self, x: np.ndarray, collect: bool = False) -> tuple[np.ndarray, dict[str, Value]]:
-        """Run a batch ``x`` (the network's input layout, e.g. NCHW floats; token ids
-        for a network with an integer input).
+        """Run a batch ``x``: an array in the network's input layout (NCHW floats, token
+        ids...), or :class:`~quantscope.network.Inputs` for a network with several inputs.
 
         Returns ``(output, layers)``: the network's first output as float64
         (dequantized), and, when ``collect``, every layer's output value
@@ -128,7 +128,7 @@ class Simulator:
             # hold only for that many samples at a time
             parts = [
                 (out[:count], {k: _first(v, count) for k, v in layers.items()})
-                for piece, count in batch_pieces(np.asarray(x), fixed, fixed=True)
+                for piece, count in batch_pieces(x if isinstance(x, Inputs) else np.asarray(x), fixed, fixed=True)
                 for out, layers in [self.run(piece, collect)]
             ]
             outputs = np.concatenate([p[0] for p in parts])
@@ -137,9 +137,10 @@ class Simulator:
         if self._steps is None:
             self._steps = schedule(self.network, self._int_layers(), set(self.plan.activations))
             self._proto = self.network.to_proto()
-        input_layer = self.network.layers[0]
-        in_qp = self.plan.activations.get(input_layer.output)
-        env: dict[str, Value] = {input_layer.output: IntTensor(self._quantize(x, in_qp), in_qp) if in_qp else x}
+        env: dict[str, Value] = {}
+        for name, array in self.network.feeds(x).items():
+            in_qp = self.plan.activations.get(name)
+            env[name] = IntTensor(self._quantize(array, in_qp), in_qp) if in_qp is not None else array
         self._env = env
         # One BLAS thread: the products here are small, and a multi-threaded BLAS
         # that competes with onnxruntime's threads for 2 cores runs 10-100x slower.
@@ -158,8 +159,8 @@ class Simulator:
         """The layers run by integer kernels: integer in the plan, with a handler."""
         return [
             layer
-            for layer in self.network.layers[1:]
-            if self.plan.is_int(layer) and int8_family(layer) in _INT_HANDLERS
+            for layer in self.network.layers
+            if layer.kind != "input" and self.plan.is_int(layer) and int8_family(layer) in _INT_HANDLERS
         ]
 
     def _run_segment(self, segment: Segment, env: dict[str, Value]) -> None:

@@ -19,7 +19,7 @@ from ..calibrate.collector import BoundOutputs, create_session
 from ..calibrate.data import as_source
 from ..calibrate.result import Calibration
 from ..errors import CalibrationDataError, NonFiniteActivationError
-from ..network.network import batch_pieces
+from ..network.network import Inputs, batch_pieces
 from ..quantize.numerics import FloatScale, PowerOfTwo, Rounding, Saturation
 from ..quantize.plan import QParams, QuantPlan, make_plan
 from ..simulate.engine import IntTensor, Simulator
@@ -295,8 +295,10 @@ def validate(
     )
     network = plan.network
     sim = Simulator(plan, kernels=kernels)
-    source = as_source(data, layout=layout, input_shape=network.input_shape, dtype=network.input_dtype)
-    layer_names = [layer.output for layer in network.layers[1:]]
+    source = as_source(
+        data, layout=layout, input_shape=network.input_shape, dtype=network.input_dtype, inputs=network.input_spec
+    )
+    layer_names = [layer.output for layer in network.layers if layer.kind != "input"]
     session = create_session(network.to_proto(layer_names).SerializeToString(), spinning=False)
     errors = {layer.name: LayerError() for layer in network.layers}
     scratch = _Scratch()
@@ -312,9 +314,10 @@ def validate(
         for batch in source.batches(batch_size):
             if n == 0 and batch.y is None and metric_fns is not None:
                 _check_unlabelled(metric_fns)
-            x = np.ascontiguousarray(batch.x, dtype=network.input_dtype)
+            feeds = network.feeds(batch.x)
+            x = Inputs(feeds) if len(feeds) > 1 else feeds[network.input_name]
             outs = float_outputs(x)
-            outs[network.input_name] = x
+            outs.update(feeds)
             result, layers = sim.run(x, collect=True)
             for layer in network.layers:
                 value = layers[layer.name]
@@ -393,24 +396,24 @@ class _FloatOutputs:
         shapes = [network.value_shape(name) for name in names]
         floats = all(o.type == "tensor(float)" for o in session.get_outputs())
         self._bound = (
-            BoundOutputs(session, network.input_name, names, shapes, keep=1)
+            BoundOutputs(session, names, shapes, keep=1)
             if floats and network.fixed_batch is None and BoundOutputs.possible(shapes)
             else None
         )
 
-    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, x) -> dict[str, np.ndarray]:
         if self._bound is None:
             return _run_float(self.session, self.network, self.names, x)
-        return dict(zip(self.names, self._bound(x)))
+        return dict(zip(self.names, self._bound(self.network.feeds(x))))
 
 
 def _run_float(session, network, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
     """The float network's outputs ``names`` for batch ``x``; a model exported with a
     fixed batch runs it piece by piece."""
     if network.fixed_batch is None or len(x) == network.fixed_batch:
-        return dict(zip(names, session.run(names, {network.input_name: x})))
+        return dict(zip(names, session.run(names, network.feeds(x))))
     parts = [
-        [out[:count] for out in session.run(names, {network.input_name: piece})]
+        [out[:count] for out in session.run(names, network.feeds(piece))]
         for piece, count in batch_pieces(x, network.fixed_batch, fixed=True)
     ]
     return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
