@@ -110,11 +110,18 @@ def test_wrong_type_of_source():
         qs.prepare(12345)
 
 
-def test_two_inputs_refused():
+def test_two_inputs_take_a_mapping_keyed_by_input_name():
     nodes = [helper.make_node("Add", ["a", "b"], ["y"], name="add")]
     model = make_model(nodes, [tensor("a", ["N", 2]), tensor("b", ["N", 2])], [tensor("y", ["N", 2])], {})
-    with pytest.raises(qs.UnsupportedModelError, match="2 inputs"):
-        qs.prepare(model)
+    net = qs.prepare(model)
+    assert net.input_names == ["a", "b"] and [layer.kind for layer in net.input_layers] == ["input", "input"]
+    a = np.arange(8, dtype=np.float32).reshape(4, 2)
+    cal = qs.calibrate(net, {"a": a, "b": -2 * a}, progress=False)
+    assert cal.stats("add").min == -7.0 and cal.stats("add").max == 0.0  # a + b = -a
+    with pytest.raises(qs.CalibrationDataError, match="lacks b"):
+        qs.calibrate(net, {"a": a}, progress=False)
+    with pytest.raises(qs.CalibrationDataError, match="has unknown key\\(s\\) c"):
+        qs.calibrate(net, {"a": a, "b": a, "c": a}, progress=False)
 
 
 def test_torch_module_export():

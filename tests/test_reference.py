@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
-from quantscope.network.ops import OPS
+from quantscope.ops import OPS
 from quantscope.quantize.numerics import (
     AccumulatorOverflowError,
     Overflow,

@@ -23,6 +23,7 @@ from ..errors import (
 )
 from ..network import Network, prepare
 from ..network.network import Inputs, batch_pieces
+from ..ops import ops_with
 from .data import as_source
 from .result import Calibration, RangeEntry
 from .stats import TensorStats
@@ -129,7 +130,7 @@ def weight_entries(network: Network, layer) -> list[RangeEntry]:
 
 
 #: Layers whose output holds exactly the values of their single input, rearranged.
-_SAME_VALUES = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose"})
+_SAME_VALUES = ops_with(same_values=True)
 
 
 def derived_layers(network: Network) -> dict[str, tuple[str, ...]]:
@@ -197,6 +198,10 @@ class StatsCollector:
         #: take at most RUN_BYTES (statistics do not depend on it).
         self.run_samples = network.fixed_batch or _run_samples(self.shapes[k:])
         self.stats = [TensorStats(hist_stride=s) for s in self.strides]
+        #: per measured output: True (batch axis first), False (no batch axis: a
+        #: position table, a scalar), None (unknown: batch first when its first axis
+        #: has the run's length)
+        self.batch_first = [network.batch_first(layer.output) for layer in self.measured]
         self.num_samples = 0
         self._use_gpu = use_gpu
         self._session: ort.InferenceSession | None = None
@@ -235,8 +240,12 @@ class StatsCollector:
         # exactly that size, the last one padded (its padding is not counted).
         for piece, count in batch_pieces(x, run, fixed=self.network.fixed_batch is not None):
             index = batch.index[start : start + count]
-            for stats, layer, out in zip(self.stats[k:], self.measured[k:], self._run(piece)):
-                _update(stats, out[:count], layer, index)
+            outs = self._run(piece)
+            for stats, layer, out, batched in zip(self.stats[k:], self.measured[k:], outs, self.batch_first[k:]):
+                if batched or (batched is None and out.ndim and len(out) == len(piece)):
+                    _update(stats, out[:count], layer, index)
+                else:
+                    _update_shared(stats, out, count, layer, index)
             start += count
         self.num_samples += len(x)
 
@@ -423,6 +432,19 @@ def _run_samples(shapes: list) -> int:
             continue
         per_sample += 4 * int(np.prod([d if isinstance(d, int) and d > 0 else 1 for d in shape[1:]]))
     return max(1, RUN_BYTES // max(per_sample, 1))
+
+
+def _update_shared(stats: TensorStats, values: np.ndarray, count: int, layer, index: np.ndarray) -> None:
+    """Add a tensor without a batch axis (computed from shapes: position embeddings,
+    a scalar) once for each of ``count`` samples, as if every sample had its own copy:
+    the statistics then do not depend on how the samples were batched."""
+    one = TensorStats(hist_stride=stats.hist_stride)
+    _update(one, np.asarray(values)[None], layer, index)
+    one.count *= count
+    if one.hist is not None:
+        one.hist *= count
+    merged = stats.merge(one)
+    stats.min, stats.max, stats.count, stats.hist = merged.min, merged.max, merged.count, merged.hist
 
 
 def _update(stats: TensorStats, values: np.ndarray, layer, index: np.ndarray) -> None:

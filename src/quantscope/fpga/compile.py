@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import UnsupportedModelError
 from ..network import Network, prepare
+from ..ops import ops_with
 from ..quantize.numerics import pow2_exponent, quantize, quantize_bias_pow2
 from .config import ProcessorConfig, processor
 from .cycles import COSTS, MODULE_OF, LayerCost, LayerInfo, fused, layer_cost
@@ -75,11 +76,9 @@ REGION_NAMES: tuple[str, ...] = (
     "EndOffset",
 )
 #: Layer kinds that may run on the host after the last hardware layer.
-OUTPUT_SOFTWARE_KINDS = frozenset({"Softmax", "LogSoftmax", "Sigmoid", "Flatten", "Reshape", "Squeeze", "Identity"})
+OUTPUT_SOFTWARE_KINDS = ops_with(fpga_output=True)
 #: Fused kinds whose output is their input re-addressed (no buffer of their own).
-_ALIAS_KINDS = frozenset(
-    {"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Relu", "Clip", "LeakyRelu", "PRelu"}
-)
+_ALIAS_KINDS = ops_with(fpga_alias=True)
 
 # Instruction opcodes (docs/fpga.md, "Instruction stream").
 OPCODES: dict[str, int] = {

@@ -1,7 +1,7 @@
 """Load a network and prepare it: the graph and its optimized layers."""
 
+from ..ops import OPS, OpInfo, check_not_quantized
 from .load import load_model
 from .network import Inputs, Network, OptimizedLayer, prepare
-from .ops import OPS, OpInfo, check_not_quantized
 
 __all__ = ["Inputs", "Network", "OPS", "OpInfo", "OptimizedLayer", "check_not_quantized", "load_model", "prepare"]

@@ -25,9 +25,9 @@ import onnx
 import onnx_ir as ir
 
 from ..errors import UnsupportedModelError
+from ..ops import check_not_quantized, info
 from ..passes import PrepareLog, run_prepare_passes
 from .load import load_model
-from .ops import check_not_quantized, info
 
 __all__ = ["Inputs", "Network", "OptimizedLayer", "prepare"]
 
@@ -43,13 +43,15 @@ class OptimizedLayer:
         network_layer: the name of the last member (MATLAB's "Network Layer Name").
         members: names of the network layers (ONNX nodes) grouped here, in order.
             For the input layer, the input's name.
-        kind: ``"input"``, ``"normalization"``, ``"conv"``, ``"fc"``, or the ONNX
-            op type of a single-node layer (``"MaxPool"``, ``"Concat"``...).
+        kind: ``"input"``, ``"normalization"``, ``"conv"``, ``"fc"``, ``"embedding"``
+            (a Gather of rows from a constant 2-D table), or the ONNX op type of a
+            single-node layer (``"MaxPool"``, ``"Concat"``, ``"MatMul"`` of two activations...).
         op_types: op type of each member (``"Input"`` for the input layer).
         output: name of the value holding this layer's output activation.
         inputs: names of the activation values this layer reads.
-        weight: initializer name of the weights (conv/fc only), in the prepared
-            model: Conv ``(M, C/group, kH, kW)``, Gemm/MatMul as stored.
+        weight: initializer name of the weights (conv/fc/embedding only), in the
+            prepared model: Conv ``(M, C/group, kH, kW)``, Gemm/MatMul as stored, an
+            embedding table ``(rows, width)``.
         bias: initializer name of the bias ``(M,)`` (conv/fc only, None if absent).
         folded: names of BatchNormalization layers folded into this layer.
     """
@@ -158,6 +160,24 @@ class Network:
         if value is None or value.shape is None:
             return None
         return tuple(d if isinstance(d, int) else None for d in value.shape)
+
+    def batch_first(self, name: str) -> bool | None:
+        """Whether value ``name``'s first axis is the batch axis: True when shape
+        inference gave it the same symbol (or fixed size) as an input's first axis,
+        False for a scalar or another fixed size, None when unknown (another symbol:
+        a position table's sequence axis, or the batch renamed by inference)."""
+        value = self._values().get(name)
+        if value is None or value.shape is None:
+            return None
+        if len(value.shape) == 0:
+            return False
+        first = value.shape[0]
+        batch = [v.shape[0] for v in self.model.graph.inputs if v.shape is not None and len(v.shape) > 0]
+        if isinstance(first, int):
+            return True if any(isinstance(b, int) and b == first for b in batch) else False
+        if first.value is not None and any(not isinstance(b, int) and b.value == first.value for b in batch):
+            return True
+        return None  # another symbol: inference may have renamed the batch
 
     def node_attributes(self, node_name: str) -> dict[str, Any]:
         """Attributes of ONNX node ``node_name`` as plain Python values (ints, floats, lists)."""
@@ -295,7 +315,7 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
             other = node.inputs[1] if node.inputs[0] is value else node.inputs[0]
             if not _is_const(other):
                 break
-            if node.op_type in ("Sub", "Div") and node.inputs[0] is not value:
+            if not info(node.op_type, node.domain).commutative and node.inputs[0] is not value:
                 break  # c - x or c / x is not a normalization
             chain.append(node)
             value = node.outputs[0]
@@ -328,7 +348,10 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
         members = [node]
         kind = node.op_type
         weight = bias = None
-        if node.op_type in ("Conv", "Gemm") and _is_const(node.inputs[1]) and _is_float(node.inputs[0]):
+        standard = node.domain in ("", "ai.onnx")
+        if not standard:
+            pass  # another domain's operator: a float layer of its own
+        elif info(node.op_type).takes_bias and _is_const(node.inputs[1]) and _is_float(node.inputs[0]):
             kind = "conv" if node.op_type == "Conv" else "fc"
             weight = node.inputs[1].name
             if len(node.inputs) > 2 and _is_const(node.inputs[2]):
@@ -342,6 +365,14 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
                 if _is_const(other) and len(other.shape or ()) == 1:
                     members.append(nxt)
                     bias = other.name
+        elif (
+            node.op_type == "Gather"
+            and _is_const(node.inputs[0])
+            and _is_float(node.inputs[0])
+            and len(node.inputs[0].shape or ()) == 2
+        ):
+            kind = "embedding"  # rows of a constant table picked by token ids
+            weight = node.inputs[0].name
         if kind in ("conv", "fc"):
             nxt = _single_consumer(members[-1].outputs[0])
             if (

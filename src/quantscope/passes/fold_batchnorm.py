@@ -15,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
+from ..ops import info
 from ._util import const_array, float_attr, int_attr, new_initializer
 
 
@@ -47,7 +48,7 @@ class FoldBatchNormPass(InPlacePass):
         producer = x.producer() if x is not None else None
         if producer is None:
             return "its input is a graph input, not the output of a Conv or Gemm"
-        if producer.op_type not in ("Conv", "Gemm"):
+        if not info(producer.op_type, producer.domain).takes_bias:
             return f"its input comes from {producer.op_type} {producer.name!r}, not a Conv or Gemm"
         if len(x.uses()) != 1 or x.is_graph_output():
             return (

@@ -15,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
+from ..ops import info
 from ._util import const_array, int_attr, int_list, new_initializer
 
 #: An entry of a shape vector: a known int, or ("dim", value, axis) for a symbolic dim.
@@ -42,7 +43,7 @@ def _entries(value: ir.Value, depth: int = 0) -> list[_Entry] | _Entry | None:
         start = node.attributes.get("start")
         end = node.attributes.get("end")
         return dims[start.as_int() if start else 0 : end.as_int() if end else len(dims)]
-    if op in ("Cast", "Identity"):
+    if info(op).copies_values:
         return _entries(node.inputs[0], depth + 1)
     if op == "Gather":
         data, idx = _entries(node.inputs[0], depth + 1), const_array(node.inputs[1])

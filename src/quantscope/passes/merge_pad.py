@@ -13,6 +13,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
+from ..ops import info
 from ._util import const_array, int_attr, int_list
 
 
@@ -55,7 +56,7 @@ class MergePadPass(InPlacePass):
             if rank < 3 or any(begin[:2]) or any(end[:2]) or min(pads) < 0:
                 continue  # only spatial, non-negative padding
             user = users[0]
-            if user.op_type not in ("Conv", "AveragePool") or user.inputs[0] is not out:
+            if not info(user.op_type, user.domain).merges_zero_pad or user.inputs[0] is not out:
                 continue
             old = user.attributes.get("pads")
             if user.op_type == "AveragePool":

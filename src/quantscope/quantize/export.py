@@ -69,6 +69,18 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
     initializers = {t.name: t for t in graph.initializer}
     new_inits: list[onnx.TensorProto] = []
     dq_before: dict[str, list[onnx.NodeProto]] = {}  # node name -> DQ nodes to put before it
+    taken = {t.name for t in graph.initializer} | {v for n in graph.node for v in n.output}
+    taken |= {v.name for v in graph.input}
+
+    def unique(name: str) -> str:
+        """``name``, or ``name_2``, ``name_3``...: a tensor shared by two layers (an
+        exporter deduplicates equal constants) is quantized once per layer."""
+        out, i = name, 1
+        while out in taken:
+            i += 1
+            out = f"{name}_{i}"
+        taken.add(out)
+        return out
 
     # weights and biases
     for layer in network.layers:
@@ -76,7 +88,7 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
             continue
         head = layer.members[0]
         qw, w_qp = plan.weights[layer.name]
-        wq_name = f"{layer.weight}_quantized"
+        wq_name = unique(f"{layer.weight}_quantized")
         new_inits.append(numpy_helper.from_array(qw.astype(np.int8), wq_name))
         new_inits += _qdq_tensors(wq_name, w_qp)
         attrs = {"axis": w_qp.axis} if w_qp.axis is not None else {}
@@ -84,15 +96,15 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
             helper.make_node(
                 "DequantizeLinear",
                 [wq_name, f"{wq_name}_scale", f"{wq_name}_zero_point"],
-                [f"{layer.weight}_dequantized"],
+                [wdq := unique(f"{layer.weight}_dequantized")],
                 name=f"{wq_name}_DequantizeLinear",
                 **attrs,
             )
         ]
-        replace = {layer.weight: f"{layer.weight}_dequantized"}
+        replace = {layer.weight: wdq}
         if layer.name in plan.biases:
             qb, b_qp = plan.biases[layer.name]
-            bq_name = f"{layer.bias}_quantized"
+            bq_name = unique(f"{layer.bias}_quantized")
             new_inits.append(numpy_helper.from_array(qb.astype(np.int32), bq_name))
             scale = np.broadcast_to(b_qp.scale, qb.shape).astype(np.float32)
             new_inits.append(numpy_helper.from_array(scale, f"{bq_name}_scale"))
@@ -101,12 +113,12 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
                 helper.make_node(
                     "DequantizeLinear",
                     [bq_name, f"{bq_name}_scale", f"{bq_name}_zero_point"],
-                    [f"{layer.bias}_dequantized"],
+                    [bdq := unique(f"{layer.bias}_dequantized")],
                     name=f"{bq_name}_DequantizeLinear",
                     axis=0,
                 )
             )
-            replace[layer.bias] = f"{layer.bias}_dequantized"
+            replace[layer.bias] = bdq
         for member in layer.members:
             node = next(n for n in graph.node if n.name == member)
             for i, name in enumerate(node.input):
@@ -121,13 +133,14 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
     for value, qp in plan.activations.items():
         if value in producers:
             node = producers[value]
-            pre = f"{value}_prequant"
+            pre = unique(f"{value}_prequant")
             node.output[list(node.output).index(value)] = pre
         elif value in network.input_names:
             pre = value
         else:
             continue
-        q_name = f"{value}_quantized"
+        q_name = unique(f"{value}_quantized")
+        dq_name = value if value in producers else unique(f"{value}_dequantized")
         new_inits += _qdq_tensors(q_name, qp)
         pair = [
             helper.make_node(
@@ -139,7 +152,7 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
             helper.make_node(
                 "DequantizeLinear",
                 [q_name, f"{q_name}_scale", f"{q_name}_zero_point"],
-                [value if value in producers else f"{value}_dequantized"],
+                [dq_name],
                 name=f"{value}_DequantizeLinear",
             ),
         ]
@@ -150,7 +163,7 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
             for node in graph.node:
                 for i, name in enumerate(node.input):
                     if name == value:
-                        node.input[i] = f"{value}_dequantized"
+                        node.input[i] = dq_name
 
     ordered = list(input_qdq)
     for node in graph.node:

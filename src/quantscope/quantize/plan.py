@@ -18,7 +18,7 @@ from ..calibrate.result import Calibration
 from ..calibrate.stats import NUM_BINS, TensorStats, bin_edges
 from ..errors import ConfigurationError
 from ..network import Network, OptimizedLayer
-from ..network.ops import info
+from ..ops import info
 from .numerics import FloatScale, PowerOfTwo, Rounding, Saturation, pow2_exponent, quantize, round_values
 
 __all__ = [
@@ -32,14 +32,16 @@ __all__ = [
 
 
 def int8_family(layer: OptimizedLayer) -> str | None:
-    """The integer kernel family of a layer (:class:`~quantscope.network.ops.OpInfo`
+    """The integer kernel family of a layer (:class:`~quantscope.ops.OpInfo`
     ``int8``): ``"learnable"`` for conv/fc layers, ``"input"`` and ``"normalization"``
     for those two layers, the op table's family for a single-node layer, or None
     (no integer kernel: the layer computes in float)."""
     if layer.kind in ("conv", "fc"):
         return "learnable"
-    if layer.kind in ("input", "normalization"):
+    if layer.kind in ("input", "normalization", "embedding"):
         return layer.kind
+    if layer.kind == "MatMul" and len(layer.inputs) == 2:
+        return "matmul"  # a product of two activations (attention scores and context)
     family = info(layer.kind).int8
     return None if family == "learnable" else family
 
@@ -334,11 +336,10 @@ def make_plan(
     for layer in network.layers:
         family = int8_family(layer)
         if layer.kind == "input":
-            if network.input_dtypes[layer.output].kind == "f":
-                plan.activations[layer.output] = act_qparams(layer)
-            else:
+            if network.input_dtypes[layer.output].kind != "f":
                 plan.float_layers[layer.name] = "an integer input (token ids, bytes...): passed on exactly"
-            continue
+                plan.float_outputs.add(layer.name)
+            continue  # a float input is quantized when an integer layer reads it
         if not calibration_finite(calibration, layer):
             plan.float_layers[layer.name] = "its calibrated range is not finite (-inf/inf): stays in float"
             plan.float_outputs.add(layer.name)
@@ -352,7 +353,12 @@ def make_plan(
         if why_not is not None:
             plan.float_layers[layer.name] = why_not
             continue
-        if family not in ("learnable", "normalization") and not any(n in plan.activations for n in layer.inputs):
+        if family == "embedding":
+            _plan_table(plan, layer, wl)
+            continue
+        if family not in ("learnable", "normalization", "matmul") and not any(
+            n in plan.activations for n in layer.inputs
+        ):
             # quantizing float values only to move, pool or add them gains nothing
             plan.float_layers[layer.name] = f"{layer.kind} of float tensors (after float layers): computed in float"
             continue
@@ -376,6 +382,9 @@ def make_plan(
                 plan.weights.pop(layer.name)
                 plan.biases.pop(layer.name)
                 plan.float_layers[layer.name] = saturated
+    for layer in network.input_layers:
+        if layer.output not in plan.activations and layer.name not in plan.float_layers:
+            plan.float_layers[layer.name] = "read by float layers only: not quantized"
     refused = [f"{name} ({plan.float_layers[name]})" for name in sorted(required) if name in plan.float_layers]
     if refused:
         raise ConfigurationError(
@@ -398,9 +407,9 @@ def calibration_finite(calibration: Calibration, layer: OptimizedLayer) -> bool:
 def _why_float(network: Network, layer: OptimizedLayer, family: str | None, data_values: set[str]) -> str | None:
     """Why ``layer`` computes in float although the plan could quantize it, else None."""
     if family is None:
-        kind = layer.kind
-        return f"no int8 kernel for {kind}: computed in float on dequantized inputs"
-    if family in ("input", "normalization", "learnable", "pool", "move"):
+        on = " on dequantized inputs" if layer.inputs else ""
+        return f"no int8 kernel for {layer.kind}: computed in float{on}"
+    if family in ("input", "normalization", "learnable", "pool", "move", "embedding", "matmul"):
         return None
     node = network.node(layer.members[0])
     operands = [v for v in node.inputs if v is not None]
@@ -464,6 +473,20 @@ def _layer_names(network: Network, names: Iterable[str], option: str) -> set[str
             f"not a layer of the network{why}; layers are: {', '.join(layer.name for layer in network.layers)}"
         )
     return out
+
+
+def _plan_table(plan: QuantPlan, layer: OptimizedLayer, wl: int) -> None:
+    """An embedding table in int8, one scale for the table (power of two or
+    ``max|w| / qmax``): the rows the ids pick are the layer's output integers, so the
+    output's parameters are the table's (no rounding beyond the table's own)."""
+    w = plan.network.constant(layer.weight).astype(np.float64)
+    absmax = float(np.abs(w).max()) if w.size else 0.0
+    if isinstance(plan.scheme, PowerOfTwo):
+        qp = QParams.pow2(pow2_exponent(absmax, wl), wl)
+    else:
+        qp = QParams(np.array(absmax / 127 if absmax > 0 else 1.0), np.array(0, np.int64))
+    plan.weights[layer.name] = (qp.quantize(w, plan.rounding, plan.saturation), qp)
+    plan.activations[layer.output] = qp
 
 
 def _plan_learnables(plan: QuantPlan, layer: OptimizedLayer, x_q: QParams, wl: int) -> None:

@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits
 from ..errors import ConfigurationError
 from ..network import Inputs, Network, OptimizedLayer
 from ..network.network import batch_pieces
-from ..network.ops import ops_with
+from ..ops import ops_with
 from ..quantize.numerics import (
     AccumulatorOverflowError,
     Overflow,
@@ -412,6 +412,32 @@ class Simulator:
             )
         raise ConfigurationError(f"no integer activation {op_type}")
 
+    def _matmul(self, layer, inputs, out_qp):
+        """A product of two int8 activations (attention scores ``Q K^T``, context
+        ``P V``): the exact accumulator of both operands less their zero points,
+        requantized to the output's parameters (docs/int8.md (13))."""
+        a, b = inputs
+        plan = self.plan
+        acc = self.kernels["MatMul"](
+            a.q, b.q, a_zero_point=int(a.qp.zero_point), b_zero_point=int(b.qp.zero_point), overflow=self.overflow
+        )
+        if a.qp.exponent is not None and b.qp.exponent is not None and out_qp.exponent is not None:
+            q = requantize_pow2(
+                acc, a.qp.exponent + b.qp.exponent, out_qp.exponent, out_qp.bits, plan.rounding, plan.saturation
+            )
+        else:
+            multiplier = np.float64(a.qp.scale) * np.float64(b.qp.scale) / np.float64(out_qp.scale)
+            q = requantize_scale(acc, multiplier, out_qp.zero_point, out_qp.bits, plan.rounding, plan.saturation)
+        return IntTensor(q, out_qp)
+
+    def _embedding(self, layer, inputs, out_qp):
+        """Rows of the int8 table picked by the ids (ONNX Gather; negative ids count
+        from the end): exact, the output has the table's parameters."""
+        table, qp = self.plan.weights[layer.name]
+        ids = np.asarray(self._const_input(layer.members[0], 1)).astype(np.int64)
+        axis = self._attrs(layer.members[0]).get("axis", 0)
+        return IntTensor(np.take(table, np.where(ids < 0, ids + table.shape[axis], ids), axis=axis), qp)
+
     def _standalone_activation(self, layer, inputs, out_qp):
         t = self._activation(layer.members[0], layer.kind, inputs[0])
         return self.requantize(t, out_qp)
@@ -538,4 +564,6 @@ _INT_HANDLERS = {
     "concat": Simulator._concat,
     "activation": Simulator._standalone_activation,
     "move": Simulator._move,
+    "matmul": Simulator._matmul,
+    "embedding": Simulator._embedding,
 }

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from ..errors import UnsupportedModelError
+from .errors import UnsupportedModelError
 
 __all__ = [
     "OPS",
@@ -49,6 +49,13 @@ class OpInfo:
         fpga_output: may run on the host after the last hardware layer of an FPGA
             network ("SW Layer").
         fpga_alias: on the FPGA, its output is its input re-addressed (no buffer).
+        takes_bias: a layer with weights (input 1) and a bias (input 2) that a
+            BatchNormalization after it folds into.
+        commutative: the two operands may be swapped (``x + c`` is ``c + x``; not
+            so ``x - c``).
+        merges_zero_pad: a zero Pad before it merges into its own ``pads``.
+        copies_values: the output holds the input's values, maybe in another type
+            (shape computations are followed through it).
     """
 
     int8: str | None = None
@@ -58,23 +65,27 @@ class OpInfo:
     same_values: bool = False
     fpga_output: bool = False
     fpga_alias: bool = False
+    takes_bias: bool = False
+    commutative: bool = False
+    merges_zero_pad: bool = False
+    copies_values: bool = False
 
 
 #: THE table. Operators absent from it run in float (``OpInfo()``).
 OPS: dict[str, OpInfo] = {
-    "Conv": OpInfo(int8="learnable"),
-    "Gemm": OpInfo(int8="learnable"),
+    "Conv": OpInfo(int8="learnable", takes_bias=True, merges_zero_pad=True),
+    "Gemm": OpInfo(int8="learnable", takes_bias=True),
     "MatMul": OpInfo(int8="learnable"),
     "Relu": OpInfo(int8="activation", fusable=True, clamp=True, fpga_alias=True),
     "Clip": OpInfo(int8="activation", fusable=True, clamp=True, fpga_alias=True),
     "LeakyRelu": OpInfo(int8="activation", fusable=True, fpga_alias=True),
     "PRelu": OpInfo(int8="activation", fusable=True, fpga_alias=True),
     "MaxPool": OpInfo(int8="pool"),
-    "AveragePool": OpInfo(int8="pool"),
+    "AveragePool": OpInfo(int8="pool", merges_zero_pad=True),
     "GlobalAveragePool": OpInfo(int8="pool"),
-    "Add": OpInfo(int8="add", normalization=True),
+    "Add": OpInfo(int8="add", normalization=True, commutative=True),
     "Sub": OpInfo(normalization=True),
-    "Mul": OpInfo(normalization=True),
+    "Mul": OpInfo(normalization=True, commutative=True),
     "Div": OpInfo(normalization=True),
     "Concat": OpInfo(int8="concat"),
     "Flatten": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True),
@@ -82,7 +93,8 @@ OPS: dict[str, OpInfo] = {
     "Squeeze": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True),
     "Unsqueeze": OpInfo(int8="move", same_values=True, fpga_alias=True),
     "Transpose": OpInfo(int8="move", same_values=True),
-    "Identity": OpInfo(fpga_output=True, fpga_alias=True),
+    "Identity": OpInfo(fpga_output=True, fpga_alias=True, copies_values=True),
+    "Cast": OpInfo(copies_values=True),
     "Dropout": OpInfo(fpga_alias=True),
     "Softmax": OpInfo(fpga_output=True),
     "LogSoftmax": OpInfo(fpga_output=True),

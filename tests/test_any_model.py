@@ -1,0 +1,272 @@
+"""Any model onnxruntime runs: float segments for operators without an int8 kernel,
+shapes and masks computed at run time, integer and several inputs, transformer
+encoders in int8, already-quantized models refused, metrics for any output."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+from tinymodels import encoder_data, make_model, tensor, tiny_encoder
+
+import quantscope as qs
+from quantscope.cli import main
+from quantscope.simulate.engine import IntTensor, Simulator
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    model = tiny_encoder()
+    net = qs.prepare(model)
+    cal = qs.calibrate(net, encoder_data(64, seed=1), progress=False)
+    return model, net, cal
+
+
+def _float_outputs(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
+    return ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+
+
+@pytest.mark.parametrize("target", ["cpu", "fpga"])
+def test_encoder_fast_path_equals_reference_bit_for_bit(encoder, target):
+    _, net, cal = encoder
+    plan = qs.quantize_network(cal, target).plan
+    data = encoder_data(120, seed=2)
+    x = qs.network.Inputs(data)
+    fast_out, fast_layers = Simulator(plan, kernels="fast").run(x, collect=True)
+    ref_out, ref_layers = Simulator(plan, kernels="reference").run(x, collect=True)
+    np.testing.assert_array_equal(fast_out, ref_out)
+    compared = 0
+    for name, ref in ref_layers.items():
+        fast = fast_layers[name]
+        if isinstance(ref, IntTensor):
+            assert isinstance(fast, IntTensor) and fast.qp.same_as(ref.qp), name
+            np.testing.assert_array_equal(fast.q, ref.q, err_msg=name)
+            compared += 1
+        else:
+            np.testing.assert_array_equal(fast, ref, err_msg=name)
+    assert compared >= 15  # embeddings, projections, attention products... in integers
+
+
+def test_encoder_in_int8_on_the_cpu_target(encoder):
+    model, net, cal = encoder
+    data = encoder_data(100, seed=3)
+    res = qs.validate(cal, data, target="cpu", progress=False)
+    assert set(res.metric_results) == {"top1_agreement", "cosine_similarity", "output_sqnr_db"}
+    cos = res.metric_results["cosine_similarity"]
+    assert cos["MetricOutput"].tolist()[0] == 1.0 and cos["MetricOutput"].tolist()[1] >= 0.99
+    precision = dict(zip(res.layer_errors["Layer"], res.layer_errors["Precision"]))
+    # the attention products, the projections and the embedding tables are int8 ...
+    for name in ("attn.scores", "attn.context", "attn.q_attn.q.bias", "embeddings.word", "embeddings.position"):
+        assert precision[name] == "int8", name
+    assert res.plan.weights["embeddings.word"][0].dtype == np.int8
+    # ... the mask arithmetic, LayerNorm, Softmax and GELU stay float, with the reason
+    for name in ("attn.mask", "attn.softmax", "embeddings.norm", "gelu.erf", "mask.cast"):
+        assert precision[name] == "float", name
+    assert "attention mask" in res.plan.float_layers["attn.mask"]
+    # integer inputs pass exactly
+    assert "input_ids" not in res.plan.activations and "passed on exactly" in res.plan.float_layers["input_ids"]
+    # the emulation's int8 output is close to onnxruntime's float output
+    ours = res.int8_scores
+    theirs = _float_outputs(model, data)
+    cosine = np.sum(ours * theirs, axis=1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+    assert float(cosine.mean()) >= 0.99
+
+
+def test_every_layer_in_float_gives_onnxruntimes_outputs(encoder):
+    model, net, cal = encoder
+    data = encoder_data(40, seed=4)
+    keep = [layer.name for layer in net.layers if layer.kind != "input"]
+    res = qs.validate(cal, data, target="cpu", keep_float=keep, progress=False)
+    assert res.metric_results["output_sqnr_db"]["MetricOutput"].iloc[1] > 100
+    np.testing.assert_allclose(res.int8_scores, _float_outputs(model, data), rtol=1e-6, atol=1e-6)
+
+
+def test_shapes_computed_at_run_time_hold_for_any_batch_and_sequence(encoder):
+    _, net, cal = encoder
+    plan = qs.quantize_network(cal, "fpga").plan
+    sim = Simulator(plan)
+    data = encoder_data(9, seq=7, seed=5)  # another sequence length than calibrated
+    whole = sim.run(qs.network.Inputs(data))[0]
+    one_by_one = np.concatenate([sim.run(qs.network.Inputs(data)[i : i + 1])[0] for i in range(9)])
+    np.testing.assert_array_equal(whole, one_by_one)
+
+
+def test_encoder_qdq_export_runs_on_onnxruntime(encoder):
+    model, _, cal = encoder
+    qnet = qs.quantize_network(cal, qs.FloatScale(reduce_range=True))
+    data = encoder_data(32, seed=6)
+    proto = qnet.to_onnx()  # 7-bit weights: no saturation warning on any CPU
+    ran = ort.InferenceSession(proto.SerializeToString()).run(None, data)[0]
+    emulated = qnet.predict(data)
+    cos = np.sum(ran * emulated, axis=1) / np.linalg.norm(ran, axis=1) / np.linalg.norm(emulated, axis=1)
+    assert float(cos.min()) > 0.99
+    kinds = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= kinds
+
+
+def test_data_forms_of_a_network_with_several_inputs(encoder, tmp_path):
+    _, net, cal = encoder
+    data = encoder_data(16, seed=7)
+    np.savez(tmp_path / "enc.npz", **data)
+    from_file = qs.calibrate(net, tmp_path / "enc.npz", progress=False).table
+    from_dict = qs.calibrate(net, data, progress=False).table
+    batches = [{k: v[i : i + 5] for k, v in data.items()} for i in range(0, 16, 5)]
+    from_batches = qs.calibrate(net, batches, progress=False).table
+    assert from_file.equals(from_dict) and from_dict.equals(from_batches)
+    with pytest.raises(qs.CalibrationDataError, match="takes integers"):
+        qs.calibrate(net, {"input_ids": data["input_ids"] + 0.5, "attention_mask": data["attention_mask"]})
+
+
+def test_the_command_line_on_a_two_input_encoder(tmp_path, capsys):
+    model = tiny_encoder()
+    onnx.save(model, tmp_path / "enc.onnx")
+    np.savez(tmp_path / "cal.npz", **encoder_data(32, seed=8))
+    np.savez(tmp_path / "val.npz", **encoder_data(24, seed=9))
+    out = tmp_path / "result.json"
+    code = main(
+        [
+            "validate",
+            str(tmp_path / "enc.onnx"),
+            "--calibration",
+            str(tmp_path / "cal.npz"),
+            "--validation",
+            str(tmp_path / "val.npz"),
+            "--target",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "cosine_similarity" in printed and "output_sqnr_db" in printed
+    metrics = json.loads(out.read_text())["metrics"]
+    assert metrics["cosine_similarity"][0]["MetricOutput"] == 1.0
+    assert metrics["output_sqnr_db"][0]["MetricOutput"] is None  # inf: equal to itself
+    assert metrics["output_sqnr_db"][1]["MetricOutput"] > 20
+    assert main(["quantize", str(tmp_path / "enc.onnx"), "--calibration", str(tmp_path / "cal.npz"), "--target",
+                 "cpu", "-o", str(tmp_path / "enc.int8.onnx"), "--quiet"]) == 0  # fmt: skip
+    ort.InferenceSession(str(tmp_path / "enc.int8.onnx")).run(None, encoder_data(3, seed=10))
+
+
+def test_unlabelled_metrics_fit_the_output():
+    """A 3-D output gets no top-1 agreement, only the cosine and the SQNR."""
+    w = (np.random.default_rng(0).standard_normal((4, 6)) * 0.5).astype(np.float32)
+    model = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")],
+        [tensor("x", ["N", 5, 4])],
+        [tensor("y", ["N", 5, 6])],
+        {"w": w},
+    )
+    x = np.random.default_rng(1).standard_normal((20, 5, 4)).astype(np.float32)
+    cal = qs.calibrate(model, x, progress=False)
+    res = qs.validate(cal, x, target="cpu", progress=False)
+    assert set(res.metric_results) == {"cosine_similarity", "output_sqnr_db"}
+    sqnr = res.metric_results["output_sqnr_db"]["MetricOutput"].iloc[1]
+    expected = 10 * np.log10(np.sum(res.float_scores**2) / np.sum((res.float_scores - res.int8_scores) ** 2))
+    assert sqnr == pytest.approx(expected)
+
+
+def _qdq_model() -> onnx.ModelProto:
+    from tinymodels import images, small_cnn
+
+    cal = qs.calibrate(small_cnn(), images(8), progress=False)
+    return qs.quantize_network(cal, qs.FloatScale(reduce_range=True)).to_onnx()
+
+
+def test_an_already_quantized_model_is_refused_by_name(tmp_path, capsys):
+    proto = _qdq_model()
+    count = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node)
+    with pytest.raises(qs.UnsupportedModelError, match=f"already quantized: {count} of its nodes"):
+        qs.prepare(proto)
+    onnx.save(proto, tmp_path / "q.onnx")
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 8, 8), np.float32))
+    assert main(["calibrate", str(tmp_path / "q.onnx"), str(tmp_path / "x.npy"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "already quantized" in err and "float model" in err and "Traceback" not in err
+
+
+def test_dynamic_quantization_operators_are_refused_too():
+    nodes = [
+        helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dq"),
+        helper.make_node("MatMulInteger", ["xq", "w", "xz"], ["y"], name="mmi"),
+    ]
+    model = make_model(
+        nodes, [tensor("x", ["N", 4])], [tensor("y", ["N", 2], TensorProto.INT32)], {"w": np.ones((4, 2), np.uint8)}
+    )
+    with pytest.raises(qs.UnsupportedModelError, match="DynamicQuantizeLinear, MatMulInteger"):
+        qs.prepare(model)
+
+
+def test_control_flow_runs_in_float():
+    """An If whose branches read a value of the outer graph runs through onnxruntime."""
+    then_graph = helper.make_graph(
+        [helper.make_node("Relu", ["c"], ["t"], name="then_relu")], "then", [], [tensor("t", ["N", 4])]
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Neg", ["c"], ["e"], name="else_neg")], "else", [], [tensor("e", ["N", 4])]
+    )
+    w = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["c"], name="fc"),
+        helper.make_node("ReduceSum", ["x"], ["s"], name="total", keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"], name="positive"),
+        helper.make_node("If", ["cond"], ["branch"], name="choose", then_branch=then_graph, else_branch=else_graph),
+        helper.make_node("Gemm", ["branch", "w2"], ["y"], name="fc2"),
+    ]
+    model = make_model(
+        nodes,
+        [tensor("x", ["N", 3])],
+        [tensor("y", ["N", 2])],
+        {"w": w, "w2": np.ones((4, 2), np.float32), "zero": np.float32(0)},
+    )
+    x = np.abs(np.random.default_rng(1).standard_normal((10, 3))).astype(np.float32)
+    net = qs.prepare(model)
+    assert net.layer("choose").kind == "If"
+    cal = qs.calibrate(net, x, progress=False)
+    keep = [layer.name for layer in net.layers if layer.kind != "input"]
+    res = qs.validate(cal, x, target="cpu", keep_float=keep, progress=False)
+    np.testing.assert_allclose(res.int8_scores, _float_outputs(model, {"x": x}), rtol=1e-6)
+    assert qs.validate(cal, x, target="fpga", progress=False).metric_results["cosine_similarity"].iloc[1, 1] > 0.99
+
+
+# ------------------------------------------------------------------ the one op table
+
+_SRC = Path(qs.__file__).parent
+
+
+def _op_lists_outside_the_table() -> list[str]:
+    """Literal sets/tuples/lists of two or more ONNX operator names in the package,
+    outside ops.py."""
+    found = []
+    for path in sorted(_SRC.rglob("*.py")):
+        if path == _SRC / "ops.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Set, ast.Tuple, ast.List)):
+                names = [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+                ops = [n for n in names if n[:1].isupper() and onnx.defs.has(n)]
+                if len(ops) >= 2 and len(ops) == len(node.elts):
+                    found.append(f"{path.relative_to(_SRC)}:{node.lineno} {ops}")
+    return found
+
+
+def test_operator_lists_live_only_in_the_op_table():
+    assert _op_lists_outside_the_table() == []
+
+
+def test_the_op_list_check_can_fail():
+    """The check above finds a list planted outside the table."""
+    planted = _SRC / "network" / "_planted_for_test.py"
+    planted.write_text('_KINDS = ("Relu", "Clip")\n')
+    try:
+        assert any("_planted_for_test.py" in hit for hit in _op_lists_outside_the_table())
+    finally:
+        planted.unlink()
