@@ -144,12 +144,26 @@ class Network:
 
     @property
     def layer_of(self) -> dict[str, str]:
-        """Map from each network layer name (ONNX node, folded BN included) to its optimized layer."""
+        """Map from each network layer name (node, folded BN included, by its readable and
+        its ONNX name) to its optimized layer."""
+        onnx_names = getattr(self.log, "onnx_names", {})
         mapping: dict[str, str] = {}
         for layer in self.layers:
             for member in layer.members + layer.folded:
                 mapping[member] = layer.name
+                if member in onnx_names:
+                    mapping[onnx_names[member]] = layer.name
         return mapping
+
+    def onnx_names(self, layer: OptimizedLayer | str) -> tuple[str, ...]:
+        """The ONNX node names (as in the model file) of a layer's members: PyTorch
+        exports' nodes are shown by module path (``features.0``), see
+        :class:`~quantscope.passes.ReadableNamesPass`."""
+        layer = self.layer(layer) if isinstance(layer, str) else layer
+        if layer.kind == "input":
+            return ()
+        renamed = getattr(self.log, "onnx_names", {})
+        return tuple(renamed.get(m, m) for m in layer.members)
 
     def value_shape(self, name: str) -> tuple[int | None, ...] | None:
         """Shape of value ``name`` (activation or initializer) from shape inference,
@@ -300,6 +314,7 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
         for v in graph_inputs
     ]
     assigned: set[int] = set()
+    taken = {layer.name for layer in layers}
 
     # Values that depend on the network inputs.
     dynamic: set[int] = {id(v) for v in graph_inputs}
@@ -388,9 +403,11 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
                 dynamic.add(id(out))
         layer_inputs = tuple(v.name for v in node.inputs if v is not None and id(v) in dynamic and _is_float(v))
         folded = tuple(bn for bn, target in log.folded.items() if target == node.name)
+        name = _layer_name([m.name for m in members], taken)
+        taken.add(name)
         layers.append(
             OptimizedLayer(
-                name="_".join(m.name for m in members),
+                name=name,
                 network_layer=members[-1].name,
                 members=tuple(m.name for m in members),
                 kind=kind,
@@ -436,6 +453,17 @@ class Inputs:
 
     def __repr__(self) -> str:
         return "Inputs(" + ", ".join(f"{k}: {v.dtype}{tuple(v.shape)}" for k, v in self.arrays.items()) + ")"
+
+
+def _layer_name(members: list[str], taken: set[str]) -> str:
+    """An optimized layer's name: its members' names joined with ``_``; members of one
+    module (``q/MatMul`` and ``q/Add``, a Linear) give the module's name, ``q``."""
+    prefixes = {m.rsplit("/", 1)[0] for m in members if "/" in m}
+    if len(members) > 1 and len(prefixes) == 1 and all("/" in m for m in members):
+        name = prefixes.pop()
+        if name and name not in taken:
+            return name
+    return "_".join(members)
 
 
 def batch_pieces(x: np.ndarray | Inputs, size: int, fixed: bool = False):

@@ -22,6 +22,7 @@ from .fold_batchnorm import FoldBatchNormPass
 from .fold_shapes import FoldReshapeShapesPass
 from .merge_pad import MergePadPass
 from .name_nodes import NameNodesPass
+from .readable_names import ReadableNamesPass
 from .reduce_mean_to_pool import ReduceMeanToPoolPass
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "MergePadPass",
     "NameNodesPass",
     "PrepareLog",
+    "ReadableNamesPass",
     "ReduceMeanToPoolPass",
     "run_prepare_passes",
 ]
@@ -46,6 +48,7 @@ class PrepareLog:
     shapes: list[str] = field(default_factory=list)  # Reshape nodes whose computed shape was folded
     pads: list[str] = field(default_factory=list)  # Pad nodes merged into the Conv/AveragePool after them
     notes: list[str] = field(default_factory=list)  # why a rewrite did not apply
+    onnx_names: dict[str, str] = field(default_factory=dict)  # readable node name -> the ONNX node name
 
 
 def run_prepare_passes(model: ir.Model) -> PrepareLog:
@@ -60,6 +63,8 @@ def run_prepare_passes(model: ir.Model) -> PrepareLog:
         model.ir_version = 4
     NameNodesPass()(model)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    readable = ReadableNamesPass()
+    readable(model)
     TopologicalSortPass()(model)
     drop = DropDropoutPass()
     drop(model)
@@ -81,6 +86,7 @@ def run_prepare_passes(model: ir.Model) -> PrepareLog:
             notes.append(
                 f"shape inference after the rewrites failed ({type(exc).__name__}: {exc}); some shapes stay unknown"
             )
+    log.onnx_names = readable.renamed
     log.dropped = drop.dropped
     log.folded = fold.folded
     log.pooled = pool.rewritten

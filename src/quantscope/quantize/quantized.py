@@ -44,7 +44,8 @@ class QuantizedNetwork:
     @property
     def layers(self) -> pd.DataFrame:
         """One row per optimized layer: ``Layer``, ``Precision`` (int8/float), ``Reason``,
-        ``Exponent`` (power-of-two) or ``Scale``/``ZeroPoint`` of its output."""
+        ``Exponent`` (power-of-two) or ``Scale``/``ZeroPoint`` of its output, and
+        ``ONNXNodes``: its nodes' names in the model file."""
         rows = []
         for name, precision, reason in self.plan.summary():
             layer = self.network.layer(name)
@@ -57,9 +58,11 @@ class QuantizedNetwork:
                     qp.exponent if qp is not None and qp.exponent is not None else None,
                     float(qp.scale) if qp is not None and qp.axis is None else None,
                     int(qp.zero_point) if qp is not None and qp.axis is None else None,
+                    ", ".join(self.network.onnx_names(layer)),
                 )
             )
-        return pd.DataFrame(rows, columns=["Layer", "Precision", "Reason", "Exponent", "Scale", "ZeroPoint"])
+        columns = ["Layer", "Precision", "Reason", "Exponent", "Scale", "ZeroPoint", "ONNXNodes"]
+        return pd.DataFrame(rows, columns=columns)
 
     def to_onnx(self):
         """The QDQ ONNX model (``onnx.ModelProto``)."""

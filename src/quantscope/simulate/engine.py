@@ -1,19 +1,23 @@
-"""Run a quantized network: integer layers with the integer kernels, float layers in float.
+"""Run a quantized network: integer layers with the integer kernels, the rest in float.
 
-The simulator walks the prepared network's optimized layers in topological order.
-Each value is held either as integers with their :class:`QParams` (an
-:class:`IntTensor`) or as a float array:
+The simulator runs the steps of :func:`~quantscope.simulate.segments.schedule`. Each
+value is held as integers with their :class:`QParams` (an :class:`IntTensor`), as a
+float array, or as an integer/boolean array (token ids, masks, shapes: never
+quantized):
 
-- the network input is quantized with its planned parameters (eq. (2));
+- a float network input is quantized with its planned parameters (eq. (2)) when the
+  plan quantizes it;
 - Conv / fully connected layers: the exact integer accumulator of the integer
   input, int8 weights and int32 bias (eq. (4)), requantized to the output's
   parameters (eq. (5) power-of-two, eq. (9) float scale), then the fused
-  activation on the output grid (eq. (8));
+  activation on the output grid (eq. (8)); products of two activations (13) and
+  embedding tables (14) likewise;
 - pooling, Add, Concat, standalone activations and data movement run on
   integers and are requantized to the layer's output parameters;
-- every other layer (the input normalization, Softmax, anything without an
-  integer kernel, layers kept in float) runs in float (onnxruntime, on the
-  dequantized inputs); its output is quantized when the plan quantizes it.
+- every other node (the input normalization, Softmax, LayerNorm, shape
+  computations, anything without an integer kernel, layers kept in float) runs
+  through onnxruntime in float segments on the dequantized values (docs/int8.md
+  (15)); a value the plan quantizes comes out of its segment as integers.
 
 ``kernels="reference"`` uses :mod:`quantscope.simulate.reference` (the
 definition); ``kernels="fast"`` swaps Conv/Gemm/MatMul for the exact BLAS kernels

@@ -39,6 +39,7 @@ LAYER_COLUMNS = [
     "Saturated",
     "FlushedToZero",
     "WeightChannelSpread",
+    "ONNXNodes",
 ]
 
 #: The SQNR of an ideal 8-bit grid over a full-scale uniform signal (6.02 * 8 + 1.76 dB):
@@ -160,7 +161,8 @@ class ValidationResult:
             of its output grid and of its weights alone, the fractions of float
             values that saturate or flush to zero, and ``WeightChannelSpread``: the
             largest output channel's max |w| over the median channel's (what makes
-            per-tensor scaling fail).
+            per-tensor scaling fail), and ``ONNXNodes``: the layer's nodes by their
+            names in the model file.
         verdict: one line naming the layer that costs most.
         plan: the quantization plan used.
         float_scores, int8_scores: the two networks' outputs ``(N, ...)``.
@@ -471,6 +473,7 @@ def _layer_table(plan: QuantPlan, errors: dict[str, LayerError]) -> pd.DataFrame
                 e.saturated / e.count if e.count else 0.0,
                 e.flushed / e.count if e.count else 0.0,
                 _channel_spread(plan, layer.name),
+                ", ".join(network.onnx_names(layer)),
             )
         )
     df = pd.DataFrame(rows, columns=LAYER_COLUMNS)
