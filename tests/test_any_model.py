@@ -270,3 +270,42 @@ def test_the_op_list_check_can_fail():
         assert any("_planted_for_test.py" in hit for hit in _op_lists_outside_the_table())
     finally:
         planted.unlink()
+
+
+def _paddle_style_cnn() -> onnx.ModelProto:
+    """A CNN whose classifier flattens with a shape computed as Paddle2ONNX writes it
+    (Shape -> Slice -> Concat with -1): prepare cannot fold it to a constant."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Shape", ["p"], ["s"], name="shape"),
+        helper.make_node("Slice", ["s", "start", "stop"], ["n"], name="batch"),
+        helper.make_node("Concat", ["n", "minus_one"], ["flat_shape"], name="flat_shape", axis=0),
+        helper.make_node("Reshape", ["p", "flat_shape"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="fc", transB=1),
+    ]
+    init = {
+        "w": (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32),
+        "start": np.array([0], np.int64),
+        "stop": np.array([1], np.int64),
+        "minus_one": np.array([-1], np.int64),
+        "fw": (rng.standard_normal((5, 4 * 4 * 4)) * 0.2).astype(np.float32),
+        "fb": np.zeros(5, np.float32),
+    }
+    return make_model(nodes, [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 5])], init)
+
+
+def test_a_computed_flatten_runs_and_compiles_for_the_fpga():
+    from quantscope import fpga
+
+    model = _paddle_style_cnn()
+    net = qs.prepare(model)
+    assert net.value_shape("f") is None or None in net.value_shape("f")[1:]  # not folded: computed at run time
+    x = np.random.default_rng(1).standard_normal((20, 3, 8, 8)).astype(np.float32)
+    cal = qs.calibrate(net, x, progress=False)
+    res = qs.validate(cal, x, target="fpga", progress=False)
+    assert res.plan.is_int(net.layer("flatten")) and res.top1_agreement() >= 0.9
+    compiled = fpga.compile_network(net, "zcu102_int8")
+    assert {p.name: p.placement for p in compiled.layers}["fc"] == "HW Layer"

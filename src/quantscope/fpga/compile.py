@@ -340,6 +340,23 @@ class CompiledNetwork:
 
 
 # ---------------------------------------------------------------- helpers
+def _resolved_shapes(net: Network) -> dict[str, tuple[int | None, ...]]:
+    """Every layer output's shape (batch axis ``None``) from one float run of one frame
+    of zeros, when every input dimension but the batch is fixed; else no shapes."""
+    import numpy as np
+
+    from ..calibrate.collector import create_session
+
+    feeds = {}
+    for name, (shape, dtype) in net.input_spec.items():
+        if not shape or any(not isinstance(d, int) for d in shape[1:]):
+            return {}
+        feeds[name] = np.zeros((1, *shape[1:]), dtype=dtype)
+    names = [layer.output for layer in net.layers if layer.kind != "input"]
+    outs = create_session(net.to_proto(names).SerializeToString()).run(names, feeds)
+    return {name: (None, *out.shape[1:]) if out.ndim else () for name, out in zip(names, outs)}
+
+
 def _chw(shape: tuple[int | None, ...] | None, value: str, layer: str) -> tuple[int, int, int]:
     if shape is None:
         raise UnsupportedModelError(
@@ -379,6 +396,7 @@ class _Compiler:
         self.net = network
         self.cfg = config
         self.quantized = dict(quantized or {})
+        self._resolved: dict[str, tuple[int | None, ...]] | None = None
         self.n = config.channel_multiple
         self.producer = {layer.output: layer for layer in network.layers}
         self.consumers: dict[str, list] = {}
@@ -460,13 +478,24 @@ class _Compiler:
             seen += 1
         return value
 
+    def shape(self, value: str) -> tuple[int | None, ...] | None:
+        """The shape of ``value``: from shape inference, or, where a Reshape, Resize or
+        Slice computes it at run time, from one float run at the fixed input size."""
+        net = self.net
+        shape = net.input_shapes[value] if value in net.input_shapes else net.value_shape(value)
+        if shape is not None and len(shape) > 0 and all(isinstance(d, int) for d in shape[1:]):
+            return shape
+        if self._resolved is None:
+            self._resolved = _resolved_shapes(net)
+        return self._resolved.get(value, shape)
+
     def padded_elements(self, value: str) -> int:
         """Elements of ``value`` in its DDR layout: FC outputs padded to FCThreadNumber,
         everything else (C, H, W) with C padded to N."""
         src = self.source(value)
         layer = self.producer.get(src)
         c, h, w = _chw(
-            self.net.value_shape(src) if src != self.net.input_name else self.net.input_shape,
+            self.shape(src),
             src,
             layer.name if layer else src,
         )
@@ -476,8 +505,8 @@ class _Compiler:
 
     def info(self, layer, leg: int, first: bool, last: bool) -> LayerInfo:
         net, cfg = self.net, self.cfg
-        in_shapes = tuple(_chw(net.value_shape(v), v, layer.name) for v in layer.inputs)
-        out_shape = _chw(net.value_shape(layer.output), layer.output, layer.name)
+        in_shapes = tuple(_chw(self.shape(v), v, layer.name) for v in layer.inputs)
+        out_shape = _chw(self.shape(layer.output), layer.output, layer.name)
         kw: dict[str, Any] = {}
         if layer.kind in ("conv", "MaxPool", "AveragePool"):
             attrs = net.node_attributes(layer.members[0])
