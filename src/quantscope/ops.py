@@ -49,6 +49,11 @@ class OpInfo:
         fpga_output: may run on the host after the last hardware layer of an FPGA
             network ("SW Layer").
         fpga_alias: on the FPGA, its output is its input re-addressed (no buffer).
+        fpga_module: the processor module that runs it: ``"conv"`` (conv module,
+            pooling included), ``"fc"``, ``"adder"``, or None (fused into a neighbour).
+        fpga_cost: the family of its cycle-cost function in
+            :data:`quantscope.fpga.cycles.COSTS` (``"pool"``, ``"global_pool"``,
+            ``"elementwise"``, ``"fused"``); None: the processor cannot run it.
         takes_bias: a layer with weights (input 1) and a bias (input 2) that a
             BatchNormalization after it folds into.
         commutative: the two operands may be swapped (``x + c`` is ``c + x``; not
@@ -65,6 +70,8 @@ class OpInfo:
     same_values: bool = False
     fpga_output: bool = False
     fpga_alias: bool = False
+    fpga_module: str | None = None
+    fpga_cost: str | None = None
     takes_bias: bool = False
     commutative: bool = False
     merges_zero_pad: bool = False
@@ -76,26 +83,28 @@ OPS: dict[str, OpInfo] = {
     "Conv": OpInfo(int8="learnable", takes_bias=True, merges_zero_pad=True),
     "Gemm": OpInfo(int8="learnable", takes_bias=True),
     "MatMul": OpInfo(int8="learnable"),
-    "Relu": OpInfo(int8="activation", fusable=True, clamp=True, fpga_alias=True),
-    "Clip": OpInfo(int8="activation", fusable=True, clamp=True, fpga_alias=True),
-    "LeakyRelu": OpInfo(int8="activation", fusable=True, fpga_alias=True),
-    "PRelu": OpInfo(int8="activation", fusable=True, fpga_alias=True),
-    "MaxPool": OpInfo(int8="pool"),
-    "AveragePool": OpInfo(int8="pool", merges_zero_pad=True),
-    "GlobalAveragePool": OpInfo(int8="pool"),
-    "Add": OpInfo(int8="add", normalization=True, commutative=True),
+    "Relu": OpInfo(int8="activation", fusable=True, clamp=True, fpga_alias=True, fpga_cost="fused"),
+    "Clip": OpInfo(int8="activation", fusable=True, clamp=True, fpga_alias=True, fpga_cost="fused"),
+    "LeakyRelu": OpInfo(int8="activation", fusable=True, fpga_alias=True, fpga_cost="fused"),
+    "PRelu": OpInfo(int8="activation", fusable=True, fpga_alias=True, fpga_cost="fused"),
+    "MaxPool": OpInfo(int8="pool", fpga_module="conv", fpga_cost="pool"),
+    "AveragePool": OpInfo(int8="pool", merges_zero_pad=True, fpga_module="conv", fpga_cost="pool"),
+    "GlobalAveragePool": OpInfo(int8="pool", fpga_module="conv", fpga_cost="global_pool"),
+    "GlobalMaxPool": OpInfo(fpga_module="conv", fpga_cost="global_pool"),
+    "Add": OpInfo(int8="add", normalization=True, commutative=True, fpga_module="adder", fpga_cost="elementwise"),
+    "Sum": OpInfo(fpga_module="adder", fpga_cost="elementwise"),
     "Sub": OpInfo(normalization=True),
-    "Mul": OpInfo(normalization=True, commutative=True),
+    "Mul": OpInfo(normalization=True, commutative=True, fpga_module="adder", fpga_cost="elementwise"),
     "Div": OpInfo(normalization=True),
-    "Concat": OpInfo(int8="concat"),
-    "Flatten": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True),
-    "Reshape": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True),
-    "Squeeze": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True),
-    "Unsqueeze": OpInfo(int8="move", same_values=True, fpga_alias=True),
+    "Concat": OpInfo(int8="concat", fpga_cost="fused"),
+    "Flatten": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True, fpga_cost="fused"),
+    "Reshape": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True, fpga_cost="fused"),
+    "Squeeze": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True, fpga_cost="fused"),
+    "Unsqueeze": OpInfo(int8="move", same_values=True, fpga_alias=True, fpga_cost="fused"),
     "Transpose": OpInfo(int8="move", same_values=True),
-    "Identity": OpInfo(fpga_output=True, fpga_alias=True, copies_values=True),
+    "Identity": OpInfo(fpga_output=True, fpga_alias=True, copies_values=True, fpga_cost="fused"),
     "Cast": OpInfo(copies_values=True),
-    "Dropout": OpInfo(fpga_alias=True),
+    "Dropout": OpInfo(fpga_alias=True, fpga_cost="fused"),
     "Softmax": OpInfo(fpga_output=True),
     "LogSoftmax": OpInfo(fpga_output=True),
     "Sigmoid": OpInfo(fpga_output=True),

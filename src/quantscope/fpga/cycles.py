@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import UnsupportedModelError
+from ..ops import OPS
 from .config import ProcessorConfig
 
 __all__ = [
@@ -78,17 +79,12 @@ FC_PREFETCH_BUFFER_BYTES = 16 * 1024
 #: Elements per cycle of the adder module for single (x4 for int8). Assumption.
 ADDER_LANES = 4
 
-#: Module that runs each kind: "conv" (conv module), "fc", "adder", or None (fused).
+#: Module that runs each kind: "conv" (conv module), "fc", "adder", or None (fused);
+#: the operators' modules come from the op table (``quantscope.ops``).
 MODULE_OF: dict[str, str | None] = {
     "conv": "conv",
-    "MaxPool": "conv",
-    "AveragePool": "conv",
-    "GlobalAveragePool": "conv",
-    "GlobalMaxPool": "conv",
     "fc": "fc",
-    "Add": "adder",
-    "Mul": "adder",
-    "Sum": "adder",
+    **{op: i.fpga_module for op, i in OPS.items() if i.fpga_module is not None},
 }
 
 
@@ -414,28 +410,20 @@ def fused(info: LayerInfo, config: ProcessorConfig, prev: LayerCost | None = Non
     return LayerCost(name=info.name, label=info.label, kind=info.kind, module=None, cycles=0, fused=True, leg=info.leg)
 
 
-#: THE table: layer kind -> cost function. Kinds absent here are unsupported.
+#: Cost function of each ``OpInfo.fpga_cost`` family of the op table.
+COST_FAMILIES: dict[str, CostFn] = {
+    "pool": pool_cycles,
+    "global_pool": global_pool_cycles,
+    "elementwise": elementwise_cycles,
+    "fused": fused,
+}
+
+#: THE table: layer kind -> cost function (the conv and fc layers, and every operator
+#: of the op table with an ``fpga_cost``). Kinds absent here are unsupported.
 COSTS: dict[str, CostFn] = {
     "conv": conv_cycles,
     "fc": fc_cycles,
-    "MaxPool": pool_cycles,
-    "AveragePool": pool_cycles,
-    "GlobalAveragePool": global_pool_cycles,
-    "GlobalMaxPool": global_pool_cycles,
-    "Add": elementwise_cycles,
-    "Mul": elementwise_cycles,
-    "Sum": elementwise_cycles,
-    "Concat": fused,
-    "Flatten": fused,
-    "Reshape": fused,
-    "Squeeze": fused,
-    "Unsqueeze": fused,
-    "Identity": fused,
-    "Dropout": fused,
-    "Relu": fused,
-    "Clip": fused,
-    "LeakyRelu": fused,
-    "PRelu": fused,
+    **{op: COST_FAMILIES[i.fpga_cost] for op, i in OPS.items() if i.fpga_cost is not None},
 }
 
 

@@ -2,6 +2,16 @@
 
 from ..ops import OPS, OpInfo, check_not_quantized
 from .load import load_model
-from .network import Inputs, Network, OptimizedLayer, prepare
+from .network import Inputs, LayerKind, Network, OptimizedLayer, prepare
 
-__all__ = ["Inputs", "Network", "OPS", "OpInfo", "OptimizedLayer", "check_not_quantized", "load_model", "prepare"]
+__all__ = [
+    "Inputs",
+    "LayerKind",
+    "Network",
+    "OPS",
+    "OpInfo",
+    "OptimizedLayer",
+    "check_not_quantized",
+    "load_model",
+    "prepare",
+]

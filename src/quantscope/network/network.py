@@ -18,6 +18,7 @@ layers* the way MATLAB's ``prepareNetwork`` does:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -29,9 +30,21 @@ from ..ops import check_not_quantized, info
 from ..passes import PrepareLog, run_prepare_passes
 from .load import load_model
 
-__all__ = ["Inputs", "Network", "OptimizedLayer", "prepare"]
+__all__ = ["Inputs", "LayerKind", "Network", "OptimizedLayer", "prepare"]
 
 _FLOAT_TYPES = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16}
+
+
+class LayerKind(StrEnum):
+    """The kinds of optimized layer that group or stand for more than one operator.
+    A single-node layer's kind is its ONNX op type (``"MaxPool"``, ``"Softmax"``...).
+    Members compare equal to their strings (``LayerKind.CONV == "conv"``)."""
+
+    INPUT = "input"
+    NORMALIZATION = "normalization"
+    CONV = "conv"
+    FC = "fc"
+    EMBEDDING = "embedding"
 
 
 @dataclass(frozen=True)
@@ -59,7 +72,7 @@ class OptimizedLayer:
     name: str
     network_layer: str
     members: tuple[str, ...]
-    kind: str
+    kind: LayerKind | str
     op_types: tuple[str, ...]
     output: str
     inputs: tuple[str, ...] = ()
@@ -307,7 +320,7 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
             name=v.name,
             network_layer=v.name,
             members=(v.name,),
-            kind="input",
+            kind=LayerKind.INPUT,
             op_types=("Input",),
             output=v.name,
         )
@@ -340,7 +353,7 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
                     name=f"{graph_input.name}_normalization",
                     network_layer=graph_input.name,
                     members=tuple(n.name for n in chain),
-                    kind="normalization",
+                    kind=LayerKind.NORMALIZATION,
                     op_types=tuple(n.op_type for n in chain),
                     output=chain[-1].outputs[0].name,
                     inputs=(graph_input.name,),
@@ -367,12 +380,12 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
         if not standard:
             pass  # another domain's operator: a float layer of its own
         elif info(node.op_type).takes_bias and _is_const(node.inputs[1]) and _is_float(node.inputs[0]):
-            kind = "conv" if node.op_type == "Conv" else "fc"
+            kind = LayerKind.CONV if node.op_type == "Conv" else LayerKind.FC
             weight = node.inputs[1].name
             if len(node.inputs) > 2 and _is_const(node.inputs[2]):
                 bias = node.inputs[2].name
         elif node.op_type == "MatMul" and _is_const(node.inputs[1]) and len(node.inputs[1].shape or ()) == 2:
-            kind = "fc"
+            kind = LayerKind.FC
             weight = node.inputs[1].name
             nxt = _single_consumer(node.outputs[0])
             if nxt is not None and nxt.op_type == "Add" and id(nxt) not in assigned:
@@ -386,7 +399,7 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
             and _is_float(node.inputs[0])
             and len(node.inputs[0].shape or ()) == 2
         ):
-            kind = "embedding"  # rows of a constant table picked by token ids
+            kind = LayerKind.EMBEDDING  # rows of a constant table picked by token ids
             weight = node.inputs[0].name
         if kind in ("conv", "fc"):
             nxt = _single_consumer(members[-1].outputs[0])
