@@ -31,6 +31,7 @@ MODELS = {
     "rapidocr_rec": 0.90,
     "magika": 0.98,
     "ddddocr_det": 0.95,
+    "ddddocr_ocr": 0.95,
     "bert": 0.99,
     "bert_dynamo": 0.99,
     "mobilenetv3_style": 0.95,

@@ -131,7 +131,9 @@ class Simulator:
             # a model exported with a fixed batch: its shapes (a Reshape to (1, -1)...)
             # hold only for that many samples at a time
             parts = [
-                (out[:count], {k: _first(v, count) for k, v in layers.items()})
+                # a padded piece drops its padding; a full one is kept whole (an output
+                # whose batch axis is not first, such as an LSTM's (T, N, ...), stays whole)
+                (out[:count], {k: _first(v, count) for k, v in layers.items()}) if count < fixed else (out, layers)
                 for piece, count in batch_pieces(x if isinstance(x, Inputs) else np.asarray(x), fixed, fixed=True)
                 for out, layers in [self.run(piece, collect)]
             ]

@@ -415,7 +415,7 @@ def _run_float(session, network, names: list[str], x: np.ndarray) -> dict[str, n
     if network.fixed_batch is None or len(x) == network.fixed_batch:
         return dict(zip(names, session.run(names, network.feeds(x))))
     parts = [
-        [out[:count] for out in session.run(names, network.feeds(piece))]
+        [out[:count] if count < network.fixed_batch else out for out in session.run(names, network.feeds(piece))]
         for piece, count in batch_pieces(x, network.fixed_batch, fixed=True)
     ]
     return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
