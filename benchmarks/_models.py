@@ -1,4 +1,4 @@
-"""Models and data shared by the benchmarks (SPEC.md section 5: nothing is downloaded).
+"""Models and data shared by the benchmarks (docs/real-models.md: nothing is downloaded).
 
 Models
 ------

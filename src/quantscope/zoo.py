@@ -4,7 +4,7 @@
   weights, MATLAB's layer names: for checks that depend on the architecture only
   (timing, memory accounting, FPGA estimates).
 - :func:`mobilenet_v2_torch`, :func:`mnist_cnn_torch`: trained networks as plain
-  PyTorch modules with weights that installed packages ship (SPEC.md section 5);
+  PyTorch modules with weights that installed packages ship (docs/real-models.md);
   torch is imported only when they are called.
 """
 

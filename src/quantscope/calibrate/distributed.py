@@ -4,7 +4,7 @@
 ADDRESS|local:N``) splits the data into **shards** of whole batches, runs one
 :class:`~quantscope.calibrate.collector.StatsCollector` per shard on the Dask
 workers, and merges the returned partials on the client **in shard order**. Every
-statistic merges exactly (integer histogram counts, min/max; DESIGN.md idea 5), the
+statistic merges exactly (integer histogram counts, min/max), the
 shards hold the very batches a single process would run, and the merge follows the
 single-process order, so the table and its JSON are identical, bit for bit, to
 ``calibrate(network, data)`` on one machine (docs/distributed.md).

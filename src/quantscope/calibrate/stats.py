@@ -9,7 +9,7 @@ subnormals) fall in bin 0 of each sign.
 
 Because the edges are fixed, ``update`` and ``merge`` are exact integer
 additions plus min/max: the result does not depend on batch size, data order or
-how the data was split between workers (DESIGN.md idea 5).
+how the data was split between workers.
 
 Counting every value of every activation costs about as much as the network
 itself on large CNNs, so the collector may histogram a fixed systematic sample:

@@ -54,7 +54,7 @@ __all__ = [
     "format_size",
 ]
 
-#: Every DDR region starts on and is sized to a multiple of 4 KiB (SPEC.md section 3).
+#: Every DDR region starts on and is sized to a multiple of 4 KiB (docs/fpga.md).
 ALIGNMENT = 4096
 #: Each weight image inside a weight region starts on a 64-byte (AXI burst) boundary.
 IMAGE_ALIGNMENT = 64

@@ -38,9 +38,9 @@ __all__ = [
     "processor",
 ]
 
-#: Allowed ConvThreadNumber values: perfect squares from 4 to 64 (SPEC.md section 3).
+#: Allowed ConvThreadNumber values: perfect squares from 4 to 64 (docs/fpga.md).
 CONV_THREAD_NUMBERS: tuple[int, ...] = (4, 9, 16, 25, 36, 49, 64)
-#: Allowed FCThreadNumber values: powers of two from 4 to 64 (SPEC.md section 3).
+#: Allowed FCThreadNumber values: powers of two from 4 to 64 (docs/fpga.md).
 FC_THREAD_NUMBERS: tuple[int, ...] = (4, 8, 16, 32, 64)
 
 
@@ -130,7 +130,7 @@ class ConvModule:
     @property
     def channel_multiple(self) -> int:
         """``N = 2^nextpow2(sqrt(ConvThreadNumber))``: channels in DDR are padded to a
-        multiple of N (SPEC.md section 3): 4 -> 2, 9 -> 4, 16 -> 4, 25..64 -> 8."""
+        multiple of N (docs/fpga.md): 4 -> 2, 9 -> 4, 16 -> 4, 25..64 -> 8."""
         return 1 << math.ceil(math.log2(self.thread_side))
 
     @property
@@ -207,8 +207,8 @@ class Board:
 
 
 #: Boards of the presets. Totals are the device data sheets' (ZCU102: XCZU9EG, as
-#: REFERENCE.md's 2,520 DSP / 912 BRAM / 274,080 LUT; Arria 10 SoC dev kit: 10AS066,
-#: 1,687 DSP / 251,680 ALM as REFERENCE.md, 2,131 M20K; ZC706: XC7Z045).
+#: docs/published.md's 2,520 DSP / 912 BRAM / 274,080 LUT; Arria 10 SoC dev kit: 10AS066,
+#: 1,687 DSP / 251,680 ALM as docs/published.md, 2,131 M20K; ZC706: XC7Z045).
 BOARDS: dict[str, Board] = {
     "zcu102": Board("zcu102", "xczu9eg-ffvb1156-2-e", "xilinx", 2520, 912, 36864, 274080, "LUT"),
     "zc706": Board("zc706", "xc7z045ffg900-2", "xilinx", 900, 545, 36864, 218600, "LUT"),
@@ -348,7 +348,7 @@ def _preset(
     )
 
 
-#: The shipping-bitstream presets. What is published (REFERENCE.md / SPEC.md) and what
+#: The shipping-bitstream presets. What is published (docs/published.md) and what
 #: is assumed, per field (docs/fpga.md, "Presets", repeats this table):
 #:
 #: ==================  =====  ==========  ========  =========  ===========================================
@@ -370,7 +370,7 @@ def _preset(
 #: Memories are the published defaults everywhere (conv [227 227 3]/[227 227 3],
 #: FeatureSizeLimit 2048, fc 25088/4096, adder 40/40), InputFrameNumberLimit 30
 #: (published default). DDR bandwidth 11.6 B/cycle everywhere: the value measured
-#: on arria10soc_single (REFERENCE.md), taken to be set by the processor's 128-bit
+#: on arria10soc_single (docs/published.md), taken to be set by the processor's 128-bit
 #: AXI master port, so the same on every board. DDR latency: about 105 ns, in cycles.
 PRESETS: dict[str, ProcessorConfig] = {
     "zcu102_single": _preset("zcu102_single", "zcu102", "single", 200.0, 21, 16, 4),

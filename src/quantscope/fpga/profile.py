@@ -132,7 +132,7 @@ class Profile:
         return df
 
     def format(self) -> str:
-        """The profile as MATLAB prints it (REFERENCE.md's layout)."""
+        """The profile as MATLAB prints it (the layout in docs/published.md)."""
         labels = [" " * (4 * r.level) + r.label for r in self.rows]
         w = max(15, max(len(s) for s in labels) + 4)
         lines = [

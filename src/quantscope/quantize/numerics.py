@@ -1,7 +1,7 @@
 """The integer arithmetic that defines quantscope's int8 results.
 
 Every function here is plain numpy, written to be obviously correct rather than
-fast; faster paths elsewhere must agree with it bit for bit (DESIGN.md idea 3).
+fast; faster paths elsewhere must agree with it bit for bit.
 The equations cited as "eq. (n)" are those of ``docs/int8.md``.
 
 Conventions used throughout:

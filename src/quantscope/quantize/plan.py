@@ -162,7 +162,7 @@ class QuantPlan:
 
         Float: 4 bytes per learnable. Quantized: 1 byte per int8 weight and 4 per
         int32 bias of each quantized layer, 4 bytes per learnable of layers left in
-        float (SPEC.md section 2).
+        float (docs/published.md, "Learnable-parameter memory").
         """
         float_bytes = quant_bytes = 0
         for layer in self.network.layers:

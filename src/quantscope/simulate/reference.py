@@ -1,6 +1,6 @@
 """The int8 reference interpreter: one plain numpy function per ONNX operator.
 
-This is the *definition* of quantscope's integer results (DESIGN.md idea 3):
+This is the *definition* of quantscope's integer results:
 slow, obvious, and exact. Every faster path must agree with it bit for bit. The
 equations cited as "eq. (n)" are those of ``docs/int8.md``.
 
