@@ -41,7 +41,7 @@ def _missing_citations(files: list[Path]) -> list[str]:
 
 
 def test_every_cited_document_is_in_the_repository():
-    assert _missing_citations(_files()) == []
+    assert _missing_citations([f for f in _files() if f != Path(__file__).resolve()]) == []
 
 
 def test_the_citation_check_can_fail(tmp_path):
