@@ -70,7 +70,7 @@ def mnist() -> None:
         "pair sums (x86 without VNNI: see docs/int8.md (9))."
     )
     for label, scheme in (("8-bit weights", "cpu"), ("7-bit weights (reduce_range)", qs.FloatScale(reduce_range=True))):
-        qnet = cal.quantize(scheme)
+        qnet = qs.quantize_network(cal, scheme)
         emulated = qnet.predict(x[1000:])
         sess = ort.InferenceSession(qnet.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
         ran = sess.run(None, {net.input_name: x[1000:]})[0]

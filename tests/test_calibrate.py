@@ -230,11 +230,13 @@ def test_loaded_ranges_quantize_once_given_their_network(tmp_path):
     cal.save(tmp_path / "r.json")
     loaded = qs.Calibration.load(tmp_path / "r.json")
     with pytest.raises(qs.ConfigurationError, match=r"Calibration.load\(path, network=model\)"):
-        loaded.quantize("fpga")
+        qs.quantize_network(loaded, "fpga")
     model = tmp_path / "m.onnx"
     onnx.save(small_cnn(seed=2), model)
     again = qs.Calibration.load(tmp_path / "r.json", network=model)
-    np.testing.assert_array_equal(again.quantize("fpga").predict(x), cal.quantize("fpga").predict(x))
+    np.testing.assert_array_equal(
+        qs.quantize_network(again, "fpga").predict(x), qs.quantize_network(cal, "fpga").predict(x)
+    )
     assert qs.validate(again, x, progress=False).num_samples == 12
     other = qs.prepare(
         make_model(

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from quantscope.calibrate.data import Batch, DataSource, as_source, check_not_empty
+from quantscope.calibrate.data import Batch, DataSource, check_not_empty
+from quantscope.calibrate.source import as_source
 from quantscope.errors import CalibrationDataError, ConfigurationError
 
 RNG = np.random.default_rng(0)

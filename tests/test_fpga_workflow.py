@@ -21,7 +21,7 @@ def calibrated():
 
 def test_predict_is_the_int8_emulation_and_profiles(calibrated):
     net, cal, x = calibrated
-    qnet = cal.quantize("fpga")
+    qnet = qs.quantize_network(cal, "fpga")
     lines: list[str] = []
     workflow = Workflow(qnet, "zcu102_int8", print_fn=lines.append)
     out, profile = workflow.predict(x[:5])
@@ -100,7 +100,7 @@ def test_predict_on_real_networks_is_the_int8_reference_bit_for_bit(bitstream):
     from quantscope.simulate import Simulator
 
     for name, net, cal_x, frames in _real_networks():
-        qnet = qs.calibrate(net, cal_x, progress=False).quantize("fpga")
+        qnet = qs.quantize_network(qs.calibrate(net, cal_x, progress=False), "fpga")
         workflow = Workflow(qnet, bitstream, print_fn=lambda line: None)
         out, profile = workflow.predict(frames)
         reference, _ = Simulator(qnet.plan, "reference").run(frames)
@@ -111,8 +111,8 @@ def test_predict_on_real_networks_is_the_int8_reference_bit_for_bit(bitstream):
 
 def test_workflow_refuses_a_cpu_quantized_network_and_validate_checks_the_processor_first(calibrated, monkeypatch):
     net, cal, x = calibrated
-    with pytest.raises(qs.ConfigurationError, match=r"power-of-two scales.*quantize\(\"fpga\"\)"):
-        Workflow(cal.quantize("cpu"), "zcu102_int8")
+    with pytest.raises(qs.ConfigurationError, match=r"power-of-two scales.*quantize_network\(calibration, \"fpga\"\)"):
+        Workflow(qs.quantize_network(cal, "cpu"), "zcu102_int8")
     # a network the processor cannot run fails before the validation pass, not after it
     from onnx import helper
     from tinymodels import make_model, tensor

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quantscope.calibrate.data import as_source, check_not_empty
+from quantscope.calibrate.data import check_not_empty
 from quantscope.calibrate.images import ImageDatastore
+from quantscope.calibrate.source import as_source
 from quantscope.errors import CalibrationDataError, ConfigurationError
 
 RNG = np.random.default_rng(1)

@@ -156,6 +156,6 @@ def test_ir3_model_with_initializers_as_inputs_prepares_and_exports():
     assert [i.name for i in net.to_proto().graph.input] == ["imageinput"]
     x = images(10, seed=2)
     cal = qs.calibrate(net, x, progress=False)
-    qnet = cal.quantize(qs.FloatScale(reduce_range=True))
+    qnet = qs.quantize_network(cal, qs.FloatScale(reduce_range=True))
     out = ort.InferenceSession(qnet.to_onnx().SerializeToString()).run(None, {"imageinput": x})[0]
     assert np.mean(out.argmax(1) == qnet.predict(x).argmax(1)) >= 0.9

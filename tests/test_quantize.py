@@ -81,7 +81,7 @@ def test_quantized_network_runs_reports_and_saves(tmp_path, target):
     net = qs.prepare(small_cnn(seed=7))
     x = images(64, seed=3)
     cal = qs.calibrate(net, x[:32], progress=False)
-    qnet = cal.quantize(target, keep_float=["fc2_add"])
+    qnet = qs.quantize_network(cal, target, keep_float=["fc2_add"])
     layers = qnet.layers
     row = layers[layers["Layer"] == "fc2_fc2_add"].iloc[0]
     assert row["Precision"] == "float" and "request" in row["Reason"]
@@ -107,13 +107,16 @@ def test_require_int8_refuses_a_layer_without_an_int8_kernel():
     net = qs.prepare(small_cnn())
     cal = qs.calibrate(net, images(4), progress=False)
     # by default the Softmax is named, left in float, and the reason shown
-    qnet = cal.quantize("fpga")
+    qnet = qs.quantize_network(cal, "fpga")
     row = qnet.layers[qnet.layers["Layer"] == "prob"].iloc[0]
     assert row["Precision"] == "float" and "no int8 kernel for Softmax" in row["Reason"]
     # asked for in int8, it is refused with that reason
     with pytest.raises(qs.ConfigurationError, match=r"cannot run in int8: prob \(no int8 kernel for Softmax"):
-        cal.quantize("fpga", require_int8=["prob", "conv1_relu_conv1"])
-    assert cal.quantize("fpga", require_int8=["conv1_relu_conv1"]).plan.weights["conv1_relu_conv1"][0].dtype == np.int8
+        qs.quantize_network(cal, "fpga", require_int8=["prob", "conv1_relu_conv1"])
+    assert (
+        qs.quantize_network(cal, "fpga", require_int8=["conv1_relu_conv1"]).plan.weights["conv1_relu_conv1"][0].dtype
+        == np.int8
+    )
     # a layer after a kept-float one cannot be int8 either
     with pytest.raises(qs.ConfigurationError, match="both in keep_float and require_int8"):
         make_plan(cal, "fpga", keep_float=["fc_relu_fc"], require_int8=["fc_relu_fc"])
@@ -186,7 +189,7 @@ def test_layer_normalization_computes_in_float_between_int8_layers():
     x = rng.standard_normal((64, 16)).astype(np.float32)
     cal = qs.calibrate(net, x, progress=False)
     for target in ("fpga", qs.FloatScale(reduce_range=True)):
-        qnet = cal.quantize(target)
+        qnet = qs.quantize_network(cal, target)
         assert "no int8 kernel for LayerNormalization" in qnet.plan.float_layers["ln"]
         assert "fc2" in qnet.plan.weights  # the layer after it is int8
         ran = ort.InferenceSession(qnet.to_onnx().SerializeToString()).run(None, {"x": x})[0]
@@ -227,7 +230,7 @@ def test_instance_and_group_normalization_compute_in_float(op, opset, extra):
     net = qs.prepare(model)
     x = rng.standard_normal((16, 3, 8, 8)).astype(np.float32)
     cal = qs.calibrate(net, x, progress=False)
-    qnet = cal.quantize(qs.FloatScale(reduce_range=True))
+    qnet = qs.quantize_network(cal, qs.FloatScale(reduce_range=True))
     assert f"no int8 kernel for {op}" in qnet.plan.float_layers["norm"]
     # after a float layer, Relu and the pool only move float values: they stay float too
     assert "after float layers" in qnet.plan.float_layers["relu"] and "y" not in qnet.plan.activations

@@ -371,8 +371,8 @@ def test_calibration_ranges_method_on_a_real_pass():
     import quantscope as qs
 
     cal = qs.calibrate(small_cnn(seed=2), images(32), progress=False)
-    exact = cal.ranges("minmax")
-    pct = cal.ranges("percentile", percentile=99.0)
+    exact = range_table(cal, "minmax")
+    pct = range_table(cal, "percentile", percentile=99.0)
     act = pct["Learnables / Activations"] == "Activations"
     assert (pct.loc[act, "MaxValue"] <= exact.loc[act, "MaxValue"]).all()
     assert (pct.loc[act, "MaxValue"] < exact.loc[act, "MaxValue"]).any()

@@ -198,6 +198,6 @@ def test_a_float_layer_taking_one_tensor_twice_runs():
     x = images(6, seed=1)
     cal = qs.calibrate(net, x, progress=False)
     for target in ("fpga", "cpu"):
-        out = cal.quantize(target).predict(x)
+        out = qs.quantize_network(cal, target).predict(x)
         assert out.shape == (6, 4, 1, 1) and np.isfinite(out).all()
         assert qs.validate(cal, x, target=target, progress=False).num_samples == 6

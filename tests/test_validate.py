@@ -69,7 +69,7 @@ def test_cpu_export_reduce_range_agrees_with_emulation_on_every_top1(mnist):
     """7-bit weights cannot saturate onnxruntime's int16 pair sums on any x86 CPU: the
     deployed int8 kernels compute what quantscope emulates, up to float32 requantization."""
     net, cal, x, y = mnist
-    qnet = cal.quantize(qs.FloatScale(reduce_range=True))
+    qnet = qs.quantize_network(cal, qs.FloatScale(reduce_range=True))
     qw, _ = qnet.plan.weights[net.layers[1].name]
     assert np.abs(qw).max() == 64
     assert _ort_fused_int8(qnet)
@@ -86,7 +86,7 @@ def test_cpu_export_8bit_agrees_where_onnxruntime_does_not_saturate(mnist):
     if qs.cpu_int8_saturates():
         pytest.skip("x86 without VNNI: onnxruntime's u8s8 kernels saturate int16 pair sums (use reduce_range)")
     net, cal, x, y = mnist
-    qnet = cal.quantize("cpu")
+    qnet = qs.quantize_network(cal, "cpu")
     emulated, ort_out = _qdq_vs_emulation(qnet, net, x)
     mismatches = int((emulated.argmax(1) != ort_out.argmax(1)).sum())
     diff = float(np.abs(emulated - ort_out).max())
@@ -290,10 +290,10 @@ def test_export_warns_on_a_cpu_whose_int8_kernels_saturate(tiny_calibrated):
     cal, _ = tiny_calibrated
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cal.quantize("cpu").to_onnx()
+        qs.quantize_network(cal, "cpu").to_onnx()
         eight_bit = [w for w in caught if "VNNI" in str(w.message)]
-        cal.quantize(qs.FloatScale(reduce_range=True)).to_onnx()
-        cal.quantize("fpga").to_onnx()
+        qs.quantize_network(cal, qs.FloatScale(reduce_range=True)).to_onnx()
+        qs.quantize_network(cal, "fpga").to_onnx()
     assert len(eight_bit) == (1 if qs.cpu_int8_saturates() else 0)
     assert len([w for w in caught if "VNNI" in str(w.message)]) == len(eight_bit)
 

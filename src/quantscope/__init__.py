@@ -33,15 +33,8 @@ from .errors import (
     UnsupportedModelError,
 )
 from .network import Network, OptimizedLayer, load_model, prepare
-from .quantize import (
-    FloatScale,
-    PowerOfTwo,
-    QuantizedNetwork,
-    Rounding,
-    Saturation,
-    cpu_int8_saturates,
-    quantize_network,
-)
+from .quantize import FloatScale, PowerOfTwo, Rounding, Saturation, cpu_int8_saturates
+from .simulate import QuantizedNetwork, quantize_network
 from .validate import ValidationResult, validate
 
 __version__ = "0.1.0"

@@ -12,7 +12,6 @@ quantscope demo
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -21,34 +20,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .display import print_ranges, print_validation
 from .errors import QuantscopeError
 
 __all__ = ["main"]
-
-
-def _fmt(value: float) -> str:
-    """MATLAB-like short number: 5 significant digits; blank for NaN (not applicable)."""
-    if isinstance(value, float) and math.isnan(value):
-        return ""
-    if value == 0 or not math.isfinite(value):
-        return str(value)
-    return f"{value:.5g}"
-
-
-def print_ranges(console: Console, table, title: str = "Calibration ranges", max_rows: int | None = None) -> None:
-    """Print a calibration table (pandas) with rich."""
-    t = Table(title=title, show_lines=False, header_style="bold")
-    for col in ("Optimized Layer Name", "Network Layer Name", "Learnables / Activations"):
-        t.add_column(col, overflow="fold")
-    t.add_column("MinValue", justify="right")
-    t.add_column("MaxValue", justify="right")
-    rows = table.itertuples(index=False)
-    for i, row in enumerate(rows):
-        if max_rows is not None and i >= max_rows:
-            t.add_row("...", "", "", "", "")
-            break
-        t.add_row(str(row[0]), str(row[1]), str(row[2]), _fmt(row[3]), _fmt(row[4]))
-    console.print(t)
 
 
 def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
@@ -92,36 +67,6 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
         path = result.save(args.out)
         console.print(f"wrote {path}")
     return 0
-
-
-def print_validation(console: Console, result, max_layers: int = 10) -> None:
-    """Print MATLAB's validation tables, the worst layers and the verdict."""
-    console.print(
-        f"NumSamples: {result.num_samples}"
-        + ("" if result.labelled else " (no labels: int8 compared with the float network's output)")
-    )
-    for name, df in result.metric_results.items():
-        t = Table(title=f"Metric: {name}", header_style="bold")
-        for col in df.columns:
-            t.add_column(col, justify="left" if col == "NetworkImplementation" else "right")
-        for row in df.itertuples(index=False):
-            t.add_row(str(row[0]), f"{row[1]:.6g}", f"{row[2]:.5g}", *[f"{v:.5g}" for v in row[3:]])
-        console.print(t)
-    t = Table(title="Layers that lose most (worst first)", header_style="bold")
-    for col in ("Layer", "Precision", "SQNRDrop(dB)", "SQNR(dB)", "WeightSQNR(dB)", "Saturated", "FlushedToZero"):
-        t.add_column(col, overflow="fold", justify="left" if col in ("Layer", "Precision") else "right")
-    for row in result.layer_errors.head(max_layers).itertuples(index=False):
-        t.add_row(
-            escape(str(row[0])),
-            str(row[2]),
-            _fmt(row[4]),
-            _fmt(row[3]),
-            _fmt(row[6]),
-            f"{100 * row[7]:.2f}%",
-            f"{100 * row[8]:.2f}%",
-        )
-    console.print(t)
-    console.print(f"[bold]Verdict:[/] {escape(result.verdict)}")
 
 
 def _calibrated(args: argparse.Namespace, console: Console):
@@ -231,7 +176,7 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
-    from .quantize import quantize_network
+    from .simulate import quantize_network
 
     cal = _calibrated(args, console)
     qnet = quantize_network(cal, _scheme(args), args.keep_float or (), require_int8=args.require_int8 or ())
@@ -256,10 +201,11 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
 def _workflow(args: argparse.Namespace, console: Console):
     from .fpga import Workflow
     from .network import prepare
+    from .simulate import quantize_network
 
     if args.calibration:
         cal = _calibrated(args, console)
-        source = cal.quantize("fpga")
+        source = quantize_network(cal, "fpga")
     else:
         source = prepare(args.model)
     return Workflow(

@@ -51,8 +51,8 @@ from ..errors import ConfigurationError
 from ..network import Network
 from .collector import StatsCollector
 from .data import Batch, DataSource, check_not_empty
-from .distributed import open_data
 from .result import Calibration
+from .shards import open_data
 from .stats import MANTISSA_BITS
 
 __all__ = ["DEFAULT_EVERY", "FORMAT", "calibrate_resumable", "describe_checkpoint", "read_checkpoint"]

@@ -109,27 +109,6 @@ class Calibration:
     def __repr__(self) -> str:
         return f"Calibration({len(self.entries)} tensors, {self.num_samples} samples)"
 
-    def ranges(self, method: str = "minmax", **options) -> pd.DataFrame:
-        """The table with activation ranges chosen by ``method`` (``"minmax"``,
-        ``"percentile"``, ``"mse"``, ``"entropy"``) from the same statistics, no second
-        pass over the data (see :func:`quantscope.calibrate.ranges.range_table`)."""
-        from .ranges import range_table
-
-        return range_table(self, method, **options)
-
-    # ---- next steps of the workflow --------------------------------------------------
-    def quantize(self, target="fpga", keep_float=(), require_int8=()):
-        """MATLAB's ``quantize(quantObj)``: see :func:`quantscope.quantize_network`."""
-        from ..quantize import quantize_network
-
-        return quantize_network(self, target, keep_float, require_int8=require_int8)
-
-    def validate(self, data, **options):
-        """MATLAB's ``validate(quantObj, valData)``: see :func:`quantscope.validate`."""
-        from ..validate import validate
-
-        return validate(self, data, **options)
-
     # ---- files ---------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {

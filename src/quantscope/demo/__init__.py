@@ -37,7 +37,7 @@ def demo_data() -> tuple[np.ndarray, np.ndarray, list[str]]:
 def run_demo(console: Console | None = None, quiet: bool = False, calibration_samples: int = 500) -> dict:
     """Run the demo workflow and print each step. Returns what it computed."""
     from ..calibrate import calibrate
-    from ..cli import print_ranges
+    from ..display import print_ranges
     from ..network import prepare
 
     console = console or Console()
@@ -66,8 +66,9 @@ def run_demo(console: Console | None = None, quiet: bool = False, calibration_sa
         f"Calibrated {cal.num_samples} images in {seconds:.2f} s ({cal.num_samples / seconds:,.0f} images/s)."
     )
 
-    from ..cli import print_validation
+    from ..display import print_validation
     from ..fpga import Workflow
+    from ..simulate import quantize_network
     from ..validate import validate
 
     console.rule("3. validate: float vs int8 (power-of-two scaling, FPGA)")
@@ -76,7 +77,7 @@ def run_demo(console: Console | None = None, quiet: bool = False, calibration_sa
     print_validation(console, result, max_layers=6)
 
     console.rule(f"4. the FPGA target: {BITSTREAM}")
-    qnet = cal.quantize("fpga")
+    qnet = quantize_network(cal, "fpga")
     workflow = Workflow(qnet, BITSTREAM, print_fn=lambda line: console.print(line, markup=False, highlight=False))
     workflow.compile()
     workflow.deploy()

@@ -124,7 +124,7 @@ class Workflow:
                 raise ConfigurationError(
                     f"the deep-learning processor computes with power-of-two scales, but this network was "
                     f"quantized with {type(qnet.plan.scheme).__name__} (the CPU target): quantize it for the "
-                    'FPGA with calibration.quantize("fpga") (or pass the float network to estimate '
+                    'FPGA with quantscope.quantize_network(calibration, "fpga") (or pass the float network to estimate '
                     "performance only)"
                 )
             network = qnet.network

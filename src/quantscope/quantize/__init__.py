@@ -1,9 +1,10 @@
-"""Quantization: numerics, schemes, the plan of integer types, the quantized network, QDQ export."""
+"""Quantization: numerics, schemes, the plan of integer types, QDQ export.
+
+The quantized network that runs the plan is :class:`quantscope.simulate.QuantizedNetwork`."""
 
 from .export import save_params, save_qdq, to_qdq
 from .numerics import FloatScale, Overflow, PowerOfTwo, Rounding, Saturation, cpu_int8_saturates
 from .plan import QParams, QuantPlan, make_plan
-from .quantized import QuantizedNetwork, quantize_network
 
 __all__ = [
     "FloatScale",
@@ -11,12 +12,10 @@ __all__ = [
     "PowerOfTwo",
     "QParams",
     "QuantPlan",
-    "QuantizedNetwork",
     "Rounding",
     "Saturation",
     "cpu_int8_saturates",
     "make_plan",
-    "quantize_network",
     "save_params",
     "save_qdq",
     "to_qdq",

@@ -1,5 +1,7 @@
-"""The int8 simulator: the reference kernels (the definition), the fast kernels, the network engine."""
+"""The int8 simulator: the reference kernels (the definition), the fast kernels, the
+network engine, and the quantized network that runs a plan."""
 
 from .engine import IntTensor, Simulator
+from .quantized import QuantizedNetwork, quantize_network
 
-__all__ = ["IntTensor", "Simulator"]
+__all__ = ["IntTensor", "QuantizedNetwork", "Simulator", "quantize_network"]

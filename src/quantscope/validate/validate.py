@@ -16,8 +16,8 @@ import pandas as pd
 
 from .._progress import progress_bar
 from ..calibrate.collector import BoundOutputs, create_session
-from ..calibrate.data import as_source
 from ..calibrate.result import Calibration
+from ..calibrate.source import as_source
 from ..errors import CalibrationDataError, NonFiniteActivationError
 from ..network.network import Inputs, batch_pieces
 from ..quantize.numerics import FloatScale, PowerOfTwo, Rounding, Saturation

@@ -1,4 +1,5 @@
-"""The quantized network: runs (emulated int8), says what was quantized, saves deployables."""
+"""The quantized network: a plan with its int8 emulation. It runs (``predict``), says what
+was quantized and why, and saves the deployables (QDQ ONNX, exponents/scales)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..calibrate.data import as_source
 from ..calibrate.result import Calibration
-from .export import save_params, save_qdq, to_qdq
-from .numerics import FloatScale, PowerOfTwo
-from .plan import QuantPlan, make_plan
+from ..calibrate.source import as_source
+from ..quantize.export import save_params, save_qdq, to_qdq
+from ..quantize.numerics import FloatScale, PowerOfTwo
+from ..quantize.plan import QuantPlan, make_plan
+from .engine import Simulator
 
 __all__ = ["QuantizedNetwork", "quantize_network"]
 
@@ -26,8 +28,6 @@ class QuantizedNetwork:
     """
 
     def __init__(self, plan: QuantPlan, kernels: str = "fast"):
-        from ..simulate.engine import Simulator
-
         self.plan = plan
         self.network = plan.network
         self._sim = Simulator(plan, kernels=kernels)
