@@ -98,7 +98,7 @@ def mobilenetv2() -> None:
         res = qs.validate(cal, x, target=target, progress=False)
         fb, qb = res.memory
         name = "power-of-two, per tensor (fpga)" if target == "fpga" else "float scales, per-channel (cpu)"
-        print(f"| {name} | {100 * res.top1_agreement():.1f}% | {fb:,} | {qb:,} |")
+        print(f"| {name} | {100 * res.top1_agreement:.1f}% | {fb:,} | {qb:,} |")
         results[target] = res
     for target, res in results.items():
         print(f"\nWorst layers, {target}:\n\n{_layers_md(res)}\n\nVerdict: {res.verdict}\n")

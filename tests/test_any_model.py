@@ -306,6 +306,6 @@ def test_a_computed_flatten_runs_and_compiles_for_the_fpga():
     x = np.random.default_rng(1).standard_normal((20, 3, 8, 8)).astype(np.float32)
     cal = qs.calibrate(net, x, progress=False)
     res = qs.validate(cal, x, target="fpga", progress=False)
-    assert res.plan.is_int(net.layer("flatten")) and res.top1_agreement() >= 0.9
+    assert res.plan.is_int(net.layer("flatten")) and res.top1_agreement >= 0.9
     compiled = fpga.compile_network(net, "zcu102_int8")
     assert {p.name: p.placement for p in compiled.layers}["fc"] == "HW Layer"

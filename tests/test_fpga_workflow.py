@@ -117,7 +117,7 @@ def test_workflow_refuses_a_cpu_quantized_network_and_validate_checks_the_proces
     from onnx import helper
     from tinymodels import make_model, tensor
 
-    from quantscope.simulate import Simulator
+    from quantscope.simulate import ReferenceEngine
 
     w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
     nodes = [
@@ -131,6 +131,6 @@ def test_workflow_refuses_a_cpu_quantized_network_and_validate_checks_the_proces
     def never(*args, **kwargs):
         raise AssertionError("the validation pass ran")
 
-    monkeypatch.setattr(Simulator, "run", never)
+    monkeypatch.setattr(ReferenceEngine, "run", never)  # FastEngine inherits it
     with pytest.raises(qs.UnsupportedModelError, match="1 HardSwish layer"):
         qs.validate(other, x, processor="zcu102_int8", progress=False)

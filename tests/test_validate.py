@@ -104,7 +104,7 @@ def test_unlabelled_data_measures_agreement():
     assert not res.labelled
     table = res.metric_results["top1_agreement"]
     assert table["MetricOutput"].iloc[0] == 1.0
-    assert table["MetricOutput"].iloc[1] == res.top1_agreement()
+    assert table["MetricOutput"].iloc[1] == res.top1_agreement
 
 
 def test_custom_metrics_and_reference_kernels_agree():
@@ -131,11 +131,11 @@ def test_mobilenet_v2_photos_both_schemes_and_diagnostics():
     cal = qs.calibrate(net, x, progress=False)
     pow2 = qs.validate(cal, x, target="fpga", progress=False)
     cpu = qs.validate(cal, x, target="cpu", progress=False)
-    print("MobileNetV2 top-1 agreement: power-of-two", pow2.top1_agreement(), "cpu", cpu.top1_agreement())
+    print("MobileNetV2 top-1 agreement: power-of-two", pow2.top1_agreement, "cpu", cpu.top1_agreement)
     print(pow2.verdict)
-    assert cpu.top1_agreement() >= 0.8
+    assert cpu.top1_agreement >= 0.8
     # power-of-two per-tensor loses far more, and the diagnostics point at depthwise layers
-    assert pow2.top1_agreement() < cpu.top1_agreement()
+    assert pow2.top1_agreement < cpu.top1_agreement
     worst = pow2.layer_errors.head(5)
     assert (worst["Kind"] == "conv").any()
     assert worst["WeightSQNR(dB)"].min() < cpu.layer_errors["WeightSQNR(dB)"].median()
@@ -239,12 +239,12 @@ def tiny_calibrated():
 
 def test_label_metric_on_unlabelled_data_is_refused_before_any_work(tiny_calibrated, monkeypatch):
     cal, x = tiny_calibrated
-    from quantscope.simulate import Simulator
+    from quantscope.simulate import ReferenceEngine
 
     def never(*args, **kwargs):
         raise AssertionError("the int8 network ran although the metric cannot")
 
-    monkeypatch.setattr(Simulator, "run", never)
+    monkeypatch.setattr(ReferenceEngine, "run", never)  # FastEngine inherits it
     with pytest.raises(qs.CalibrationDataError, match=r"no labels, and metric\(s\) 'top1_accuracy'"):
         qs.validate(cal, x, metrics="top1", progress=False)
 

@@ -187,7 +187,7 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
         t.add_row(escape(str(row[0])), str(row[1]), escape(str(row[2])))
     console.print(t)
     _saturation_note(args, console)
-    float_bytes, quant_bytes = qnet.memory_bytes()
+    float_bytes, quant_bytes = qnet.memory
     console.print(f"LearnableParameterMemory: {float_bytes:,} bytes float -> {quant_bytes:,} bytes quantized")
     import warnings
 

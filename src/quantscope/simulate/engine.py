@@ -54,7 +54,7 @@ from ..quantize.plan import QParams, QuantPlan, int8_family
 from . import fast, reference
 from .segments import Segment, schedule
 
-__all__ = ["IntTensor", "Simulator"]
+__all__ = ["FastEngine", "IntTensor", "ReferenceEngine", "Simulator"]
 
 
 @dataclass
@@ -83,21 +83,21 @@ def _concat(values: list[Value]) -> Value:
     return np.concatenate(values)
 
 
-class Simulator:
-    """Executes a :class:`QuantPlan` on batches of float inputs.
+class ReferenceEngine:
+    """Executes a :class:`QuantPlan` with the reference kernels
+    (:mod:`quantscope.simulate.reference`, the definition of the integers).
 
     Args:
         plan: the quantization plan (network + scheme + parameters).
-        kernels: ``"fast"`` (default) or ``"reference"``.
         overflow: what an int32 accumulator overflow does (``Overflow.RAISE`` or ``WRAP``).
     """
 
-    def __init__(self, plan: QuantPlan, kernels: str = "fast", overflow: Overflow = Overflow.RAISE):
-        if kernels not in ("fast", "reference"):
-            raise ConfigurationError(f"kernels must be 'fast' or 'reference', got {kernels!r}")
+    #: operator -> integer kernel
+    kernels = reference.KERNELS
+
+    def __init__(self, plan: QuantPlan, overflow: Overflow = Overflow.RAISE):
         self.plan = plan
         self.network: Network = plan.network
-        self.kernels = fast.KERNELS if kernels == "fast" else reference.KERNELS
         self.overflow = overflow
         self._nodes = {node.name: node for node in self.network.model.graph}
         self._proto: onnx.ModelProto | None = None
@@ -113,9 +113,6 @@ class Simulator:
         for v in self.network.model.graph.inputs:
             if v.dtype is not None and v.dtype.numpy().kind == "f":
                 self._float_dtypes[v.name] = v.dtype.numpy()
-        #: ``kernels="fast"``: Conv (and power-of-two Add) layers as one onnxruntime
-        #: graph each where provably exact (key -> (FusedLayer or None: not applicable, clamps fused)).
-        self._fused: dict[str, tuple] | None = {} if kernels == "fast" else None
 
     # ---------------------------------------------------------------- public
     def run(self, x: np.ndarray, collect: bool = False) -> tuple[np.ndarray, dict[str, Value]]:
@@ -195,18 +192,8 @@ class Simulator:
             ) from None
 
     def _quantize(self, x: np.ndarray, qp: QParams) -> np.ndarray:
-        """Real values to ``qp``'s integers (eq. (2)); the fast kernels' in-place version
-        for per-tensor power-of-two parameters that saturate (the same integers)."""
-        plan = self.plan
-        if (
-            self._fused is not None
-            and qp.exponent is not None
-            and qp.axis is None
-            and int(qp.zero_point) == 0
-            and plan.saturation is Saturation.SATURATE
-        ):
-            return fast.quantize_pow2(x, qp.exponent, qp.bits, plan.rounding)
-        return qp.quantize(x, plan.rounding, plan.saturation)
+        """Real values to ``qp``'s integers (eq. (2))."""
+        return qp.quantize(x, self.plan.rounding, self.plan.saturation)
 
     def _as_int(self, value: Value, fallback: QParams) -> IntTensor:
         if isinstance(value, IntTensor):
@@ -255,7 +242,7 @@ class Simulator:
         qw, w_qp = plan.weights[layer.name]
         qb = plan.biases[layer.name][0] if layer.name in plan.biases else None
         fused, clamps_fused = None, False
-        if layer.op_types[0] == "Conv" and self._fused is not None:
+        if layer.op_types[0] == "Conv":
             fused, clamps_fused = self._fused_conv(layer, xin, qw, qb, w_qp, out_qp)
         if fused is not None:
             out = IntTensor(fused(xin.q), out_qp)
@@ -320,67 +307,9 @@ class Simulator:
         return IntTensor(q, out_qp)
 
     def _fused_conv(self, layer, xin: IntTensor, qw, qb, w_qp: QParams, out_qp: QParams):
-        """``(kernel, clamps_fused)``: the layer's :class:`~quantscope.simulate.fast.FusedLayer`,
-        or None where it does not apply (the exact float64 kernel runs instead).
-
-        When every fused activation is a Relu/Clip they become the kernel's clamp
-        bounds (``clamps_fused``), computed by applying them, with the same kernels, to
-        the extremes ``qmin``/``qmax`` of the saturated output: a chain of clamps is
-        the clamp between its images of those two. Otherwise (a LeakyRelu...) the
-        kernel only saturates and the caller applies the activations in order."""
-        key = f"{layer.name}|{xin.q.dtype}|{xin.qp.exponent}|{np.ravel(xin.qp.scale)[0]!r}|{int(xin.qp.zero_point)}"
-        if key not in self._fused:
-            plan = self.plan
-            pow2 = isinstance(plan.scheme, PowerOfTwo)
-            if (
-                out_qp is not None
-                and plan.saturation is Saturation.SATURATE
-                and out_qp.bits <= 8
-                and np.ndim(xin.qp.zero_point) == 0
-                and np.ndim(out_qp.zero_point) == 0
-                and (
-                    not pow2
-                    or (int(xin.qp.zero_point) == 0 and None not in (xin.qp.exponent, w_qp.exponent, out_qp.exponent))
-                )
-            ):
-                dtype = int_dtype(out_qp.bits)
-                ends = IntTensor(np.array([out_qp.qmin, out_qp.qmax], dtype=dtype), out_qp)
-                activations = [(m, t) for m, t in zip(layer.members[1:], layer.op_types[1:]) if t in _ACTIVATIONS]
-                clamps_fused = all(t in _CLAMPS for _, t in activations)
-                if clamps_fused:
-                    for member, op_type in activations:
-                        ends = self._activation(member, op_type, ends)
-                lo, hi = (int(v) for v in ends.q)
-                attrs = self._attrs(layer.members[0])
-                if pow2:
-                    fused = fast.FusedLayer.conv(
-                        qw,
-                        qb,
-                        attrs,
-                        xin.q.dtype,
-                        out_qp.exponent - (w_qp.exponent + xin.qp.exponent),
-                        plan.rounding,
-                        lo,
-                        hi,
-                    )
-                else:
-                    fused = fast.FusedLayer.conv_scale(
-                        qw,
-                        w_qp.zero_point,
-                        qb,
-                        attrs,
-                        xin.q.dtype,
-                        int(xin.qp.zero_point),
-                        xin.qp.scale * w_qp.scale / out_qp.scale,
-                        int(out_qp.zero_point),
-                        plan.rounding,
-                        lo,
-                        hi,
-                    )
-                self._fused[key] = (fused, clamps_fused) if fused is not None else (None, False)
-            else:
-                self._fused[key] = (None, False)
-        return self._fused[key]
+        """``(kernel, clamps_fused)`` of a Conv layer run as one graph; the reference
+        engine has none: ``(None, False)``."""
+        return None, False
 
     def _activation(self, node_name: str, op_type: str, t: IntTensor) -> IntTensor:
         """A fused/standalone activation on ``t``'s own grid (eq. (8))."""
@@ -491,26 +420,9 @@ class Simulator:
 
     def _add(self, layer, inputs, out_qp):
         a, b = inputs
-        plan = self.plan
-        if isinstance(plan.scheme, PowerOfTwo) and self._fused is not None:
-            key = f"{layer.name}|{a.q.dtype}|{b.q.dtype}|{a.qp.exponent}|{b.qp.exponent}"
-            if key not in self._fused:
-                fused = None
-                if plan.saturation is Saturation.SATURATE and out_qp.bits <= 8:
-                    fused = fast.FusedLayer.add(
-                        a.q.dtype,
-                        b.q.dtype,
-                        a.qp.exponent,
-                        b.qp.exponent,
-                        out_qp.exponent,
-                        plan.rounding,
-                        out_qp.qmin,
-                        out_qp.qmax,
-                    )
-                self._fused[key] = (fused, False)
-            fused = self._fused[key][0]
-            if fused is not None:
-                return IntTensor(fused(a.q, b.q), out_qp)
+        fused = self._fused_add(layer, a, b, out_qp)
+        if fused is not None:
+            return fused
         if isinstance(self.plan.scheme, PowerOfTwo):
             q = self.kernels["Add"](
                 a.q,
@@ -525,6 +437,10 @@ class Simulator:
             return IntTensor(q, out_qp)
         total = a.dequantize() + b.dequantize()  # eq. (9b): float-scale Add in float64
         return IntTensor(out_qp.quantize(total, self.plan.rounding, self.plan.saturation), out_qp)
+
+    def _fused_add(self, layer, a: IntTensor, b: IntTensor, out_qp: QParams) -> IntTensor | None:
+        """A power-of-two Add run as one graph; the reference engine has none."""
+        return None
 
     def _concat(self, layer, inputs, out_qp):
         axis = self._attrs(layer.members[0])["axis"]
@@ -553,6 +469,131 @@ class Simulator:
         return self.requantize(IntTensor(q, t.qp), out_qp)
 
 
+class FastEngine(ReferenceEngine):
+    """The same integers as :class:`ReferenceEngine`, fast: Conv/Gemm/MatMul on exact
+    BLAS kernels and MaxPool on onnxruntime (:mod:`quantscope.simulate.fast`), each
+    Conv layer and each power-of-two Add as one onnxruntime graph where a bound on the
+    partial sums proves it exact (docs/int8.md (12)), and the input quantized in place.
+    The tests check it against the reference bit for bit."""
+
+    kernels = fast.KERNELS
+
+    def __init__(self, plan: QuantPlan, overflow: Overflow = Overflow.RAISE):
+        super().__init__(plan, overflow)
+        #: Conv (and power-of-two Add) layers as one onnxruntime graph each where
+        #: provably exact (key -> (FusedLayer or None: not applicable, clamps fused)).
+        self._fused: dict[str, tuple] = {}
+
+    def _quantize(self, x: np.ndarray, qp: QParams) -> np.ndarray:
+        """The in-place version of eq. (2) for per-tensor power-of-two parameters that
+        saturate (the same integers)."""
+        plan = self.plan
+        if (
+            qp.exponent is not None
+            and qp.axis is None
+            and int(qp.zero_point) == 0
+            and plan.saturation is Saturation.SATURATE
+        ):
+            return fast.quantize_pow2(x, qp.exponent, qp.bits, plan.rounding)
+        return super()._quantize(x, qp)
+
+    def _fused_conv(self, layer, xin: IntTensor, qw, qb, w_qp: QParams, out_qp: QParams):
+        """``(kernel, clamps_fused)``: the layer's :class:`~quantscope.simulate.fast.FusedLayer`,
+        or None where it does not apply (the exact float64 kernel runs instead).
+
+        When every fused activation is a Relu/Clip they become the kernel's clamp
+        bounds (``clamps_fused``), computed by applying them, with the same kernels, to
+        the extremes ``qmin``/``qmax`` of the saturated output: a chain of clamps is
+        the clamp between its images of those two. Otherwise (a LeakyRelu...) the
+        kernel only saturates and the caller applies the activations in order."""
+        key = f"{layer.name}|{xin.q.dtype}|{xin.qp.exponent}|{np.ravel(xin.qp.scale)[0]!r}|{int(xin.qp.zero_point)}"
+        if key not in self._fused:
+            plan = self.plan
+            pow2 = isinstance(plan.scheme, PowerOfTwo)
+            if (
+                out_qp is not None
+                and plan.saturation is Saturation.SATURATE
+                and out_qp.bits <= 8
+                and np.ndim(xin.qp.zero_point) == 0
+                and np.ndim(out_qp.zero_point) == 0
+                and (
+                    not pow2
+                    or (int(xin.qp.zero_point) == 0 and None not in (xin.qp.exponent, w_qp.exponent, out_qp.exponent))
+                )
+            ):
+                dtype = int_dtype(out_qp.bits)
+                ends = IntTensor(np.array([out_qp.qmin, out_qp.qmax], dtype=dtype), out_qp)
+                activations = [(m, t) for m, t in zip(layer.members[1:], layer.op_types[1:]) if t in _ACTIVATIONS]
+                clamps_fused = all(t in _CLAMPS for _, t in activations)
+                if clamps_fused:
+                    for member, op_type in activations:
+                        ends = self._activation(member, op_type, ends)
+                lo, hi = (int(v) for v in ends.q)
+                attrs = self._attrs(layer.members[0])
+                if pow2:
+                    fused = fast.FusedLayer.conv(
+                        qw,
+                        qb,
+                        attrs,
+                        xin.q.dtype,
+                        out_qp.exponent - (w_qp.exponent + xin.qp.exponent),
+                        plan.rounding,
+                        lo,
+                        hi,
+                    )
+                else:
+                    fused = fast.FusedLayer.conv_scale(
+                        qw,
+                        w_qp.zero_point,
+                        qb,
+                        attrs,
+                        xin.q.dtype,
+                        int(xin.qp.zero_point),
+                        xin.qp.scale * w_qp.scale / out_qp.scale,
+                        int(out_qp.zero_point),
+                        plan.rounding,
+                        lo,
+                        hi,
+                    )
+                self._fused[key] = (fused, clamps_fused) if fused is not None else (None, False)
+            else:
+                self._fused[key] = (None, False)
+        return self._fused[key]
+
+    def _fused_add(self, layer, a: IntTensor, b: IntTensor, out_qp: QParams) -> IntTensor | None:
+        plan = self.plan
+        if isinstance(plan.scheme, PowerOfTwo):
+            key = f"{layer.name}|{a.q.dtype}|{b.q.dtype}|{a.qp.exponent}|{b.qp.exponent}"
+            if key not in self._fused:
+                fused = None
+                if plan.saturation is Saturation.SATURATE and out_qp.bits <= 8:
+                    fused = fast.FusedLayer.add(
+                        a.q.dtype,
+                        b.q.dtype,
+                        a.qp.exponent,
+                        b.qp.exponent,
+                        out_qp.exponent,
+                        plan.rounding,
+                        out_qp.qmin,
+                        out_qp.qmax,
+                    )
+                self._fused[key] = (fused, False)
+            fused = self._fused[key][0]
+            if fused is not None:
+                return IntTensor(fused(a.q, b.q), out_qp)
+        return None
+
+
+def Simulator(plan: QuantPlan, kernels: str = "fast", overflow: Overflow = Overflow.RAISE) -> ReferenceEngine:
+    """The engine that runs ``plan``: ``kernels="fast"`` (default) a :class:`FastEngine`,
+    ``"reference"`` a :class:`ReferenceEngine`. Both give the same integers."""
+    if kernels == "fast":
+        return FastEngine(plan, overflow)
+    if kernels == "reference":
+        return ReferenceEngine(plan, overflow)
+    raise ConfigurationError(f"kernels must be 'fast' or 'reference', got {kernels!r}")
+
+
 def _as_float(value: Value) -> np.ndarray:
     return value.dequantize() if isinstance(value, IntTensor) else np.asarray(value, dtype=np.float64)
 
@@ -564,12 +605,12 @@ _CLAMPS = ops_with(int8="activation", clamp=True)
 
 #: Integer kernel family (``int8_family``) -> the simulator's handler.
 _INT_HANDLERS = {
-    "learnable": Simulator._learnable,
-    "pool": Simulator._pool,
-    "add": Simulator._add,
-    "concat": Simulator._concat,
-    "activation": Simulator._standalone_activation,
-    "move": Simulator._move,
-    "matmul": Simulator._matmul,
-    "embedding": Simulator._embedding,
+    "learnable": ReferenceEngine._learnable,
+    "pool": ReferenceEngine._pool,
+    "add": ReferenceEngine._add,
+    "concat": ReferenceEngine._concat,
+    "activation": ReferenceEngine._standalone_activation,
+    "move": ReferenceEngine._move,
+    "matmul": ReferenceEngine._matmul,
+    "embedding": ReferenceEngine._embedding,
 }

@@ -76,7 +76,9 @@ class QuantizedNetwork:
         json_path = save_params(self.plan, path.with_suffix(".json"))
         return onnx_path, json_path
 
-    def memory_bytes(self) -> tuple[int, int]:
+    @property
+    def memory(self) -> tuple[int, int]:
+        """(float bytes, quantized bytes) of learnable parameters (docs/published.md)."""
         return self.plan.memory_bytes()
 
     def __repr__(self) -> str:

@@ -186,6 +186,7 @@ class ValidationResult:
         """(float bytes, quantized bytes) of learnable parameters."""
         return self.plan.memory_bytes()
 
+    @property
     def top1_agreement(self) -> float:
         """Fraction of samples where int8 and float pick the same class."""
         f = self.float_scores.reshape(len(self.float_scores), -1).argmax(1)
@@ -199,7 +200,7 @@ class ValidationResult:
                 "NumSamples": self.num_samples,
                 "labelled": self.labelled,
                 "metrics": {k: v.to_dict(orient="records") for k, v in self.metric_results.items()},
-                "top1_agreement": self.top1_agreement(),
+                "top1_agreement": self.top1_agreement,
                 "layer_errors": self.layer_errors.to_dict(orient="records"),
                 "verdict": self.verdict,
                 "quantization": self.plan.to_dict(),
