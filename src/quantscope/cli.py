@@ -351,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args, console)
     except QuantscopeError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        # soft wrap: never a line break inside a message (a path), whatever the width
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
     except KeyboardInterrupt:
         checkpoint = getattr(args, "checkpoint", None)
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             if checkpoint
             else ""
         )
-        Console(stderr=True).print(f"[bold red]interrupted[/]{escape(hint)}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]interrupted[/]{escape(hint)}", highlight=False)
         return 130
 
 

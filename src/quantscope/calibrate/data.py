@@ -32,6 +32,7 @@ its ``detach``/``cpu``/``numpy`` methods.
 from __future__ import annotations
 
 import inspect
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -653,3 +654,19 @@ class _CheckedSource:
 
     def __repr__(self) -> str:
         return f"<checked {self._inner!r}>"
+
+
+def unreadable(desc: str, suffix: str, exc: BaseException) -> str:
+    """The message for a ``.npy``/``.npz`` file numpy cannot read: what it is not, in
+    quantscope's words (numpy's own may suggest unsafe pickle loading)."""
+    text = str(exc).lower()
+    if isinstance(exc, zipfile.BadZipFile) or (suffix == ".npz" and any(w in text for w in ("zip", "pickle", "magic"))):
+        what = "it is not a zip archive, as an .npz file is"
+    elif "pickle" in str(exc).lower() or "magic" in str(exc).lower():
+        what = "it does not start with numpy's .npy header (a text file or another format?)"
+    else:
+        what = " ".join(str(exc).split()) or type(exc).__name__
+    return (
+        f"{desc} cannot be read as {suffix}: {what}. Write the data with numpy (np.save for .npy, "
+        "np.savez for .npz); quantscope never loads pickled objects."
+    )

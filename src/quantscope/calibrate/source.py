@@ -10,6 +10,7 @@ network with several inputs, mappings keyed by input name
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from .data import (
     _normalize_input_shape,
     _StreamSource,
     _to_numpy,
+    unreadable,
 )
 
 __all__ = ["as_source"]
@@ -91,11 +93,8 @@ def _load_path(
             )
     except CalibrationDataError:
         raise
-    except (OSError, ValueError, EOFError) as e:
-        raise CalibrationDataError(
-            f"{desc} cannot be read as {suffix}: {e}; check that the file is complete and was "
-            "written by numpy (np.save / np.savez)"
-        ) from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise CalibrationDataError(unreadable(desc, suffix, e)) from None
     if y is not None and labels is not None:
         raise CalibrationDataError(f"{desc} holds labels 'y' and labels= was given too; pass only one of them")
     return _ArraySource(x, y if y is not None else _labels_array(labels), conf)
