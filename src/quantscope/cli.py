@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import __version__
 from .display import print_ranges, print_validation
 from .errors import QuantscopeError
 
@@ -250,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="quantscope",
         description="Calibrate, quantize, validate and profile networks for int8 on CPUs and FPGAs.",
     )
+    parser.add_argument("--version", action="version", version=f"quantscope {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("calibrate", help="collect every layer's ranges (MATLAB's calibrate)")
@@ -343,12 +346,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Output flags of each command and the file types they write.
+_OUTPUTS = {
+    "calibrate": ("out", "--out", (".json", ".csv")),
+    "validate": ("out", "--out", (".json",)),
+    "quantize": ("output", "-o/--output", (".onnx",)),
+}
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse, before any work, flags that cannot work: an output of the wrong type or
+    that cannot be written, a non-positive --pixel-scale, --bitstream with --target cpu."""
+    from .errors import ConfigurationError
+
+    scale = getattr(args, "pixel_scale", None)
+    if scale is not None and not (0 < scale < float("inf")):
+        raise ConfigurationError(f"--pixel-scale {args.pixel_scale:g}: give a positive number (1/255 for 0..1 pixels)")
+    if getattr(args, "bitstream", None) and getattr(args, "target", None) == "cpu":
+        raise ConfigurationError(
+            "--bitstream estimates Frames/s on an FPGA processor, which runs --target fpga; drop --bitstream "
+            "or use --target fpga"
+        )
+    spec = _OUTPUTS.get(args.command)
+    value = getattr(args, spec[0], None) if spec else None
+    if not value:
+        return
+    _, flag, suffixes = spec
+    path = Path(value)
+    if path.suffix.lower() not in suffixes:
+        kinds = " or ".join(suffixes)
+        raise ConfigurationError(f"{flag} {value}: unknown format {path.suffix!r}; write a {kinds} file")
+    if path.is_dir():
+        raise ConfigurationError(f"{flag} {value} is a folder; give a file name")
+    folder = path.parent if str(path.parent) else Path(".")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".quantscope-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(
+            f"{flag} {value}: cannot write in {existing} ({exc.strerror or exc}); choose a folder you can write to"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 160))  # files and pipes: keep table rows on one line
     try:
+        _check_args(args)
         return args.func(args, console)
     except QuantscopeError as exc:
         # soft wrap: never a line break inside a message (a path), whatever the width
