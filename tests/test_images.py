@@ -124,12 +124,13 @@ def test_preprocessing_scale_mean_std(tmp_path):
         ImageDatastore(tmp_path, channels=1, mean=(1, 2, 3))
 
 
-def test_sixteen_bit_grayscale_keeps_values(tmp_path):
+def test_sixteen_bit_grayscale_keeps_its_values_on_the_8_bit_scale(tmp_path):
     values = np.array([[0, 1000], [40000, 65535]], dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "deep.png")
     x = next(ImageDatastore(tmp_path).batches(1)).x
     assert x.shape == (1, 1, 2, 2)
-    np.testing.assert_array_equal(x[0, 0], values.astype(np.float32))
+    np.testing.assert_allclose(x[0, 0], values.astype(np.float32) * np.float32(255 / 65535), rtol=1e-6)
+    assert x[0, 0, 1, 1] == np.float32(255.0)
 
 
 def test_different_sizes_without_size_raise(folder):
@@ -259,3 +260,28 @@ def test_real_photos_at_imagenet_size(tmp_path):
     # the cat photo is mostly warm: more red than blue on average
     cat = batch.x[1]
     assert cat[0].mean() > cat[2].mean()
+
+
+def test_16_bit_images_read_on_the_8_bit_scale_and_float_images_are_refused(tmp_path):
+    """A 16-bit PNG among 8-bit images is scaled to 0..255 (one scale for the folder);
+    a floating-point TIFF, which has no agreed full scale, is refused by name."""
+    gray8 = (np.arange(16 * 16).reshape(16, 16) % 256).astype(np.uint8)
+    Image.fromarray(gray8).save(tmp_path / "a_8bit.png")
+    Image.fromarray(gray8.astype(np.uint16) * 257).save(tmp_path / "b_16bit.png")  # the same image, 16 bits
+    assert Image.open(tmp_path / "b_16bit.png").mode.startswith("I;16")
+    batch = next(ImageDatastore(tmp_path, labels=None).batches(2))
+    np.testing.assert_allclose(batch.x[1], batch.x[0], atol=1e-3)
+    assert batch.x.max() <= 255.0
+    Image.fromarray(gray8.astype(np.float32) / 255).save(tmp_path / "c_float.tif")
+    with pytest.raises(CalibrationDataError, match=r"c_float.tif: a floating-point image"):
+        list(ImageDatastore(tmp_path, labels=None).batches(3))
+
+
+def test_webp_images_are_read(tmp_path):
+    pixels = (np.arange(8 * 8 * 3).reshape(8, 8, 3) % 256).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    Image.fromarray(pixels).save(tmp_path / "b.webp", lossless=True)
+    ds = ImageDatastore(tmp_path, labels=None)
+    assert [Path(f).name for f in ds.files] == ["a.png", "b.webp"]
+    batch = next(ds.batches(2))
+    np.testing.assert_array_equal(batch.x[0], batch.x[1])

@@ -159,3 +159,11 @@ def test_ir3_model_with_initializers_as_inputs_prepares_and_exports():
     qnet = qs.quantize_network(cal, qs.FloatScale(reduce_range=True))
     out = ort.InferenceSession(qnet.to_onnx().SerializeToString()).run(None, {"imageinput": x})[0]
     assert np.mean(out.argmax(1) == qnet.predict(x).argmax(1)) >= 0.9
+
+
+def test_a_pytorch_checkpoint_given_as_the_model_is_named(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "weights.pth"
+    torch.save({"w": torch.zeros(2)}, path)
+    with pytest.raises(qs.ModelLoadError, match="this is a PyTorch checkpoint.*Export the network to ONNX first"):
+        qs.prepare(path)

@@ -14,15 +14,10 @@ The public API, at a glance (explicit re-exports; everything else is private)::
 Importing quantscope imports neither torch nor dask.
 """
 
-from .calibrate import (
-    Batch,
-    Calibration,
-    DataSource,
-    ImageDatastore,
-    TensorStats,
-    as_source,
-    calibrate,
-)
+import importlib
+import sys
+import types
+
 from .errors import (
     CalibrationDataError,
     ConfigurationError,
@@ -32,10 +27,41 @@ from .errors import (
     QuantscopeError,
     UnsupportedModelError,
 )
-from .network import Network, OptimizedLayer, load_model, prepare
-from .quantize import FloatScale, PowerOfTwo, Rounding, Saturation, cpu_int8_saturates
-from .simulate import QuantizedNetwork, quantize_network
-from .validate import ValidationResult, validate
+
+#: Public name -> the module that defines it. Loaded on first use, so that
+#: ``quantscope --help`` and ``import quantscope.errors`` stay fast.
+_LAZY = {
+    **dict.fromkeys(("Batch", "Calibration", "DataSource", "ImageDatastore", "TensorStats"), "quantscope.calibrate"),
+    **dict.fromkeys(("as_source", "calibrate"), "quantscope.calibrate"),
+    **dict.fromkeys(("Network", "OptimizedLayer", "load_model", "prepare"), "quantscope.network"),
+    **dict.fromkeys(("FloatScale", "PowerOfTwo", "Rounding", "Saturation"), "quantscope.quantize"),
+    "cpu_int8_saturates": "quantscope.quantize",
+    **dict.fromkeys(("QuantizedNetwork", "quantize_network"), "quantscope.simulate"),
+    **dict.fromkeys(("ValidationResult", "validate"), "quantscope.validate"),
+}
+
+
+class _Package(types.ModuleType):
+    """quantscope's module object: public names load on first use, and the functions
+    ``calibrate`` and ``validate`` stay functions when their subpackages load."""
+
+    def __getattr__(self, name: str):
+        if name not in _LAZY:
+            raise AttributeError(f"module 'quantscope' has no attribute {name!r}")
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        types.ModuleType.__setattr__(self, name, value)
+        return value
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return  # the import system binding a subpackage over the function of its name
+        super().__setattr__(name, value)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(_LAZY))
+
+
+sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 

@@ -61,6 +61,7 @@ DEFAULT_EXTENSIONS: tuple[str, ...] = (
     ".tiff",
     ".ppm",
     ".pgm",
+    ".webp",
 )
 
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -77,13 +78,23 @@ def _channel_vector(value: Any, name: str, default: float) -> np.ndarray:
 
 
 def _decode(path: Path, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
-    """Decode one image to a float32 (C, H, W) array of its pixel values (0..255 for 8 bits)."""
+    """Decode one image to a float32 (C, H, W) array of its pixel values on one scale,
+    0..255: 8-bit images as they are, 16-bit ones (PIL modes ``I;16*``, and ``I`` from a
+    PNG) times 255/65535. Other deep images (32-bit integer or floating-point TIFFs) have
+    no agreed full scale and are refused by name."""
     with Image.open(path) as im:
         im.load()
         mode = im.mode
         c = channels if channels is not None else (1 if mode in _GRAY_MODES else 3)
-        if mode in _HIGH_DEPTH_MODES:
-            im = im.convert("F") if mode != "F" else im
+        sixteen = mode.startswith("I;16") or (mode == "I" and im.format == "PNG")
+        if mode in _HIGH_DEPTH_MODES and not sixteen:
+            raise CalibrationDataError(
+                f"{path}: a {'floating-point' if mode == 'F' else '32-bit integer'} image (PIL mode {mode}), "
+                "whose pixel values have no agreed full scale; quantscope reads 8- and 16-bit images (scaled to "
+                "0..255). Convert it to an 8- or 16-bit PNG or TIFF"
+            )
+        if sixteen:
+            im = im.convert("F")
         elif c == 1:
             im = im.convert("L") if mode != "L" else im
         else:
@@ -93,6 +104,8 @@ def _decode(path: Path, size: tuple[int, int] | None, channels: int | None) -> n
             if im.size != (w, h):
                 im = im.resize((w, h), Image.Resampling.BILINEAR)
         arr = np.asarray(im, dtype=np.float32)
+        if sixteen:
+            arr = arr * np.float32(255.0 / 65535.0)
     if arr.ndim == 2:
         arr = arr[None]
         if c == 3:
@@ -115,7 +128,9 @@ class ImageDatastore:
         channels: 1 (grayscale) or 3 (RGB), or ``None`` to keep each image's own
             (grayscale images 1, others 3; all images must then agree).
         scale, mean, std: preprocessing ``x = (pixel * scale - mean) / std``, mean and
-            std as scalars or one value per channel. Defaults give raw pixels 0..255.
+            std as scalars or one value per channel. Defaults give raw pixels 0..255
+            (16-bit images are scaled to that range: pixel * 255 / 65535; 32-bit and
+            floating-point images are refused).
         skip_bad: skip files that do not decode instead of raising; they are listed,
             after an iteration, in ``skipped`` as ``(path, reason)``.
 

@@ -57,6 +57,12 @@ def _load_file(path: Path) -> onnx.ModelProto:
     data = path.read_bytes()
     if not data:
         raise ModelLoadError(f"{path}: the file is empty, not an ONNX model")
+    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80" or path.suffix.lower() in (".pt", ".pth", ".ckpt"):
+        raise ModelLoadError(
+            f"{path}: this is a PyTorch checkpoint (a {'zip' if data[:2] == b'PK' else 'pickle'} file), not an ONNX "
+            "model. Export the network to ONNX first (torch.onnx.export), or, from Python, pass the "
+            "torch.nn.Module itself with example_input= (quantscope never unpickles files)."
+        )
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
