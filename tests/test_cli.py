@@ -161,3 +161,22 @@ def test_bad_out_name_is_refused_before_calibrating_and_ctrl_c_is_a_message(
     assert main(["calibrate", str(model), str(data), "--checkpoint", str(ckpt), "--quiet"]) == 130
     err = " ".join(capsys.readouterr().err.split())
     assert "interrupted" in err and "rerun the same command to resume" in err and "Traceback" not in err
+
+
+def test_calibrate_once_validate_and_quantize_from_saved_ranges(model_and_data, tmp_path, capsys):
+    model, data = model_and_data
+    ranges = tmp_path / "ranges.json"
+    assert main(["calibrate", str(model), str(data), "--out", str(ranges), "--quiet"]) == 0
+    assert json.loads(ranges.read_text())["model_sha256"]
+    args = ["validate", str(model), "--validation", str(data), "--quiet", "--out"]
+    assert main([*args, str(tmp_path / "a.json"), "--calibration", str(data)]) == 0
+    assert main([*args, str(tmp_path / "b.json"), "--ranges", str(ranges)]) == 0
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["metrics"] == b["metrics"] and a["layer_errors"] == b["layer_errors"]
+    assert main(["quantize", str(model), "--ranges", str(ranges), "-o", str(tmp_path / "m.onnx"), "--quiet"]) == 0
+    capsys.readouterr()
+    other = tmp_path / "other.onnx"
+    onnx.save(small_cnn(seed=1), other)  # same layers, other weights
+    assert main(["validate", str(other), "--ranges", str(ranges), "--validation", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "measured on another model" in err and "small.onnx" in err and "other.onnx" in err

@@ -2,10 +2,11 @@
 
 quantscope calibrate MODEL DATA [--batch-size N] [--out ranges.json|ranges.csv]
                      [--dask ADDRESS|local:N] [--checkpoint PATH]
-quantscope validate MODEL --calibration DATA --validation DATA [--target fpga|cpu] [--metric top1] [--out result.json]
-quantscope quantize MODEL --calibration DATA -o model.int8.onnx [--target fpga|cpu] [--keep-float LAYER ...]
-quantscope compile MODEL --bitstream NAME [--calibration DATA]
-quantscope profile MODEL --bitstream NAME [--calibration DATA] [--frames N]
+quantscope validate MODEL (--calibration DATA | --ranges RANGES.json) --validation DATA
+                    [--target fpga|cpu] [--metric top1] [--out result.json]
+quantscope quantize MODEL (--calibration DATA | --ranges RANGES.json) -o model.int8.onnx [--target fpga|cpu]
+quantscope compile MODEL --bitstream NAME [--calibration DATA | --ranges RANGES.json]
+quantscope profile MODEL --bitstream NAME [--calibration DATA | --ranges RANGES.json] [--frames N]
 quantscope demo
 """
 
@@ -78,6 +79,10 @@ def _calibrated(args: argparse.Namespace, console: Console):
     network = prepare(args.model)
     for note in network.log.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
+    if getattr(args, "ranges", None):
+        from .calibrate import Calibration
+
+        return Calibration.load(args.ranges).attach(network)
     return calibrate(
         network,
         _data(args, args.calibration),
@@ -205,7 +210,7 @@ def _workflow(args: argparse.Namespace, console: Console):
     from .network import prepare
     from .simulate import quantize_network
 
-    if args.calibration:
+    if args.calibration or args.ranges:
         cal = _calibrated(args, console)
         source = quantize_network(cal, "fpga")
     else:
@@ -286,7 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("model", help="ONNX model file")
-        p.add_argument("--calibration", required=True, help="calibration data: image folder, .npy or .npz")
+        source = p.add_mutually_exclusive_group(required=True)
+        source.add_argument("--calibration", help="calibration data: image folder, .npy or .npz")
+        source.add_argument(
+            "--ranges",
+            metavar="RANGES.json",
+            help="ranges saved by 'quantscope calibrate --out RANGES.json' for this model, instead of calibrating",
+        )
         if name == "validate":
             p.add_argument("--validation", required=True, help="validation data: image folder, .npy or .npz (labels y)")
             p.add_argument("--metric", action="append", help="top1 (default with labels), top5; repeat for several")
@@ -329,8 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--bitstream", required=True, help="processor preset: zcu102_int8, zc706_int8, arria10soc_int8, *_single"
         )
-        p.add_argument(
+        source = p.add_mutually_exclusive_group()
+        source.add_argument(
             "--calibration", help="calibration data: quantize with it (int8 weight images, measured profile)"
+        )
+        source.add_argument(
+            "--ranges", metavar="RANGES.json", help="quantize with ranges saved by 'quantscope calibrate --out'"
         )
         if name == "profile":
             p.add_argument("--frames", type=int, default=1, help="frames to profile (default 1)")

@@ -63,11 +63,20 @@ class Calibration:
         network: the prepared :class:`~quantscope.network.Network` (None when loaded from a file).
     """
 
-    def __init__(self, entries: list[RangeEntry], num_samples: int, network=None, model_name: str = ""):
+    def __init__(
+        self,
+        entries: list[RangeEntry],
+        num_samples: int,
+        network=None,
+        model_name: str = "",
+        model_sha256: str = "",
+    ):
         self.entries = list(entries)
         self.num_samples = int(num_samples)
         self.network = network
         self.model_name = model_name
+        #: the fingerprint of the model the ranges were measured on (``Network.fingerprint``)
+        self.model_sha256 = model_sha256 or (network.fingerprint if network is not None else "")
         self._by_key = {(e.layer, e.kind): e for e in self.entries}
 
     # ---- access --------------------------------------------------------------------
@@ -115,6 +124,7 @@ class Calibration:
             "format": _FORMAT,
             "version": 1,
             "model": self.model_name,
+            "model_sha256": self.model_sha256,
             "num_samples": self.num_samples,
             "entries": [
                 {
@@ -167,6 +177,12 @@ class Calibration:
     def attach(self, network) -> Calibration:
         """Use ``network`` (prepared) with these ranges; raises when its layers are not the
         ones the ranges were measured on. Returns self."""
+        if self.model_sha256 and network.fingerprint != self.model_sha256:
+            raise ConfigurationError(
+                f"these ranges were measured on another model ({self.model_name or 'unnamed'}, sha256 "
+                f"{self.model_sha256[:12]}...), not on {network.source_name or 'this model'} (sha256 "
+                f"{network.fingerprint[:12]}...); calibrate this model, or use the model the ranges were made for"
+            )
         names = {layer.name for layer in network.layers}
         missing = [e.layer for e in self.entries if e.kind == "Activations" and e.layer not in names]
         if missing:
@@ -210,4 +226,6 @@ class Calibration:
             RangeEntry(e["layer"], e["network_layer"], e["kind"], e["tensor"], TensorStats.from_dict(e))
             for e in d["entries"]
         ]
-        return cls(entries, num_samples=d["num_samples"], model_name=d.get("model", ""))
+        return cls(
+            entries, num_samples=d["num_samples"], model_name=d.get("model", ""), model_sha256=d.get("model_sha256", "")
+        )

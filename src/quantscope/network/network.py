@@ -265,6 +265,18 @@ class Network:
                 present.add(name)
         return proto
 
+    @property
+    def fingerprint(self) -> str:
+        """sha256 (hex) of the prepared model: the same model file gives the same
+        fingerprint, any change to its graph or weights another (a saved calibration
+        records it, to refuse ranges measured on another model)."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            import hashlib
+
+            cached = self.__dict__["_fingerprint"] = hashlib.sha256(self.to_proto().SerializeToString()).hexdigest()
+        return cached
+
     def summary(self) -> str:
         lines = [f"{len(self.layers)} optimized layers"]
         lines += [f"  {layer.name} [{layer.kind}]" for layer in self.layers]
