@@ -180,3 +180,32 @@ def test_calibrate_once_validate_and_quantize_from_saved_ranges(model_and_data, 
     assert main(["validate", str(other), "--ranges", str(ranges), "--validation", str(data)]) == 2
     err = capsys.readouterr().err
     assert "measured on another model" in err and "small.onnx" in err and "other.onnx" in err
+
+
+def test_image_folder_flags_and_messages_in_command_line_words(tmp_path, capsys):
+    """--size/--channels/--extensions/--skip-bad/--no-labels reach the datastore, and
+    its messages name those flags, not Python keywords."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    for cls, shade in (("cats", 40), ("dogs", 200)):
+        (folder / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((10 + i, 12, 3), shade + i, np.uint8)).save(folder / cls / f"{i}.png")
+    (folder / "dogs" / "broken.png").write_bytes(b"not an image")
+    model = tmp_path / "m.onnx"
+    onnx.save(small_cnn(), model)  # takes (N, 3, 8, 8)
+    assert main(["calibrate", str(model), str(folder), "--size", "8", "8", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--skip-bad" in err and "skip_bad" not in err
+    assert main(["calibrate", str(model), str(folder), "--size", "8", "8", "--skip-bad", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped" in captured.err and "broken.png" in captured.err
+    assert "4 samples" in captured.out
+    assert main(["calibrate", str(model), str(folder), "--extensions", "jpg", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--extensions" in err and "extensions=" not in err
+    (folder / "stray.png").write_bytes((folder / "cats" / "0.png").read_bytes())
+    assert main(["calibrate", str(model), str(folder), "--size", "8", "8", "--skip-bad", "--quiet"]) == 2
+    assert "--no-labels" in capsys.readouterr().err
+    assert main(["calibrate", str(model), str(folder), "--size", "8", "8", "--skip-bad", "--no-labels", "--quiet"]) == 0

@@ -13,6 +13,7 @@ quantscope demo
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import time
@@ -24,7 +25,7 @@ from rich.table import Table
 
 from . import __version__
 from .display import print_ranges, print_validation
-from .errors import QuantscopeError
+from .errors import INTERFACE, QuantscopeError
 
 __all__ = ["main"]
 
@@ -93,29 +94,49 @@ def _calibrated(args: argparse.Namespace, console: Console):
 
 
 def _data(args: argparse.Namespace, path: str):
-    """A DATA argument: an image folder gets the --pixel-scale/--mean/--std
-    preprocessing (an ImageDatastore); a .npy/.npz path is passed as it is."""
+    """A DATA argument: an image folder gets the image options (an ImageDatastore);
+    a .npy/.npz path is passed as it is."""
     import os
 
-    if (
-        getattr(args, "pixel_scale", None) is None
-        and not getattr(args, "mean", None)
-        and not getattr(args, "std", None)
-    ):
+    given = [
+        flag
+        for flag, value in (
+            ("--pixel-scale", getattr(args, "pixel_scale", None)),
+            ("--mean", getattr(args, "mean", None)),
+            ("--std", getattr(args, "std", None)),
+            ("--size", getattr(args, "size", None)),
+            ("--channels", getattr(args, "channels", None)),
+            ("--extensions", getattr(args, "extensions", None)),
+            ("--skip-bad", getattr(args, "skip_bad", False) or None),
+            ("--no-labels", getattr(args, "no_labels", False) or None),
+        )
+        if value is not None
+    ]
+    if not given:
         return path
     if not os.path.isdir(path):
         from .errors import ConfigurationError
 
         raise ConfigurationError(
-            f"--pixel-scale/--mean/--std preprocess image folders; {path} is not a folder (preprocess arrays "
-            "before saving them)"
+            f"{'/'.join(given)} preprocess image folders; {path} is not a folder (preprocess arrays before saving them)"
         )
     from .calibrate import ImageDatastore
+    from .calibrate.images import DEFAULT_EXTENSIONS
 
     one = lambda v: None if not v else (v[0] if len(v) == 1 else tuple(v))  # noqa: E731
-    return ImageDatastore(
-        path, scale=1.0 if args.pixel_scale is None else args.pixel_scale, mean=one(args.mean), std=one(args.std)
+    extensions = tuple(e if e.startswith(".") else f".{e}" for e in args.extensions or DEFAULT_EXTENSIONS)
+    datastore = ImageDatastore(
+        path,
+        labels=None if args.no_labels else "foldernames",
+        extensions=extensions,
+        size=tuple(args.size) if args.size else None,
+        channels=args.channels,
+        scale=1.0 if args.pixel_scale is None else args.pixel_scale,
+        mean=one(args.mean),
+        std=one(args.std),
+        skip_bad=args.skip_bad,
     )
+    return datastore
 
 
 def _add_image_options(p: argparse.ArgumentParser) -> None:
@@ -130,6 +151,11 @@ def _add_image_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--mean", type=float, nargs="+", metavar="M", help="subtract M (one value, or one per channel)")
     g.add_argument("--std", type=float, nargs="+", metavar="S", help="then divide by S (one value, or one per channel)")
+    g.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize every image to H x W pixels")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="read images as 1 (grayscale) or 3 (RGB) channels")
+    g.add_argument("--extensions", nargs="+", metavar="EXT", help="file types to read (default: common image types)")
+    g.add_argument("--skip-bad", action="store_true", help="skip images that do not decode (each is named)")
+    g.add_argument("--no-labels", action="store_true", help="ignore class subfolders: the images have no labels")
 
 
 def _scheme(args: argparse.Namespace):
@@ -406,11 +432,29 @@ def _check_args(args: argparse.Namespace) -> None:
         ) from None
 
 
+class _ConsoleHandler(logging.Handler):
+    """quantscope's warnings (a skipped image...) on stderr, one line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        Console(stderr=True, soft_wrap=True).print(
+            f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False
+        )
+
+
+def _show_warnings() -> None:
+    log = logging.getLogger("quantscope")
+    if not any(isinstance(h, _ConsoleHandler) for h in log.handlers):
+        log.addHandler(_ConsoleHandler(logging.WARNING))
+        log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 160))  # files and pipes: keep table rows on one line
+    token = INTERFACE.set("cli")  # messages name flags, not Python keywords
+    _show_warnings()
     try:
         _check_args(args)
         return args.func(args, console)
@@ -427,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         Console(stderr=True, soft_wrap=True).print(f"[bold red]interrupted[/]{escape(hint)}", highlight=False)
         return 130
+    finally:
+        INTERFACE.reset(token)
 
 
 if __name__ == "__main__":  # pragma: no cover

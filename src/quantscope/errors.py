@@ -7,6 +7,18 @@ type; the command line prints the message and exits with status 2.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
+#: The interface a call came through: ``"python"`` (the API) or ``"cli"`` (the
+#: ``quantscope`` command sets it), so that messages name the options the user has.
+INTERFACE: ContextVar[str] = ContextVar("quantscope_interface", default="python")
+
+
+def option(python: str, cli: str) -> str:
+    """``python`` (a keyword, e.g. ``skip_bad=True``) or ``cli`` (a flag, ``--skip-bad``),
+    for the interface of the current call."""
+    return cli if INTERFACE.get() == "cli" else python
+
 
 class QuantscopeError(Exception):
     """Base class of every error quantscope raises for a user's input."""

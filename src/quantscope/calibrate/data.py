@@ -39,7 +39,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from quantscope.errors import CalibrationDataError, ConfigurationError
+from quantscope.errors import CalibrationDataError, ConfigurationError, option
 
 __all__ = ["Batch", "DataSource", "check_not_empty", "check_finite"]
 
@@ -206,18 +206,20 @@ class _Conformer:
         sample = got[1:] if len(got) else got
         hints: list[str] = []
         if len(raw) == 4 and self.layout == "NCHW" and _fits((raw[3], raw[1], raw[2]), expected):
-            hints.append("it looks like NHWC (channels last): pass layout='NHWC'")
+            hints.append("it looks like NHWC (channels last): pass " + option("layout='NHWC'", "--layout NHWC"))
         elif len(raw) == 4 and self.layout == "NHWC" and _fits(raw[1:], expected):
-            hints.append("the data is NCHW already: drop layout='NHWC'")
+            hints.append("the data is NCHW already: drop " + option("layout='NHWC'", "--layout NHWC"))
         elif len(sample) == len(expected) == 3 and not any(_is_free(e) for e in expected):
             c, h, w = (int(e) for e in expected)
             if sample[0] != c and {sample[0], c} <= {1, 3, 4}:
                 hints.append(
                     f"the network takes {c}-channel images: convert them "
-                    f"({'grayscale' if c == 1 else 'RGB'}; for a folder use ImageDatastore(folder, channels={c}))"
+                    f"({'grayscale' if c == 1 else 'RGB'}; for a folder use "
+                    f"{option(f'ImageDatastore(folder, channels={c})', f'--channels {c}')})"
                 )
             if tuple(sample[1:]) != (h, w):
-                hints.append(f"resize the images to {h}x{w} (for a folder: ImageDatastore(folder, size=({h}, {w})))")
+                resize = option(f"ImageDatastore(folder, size=({h}, {w}))", f"--size {h} {w}")
+                hints.append(f"resize the images to {h}x{w} (for a folder: {resize})")
         if not hints and len(sample) != len(expected):
             hints.append(
                 f"the network takes batches of rank {len(self.input_shape)} "

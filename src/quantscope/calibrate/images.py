@@ -37,6 +37,7 @@ starting with ``.``, such as macOS ``._x.png`` files) are ignored.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -47,9 +48,11 @@ import numpy as np
 from PIL import Image
 
 from quantscope.calibrate.data import Batch, _check_batch_size, _empty_error, check_finite
-from quantscope.errors import CalibrationDataError, ConfigurationError
+from quantscope.errors import CalibrationDataError, ConfigurationError, option
 
 __all__ = ["ImageDatastore", "DEFAULT_EXTENSIONS"]
+
+_log = logging.getLogger("quantscope")
 
 DEFAULT_EXTENSIONS: tuple[str, ...] = (
     ".png",
@@ -183,7 +186,7 @@ class ImageDatastore:
             raise CalibrationDataError(
                 f"image folder {folder} contains no samples: no files ending in "
                 f"{', '.join(exts)} were found in it or its subfolders; check the folder "
-                "or pass extensions=(...)"
+                f"or pass {option('extensions=(...)', '--extensions .EXT ...')}"
             )
         files = [folder.joinpath(*r) for r in rels]
         label_names: np.ndarray | None = None
@@ -196,7 +199,7 @@ class ImageDatastore:
                 raise CalibrationDataError(
                     f"image folder {folder}: {len(at_root)} images lie directly in it ({listed}) "
                     "while others lie in class subfolders, so they have no label; move them into "
-                    "a class subfolder, remove them, or pass labels=None"
+                    f"a class subfolder, remove them, or pass {option('labels=None', '--no-labels')}"
                 )
             else:
                 label_names = np.array([r[0] for r in rels], dtype=str)
@@ -332,10 +335,12 @@ class ImageDatastore:
                 reason = f"{type(e).__name__}: {e}"
                 if self.skip_bad:
                     self.skipped.append((path, reason))
+                    _log.warning("skipped %s: %s", path, reason)
                     continue
                 raise CalibrationDataError(
                     f"cannot decode image file {path}: {reason}; remove or replace the file, "
-                    "or pass skip_bad=True to skip unreadable images (listed in .skipped)"
+                    f"or pass {option('skip_bad=True', '--skip-bad')} to skip unreadable images "
+                    f"({option('listed in .skipped', 'each is named')})"
                 ) from e
             if ref is None:
                 ref = (path, img.shape)
@@ -364,14 +369,13 @@ class ImageDatastore:
 
         hints = []
         if shape[1:] != ref[1][1:]:
-            hints.append(f"size=({ref[1][1]}, {ref[1][2]})")
+            hints.append(option(f"size=({ref[1][1]}, {ref[1][2]})", f"--size {ref[1][1]} {ref[1][2]}"))
         if shape[0] != ref[1][0]:
-            hints.append(f"channels={max(shape[0], ref[1][0])}")
+            hints.append(option(f"channels={max(shape[0], ref[1][0])}", f"--channels {max(shape[0], ref[1][0])}"))
         return (
             f"{self.desc}: image {path} has {fmt(shape)} but the first image {ref[0]} has "
-            f"{fmt(ref[1])}; images of a batch must share one shape: pass "
-            f"{' and '.join(hints)} to ImageDatastore, or configure it from the network "
-            "with .with_input_shape(input_shape)"
+            f"{fmt(ref[1])}; images of a batch must share one shape: pass {' and '.join(hints)}"
+            + option(" to ImageDatastore, or configure it from the network with .with_input_shape(input_shape)", "")
         )
 
     def _make_batch(self, xs: list[np.ndarray], idx: list[int]) -> Batch:

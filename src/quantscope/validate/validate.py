@@ -18,7 +18,7 @@ from .._progress import progress_bar
 from ..calibrate.collector import BoundOutputs, create_session
 from ..calibrate.result import Calibration
 from ..calibrate.source import as_source
-from ..errors import CalibrationDataError, NonFiniteActivationError
+from ..errors import CalibrationDataError, NonFiniteActivationError, option
 from ..network.network import Inputs, batch_pieces
 from ..quantize.numerics import FloatScale, PowerOfTwo, Rounding, Saturation
 from ..quantize.plan import QParams, QuantPlan, make_plan
@@ -429,8 +429,8 @@ def _check_unlabelled(metric_fns: dict) -> None:
         raise CalibrationDataError(
             f"the validation data has no labels, and metric(s) {', '.join(repr(n) for n in needing)} compare "
             "with labels. Give labels ((x, y) arrays, y in the .npz, an image folder with one subfolder per "
-            "class), or leave metrics unset to measure the top-1 agreement of int8 with the float network, "
-            "or pass a metric function that accepts labels=None."
+            f"class), or {option('leave metrics unset', 'drop --metric')} to measure the agreement of int8 with "
+            f"the float network{option(', or pass a metric function that accepts labels=None', '')}."
         )
 
 
