@@ -309,3 +309,101 @@ def test_a_computed_flatten_runs_and_compiles_for_the_fpga():
     assert res.plan.is_int(net.layer("flatten")) and res.top1_agreement >= 0.9
     compiled = fpga.compile_network(net, "zcu102_int8")
     assert {p.name: p.placement for p in compiled.layers}["fc"] == "HW Layer"
+
+
+# ------------------------------------------------------------------ found on models the tool was not tuned on
+
+
+def test_a_mask_filled_with_minus_infinity_stays_float():
+    """masked_fill(mask, -inf) before a Softmax (GPT-2, RoBERTa and ALBERT TorchScript
+    exports): -inf is no error; that layer keeps float and the rest quantizes."""
+    w = (np.random.default_rng(0).standard_normal((4, 4)) * 0.5).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["s"], name="scores"),
+        helper.make_node("Cast", ["mask"], ["m"], name="to_bool", to=TensorProto.BOOL),
+        helper.make_node("Where", ["m", "s", "neg_inf"], ["masked"], name="fill"),
+        helper.make_node("Softmax", ["masked"], ["p"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["p", "w"], ["y"], name="mix"),
+    ]
+    model = make_model(
+        nodes,
+        [tensor("x", ["N", 4]), tensor("mask", ["N", 4], TensorProto.INT64)],
+        [tensor("y", ["N", 4])],
+        {"w": w, "neg_inf": np.array(-np.inf, np.float32)},
+    )
+    rng = np.random.default_rng(1)
+    data = {"x": rng.standard_normal((20, 4)).astype(np.float32), "mask": (rng.random((20, 4)) > 0.3).astype(np.int64)}
+    data["mask"][:, 0] = 1
+    cal = qs.calibrate(model, data, progress=False)
+    assert cal.stats("fill").min == -np.inf
+    res = qs.validate(cal, data, target="cpu", progress=False)
+    assert "not finite" in res.plan.float_layers["fill"]
+    assert res.metric_results["cosine_similarity"]["MetricOutput"].iloc[1] > 0.99
+    assert np.isfinite(res.layer_errors.set_index("Layer").loc["fill", "SQNR(dB)"])
+
+
+def test_an_integer_first_output_and_float16_tensors():
+    """An ArgMax (int64) first output is compared as it is; float16 tensors inside the
+    network run too."""
+    w = (np.random.default_rng(0).standard_normal((6, 5)) * 0.5).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
+        helper.make_node("Cast", ["h"], ["h16"], name="half", to=TensorProto.FLOAT16),
+        helper.make_node("Relu", ["h16"], ["r16"], name="relu16"),
+        helper.make_node("Cast", ["r16"], ["r"], name="single", to=TensorProto.FLOAT),
+        helper.make_node("ArgMax", ["r"], ["cls"], name="argmax", axis=1, keepdims=0),
+    ]
+    model = make_model(
+        nodes, [tensor("x", ["N", 6])], [tensor("cls", ["N"], TensorProto.INT64), tensor("r", ["N", 5])], {"w": w}
+    )
+    x = np.random.default_rng(2).standard_normal((30, 6)).astype(np.float32)
+    cal = qs.calibrate(model, x, progress=False)
+    res = qs.validate(cal, x, target="cpu", progress=False)
+    assert res.float_scores.dtype.kind in "if" and res.float_scores.shape == (30,)
+    assert res.metric_results["cosine_similarity"]["MetricOutput"].iloc[1] > 0.9
+
+
+def test_a_resize_whose_sizes_come_from_another_segment():
+    """Resize to a size computed from the input's shape (a segmentation head upsampling
+    to the input size): the float segment gets the fixed sizes inference knows."""
+    w = (np.random.default_rng(0).standard_normal((2, 3, 3, 3)) * 0.3).astype(np.float32)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["xs"], name="in_shape"),
+        helper.make_node("Slice", ["xs", "two", "four"], ["hw"], name="in_hw"),
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Shape", ["r"], ["rs"], name="r_shape"),
+        helper.make_node("Slice", ["rs", "zero", "two"], ["nc"], name="r_nc"),
+        helper.make_node("Concat", ["nc", "hw"], ["sizes"], name="sizes", axis=0),
+        helper.make_node("Resize", ["r", "", "", "sizes"], ["y"], name="upsample", mode="nearest"),
+    ]
+    init = {"w": w, "zero": np.array([0]), "two": np.array([2]), "four": np.array([4])}
+    model = make_model(nodes, [tensor("x", ["N", 3, "H", "W"])], [tensor("y", ["N", 2, "H", "W"])], init)
+    x = np.random.default_rng(3).standard_normal((8, 3, 12, 16)).astype(np.float32)
+    cal = qs.calibrate(model, x, progress=False)
+    for target in ("cpu", "fpga"):
+        res = qs.validate(cal, x, target=target, progress=False)
+        assert res.int8_scores.shape == (8, 2, 12, 16)
+
+
+def test_the_qdq_export_keeps_what_a_branch_reads():
+    """A weight read only inside an If branch stays in the exported model."""
+    w = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    then_graph = helper.make_graph(
+        [helper.make_node("MatMul", ["c", "inner"], ["t"], name="then_mm")], "then", [], [tensor("t", ["N", 4])]
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Neg", ["c"], ["e"], name="neg")], "else", [], [tensor("e", ["N", 4])]
+    )
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["c"], name="fc"),
+        helper.make_node("ReduceSum", ["x"], ["s"], name="total", keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"], name="positive"),
+        helper.make_node("If", ["cond"], ["y"], name="choose", then_branch=then_graph, else_branch=else_graph),
+    ]
+    init = {"w": w, "inner": np.eye(4, dtype=np.float32), "zero": np.float32(0)}
+    model = make_model(nodes, [tensor("x", ["N", 3])], [tensor("y", ["N", 4])], init)
+    x = np.abs(np.random.default_rng(1).standard_normal((10, 3))).astype(np.float32)
+    qnet = qs.quantize_network(qs.calibrate(model, x, progress=False), qs.FloatScale(reduce_range=True))
+    ran = ort.InferenceSession(qnet.to_onnx().SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(ran, qnet.predict(x), atol=0.05)

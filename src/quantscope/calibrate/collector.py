@@ -215,6 +215,8 @@ class StatsCollector:
 
     def _run(self, x) -> list[np.ndarray]:
         feeds = self.network.feeds(x)
+        if self._bind and not all(o.type == "tensor(float)" for o in self.session.get_outputs()):
+            self._bind = False  # float16/float64 outputs: the reused buffers are float32
         if not self._bind:
             return self.session.run(self.output_names, feeds)
         if self._bound is None:
@@ -339,14 +341,16 @@ def _update_shared(stats: TensorStats, values: np.ndarray, count: int, layer, in
 
 
 def _update(stats: TensorStats, values: np.ndarray, layer, index: np.ndarray) -> None:
-    """Add ``values`` (a layer's output for samples ``index``) to ``stats``; a
-    :class:`NonFiniteActivationError` names the layer and the first bad sample."""
+    """Add ``values`` (a layer's output for samples ``index``) to ``stats``. A NaN raises
+    :class:`NonFiniteActivationError` naming the layer and the first bad sample; -inf and
+    +inf are kept (an attention mask's fill value): such a layer's range is not finite and
+    it stays in float."""
     stats.update(values)
-    if not stats.finite:
-        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1) if values.ndim else np.array([True])
+    if np.isnan(stats.min) or np.isnan(stats.max):
+        bad = np.isnan(values.reshape(len(values), -1)).any(axis=1) if values.ndim else np.array([True])
         where = int(np.flatnonzero(bad)[0]) if bad.any() else 0
         sample = int(index[where]) if len(index) > where else where
-        what = "NaN" if np.isnan(values).any() else "Inf"
+        what = "NaN"
         raise NonFiniteActivationError(
             f"{what} in the output of layer {layer.name!r} (network layer {layer.network_layer!r}, "
             f"{'/'.join(layer.op_types)}) for sample {sample}. Check that input's values and the "

@@ -25,6 +25,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .._io import write_atomic
+from ..network.protos import node_reads
 from .numerics import FloatScale, cpu_int8_saturates
 from .plan import QParams, QuantPlan
 
@@ -172,7 +173,7 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
         ordered.extend(qdq_after.get(node.name, []))
     del graph.node[:]
     graph.node.extend(ordered)
-    used = {name for node in graph.node for name in node.input}
+    used = {name for node in graph.node for name in node_reads(node)}  # subgraphs' outer names included
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept + new_inits)

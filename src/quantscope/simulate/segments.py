@@ -27,6 +27,7 @@ from onnx import helper
 
 from ..errors import UnsupportedModelError
 from ..network import Network, OptimizedLayer
+from ..network.protos import node_reads
 
 __all__ = ["Segment", "schedule"]
 
@@ -51,40 +52,32 @@ class Segment:
     def run(self, network: Network, proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The segment's ``outputs`` for ``feeds`` (one array per input name)."""
         if self._session is None:
-            self._session = _session(self, proto, feeds)
+            self._session = _session(self, proto, feeds, network)
         return self._session.run(self.outputs, feeds)
 
 
-def _outer_names(graph: onnx.GraphProto) -> set[str]:
-    """Names a subgraph (If/Loop/Scan body) reads from the scopes around it."""
-    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
-    used: set[str] = set()
-    for node in graph.node:
-        used.update(n for n in node.input if n)
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                used |= _outer_names(sub)
-        defined.update(node.output)
-    return used - defined
+def _input_dims(network: Network, name: str, ndim: int) -> list:
+    """An input's dims for the segment's graph: the fixed sizes shape inference found in
+    the whole network (onnxruntime's own inference of a Resize or Reshape needs them),
+    named symbols for the others."""
+    shape = network.value_shape(name) if name not in network.input_shapes else network.input_shapes[name]
+    if shape is None or len(shape) != ndim:
+        shape = (None,) * ndim
+    return [d if isinstance(d, int) else f"{name}_dim{i}" for i, d in enumerate(shape)]
 
 
-def node_reads(node: onnx.NodeProto) -> list[str]:
-    """Every value name ``node`` reads: its inputs and its subgraphs' outer names."""
-    names = [n for n in node.input if n]
-    for attr in node.attribute:
-        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-            names.extend(sorted(_outer_names(sub)))
-    return names
-
-
-def _session(segment: Segment, proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> ort.InferenceSession:
+def _session(
+    segment: Segment, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], network: Network
+) -> ort.InferenceSession:
     nodes = {n.name: n for n in proto.graph.node}
     inits = {t.name: t for t in proto.graph.initializer}
     seg_nodes = [nodes[name] for name in segment.nodes]
     used = {name for node in seg_nodes for name in node_reads(node)}
     inputs = [
         helper.make_tensor_value_info(
-            name, helper.np_dtype_to_tensor_dtype(feeds[name].dtype), [None] * feeds[name].ndim
+            name,
+            helper.np_dtype_to_tensor_dtype(feeds[name].dtype),
+            _input_dims(network, name, feeds[name].ndim),
         )
         for name in segment.inputs
     ]

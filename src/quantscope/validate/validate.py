@@ -93,6 +93,13 @@ class LayerError:
                 "input data and that layer's weights.",
                 layer=layer,
             )
+        if math.isinf(signal):
+            # -inf/+inf in the float output (an attention mask's fill): compare where it is finite
+            keep = np.isfinite(f64)
+            f64 = np.where(keep, f64, 0.0)
+            q = None if q is None else np.where(keep, q, 0.0)
+            buf = np.empty_like(f64)
+            signal = float(np.sum(np.square(f64)))
         self.signal += signal
         if q is not None:
             np.subtract(f64, q, out=buf)
@@ -302,6 +309,7 @@ def validate(
         data, layout=layout, input_shape=network.input_shape, dtype=network.input_dtype, inputs=network.input_spec
     )
     layer_names = [layer.output for layer in network.layers if layer.kind != "input"]
+    layer_names += [name for name in network.output_names if name not in layer_names]  # an int64 output
     session = create_session(network.to_proto(layer_names).SerializeToString(), spinning=False)
     errors = {layer.name: LayerError() for layer in network.layers}
     scratch = _Scratch()
