@@ -382,3 +382,23 @@ def test_nan_in_a_float_layer_is_named():
     f[1, 2, 3, 3] = np.nan
     with pytest.raises(qs.NonFiniteActivationError, match="'conv7'"):
         V.LayerError().update(f, np.ones(f.shape), QParams.pow2(-3), plan, V._Scratch(), "conv7")
+
+
+def test_metric_is_accepted_as_the_command_lines_name_of_metrics(tiny_calibrated):
+    cal, x = tiny_calibrated
+    y = np.arange(len(x)) % 3
+    res = qs.validate(cal, (x, y), metric="top5", progress=False)
+    assert list(res.metric_results) == ["top5_accuracy"]
+    with pytest.raises(qs.ConfigurationError, match="not both"):
+        qs.validate(cal, (x, y), metric="top5", metrics="top1", progress=False)
+
+
+def test_the_board_predicts_from_a_datastore_or_a_file(tiny_calibrated, tmp_path):
+    from quantscope.fpga import Workflow
+
+    cal, x = tiny_calibrated
+    np.save(tmp_path / "frames.npy", x[:3])
+    wf = Workflow(qs.quantize_network(cal, "fpga"), "zcu102_int8", print_fn=lambda line: None)
+    from_array, _ = wf.predict(x[:3], profile=False)
+    from_file, _ = wf.predict(tmp_path / "frames.npy", profile=False)
+    np.testing.assert_array_equal(from_array, from_file)

@@ -196,7 +196,9 @@ class Workflow:
         """Run a batch on the (simulated) board.
 
         Args:
-            x: input frames ``(N, C, H, W)`` (or one frame ``(C, H, W)``), float.
+            x: input frames ``(N, C, H, W)`` (or one frame ``(C, H, W)``), float; or
+                anything :func:`quantscope.as_source` takes (an ImageDatastore, a
+                ``.npy``/``.npz`` path...), whose frames are read whole.
             profile: also return the profile of the N frames.
 
         Returns:
@@ -210,6 +212,12 @@ class Workflow:
                 "run_int8=<callable x -> outputs> to Workflow (the int8 reference interpreter run on the "
                 "calibrated, quantized network). Workflow.estimate_performance() gives the profile without data."
             )
+        if not isinstance(x, np.ndarray) and not hasattr(x, "__array__"):
+            # an ImageDatastore, a .npy/.npz path, an iterable of batches: the frames it holds
+            from ..calibrate.source import as_source
+
+            source = as_source(x, input_shape=self.network.input_shape, dtype=self.network.input_dtype)
+            x = np.concatenate([np.asarray(b.x) for b in source.batches(64)])
         arr = np.asarray(x)
         expected = tuple(self.network.input_shape[1:])
         if arr.ndim == len(expected):

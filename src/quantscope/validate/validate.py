@@ -18,7 +18,7 @@ from .._progress import progress_bar
 from ..calibrate.collector import BoundOutputs, create_session
 from ..calibrate.result import Calibration
 from ..calibrate.source import as_source
-from ..errors import CalibrationDataError, NonFiniteActivationError, option
+from ..errors import CalibrationDataError, ConfigurationError, NonFiniteActivationError, option
 from ..network.network import Inputs, batch_pieces
 from ..quantize.numerics import FloatScale, PowerOfTwo, Rounding, Saturation
 from ..quantize.plan import QParams, QuantPlan, make_plan
@@ -271,6 +271,7 @@ def validate(
     kernels: str = "fast",
     layout: str = "NCHW",
     processor: Any = None,
+    metric: Any = None,
 ) -> ValidationResult:
     """Quantize, run the float and the int8 network on ``data``, and compare them.
 
@@ -288,6 +289,7 @@ def validate(
             labels (N,)) -> float``, or a list/dict of them.
             On data without labels a metric function gets ``labels=None``, and the
             label metrics ``"top1"``/``"top5"`` are refused before any work.
+        metric: the same as ``metrics`` (the command line's ``--metric``); give one of the two.
         keep_float: layer names to leave in float.
         require_int8: layer names that must run in int8: a
             :class:`~quantscope.ConfigurationError` names any that cannot, and why.
@@ -298,6 +300,10 @@ def validate(
             ``FramesPerSecond`` column from the processor's cycle model (the
             Floating-Point row from the matching ``_single`` preset when there is one).
     """
+    if metric is not None:
+        if metrics is not None:
+            raise ConfigurationError("give metrics= or metric= (the same option), not both")
+        metrics = metric
     plan = (
         calibration
         if isinstance(calibration, QuantPlan)
