@@ -246,5 +246,5 @@ def test_loaded_ranges_quantize_once_given_their_network(tmp_path):
             {},
         )
     )
-    with pytest.raises(qs.ConfigurationError, match="do not belong to that network"):
+    with pytest.raises(qs.ConfigurationError, match="measured on another model"):
         loaded.attach(other)

@@ -197,6 +197,8 @@ class StatsCollector:
         #: position table, a scalar), None (unknown: batch first when its first axis
         #: has the run's length)
         self.batch_first = [network.batch_first(layer.output) for layer in self.measured]
+        #: per measured output: computed from a mask's fill value, so -inf/+inf is expected
+        self.masked = [layer.output in network.mask_values() for layer in self.measured]
         self.num_samples = 0
         self._use_gpu = use_gpu
         self._session: ort.InferenceSession | None = None
@@ -238,11 +240,12 @@ class StatsCollector:
         for piece, count in batch_pieces(x, run, fixed=self.network.fixed_batch is not None):
             index = batch.index[start : start + count]
             outs = self._run(piece)
-            for stats, layer, out, batched in zip(self.stats[k:], self.measured[k:], outs, self.batch_first[k:]):
+            for i, (stats, layer, out) in enumerate(zip(self.stats[k:], self.measured[k:], outs), k):
+                batched, masked = self.batch_first[i], self.masked[i]
                 if batched or (batched is None and out.ndim and len(out) == len(piece)):
-                    _update(stats, out[:count], layer, index)
+                    _update(stats, out[:count], layer, index, masked)
                 else:
-                    _update_shared(stats, out, count, layer, index)
+                    _update_shared(stats, out, count, layer, index, masked)
             start += count
         self.num_samples += len(x)
 
@@ -327,12 +330,14 @@ def _run_samples(shapes: list) -> int:
     return max(1, RUN_BYTES // max(per_sample, 1))
 
 
-def _update_shared(stats: TensorStats, values: np.ndarray, count: int, layer, index: np.ndarray) -> None:
+def _update_shared(
+    stats: TensorStats, values: np.ndarray, count: int, layer, index: np.ndarray, expected_inf: bool = False
+) -> None:
     """Add a tensor without a batch axis (computed from shapes: position embeddings,
     a scalar) once for each of ``count`` samples, as if every sample had its own copy:
     the statistics then do not depend on how the samples were batched."""
     one = TensorStats(hist_stride=stats.hist_stride)
-    _update(one, np.asarray(values)[None], layer, index)
+    _update(one, np.asarray(values)[None], layer, index, expected_inf)
     one.count *= count
     if one.hist is not None:
         one.hist *= count
@@ -340,17 +345,18 @@ def _update_shared(stats: TensorStats, values: np.ndarray, count: int, layer, in
     stats.min, stats.max, stats.count, stats.hist = merged.min, merged.max, merged.count, merged.hist
 
 
-def _update(stats: TensorStats, values: np.ndarray, layer, index: np.ndarray) -> None:
+def _update(stats: TensorStats, values: np.ndarray, layer, index: np.ndarray, expected_inf: bool = False) -> None:
     """Add ``values`` (a layer's output for samples ``index``) to ``stats``. A NaN raises
     :class:`NonFiniteActivationError` naming the layer and the first bad sample; -inf and
     +inf are kept (an attention mask's fill value): such a layer's range is not finite and
-    it stays in float."""
+    it stays in float. ``expected_inf``: the layer is computed from a mask's fill value
+    (``Network.mask_values``); elsewhere an infinity is an overflow and raises too."""
     stats.update(values)
-    if np.isnan(stats.min) or np.isnan(stats.max):
-        bad = np.isnan(values.reshape(len(values), -1)).any(axis=1) if values.ndim else np.array([True])
+    if np.isnan(stats.min) or np.isnan(stats.max) or (not stats.finite and not expected_inf):
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1) if values.ndim else np.array([True])
         where = int(np.flatnonzero(bad)[0]) if bad.any() else 0
         sample = int(index[where]) if len(index) > where else where
-        what = "NaN"
+        what = "NaN" if np.isnan(values).any() else "Inf"
         raise NonFiniteActivationError(
             f"{what} in the output of layer {layer.name!r} (network layer {layer.network_layer!r}, "
             f"{'/'.join(layer.op_types)}) for sample {sample}. Check that input's values and the "

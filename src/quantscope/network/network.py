@@ -228,6 +228,30 @@ class Network:
             nodes = self.__dict__["_node_index"] = self._nodes()
         return nodes[name]
 
+    def mask_values(self) -> set[str]:
+        """Names of the values computed (directly or not) from a constant holding an
+        infinity, or a scalar constant of magnitude above 1e30: the fill values of attention masks
+        (``masked_fill(mask, -inf)``, ``finfo.min``). Their -inf/+inf is expected; any
+        other value that turns infinite overflowed."""
+        cached = self.__dict__.get("_mask_values")
+        if cached is not None:
+            return cached
+
+        def huge(v: ir.Value) -> bool:
+            if not _is_const(v) or not _is_float(v):
+                return False
+            arr = v.const_value.numpy()
+            if not arr.size:
+                return False
+            return bool(np.isinf(arr).any() or (arr.size == 1 and abs(float(arr.reshape(-1)[0])) > 1e30))
+
+        masks: set[str] = set()
+        for node in self.model.graph:
+            if any(v is not None and (v.name in masks or huge(v)) for v in node.inputs):
+                masks.update(out.name for out in node.outputs)
+        self.__dict__["_mask_values"] = masks
+        return masks
+
     def data_values(self) -> set[str]:
         """Names of the floating-point values computed from data: the float network
         input, and every float output of a node that reads such a value or a constant
