@@ -17,7 +17,7 @@ layers* the way MATLAB's ``prepareNetwork`` does:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -67,6 +67,8 @@ class OptimizedLayer:
             embedding table ``(rows, width)``.
         bias: initializer name of the bias ``(M,)`` (conv/fc only, None if absent).
         folded: names of BatchNormalization layers folded into this layer.
+        nodes: the member nodes themselves, in the prepared ``onnx_ir`` graph (empty
+            for an input layer); ``value``: the ``onnx_ir.Value`` of ``output``.
     """
 
     name: str
@@ -79,6 +81,8 @@ class OptimizedLayer:
     weight: str | None = None
     bias: str | None = None
     folded: tuple[str, ...] = ()
+    nodes: tuple[ir.Node, ...] = field(default=(), compare=False, repr=False)
+    value: ir.Value | None = field(default=None, compare=False, repr=False)
 
     @property
     def has_learnables(self) -> bool:
@@ -359,6 +363,7 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
             kind=LayerKind.INPUT,
             op_types=("Input",),
             output=v.name,
+            value=v,
         )
         for v in graph_inputs
     ]
@@ -393,6 +398,8 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
                     op_types=tuple(n.op_type for n in chain),
                     output=chain[-1].outputs[0].name,
                     inputs=(graph_input.name,),
+                    nodes=tuple(chain),
+                    value=chain[-1].outputs[0],
                 )
             )
             for n in chain:
@@ -466,6 +473,8 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
                 weight=weight,
                 bias=bias,
                 folded=folded,
+                nodes=tuple(members),
+                value=members[-1].outputs[0],
             )
         )
     return layers

@@ -411,8 +411,7 @@ def _why_float(network: Network, layer: OptimizedLayer, family: str | None, data
         return f"no int8 kernel for {layer.kind}: computed in float{on}"
     if family in ("input", "normalization", "learnable", "pool", "move", "embedding", "matmul"):
         return None
-    node = network.node(layer.members[0])
-    operands = [v for v in node.inputs if v is not None]
+    operands = [v for v in layer.nodes[0].inputs if v is not None]
     if family == "add" and (len(operands) != 2 or len(layer.inputs) != 2):
         return "Add with a constant or integer operand: computed in float"
     if family == "add" and not all(name in data_values for name in layer.inputs):

@@ -132,7 +132,7 @@ def schedule(
     reads = {n.name: node_reads(proto_nodes[n.name]) for n in graph}
     layer_reads = {}
     for layer in int_layers:
-        inside = {out.name for m in layer.members for out in network.node(m).outputs}
+        inside = {out.name for node in layer.nodes for out in node.outputs}
         layer_reads[layer.name] = [r for m in layer.members for r in reads[m] if r not in inside]
 
     # who reads each value, to know what a segment must hand on
