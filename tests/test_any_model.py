@@ -407,3 +407,45 @@ def test_the_qdq_export_keeps_what_a_branch_reads():
     qnet = qs.quantize_network(qs.calibrate(model, x, progress=False), qs.FloatScale(reduce_range=True))
     ran = ort.InferenceSession(qnet.to_onnx().SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(ran, qnet.predict(x), atol=0.05)
+
+
+def test_layers_after_a_contrib_operator_are_typed_by_onnxruntime_and_quantized():
+    """ONNX's inference cannot type com.microsoft operators' outputs (nor anything after
+    them); onnxruntime can, so the plain MatMul after them is still an int8 layer."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("FusedMatMul", ["x", "w1"], ["h"], name="fused", domain="com.microsoft", alpha=1.0),
+        helper.make_node("Gelu", ["h"], ["g"], name="gelu", domain="com.microsoft"),
+        helper.make_node("MatMul", ["g", "w2"], ["y"], name="proj"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "contrib",
+        [tensor("x", ["N", 6])],
+        [tensor("y", ["N", 4])],
+        [
+            onnx.numpy_helper.from_array((rng.standard_normal((6, 8)) * 0.4).astype(np.float32), "w1"),
+            onnx.numpy_helper.from_array((rng.standard_normal((8, 4)) * 0.4).astype(np.float32), "w2"),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    model.ir_version = 8
+    x = rng.standard_normal((32, 6)).astype(np.float32)
+    cal = qs.calibrate(model, x, progress=False)
+    assert "proj_Weights" in set(cal.table["Optimized Layer Name"])
+    res = qs.validate(cal, x, target="cpu", progress=False)
+    assert "proj" in res.plan.weights and res.plan.is_int(res.plan.network.layer("proj"))
+    assert res.metric_results["cosine_similarity"]["MetricOutput"].iloc[1] > 0.99
+
+
+def test_token_ids_outside_the_vocabulary_get_a_message(encoder, tmp_path, capsys):
+    model, _, _ = encoder
+    onnx.save(model, tmp_path / "enc.onnx")
+    bad = encoder_data(4, seed=11)
+    bad["input_ids"][0, 0] = 5000  # the vocabulary has 50 ids
+    np.savez(tmp_path / "bad.npz", **bad)
+    assert main(["calibrate", str(tmp_path / "enc.onnx"), str(tmp_path / "bad.npz"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "onnxruntime failed running the model on this data" in err and "Traceback" not in err

@@ -23,7 +23,7 @@ from ..ops import ops_with
 from .result import Calibration, RangeEntry
 from .stats import TensorStats
 
-__all__ = ["BoundOutputs", "StatsCollector", "create_session", "derived_layers", "weight_entries"]
+__all__ = ["BoundOutputs", "StatsCollector", "create_session", "derived_layers", "run_checked", "weight_entries"]
 
 
 def create_session(proto_bytes: bytes, use_gpu: bool = False, spinning: bool = True) -> ort.InferenceSession:
@@ -36,7 +36,7 @@ def create_session(proto_bytes: bytes, use_gpu: bool = False, spinning: bool = T
         DeviceError: ``use_gpu`` and this onnxruntime has no GPU provider.
     """
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # its errors reach the user as quantscope's messages
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if use_gpu:
@@ -79,6 +79,25 @@ def _ort_reason(exc: Exception, proto_bytes: bytes) -> tuple[str, list[tuple[str
     return message, [(n.name, n.op_type) for n in named]
 
 
+def run_checked(run, what: str = "the model"):
+    """``run()`` (an onnxruntime call); onnxruntime's failures on the data (an index out
+    of range, a shape its kernels refuse) become a :class:`CalibrationDataError` with
+    its reason, instead of a traceback."""
+    try:
+        return run()
+    except Exception as exc:
+        from_ort = type(exc).__module__.startswith("onnxruntime") or (
+            isinstance(exc, RuntimeError) and "Error in execution" in str(exc)  # run_with_iobinding's
+        )
+        if not from_ort:
+            raise
+        text = " ".join(str(exc).split())
+        raise CalibrationDataError(
+            f"onnxruntime failed running {what} on this data: {text}. Check that the data fits the model "
+            "(token ids within the vocabulary, image sizes the model accepts, the input's dtype)."
+        ) from None
+
+
 class BoundOutputs:
     """Runs ``session`` for the float32 outputs ``names`` (static ``shapes`` but for the
     batch axis) into buffers reused from run to run (onnxruntime I/O binding): no
@@ -110,7 +129,7 @@ class BoundOutputs:
         binding, buffers = self._bindings[n]
         for name, x in feeds.items():
             binding.bind_cpu_input(name, x)
-        self.session.run_with_iobinding(binding)
+        run_checked(lambda: self.session.run_with_iobinding(binding))
         return buffers
 
 
@@ -220,7 +239,7 @@ class StatsCollector:
         if self._bind and not all(o.type == "tensor(float)" for o in self.session.get_outputs()):
             self._bind = False  # float16/float64 outputs: the reused buffers are float32
         if not self._bind:
-            return self.session.run(self.output_names, feeds)
+            return run_checked(lambda: self.session.run(self.output_names, feeds))
         if self._bound is None:
             self._bound = BoundOutputs(self.session, self.output_names, self.shapes[self.k :])
         return self._bound(feeds)

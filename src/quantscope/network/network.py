@@ -333,8 +333,56 @@ def prepare(source: Any, example_input: Any = None) -> Network:
     if not [v for v in model.graph.inputs if not v.is_initializer()]:
         raise UnsupportedModelError(f"{name or 'the model'} has no input; quantscope runs networks on data")
     log = run_prepare_passes(model)
+    _complete_types(model, log)
     layers = _group_layers(model, log)
     return Network(model, layers, log, source_name=name)
+
+
+_ORT_TYPES = {
+    "tensor(float)": ir.DataType.FLOAT,
+    "tensor(float16)": ir.DataType.FLOAT16,
+    "tensor(double)": ir.DataType.DOUBLE,
+    "tensor(bfloat16)": ir.DataType.BFLOAT16,
+    "tensor(int64)": ir.DataType.INT64,
+    "tensor(int32)": ir.DataType.INT32,
+    "tensor(int16)": ir.DataType.INT16,
+    "tensor(int8)": ir.DataType.INT8,
+    "tensor(uint8)": ir.DataType.UINT8,
+    "tensor(bool)": ir.DataType.BOOL,
+}
+
+
+def _complete_types(model: ir.Model, log: PrepareLog) -> None:
+    """Give a type to the values ONNX's inference left untyped (outputs of operators it
+    does not know, such as com.microsoft contrib operators, and everything after them),
+    as onnxruntime resolves them: without a type a float layer would pass for a shape
+    computation and go unmeasured."""
+    unknown = [v for node in model.graph for v in node.outputs if v.name and v.dtype is None]
+    if not unknown:
+        return
+    import onnxruntime as ort
+
+    proto = ir.to_proto(model)
+    present = {o.name for o in proto.graph.output}
+    proto.graph.output.extend(
+        onnx.helper.make_empty_tensor_value_info(v.name) for v in unknown if v.name not in present
+    )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception:  # onnxruntime's reason is reported, with the node, when the model runs
+        return
+    types = {o.name: o.type for o in session.get_outputs()}
+    filled = 0
+    for v in unknown:
+        dtype = _ORT_TYPES.get(types.get(v.name, ""))
+        if dtype is not None:
+            v.dtype = dtype
+            filled += 1
+    if filled:
+        log.notes.append(f"types of {filled} value(s) that ONNX's inference left unknown were taken from onnxruntime")
 
 
 def _is_float(value: ir.Value | None) -> bool:

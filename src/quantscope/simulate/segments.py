@@ -25,6 +25,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnx import helper
 
+from ..calibrate.collector import run_checked
 from ..errors import UnsupportedModelError
 from ..network import Network, OptimizedLayer
 from ..network.protos import node_reads
@@ -53,7 +54,7 @@ class Segment:
         """The segment's ``outputs`` for ``feeds`` (one array per input name)."""
         if self._session is None:
             self._session = _session(self, proto, feeds, network)
-        return self._session.run(self.outputs, feeds)
+        return run_checked(lambda: self._session.run(self.outputs, feeds), "the int8 network's float part")
 
 
 def _input_dims(network: Network, name: str, ndim: int) -> list:
@@ -92,7 +93,7 @@ def _session(
     model = helper.make_model(graph, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
     model.functions.extend(proto.functions)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # its errors reach the user as quantscope's messages
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

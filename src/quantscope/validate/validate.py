@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._progress import progress_bar
-from ..calibrate.collector import BoundOutputs, create_session
+from ..calibrate.collector import BoundOutputs, create_session, run_checked
 from ..calibrate.result import Calibration
 from ..calibrate.source import as_source
 from ..errors import CalibrationDataError, ConfigurationError, NonFiniteActivationError, option
@@ -428,9 +428,12 @@ def _run_float(session, network, names: list[str], x: np.ndarray) -> dict[str, n
     """The float network's outputs ``names`` for batch ``x``; a model exported with a
     fixed batch runs it piece by piece."""
     if network.fixed_batch is None or len(x) == network.fixed_batch:
-        return dict(zip(names, session.run(names, network.feeds(x))))
+        return dict(zip(names, run_checked(lambda: session.run(names, network.feeds(x)))))
     parts = [
-        [out[:count] if count < network.fixed_batch else out for out in session.run(names, network.feeds(piece))]
+        [
+            out[:count] if count < network.fixed_batch else out
+            for out in run_checked(lambda piece=piece: session.run(names, network.feeds(piece)))
+        ]
         for piece, count in batch_pieces(x, network.fixed_batch, fixed=True)
     ]
     return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
