@@ -361,6 +361,10 @@ def test_an_integer_first_output_and_float16_tensors():
     res = qs.validate(cal, x, target="cpu", progress=False)
     assert res.float_scores.dtype.kind in "if" and res.float_scores.shape == (30,)
     assert res.metric_results["cosine_similarity"]["MetricOutput"].iloc[1] > 0.9
+    # the QDQ export quantizes the float16 tensors through float32 Casts, and runs
+    proto = qs.quantize_network(cal, qs.FloatScale(reduce_range=True)).to_onnx()
+    ran = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})
+    assert (ran[0] == res.float_scores).mean() > 0.9
 
 
 def test_a_resize_whose_sizes_come_from_another_segment():

@@ -102,6 +102,10 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
                 **attrs,
             )
         ]
+        w_elem = initializers[layer.weight].data_type
+        if w_elem != onnx.TensorProto.FLOAT:  # float16 weights: dequantize to float32, then cast back
+            nodes.append(helper.make_node("Cast", [wdq], [wcast := unique(f"{layer.weight}_cast")], to=w_elem))
+            wdq = wcast
         replace = {layer.weight: wdq}
         if layer.name in plan.biases:
             qb, b_qp = plan.biases[layer.name]
@@ -119,6 +123,10 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
                     axis=0,
                 )
             )
+            b_elem = initializers[layer.bias].data_type
+            if b_elem != onnx.TensorProto.FLOAT:
+                nodes.append(helper.make_node("Cast", [bdq], [bcast := unique(f"{layer.bias}_cast")], to=b_elem))
+                bdq = bcast
             replace[layer.bias] = bdq
         for member in layer.members:
             node = next(n for n in graph.node if n.name == member)
@@ -129,6 +137,11 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
 
     # activations
     producers = {out: node for node in graph.node for out in node.output}
+    elem_types = {
+        v.name: v.dtype.value
+        for v in [*network.model.graph.inputs, *(o for n in network.model.graph for o in n.outputs)]
+        if v.dtype is not None
+    }
     qdq_after: dict[str, list[onnx.NodeProto]] = {}
     input_qdq: list[onnx.NodeProto] = []
     for value, qp in plan.activations.items():
@@ -143,20 +156,29 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
         q_name = unique(f"{value}_quantized")
         dq_name = value if value in producers else unique(f"{value}_dequantized")
         new_inits += _qdq_tensors(q_name, qp)
+        elem = elem_types.get(value, onnx.TensorProto.FLOAT)
+        # QuantizeLinear takes float32 (float16 only from opset 19): other floats go through a Cast
+        q_in = pre if elem == onnx.TensorProto.FLOAT else unique(f"{value}_float32")
+        dq_out = dq_name if elem == onnx.TensorProto.FLOAT else unique(f"{value}_dequantized_float32")
         pair = [
             helper.make_node(
                 "QuantizeLinear",
-                [pre, f"{q_name}_scale", f"{q_name}_zero_point"],
+                [q_in, f"{q_name}_scale", f"{q_name}_zero_point"],
                 [q_name],
                 name=f"{value}_QuantizeLinear",
             ),
             helper.make_node(
                 "DequantizeLinear",
                 [q_name, f"{q_name}_scale", f"{q_name}_zero_point"],
-                [dq_name],
+                [dq_out],
                 name=f"{value}_DequantizeLinear",
             ),
         ]
+        if elem != onnx.TensorProto.FLOAT:
+            pair.insert(
+                0, helper.make_node("Cast", [pre], [q_in], name=f"{value}_to_float32", to=onnx.TensorProto.FLOAT)
+            )
+            pair.append(helper.make_node("Cast", [dq_out], [dq_name], name=f"{value}_from_float32", to=elem))
         if value in producers:
             qdq_after.setdefault(producers[value].name, []).extend(pair)
         else:
