@@ -209,3 +209,31 @@ def test_image_folder_flags_and_messages_in_command_line_words(tmp_path, capsys)
     assert main(["calibrate", str(model), str(folder), "--size", "8", "8", "--skip-bad", "--quiet"]) == 2
     assert "--no-labels" in capsys.readouterr().err
     assert main(["calibrate", str(model), str(folder), "--size", "8", "8", "--skip-bad", "--no-labels", "--quiet"]) == 0
+
+
+def test_folder_classes_against_the_networks_classes(tmp_path, capsys):
+    """Class subfolders that cannot be the network's classes (2 folders, 3 outputs) get
+    a warning; --classes maps folder names to the network's own output indices."""
+    from PIL import Image
+
+    folder = tmp_path / "val"
+    for cls in ("c", "a"):
+        (folder / cls).mkdir(parents=True)
+        Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(folder / cls / "0.png")
+    model = tmp_path / "m.onnx"
+    onnx.save(small_cnn(), model)  # 3 classes
+    cal = tmp_path / "cal.npz"
+    np.savez(cal, x=images(6))
+    base = ["validate", str(model), "--calibration", str(cal), "--validation", str(folder), "--quiet"]
+    assert main(base) == 0
+    err = capsys.readouterr().err
+    assert "the data has 2 classes" in err and "3 outputs" in err and "--classes FILE" in err
+    names = tmp_path / "classes.txt"
+    names.write_text("a\nb\n")
+    assert main([*base, "--classes", str(names)]) == 2
+    assert "class subfolder(s) c are not in the class list" in capsys.readouterr().err
+    names.write_text("c\nb\na\n")
+    out = tmp_path / "r.json"
+    assert main([*base, "--classes", str(names), "--out", str(out)]) == 0
+    assert "the data has" not in capsys.readouterr().err  # 3 names for 3 outputs: no warning
+    assert json.loads(out.read_text())["NumSamples"] == 2

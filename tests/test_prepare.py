@@ -284,3 +284,28 @@ def test_zero_pad_merges_into_conv_and_average_pool(opset, consumer):
     after = ort.InferenceSession(net.to_proto().SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(before, after, rtol=1e-5, atol=1e-5)
     fpga.compile_network(net, "zcu102_int8")
+
+
+def test_constant_subgraphs_fold_so_a_transposed_weight_is_an_int8_layer():
+    """Transpose(W) before a MatMul (as tf2onnx and the dynamo exporter write weights) and
+    shape arithmetic on static shapes fold into constants at prepare."""
+    import onnx
+    from onnx import helper
+    from tinymodels import make_model, tensor
+
+    w = (np.random.default_rng(0).standard_normal((4, 6)) * 0.5).astype(np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["w"], ["wt"], name="w_t", perm=[1, 0]),
+        helper.make_node("MatMul", ["x", "wt"], ["h"], name="fc"),
+        helper.make_node("Shape", ["w"], ["ws"], name="w_shape"),
+        helper.make_node("Reshape", ["h", "ws"], ["y"], name="reshape"),  # (6, 4) to w's shape (4, 6)
+    ]
+    model = make_model(nodes, [tensor("x", [6, 6])], [tensor("y", [4, 6])], {"w": w})
+    onnx.checker.check_model(model)
+    net = qs.prepare(model)
+    assert set(net.log.constants) == {"w_t", "w_shape"}
+    assert net.layer("fc").kind == "fc"
+    x = np.random.default_rng(1).standard_normal((6, 6)).astype(np.float32)
+    cal = qs.calibrate(net, x, batch_size=6, progress=False)
+    res = qs.validate(cal, x, target="cpu", batch_size=6, progress=False)
+    assert "fc" in res.plan.weights

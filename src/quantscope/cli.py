@@ -109,11 +109,15 @@ def _data(args: argparse.Namespace, path: str):
             ("--extensions", getattr(args, "extensions", None)),
             ("--skip-bad", getattr(args, "skip_bad", False) or None),
             ("--no-labels", getattr(args, "no_labels", False) or None),
+            ("--classes", getattr(args, "classes", None)),
         )
         if value is not None
     ]
     if not given:
         return path
+    folders = [getattr(args, a, None) for a in ("data", "calibration", "validation")]
+    if not os.path.isdir(path) and any(f and os.path.isdir(f) for f in folders):
+        return path  # the image options are for the other data argument, a folder
     if not os.path.isdir(path):
         from .errors import ConfigurationError
 
@@ -135,8 +139,24 @@ def _data(args: argparse.Namespace, path: str):
         mean=one(args.mean),
         std=one(args.std),
         skip_bad=args.skip_bad,
+        class_names=_class_names(args.classes) if args.classes else None,
     )
     return datastore
+
+
+def _class_names(path: str) -> list[str]:
+    """The class list of --classes: one name a line (blank lines skipped)."""
+    from .errors import ConfigurationError
+
+    try:
+        names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            f"--classes {path}: cannot read it ({exc}); give a text file, one name a line"
+        ) from None
+    if not names:
+        raise ConfigurationError(f"--classes {path} lists no class names; give one name a line")
+    return names
 
 
 def _add_image_options(p: argparse.ArgumentParser) -> None:
@@ -156,6 +176,11 @@ def _add_image_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--extensions", nargs="+", metavar="EXT", help="file types to read (default: common image types)")
     g.add_argument("--skip-bad", action="store_true", help="skip images that do not decode (each is named)")
     g.add_argument("--no-labels", action="store_true", help="ignore class subfolders: the images have no labels")
+    g.add_argument(
+        "--classes",
+        metavar="FILE",
+        help="the network's classes in output order, one name a line: subfolder names map to these indices",
+    )
 
 
 def _scheme(args: argparse.Namespace):

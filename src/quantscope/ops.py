@@ -61,6 +61,7 @@ class OpInfo:
         merges_zero_pad: a zero Pad before it merges into its own ``pads``.
         copies_values: the output holds the input's values, maybe in another type
             (shape computations are followed through it).
+        random: its result is not a function of its inputs (never folded into a constant).
     """
 
     int8: str | None = None
@@ -76,6 +77,7 @@ class OpInfo:
     commutative: bool = False
     merges_zero_pad: bool = False
     copies_values: bool = False
+    random: bool = False
 
 
 #: THE table. Operators absent from it run in float (``OpInfo()``).
@@ -108,6 +110,10 @@ OPS: dict[str, OpInfo] = {
     "Softmax": OpInfo(fpga_output=True),
     "LogSoftmax": OpInfo(fpga_output=True),
     "Sigmoid": OpInfo(fpga_output=True),
+    **dict.fromkeys(
+        ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"),
+        OpInfo(random=True),
+    ),
 }
 
 _NO_INFO = OpInfo()

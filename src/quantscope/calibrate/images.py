@@ -136,6 +136,9 @@ class ImageDatastore:
             floating-point images are refused).
         skip_bad: skip files that do not decode instead of raising; they are listed,
             after an iteration, in ``skipped`` as ``(path, reason)``.
+        class_names: the network's classes in output order (ImageNet's 1,000 names...):
+            a subfolder's label is its name's position in this list. Without it, the
+            sorted subfolder names are classes 0, 1, 2...
 
     Attributes:
         files: the image paths, in reading order (``Batch.index`` indexes this list).
@@ -160,6 +163,7 @@ class ImageDatastore:
         mean: float | Sequence[float] | None = None,
         std: float | Sequence[float] | None = None,
         skip_bad: bool = False,
+        class_names: Sequence[str] | None = None,
     ):
         folder = Path(folder)
         if labels not in ("foldernames", None):
@@ -203,7 +207,18 @@ class ImageDatastore:
                 )
             else:
                 label_names = np.array([r[0] for r in rels], dtype=str)
-        classes = sorted(set(label_names.tolist())) if label_names is not None else []
+        if class_names is not None and label_names is not None:
+            known = list(dict.fromkeys(str(c) for c in class_names))
+            unknown = sorted(set(label_names.tolist()) - set(known))
+            if unknown:
+                raise CalibrationDataError(
+                    f"image folder {folder}: class subfolder(s) {', '.join(unknown[:8])}"
+                    f"{' ...' if len(unknown) > 8 else ''} are not in the class list "
+                    f"({len(known)} names, e.g. {', '.join(known[:3])}); name the subfolders as the list does"
+                )
+            classes = known
+        else:
+            classes = sorted(set(label_names.tolist())) if label_names is not None else []
         self._init(
             folder=folder,
             files=files,

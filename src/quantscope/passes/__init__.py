@@ -19,6 +19,7 @@ from onnx_ir.passes.common import (
 
 from .drop_dropout import DropDropoutPass
 from .fold_batchnorm import FoldBatchNormPass
+from .fold_constants import FoldConstantsPass
 from .fold_shapes import FoldReshapeShapesPass
 from .merge_pad import MergePadPass
 from .name_nodes import NameNodesPass
@@ -28,6 +29,7 @@ from .reduce_mean_to_pool import ReduceMeanToPoolPass
 __all__ = [
     "DropDropoutPass",
     "FoldBatchNormPass",
+    "FoldConstantsPass",
     "FoldReshapeShapesPass",
     "MergePadPass",
     "NameNodesPass",
@@ -47,6 +49,7 @@ class PrepareLog:
     pooled: list[str] = field(default_factory=list)  # ReduceMean nodes now GlobalAveragePool
     shapes: list[str] = field(default_factory=list)  # Reshape nodes whose computed shape was folded
     pads: list[str] = field(default_factory=list)  # Pad nodes merged into the Conv/AveragePool after them
+    constants: list[str] = field(default_factory=list)  # nodes folded into constants
     notes: list[str] = field(default_factory=list)  # why a rewrite did not apply
     onnx_names: dict[str, str] = field(default_factory=dict)  # readable node name -> the ONNX node name
 
@@ -68,6 +71,8 @@ def run_prepare_passes(model: ir.Model) -> PrepareLog:
     TopologicalSortPass()(model)
     drop = DropDropoutPass()
     drop(model)
+    consts = FoldConstantsPass()
+    consts(model)
     fold = FoldBatchNormPass()
     fold(model)
     pool = ReduceMeanToPoolPass()
@@ -79,7 +84,7 @@ def run_prepare_passes(model: ir.Model) -> PrepareLog:
     RemoveUnusedNodesPass()(model)
     TopologicalSortPass()(model)
     notes: list[str] = []
-    if shapes.folded or pool.rewritten:  # the shapes after the rewritten nodes were unknown or stale
+    if shapes.folded or pool.rewritten or consts.folded:  # the shapes after the rewritten nodes were unknown or stale
         try:
             ShapeInferencePass()(model)
         except Exception as exc:  # keep the rewrite; shapes stay as they were
@@ -92,5 +97,6 @@ def run_prepare_passes(model: ir.Model) -> PrepareLog:
     log.pooled = pool.rewritten
     log.shapes = shapes.folded
     log.pads = pads.merged
+    log.constants = consts.folded
     log.notes = drop.notes + fold.notes + notes
     return log

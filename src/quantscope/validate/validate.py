@@ -6,6 +6,7 @@ their learnable-parameter memory, and per-layer diagnostics of where int8 loses.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from ..simulate.engine import IntTensor, Simulator
 from .metrics import LABEL_METRICS, agreement_metrics, evaluate_metric, resolve_metrics, top1_accuracy
 
 __all__ = ["LayerError", "ValidationResult", "validate"]
+
+_log = logging.getLogger("quantscope")
 
 METRIC_COLUMNS = ["NetworkImplementation", "MetricOutput", "LearnableParameterMemory(bytes)"]
 LAYER_COLUMNS = [
@@ -364,6 +367,17 @@ def validate(
     else:
         y = float_top1
         metric_labels = None  # metrics of unlabelled data get labels=None
+    classes = getattr(source, "classes", None)
+    if labelled and classes and fs.ndim == 2 and fs.shape[1] != len(classes):
+        _log.warning(
+            "the data has %d classes (%s...) and the network %d outputs: class i is taken as output i, in "
+            "the sorted order of the class names. If the classes are a part of the network's, give the "
+            "network's class list (%s)",
+            len(classes),
+            ", ".join(classes[:3]),
+            fs.shape[1],
+            option("ImageDatastore(..., class_names=[...])", "--classes FILE, one name a line"),
+        )
     float_bytes, quant_bytes = plan.memory_bytes()
     metric_results = {}
     if metric_fns is None:
