@@ -58,3 +58,83 @@ def test_corrupt_data_files_get_quantscopes_own_message(tmp_path, capsys, name, 
     assert main(["calibrate", str(onnx_path), str(tmp_path / name)]) == 2
     err = capsys.readouterr().err
     assert says in err and "allow_pickle" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("r.json", b"\xff"),  # not UTF-8 (found by fuzz/ranges.py)
+        ("r.json", b"[1, 2]"),  # JSON, not a mapping
+        ("r.json", b'{"format": "quantscope.calibration", "entries": [{}], "num_samples": 1}'),
+        ("r.csv", b"\xff\xfe"),
+        ("r.csv", b""),
+        ("r.csv", b"Optimized Layer Name\nx\n"),
+    ],
+)
+def test_damaged_ranges_files_are_messages(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(qs.CalibrationDataError, match=name):
+        qs.Calibration.load(path)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff",
+        b'{"format": "quantscope.calibration-checkpoint"}',
+        b'{"format": "quantscope.calibration-checkpoint", "version": 1, "partial": [], "batches": 1, "position": 0}',
+    ],
+)
+def test_damaged_checkpoints_are_messages(tmp_path, data):
+    from quantscope.calibrate.checkpoint import FORMAT, describe_checkpoint
+
+    path = tmp_path / "run.ckpt"
+    path.write_bytes(data.replace(b"quantscope.calibration-checkpoint", FORMAT.encode()))
+    with pytest.raises(qs.ConfigurationError, match="checkpoint"):
+        describe_checkpoint(path)
+
+
+def test_a_zip_of_an_unsupported_version_is_a_message(tmp_path):
+    """Found by fuzz/npz.py: a damaged zip header made zipfile raise NotImplementedError."""
+    import base64
+
+    data = base64.b64decode(
+        "UEsDBC0AAAAAAAAAAAAAAABQSwECLQORAAAAAAByYW5fb3JkZXInOiBGYWxzZSwgJ3NoYXBlJzggKDIsIDMpLCB9IAEAAAAAAAAAAQAA"
+        "AAAAAAABAAAAAAAAAAEAAAAAAAAAAQAAAAAAAAAAAACAAekAAABtYXNrLm5weVBLBQYAAAAA6QACAGsAAADTAQAA"
+    )
+    (tmp_path / "d.npz").write_bytes(data)
+    with pytest.raises(qs.CalibrationDataError, match="d.npz cannot be read as .npz"):
+        list(qs.as_source(tmp_path / "d.npz").batches(2))
+
+
+@pytest.mark.parametrize(
+    "name, encoded, error",
+    [
+        # found by fuzz/model.py: a string that is not UTF-8 made onnx's checker raise UnicodeDecodeError
+        (
+            "m.onnx",
+            "CAg6dAoVCgF4CgF3EgF5GgJtbSIGTWF0TXVsCg8KAfkSAXoaAXIiBFJlbHUSAWcqGwgCCAIQAUIBd0oQAACAP///////////AACAP1oU"
+            "CgF4Eg8KDQgBEgkKAxIBTgoCCAJiFAoBehIPCg0IARIJCgMSAU4KAggCQgQKABAR",
+            qs.ModelLoadError,
+        ),
+        # found by fuzz/npy.py: a .npy header that ends inside a literal made numpy raise tokenize.TokenError
+        (
+            "d.npy",
+            "k05VTVBZAQB2AHsnZGVzY3InOiAnPGY0JywgJ2ZvcnRyYW5fb3JkZXInOiBGYWxzZSwgJ3NoYXBlJzogKDMsIDIsIDMpLCAgICAgICAg"
+            "ICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIAoAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            qs.CalibrationDataError,
+        ),
+    ],
+)
+def test_inputs_the_fuzzers_found_are_messages(tmp_path, name, encoded, error):
+    import base64
+
+    path = tmp_path / name
+    path.write_bytes(base64.b64decode(encoded))
+    with pytest.raises(error, match=name):
+        if name.endswith(".onnx"):
+            qs.load_model(path)
+        else:
+            list(qs.as_source(path, input_shape=(None, 2, 3)).batches(4))

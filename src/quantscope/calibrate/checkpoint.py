@@ -99,6 +99,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict | None:
             f"{path} is a calibration checkpoint of format version {d.get('version')}; this quantscope "
             f"reads version {VERSION}. Pass restart=True (--restart) to start over"
         )
+    try:
+        fields = (d["partial"]["num_samples"], d["batches"], d["position"])
+        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in fields)
+        ok = ok and isinstance(d["partial"]["stats"], list)
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise ConfigurationError(
+            f"{path} is a damaged calibration checkpoint (fields missing or of the wrong type); delete it or "
+            "pass restart=True (--restart) to start over"
+        )
     return d
 
 

@@ -32,7 +32,10 @@ its ``detach``/``cpu``/``numpy`` methods.
 from __future__ import annotations
 
 import inspect
+import struct
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -658,11 +661,29 @@ class _CheckedSource:
         return f"<checked {self._inner!r}>"
 
 
+#: What numpy, zipfile and zlib raise on a damaged ``.npy``/``.npz`` file.
+NUMPY_FILE_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    TypeError,
+    OverflowError,
+    NotImplementedError,
+    zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
+    SyntaxError,  # numpy parses the .npy header with Python's tokenizer
+    tokenize.TokenError,
+)
+
+
 def unreadable(desc: str, suffix: str, exc: BaseException) -> str:
     """The message for a ``.npy``/``.npz`` file numpy cannot read: what it is not, in
     quantscope's words (numpy's own may suggest unsafe pickle loading)."""
     text = str(exc).lower()
-    if isinstance(exc, zipfile.BadZipFile) or (suffix == ".npz" and any(w in text for w in ("zip", "pickle", "magic"))):
+    zip_words = ("zip", "pickle", "magic")
+    if isinstance(exc, zipfile.BadZipFile) or (suffix == ".npz" and any(w in text for w in zip_words)):
         what = "it is not a zip archive, as an .npz file is"
     elif "pickle" in str(exc).lower() or "magic" in str(exc).lower():
         what = "it does not start with numpy's .npy header (a text file or another format?)"

@@ -10,7 +10,6 @@ first; each batch's ``x`` is an :class:`~quantscope.network.Inputs`.
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import numpy as np
 
 from ..errors import CalibrationDataError
 from ..network.network import Inputs
-from .data import Batch, _check_batch_size, _fmt_shape, _to_numpy, check_finite, unreadable
+from .data import NUMPY_FILE_ERRORS, Batch, _check_batch_size, _fmt_shape, _to_numpy, check_finite, unreadable
 
 __all__ = ["InputSpec", "multi_input_source"]
 
@@ -147,7 +146,7 @@ def multi_input_source(data: Any, spec: InputSpec, labels: Any = None):
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: np.asarray(z[k]) for k in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        except NUMPY_FILE_ERRORS as e:
             raise CalibrationDataError(unreadable(desc, ".npz", e)) from None
         return _MultiArraySource(_conform(arrays, spec, desc, 0), _labels(arrays.get("y"), labels, desc), desc)
     if isinstance(data, Mapping):

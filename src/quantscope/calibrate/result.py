@@ -27,6 +27,9 @@ COLUMNS = [
 EXTRA_COLUMNS = ["Tensor", "NumValues"]
 KINDS = ("Weights", "Bias", "Activations")
 _FORMAT = "quantscope.calibration"
+#: What reading a damaged ranges file raises (UnicodeDecodeError, JSONDecodeError and
+#: pandas' EmptyDataError are ValueErrors).
+_UNREADABLE = (ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError, pd.errors.ParserError)
 
 
 @dataclass(frozen=True)
@@ -198,29 +201,48 @@ class Calibration:
         if not path.exists():
             raise CalibrationDataError(f"{path}: no such file")
         suffix = path.suffix.lower()
+        if suffix not in (".json", ".csv"):
+            raise CalibrationDataError(f"{path}: unknown format {suffix!r}; use a .json or .csv file")
+        try:
+            return cls._read(path, suffix)
+        except CalibrationDataError:
+            raise
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+            AttributeError,
+            OverflowError,
+            pd.errors.ParserError,
+        ) as exc:
+            # UnicodeDecodeError, JSONDecodeError, EmptyDataError are ValueErrors
+            raise CalibrationDataError(
+                f"{path}: not a readable quantscope ranges file ({type(exc).__name__}: {exc}); write it with "
+                "quantscope calibrate --out (or Calibration.save)"
+            ) from None
+
+    @classmethod
+    def _read(cls, path: Path, suffix: str) -> Calibration:
         if suffix == ".json":
-            try:
-                d = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise CalibrationDataError(f"{path}: not valid JSON ({exc})") from None
-            return cls.from_dict(d, where=str(path))
-        if suffix == ".csv":
-            df = pd.read_csv(path)
-            missing = [c for c in COLUMNS + EXTRA_COLUMNS if c not in df.columns]
-            if missing:
-                raise CalibrationDataError(f"{path}: missing columns {missing}; not a quantscope ranges CSV")
-            entries = []
-            for row in df.itertuples(index=False):
-                name, network_layer, kind, lo, hi, tensor, count = row[:7]
-                layer = name if kind == "Activations" else name[: -len(kind) - 1]
-                stats = TensorStats(min=float(lo), max=float(hi), count=int(count), hist=None)
-                entries.append(RangeEntry(layer, network_layer, kind, tensor, stats))
-            return cls(entries, num_samples=0)
-        raise CalibrationDataError(f"{path}: unknown format {suffix!r}; use a .json or .csv file")
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), where=str(path))
+        df = pd.read_csv(path)
+        missing = [c for c in COLUMNS + EXTRA_COLUMNS if c not in df.columns]
+        if missing:
+            raise CalibrationDataError(f"{path}: missing columns {missing}; not a quantscope ranges CSV")
+        entries = []
+        for row in df.itertuples(index=False):
+            name, network_layer, kind, lo, hi, tensor, count = row[:7]
+            name, network_layer, kind, tensor = str(name), str(network_layer), str(kind), str(tensor)
+            layer = name if kind == "Activations" else name[: -len(kind) - 1]
+            stats = TensorStats(min=float(lo), max=float(hi), count=int(count), hist=None)
+            entries.append(RangeEntry(layer, network_layer, kind, tensor, stats))
+        return cls(entries, num_samples=0)
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "the data") -> Calibration:
-        if d.get("format") != _FORMAT:
+        if not isinstance(d, dict) or d.get("format") != _FORMAT:
+            d = d if isinstance(d, dict) else {}
             raise CalibrationDataError(f"{where}: not a quantscope calibration file (format {d.get('format')!r})")
         entries = [
             RangeEntry(e["layer"], e["network_layer"], e["kind"], e["tensor"], TensorStats.from_dict(e))

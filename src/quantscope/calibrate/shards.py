@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CalibrationDataError
-from .data import Batch, DataSource, _ArraySource, _Plan
+from .data import NUMPY_FILE_ERRORS, Batch, DataSource, _ArraySource, _Plan
 from .source import as_source
 
 __all__ = ["open_data", "sized_shards"]
@@ -180,7 +180,7 @@ def _npz_count(path: Path) -> int | None:
             major, _minor = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
             shape, _fortran, _dtype = read(f)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    except NUMPY_FILE_ERRORS:
         return None
     return int(shape[0]) if len(shape) else None
 

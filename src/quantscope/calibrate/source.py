@@ -10,7 +10,6 @@ network with several inputs, mappings keyed by input name
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 from ..errors import CalibrationDataError, ConfigurationError
 from .data import (
     _LAYOUTS,
+    NUMPY_FILE_ERRORS,
     Batch,
     DataSource,
     _ArraySource,
@@ -93,7 +93,7 @@ def _load_path(
             )
     except CalibrationDataError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except NUMPY_FILE_ERRORS as e:
         raise CalibrationDataError(unreadable(desc, suffix, e)) from None
     if y is not None and labels is not None:
         raise CalibrationDataError(f"{desc} holds labels 'y' and labels= was given too; pass only one of them")

@@ -121,7 +121,7 @@ def _check_external_data(model: onnx.ModelProto, base_dir: Path | None, where: s
 def _checked(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
+    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:  # UnicodeDecodeError is a ValueError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise ModelLoadError(f"{where}: fails the ONNX checker: {first}") from None
     try:
