@@ -95,7 +95,7 @@ def test_killed_cli_run_resumes_to_the_same_table(tmp_path, capsys):
     assert not out.exists()
 
     assert main(argv) == 0  # resumes
-    assert "found checkpoint" in capsys.readouterr().out
+    assert "resuming from checkpoint" in capsys.readouterr().err
     assert not ckpt.exists()  # removed at the end
     reference = qs.calibrate(str(model_path), data_path, batch_size=4, progress=False)
     assert reference.num_samples == n
@@ -213,3 +213,22 @@ def test_unreadable_checkpoint_and_bad_options(tmp_path):
     onnx.save(MODEL, model_path)
     np.save(tmp_path / "x.npy", X)
     assert main(["calibrate", str(model_path), str(tmp_path / "x.npy"), "--checkpoint-every", "2", "--quiet"]) == 2
+
+
+def test_the_command_line_says_resuming_only_for_a_checkpoint_it_resumes(tmp_path, monkeypatch, capsys):
+    ckpt = tmp_path / "c.json"
+    model = tmp_path / "m.onnx"
+    onnx.save(MODEL, model)
+    np.save(tmp_path / "a.npy", X)
+    np.save(tmp_path / "b.npy", images(100, seed=6))
+    with monkeypatch.context() as m:
+        interrupt_after(m, 4)
+        assert main(["calibrate", str(model), str(tmp_path / "a.npy"), "--batch-size", "8", "--checkpoint", str(ckpt),
+                     "--checkpoint-every", "1", "--quiet"]) == 130  # fmt: skip
+    capsys.readouterr()
+    argv = ["calibrate", str(model), "--batch-size", "8", "--checkpoint", str(ckpt), "--quiet"]
+    assert main([*argv[:2], str(tmp_path / "b.npy"), *argv[2:]]) == 2  # another data file
+    err = capsys.readouterr().err
+    assert "written by another calibration" in err and "resuming" not in err
+    assert main([*argv[:2], str(tmp_path / "a.npy"), *argv[2:]]) == 0
+    assert "resuming from checkpoint" in capsys.readouterr().err

@@ -43,14 +43,6 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     network = prepare(args.model)
     for note in network.log.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
-    if args.checkpoint and not args.restart:
-        from .calibrate.checkpoint import describe_checkpoint
-
-        resumed = describe_checkpoint(args.checkpoint)
-        if resumed:
-            console.print(
-                f"found checkpoint {escape(args.checkpoint)}: {resumed} (if it was written by this same calibration)"
-            )
     start = time.perf_counter()
     result = calibrate(
         network,

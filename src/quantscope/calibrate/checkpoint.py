@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from .stats import MANTISSA_BITS
 
 __all__ = ["DEFAULT_EVERY", "FORMAT", "calibrate_resumable", "describe_checkpoint", "read_checkpoint"]
 
+_log = logging.getLogger("quantscope")
 FORMAT = "quantscope-calibration-checkpoint"
 VERSION = 1
 #: Batches between checkpoints when ``checkpoint_every`` is not given.
@@ -225,6 +227,7 @@ class Resumer:
             )
         collector.merge_partial(saved["partial"])
         self._batches = int(saved["batches"])
+        _log.warning("resuming from checkpoint %s: %s", self.path, describe_checkpoint(self.path))
         return ResumeState(int(saved["position"]), int(saved["batches"]), saved.get("stream_sha256"))
 
     # ---- streams -------------------------------------------------------------------
