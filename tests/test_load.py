@@ -167,3 +167,25 @@ def test_a_pytorch_checkpoint_given_as_the_model_is_named(tmp_path):
     torch.save({"w": torch.zeros(2)}, path)
     with pytest.raises(qs.ModelLoadError, match="this is a PyTorch checkpoint.*Export the network to ONNX first"):
         qs.prepare(path)
+
+
+def test_a_model_over_2_gb_is_refused_before_its_weights_load(tmp_path):
+    """Its external weights are declared (not written: a sparse file of 2.5 GiB)."""
+    model = make_model(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")],
+        [tensor("x", ["N", 4])],
+        [tensor("y", ["N", 4])],
+        {"w": np.zeros((4, 4), np.float32)},
+    )
+    weights = model.graph.initializer[0]
+    weights.ClearField("raw_data")
+    weights.data_location = onnx.TensorProto.EXTERNAL
+    size = 5 * 2**29
+    for key, value in (("location", "big.bin"), ("offset", "0"), ("length", str(size))):
+        entry = weights.external_data.add()
+        entry.key, entry.value = key, value
+    with open(tmp_path / "big.bin", "wb") as fh:
+        fh.truncate(size)  # sparse: no disk used
+    onnx.save(model, tmp_path / "big.onnx")
+    with pytest.raises(qs.ModelLoadError, match=r"2\.5 GiB.*at most 2 GiB"):
+        qs.prepare(tmp_path / "big.onnx")

@@ -54,6 +54,12 @@ def _load_file(path: Path) -> onnx.ModelProto:
         raise ModelLoadError(f"{path}: no such file")
     if path.is_dir():
         raise ModelLoadError(f"{path}: is a folder, not an ONNX model file")
+    if path.stat().st_size > PROTOBUF_LIMIT:
+        raise ModelLoadError(
+            f"{path}: the file is {path.stat().st_size / 2**30:.1f} GiB, and quantscope holds a model in one "
+            "protobuf message of at most 2 GiB for now; calibrate a smaller variant of the network or cut the "
+            "graph (onnx.utils.extract_model) into parts of less than 2 GiB"
+        )
     data = path.read_bytes()
     if not data:
         raise ModelLoadError(f"{path}: the file is empty, not an ONNX model")
@@ -73,8 +79,32 @@ def _load_file(path: Path) -> onnx.ModelProto:
         ) from None
     if not model.graph.node and not model.graph.input:
         raise ModelLoadError(f"{path}: decodes to an empty ONNX model (no graph); the file is not ONNX or is truncated")
+    _refuse_over_2gb(model, path)
     _check_external_data(model, base_dir=path.resolve().parent, where=str(path))
     return _checked(model, str(path))
+
+
+#: A protobuf message, and so an ONNX model held in one, is at most 2 GiB.
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+def _refuse_over_2gb(model: onnx.ModelProto, path: Path) -> None:
+    """A clear refusal, before loading weights, of a model whose weights with its graph
+    exceed 2 GiB: quantscope holds a model in one protobuf message for now."""
+    total = path.stat().st_size
+    for tensor in _external_tensors(model):
+        info = {e.key: e.value for e in tensor.external_data}
+        location = (path.resolve().parent / info.get("location", "")).resolve()
+        if "length" in info and info["length"].isdigit():
+            total += int(info["length"])
+        elif location.is_file():
+            total += location.stat().st_size
+    if total > PROTOBUF_LIMIT:
+        raise ModelLoadError(
+            f"{path}: the model with its weights is {total / 2**30:.1f} GiB, and quantscope holds a model in one "
+            "protobuf message of at most 2 GiB for now; calibrate a smaller variant of the network or cut the "
+            "graph (onnx.utils.extract_model) into parts of less than 2 GiB"
+        )
 
 
 def _external_tensors(model: onnx.ModelProto):
