@@ -466,6 +466,16 @@ def _show_warnings() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``quantscope`` command. Exit status: 0, 2 for a bad input (a message),
+    130 when interrupted (Ctrl-C, at any moment, start-up included)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # during start-up (parsing, imports); a run's own is handled in _main
+        Console(stderr=True, soft_wrap=True).print("[bold red]interrupted[/]", highlight=False)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     if not console.is_terminal:
