@@ -237,3 +237,14 @@ def test_folder_classes_against_the_networks_classes(tmp_path, capsys):
     assert main([*base, "--classes", str(names), "--out", str(out)]) == 0
     assert "the data has" not in capsys.readouterr().err  # 3 names for 3 outputs: no warning
     assert json.loads(out.read_text())["NumSamples"] == 2
+
+
+def test_ctrl_c_during_start_up_is_a_message(monkeypatch, capsys):
+    import quantscope.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["--help"]) == 130
+    assert "interrupted" in capsys.readouterr().err
