@@ -171,7 +171,7 @@ class Workflow:
         p(f"### Programming FPGA Bitstream on {board.name} ({board.interface}) ...")
         p(
             f"### Bitstream {cfg.name}: conv {cfg.conv.thread_number} threads, fc {cfg.fc.thread_number} threads, "
-            f"{cfg.data_type.value}, {cfg.target_frequency_mhz:g} MHz, board {cfg.board}."  # type: ignore[union-attr]
+            f"{cfg.data_type.value}, {cfg.target_frequency_mhz:g} MHz, board {cfg.board}."
         )
         board.program(cfg)
         p("### Programming the FPGA bitstream has been completed successfully.")

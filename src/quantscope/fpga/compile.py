@@ -615,7 +615,7 @@ class _Compiler:
             b = self.fc_bias(layer, w.shape[1])
             shape = (info.fc_in_padded, info.fc_out_padded)
             module = "fc"
-        if cfg.data_type.value == "int8":  # type: ignore[union-attr]
+        if cfg.data_type.value == "int8":
             if layer.name in self.quantized:
                 qw, qb = self.quantized[layer.name][:2]
                 qw = np.asarray(qw, np.int8)

@@ -237,7 +237,7 @@ class ProcessorConfig:
     fc: FCModule = field(default_factory=FCModule)
     adder: AdderModule = field(default_factory=AdderModule)
     target_frequency_mhz: float = 200.0
-    data_type: DataType | str = DataType.SINGLE
+    data_type: DataType = DataType.SINGLE  # a string ("int8", "single") is converted
     ddr_bandwidth_bytes_per_cycle: float = 11.6
     ddr_latency_cycles: int = 21
     input_frame_number_limit: int = 30
@@ -277,7 +277,7 @@ class ProcessorConfig:
     @property
     def bytes_per_element(self) -> int:
         """Bytes per activation/weight element: 1 (int8) or 4 (single)."""
-        return self.data_type.bytes_per_element  # type: ignore[union-attr]
+        return self.data_type.bytes_per_element
 
     @property
     def channel_multiple(self) -> int:
@@ -314,7 +314,7 @@ class ProcessorConfig:
         c, f, a = self.conv, self.fc, self.adder
         return "\n".join(
             [
-                f'Processor "{self.name}" on {self.board}: {self.data_type.value}, '  # type: ignore[union-attr]
+                f'Processor "{self.name}" on {self.board}: {self.data_type.value}, '
                 f"{_mhz(self.target_frequency_mhz)} MHz",
                 f"  conv: ConvThreadNumber {c.thread_number}, InputMemorySize {list(c.input_memory_size)}, "
                 f"OutputMemorySize {list(c.output_memory_size)}, FeatureSizeLimit {c.feature_size_limit}",

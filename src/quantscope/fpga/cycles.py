@@ -284,7 +284,7 @@ def conv_cycles(info: LayerInfo, config: ProcessorConfig, prev: LayerCost | None
     compute = h_out * w_out * g * _ceil(c_in // g, p) * _ceil(c_out // g, p) * passes
     tiling = conv_tiling(info, config)
     b = config.bytes_per_element
-    weight_bytes = c_out * (c_in // g) * info.kernel[0] * info.kernel[1] * b + c_out * config.data_type.bias_bytes  # type: ignore[union-attr]
+    weight_bytes = c_out * (c_in // g) * info.kernel[0] * info.kernel[1] * b + c_out * config.data_type.bias_bytes
     nbytes = (
         _input_rows_read(info, tiling) * w_in * c_in * b * tiling.out_splits
         + weight_bytes * tiling.row_tiles
@@ -333,7 +333,7 @@ def elementwise_cycles(info: LayerInfo, config: ProcessorConfig, prev: LayerCost
     """
     c, h, w = info.out_shape
     elems = c * h * w
-    compute = _ceil(elems, ADDER_LANES * config.data_type.pack)  # type: ignore[union-attr]
+    compute = _ceil(elems, ADDER_LANES * config.data_type.pack)
     rows = min(config.adder.input_memory_size, config.adder.output_memory_size)
     tiles = _ceil(h, rows)
     nbytes = (len(info.in_shapes) + 1) * elems * config.bytes_per_element
@@ -362,9 +362,9 @@ def fc_cycles(info: LayerInfo, config: ProcessorConfig, prev: LayerCost | None =
              + [latency unless prefetched] + max(compute, exposed stream + vector I/O).
     """
     b = config.bytes_per_element
-    lanes = config.fc.thread_number * FC_LANES_PER_THREAD * config.data_type.pack  # type: ignore[union-attr]
+    lanes = config.fc.thread_number * FC_LANES_PER_THREAD * config.data_type.pack
     compute = info.fc_in * _ceil(info.fc_out, lanes)
-    weight_bytes = info.fc_in * info.fc_out * b + info.fc_out * config.data_type.bias_bytes  # type: ignore[union-attr]
+    weight_bytes = info.fc_in * info.fc_out * b + info.fc_out * config.data_type.bias_bytes
     in_tiles = _ceil(info.fc_in_padded, config.fc.input_memory_size)
     out_tiles = _ceil(info.fc_out_padded, config.fc.output_memory_size)
     tiling = Tiling(row_tiles=in_tiles, out_splits=out_tiles)

@@ -226,11 +226,11 @@ BASE = {
 
 def _module_resources(config: ProcessorConfig) -> dict[str, dict[str, float]]:
     family = config.board_info.family
-    dt = config.data_type.value  # type: ignore[union-attr]
+    dt = config.data_type.value
     word_bits = 8 * config.bytes_per_element
     conv_macs = config.conv.thread_number * CONV_WINDOW * CONV_WINDOW
-    fc_macs = config.fc.thread_number * FC_LANES_PER_THREAD * config.data_type.pack  # type: ignore[union-attr]
-    adder_lanes = ADDER_LANES * config.data_type.pack  # type: ignore[union-attr]
+    fc_macs = config.fc.thread_number * FC_LANES_PER_THREAD * config.data_type.pack
+    adder_lanes = ADDER_LANES * config.data_type.pack
     dpm, lpm = DSP_PER_MAC[(family, dt)], LUT_PER_MAC[(family, dt)]
     return {
         "conv_module": {
