@@ -3,6 +3,7 @@ them back pickled), outputs written with the user's umask."""
 
 import pickle
 
+import numpy as np
 import pytest
 
 import quantscope as qs
@@ -138,3 +139,36 @@ def test_inputs_the_fuzzers_found_are_messages(tmp_path, name, encoded, error):
             qs.load_model(path)
         else:
             list(qs.as_source(path, input_shape=(None, 2, 3)).batches(4))
+
+
+def test_an_encrypted_npz_member_is_a_message(tmp_path):
+    """Found by fuzz/npz.py: a member flagged as encrypted made zipfile raise RuntimeError."""
+    import base64
+
+    data = base64.b64decode(
+        "UEsDBC0AAAAAAAAAIQDAoczq//////////8FABQAeC5ucHkBABAAsAAAAAAAAACwAAAAAAAAAJNOVU1QWQEAdgB7J2Rlc2NyJzog"
+        "JzxmNCcsICdmb3J0cmFuX29yZGVyJzogRmFsc2UsICdzaGFwZSc6ICgzLCA0KSwgfSAgICAgICAgICAgICAgICAgICAgICAgICAg"
+        "ICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAKAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        "AAAAAAAAUEsDBC0AAAAAAAAAIQD3QBLq//////////8FABQAeS5ucHkBABAAmAAAAAAAAACYAAAAAAAAAJNOVU1QWQEAdgB7J2Rl"
+        "c2NyJzogJzxpOCcsICdmb3J0cmFuX29yZGVyJzogRmFsc2UsICdzaGFwZSc6ICgzLCksIH0gICAgICAgICAgICAgICAgICAgICAg"
+        "ICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAKAAAAAAAAAAABAAAAAAAAAAIAAAA6AAAAUEsBAi0AAC0DAAAA"
+        "AAAhAMChzOqwAAAAsAAAAAUAAAAAAAAAAAAAAIABAAAAAHgubnB5UEsBAi0DLQAAAAAAAAAhAPdAEuqYAAAAmAAAAAUAAAAAAAAA"
+        "AAAAAIAB5wAAAHkubnB5UEsFBgAAAAACAAIAZgAAALYBAAAAAA=="
+    )
+    (tmp_path / "e.npz").write_bytes(data)
+    with pytest.raises(qs.CalibrationDataError, match="e.npz cannot be read"):
+        list(qs.as_source(tmp_path / "e.npz").batches(2))
+
+
+def test_a_ranges_file_with_an_impossible_count_is_a_message(tmp_path):
+    """Found by fuzz/ranges.py: a count beyond int64 was accepted, then overflowed in the table."""
+    import json
+
+    from quantscope.calibrate import RangeEntry
+
+    cal = qs.Calibration([RangeEntry("x", "x", "Activations", "x", qs.TensorStats.of(np.ones(3, np.float32)))], 1)
+    d = json.loads(cal.to_json())
+    d["entries"][0]["count"] = 10**40
+    (tmp_path / "r.json").write_text(json.dumps(d))
+    with pytest.raises(qs.CalibrationDataError, match="out of range"):
+        qs.Calibration.load(tmp_path / "r.json")

@@ -675,6 +675,7 @@ NUMPY_FILE_ERRORS = (
     struct.error,
     SyntaxError,  # numpy parses the .npy header with Python's tokenizer
     tokenize.TokenError,
+    RuntimeError,  # zipfile: an encrypted member
 )
 
 

@@ -235,7 +235,10 @@ class Calibration:
             name, network_layer, kind, lo, hi, tensor, count = row[:7]
             name, network_layer, kind, tensor = str(name), str(network_layer), str(kind), str(tensor)
             layer = name if kind == "Activations" else name[: -len(kind) - 1]
-            stats = TensorStats(min=float(lo), max=float(hi), count=int(count), hist=None)
+            count = int(count)
+            if not 0 <= count < 2**63:
+                raise ValueError(f"count {count} is out of range")
+            stats = TensorStats(min=float(lo), max=float(hi), count=count, hist=None)
             entries.append(RangeEntry(layer, network_layer, kind, tensor, stats))
         return cls(entries, num_samples=0)
 

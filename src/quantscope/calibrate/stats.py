@@ -223,9 +223,15 @@ class TensorStats:
                 )
             hist = np.zeros(2 * NUM_BINS, dtype=np.int64)
             for i, c in d["hist"]["bins"]:
-                hist[int(i)] = int(c)
+                i, c = int(i), int(c)
+                if not (0 <= i < hist.size and 0 <= c < 2**63):
+                    raise ValueError(f"histogram bin {i} with count {c} is out of range")
+                hist[i] = c
         stride = int(d["hist"].get("stride", 1)) if d.get("hist") is not None else 1
-        return cls(min=float(d["min"]), max=float(d["max"]), count=int(d["count"]), hist=hist, hist_stride=stride)
+        count = int(d["count"])
+        if not (0 <= count < 2**63 and 1 <= stride < 2**31):
+            raise ValueError(f"count {count} or histogram stride {stride} is out of range")
+        return cls(min=float(d["min"]), max=float(d["max"]), count=count, hist=hist, hist_stride=stride)
 
 
 def _same_float(a: float, b: float) -> bool:
