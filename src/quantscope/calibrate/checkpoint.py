@@ -140,7 +140,7 @@ def fingerprint(
     histogram_stride: int | str = "auto",
 ) -> dict:
     """What must match for a checkpoint to be resumed (module docstring)."""
-    model = hashlib.sha256(network.to_proto().SerializeToString()).hexdigest()
+    model = network.fingerprint  # sha256 of the prepared model, computed once per network
     return _jsonable(
         {
             "model_sha256": model,
