@@ -32,6 +32,7 @@ from .errors import (
 #: ``quantscope --help`` and ``import quantscope.errors`` stay fast.
 _LAZY = {
     **dict.fromkeys(("Batch", "Calibration", "DataSource", "ImageDatastore", "TensorStats"), "quantscope.calibrate"),
+    "CalibrationOptions": "quantscope.calibrate",
     **dict.fromkeys(("as_source", "calibrate"), "quantscope.calibrate"),
     **dict.fromkeys(("Network", "OptimizedLayer", "load_model", "prepare"), "quantscope.network"),
     **dict.fromkeys(("FloatScale", "PowerOfTwo", "Rounding", "Saturation"), "quantscope.quantize"),
@@ -69,6 +70,7 @@ __all__ = [
     "Batch",
     "Calibration",
     "CalibrationDataError",
+    "CalibrationOptions",
     "ConfigurationError",
     "DataSource",
     "DeviceError",

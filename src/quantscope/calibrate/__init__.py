@@ -1,21 +1,30 @@
 """Calibration: data sources, mergeable statistics, the streaming collector, the range table."""
 
-from .data import Batch, DataSource
+from .data import ArraySource, Batch, DataSource, Layout
 from .images import ImageDatastore
+from .options import CalibrationOptions, HistogramStride
 from .ranges import METHODS, clipping_range, range_table
 from .result import COLUMNS, Calibration, RangeEntry
-from .run import calibrate
+from .run import Local, OnDask, Resumable, Runner, calibrate
 from .source import as_source
 from .stats import TensorStats
 
 __all__ = [
     "COLUMNS",
+    "ArraySource",
     "Batch",
     "Calibration",
+    "CalibrationOptions",
     "DataSource",
+    "HistogramStride",
     "ImageDatastore",
+    "Layout",
+    "Local",
     "METHODS",
+    "OnDask",
     "RangeEntry",
+    "Resumable",
+    "Runner",
     "TensorStats",
     "as_source",
     "calibrate",

@@ -52,8 +52,9 @@ from ..errors import ConfigurationError
 from ..network import Network
 from .collector import StatsCollector
 from .data import Batch, DataSource, check_not_empty
+from .options import CalibrationOptions
 from .result import Calibration
-from .shards import open_data
+from .shards import ReadSpec, SizedData, open_data
 from .stats import MANTISSA_BITS
 
 __all__ = ["DEFAULT_EVERY", "FORMAT", "calibrate_resumable", "describe_checkpoint", "read_checkpoint"]
@@ -130,25 +131,19 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def fingerprint(
-    network: Network,
-    data_description: dict,
-    *,
-    batch_size: int,
-    layout: str,
-    use_gpu: bool,
-    histogram_stride: int | str = "auto",
-) -> dict:
+def fingerprint(network: Network, data_description: dict, options: CalibrationOptions) -> dict:
     """What must match for a checkpoint to be resumed (module docstring)."""
     model = network.fingerprint  # sha256 of the prepared model, computed once per network
     return _jsonable(
         {
             "model_sha256": model,
-            "batch_size": int(batch_size),
-            "layout": layout,
-            "use_gpu": bool(use_gpu),
+            "batch_size": options.batch_size,
+            "layout": str(options.layout),
+            "use_gpu": options.use_gpu,
             "mantissa_bits": MANTISSA_BITS,
-            "histogram_stride": histogram_stride,
+            "histogram_stride": options.histogram_stride
+            if isinstance(options.histogram_stride, int)
+            else str(options.histogram_stride),
             "data": data_description,
         }
     )
@@ -192,22 +187,17 @@ class Resumer:
         self,
         network: Network,
         collector: StatsCollector,
+        options: CalibrationOptions,
         *,
-        sized,
+        sized: SizedData | None,
         source: DataSource | None,
-        batch_size: int,
-        layout: str,
-        use_gpu: bool,
-        histogram_stride: int | str = "auto",
     ) -> ResumeState:
         """Fingerprint the run; with a matching checkpoint, merge its statistics into
         ``collector`` and return where to continue."""
         if not self.enabled:
             return ResumeState()
-        described = sized.describe() if sized is not None else _stream_description(source)
-        self._fingerprint = fp = fingerprint(
-            network, described, batch_size=batch_size, layout=layout, use_gpu=use_gpu, histogram_stride=histogram_stride
-        )
+        described = sized.fingerprint() if sized is not None else _stream_description(source)
+        self._fingerprint = fp = fingerprint(network, described, options)
         if sized is None:
             self._hash = hashlib.sha256()
         if self.restart:
@@ -295,55 +285,30 @@ class Resumer:
             self.path.unlink(missing_ok=True)
 
 
-def calibrate_resumable(
-    network: Network,
-    data: Any,
-    *,
-    checkpoint: str | os.PathLike | None,
-    checkpoint_every: int | None = None,
-    restart: bool = False,
-    shards: int | None = None,
-    batch_size: int = 32,
-    use_gpu: bool = False,
-    progress: bool | None = None,
-    layout: str = "NCHW",
-    histogram_stride: int | str = "auto",
-) -> Calibration:
-    """Single-process calibration that checkpoints every ``checkpoint_every`` batches
-    (default 10) and resumes from ``checkpoint`` when it exists (module docstring).
+def calibrate_resumable(network: Network, data: Any, options: CalibrationOptions, resumer: Resumer) -> Calibration:
+    """Single-process calibration that checkpoints every ``resumer.every`` batches and
+    resumes from ``resumer``'s checkpoint when it exists (module docstring).
 
-    The result equals ``calibrate(network, data, batch_size=batch_size)``, interrupted
-    or not. The checkpoint is removed when the run completes.
+    The result equals an uninterrupted one-process run's, interrupted or not. The
+    checkpoint is removed when the run completes.
 
     Raises:
         ConfigurationError: the checkpoint belongs to another model/data/batch size
             (pass ``restart=True``), is unreadable, or the stream changed.
     """
-    if shards is not None:
-        raise ConfigurationError("shards splits the data between Dask workers: pass client=... (--dask) too")
-    resumer = Resumer.create(checkpoint, checkpoint_every, restart)
-    source, sized = open_data(data, layout=layout, input_shape=network.input_shape)
+    source, sized = open_data(data, layout=options.layout, input_shape=network.input_shape)
     if sized is None:
         check_not_empty(source)
-    collector = StatsCollector(network, use_gpu=use_gpu, histogram_stride=histogram_stride)
-    state = resumer.start(
-        network,
-        collector,
-        sized=sized,
-        source=source,
-        batch_size=batch_size,
-        layout=layout,
-        use_gpu=use_gpu,
-        histogram_stride=histogram_stride,
-    )
+    collector = StatsCollector(network, use_gpu=options.use_gpu, histogram_stride=options.histogram_stride)
+    state = resumer.start(network, collector, options, sized=sized, source=source)
     total = sized.num_samples if sized is not None else source.num_samples
-    spec = {"layout": layout, "input_shape": network.input_shape, "batch_size": batch_size, "run": "local"}
-    with progress_bar("Calibrating", total, enabled=progress) as bar:
+    spec = ReadSpec(run="local", layout=options.layout, input_shape=network.input_shape, batch_size=options.batch_size)
+    with progress_bar("Calibrating", total, enabled=options.progress) as bar:
         bar.advance(state.position if total is not None else 0)
         if sized is not None:
-            batches = sized.local_batches(batch_size, state.position, spec)
+            batches = sized.batches(spec, state.position)
         else:
-            batches = resumer.skip_stream(source.batches(batch_size), state)
+            batches = resumer.skip_stream(source.batches(options.batch_size), state)
         for batch in batches:
             collector.update(batch)
             bar.advance(len(batch))

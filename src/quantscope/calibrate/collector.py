@@ -186,7 +186,13 @@ class StatsCollector:
     exactly; ``result()`` builds the :class:`Calibration`.
     """
 
-    def __init__(self, network: Network, use_gpu: bool = False, histogram_stride: int | str = "auto"):
+    def __init__(
+        self,
+        network: Network,
+        use_gpu: bool = False,
+        histogram_stride: int | str = "auto",
+        session: ort.InferenceSession | None = None,
+    ):
         self.network = network
         self.derived = derived_layers(network)
         # a derived tensor merges its sources' histograms, which needs one stride for
@@ -220,7 +226,9 @@ class StatsCollector:
         self.masked = [layer.output in network.mask_values() for layer in self.measured]
         self.num_samples = 0
         self._use_gpu = use_gpu
-        self._session: ort.InferenceSession | None = None
+        #: the onnxruntime session of ``network`` computing ``output_names`` (made on first
+        #: use when not given: a Dask worker shares one between its tasks)
+        self._session = session
         # Outputs go straight into preallocated arrays (onnxruntime I/O binding) when
         # every measured shape is known but for the batch: no allocation or copy per run
         # (kept for 4 run sizes: the run size, a batch's remainder, the last batch's).

@@ -38,15 +38,35 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from quantscope.errors import CalibrationDataError, ConfigurationError, option
 
-__all__ = ["Batch", "DataSource", "check_not_empty", "check_finite"]
+__all__ = ["ArraySource", "Batch", "DataSource", "Layout", "check_not_empty", "check_finite"]
 
-_LAYOUTS = ("NCHW", "NHWC")
+
+class Layout(StrEnum):
+    """The layout of image-like array data a user passes (the network's own is NCHW)."""
+
+    NCHW = "NCHW"  # channels first
+    NHWC = "NHWC"  # channels last: transposed to NCHW batch by batch
+
+    @classmethod
+    def parse(cls, value: Any) -> Layout:
+        """``value`` (a Layout or its name) as a Layout.
+
+        Raises:
+            ConfigurationError: not ``"NCHW"`` or ``"NHWC"``.
+        """
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigurationError(
+                f"{option('layout', '--layout')} must be 'NCHW' or 'NHWC', got {value!r}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -87,7 +107,7 @@ class DataSource(Protocol):
         ...
 
 
-def _is_source(obj: Any) -> bool:
+def is_source(obj: Any) -> bool:
     """Whether ``obj`` is a DataSource, without evaluating its properties."""
     if isinstance(obj, type):
         return False
@@ -102,7 +122,7 @@ def _is_source(obj: Any) -> bool:
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_batch_size(batch_size: int) -> int:
+def check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigurationError(
             f"batch_size must be a positive integer, got {batch_size!r}; pass for example batch_size=32"
@@ -114,11 +134,11 @@ def _is_tensor(obj: Any) -> bool:
     return all(callable(getattr(obj, m, None)) for m in ("detach", "cpu", "numpy"))
 
 
-def _is_arraylike(obj: Any) -> bool:
+def is_arraylike(obj: Any) -> bool:
     return isinstance(obj, np.ndarray) or _is_tensor(obj) or hasattr(obj, "__array__")
 
 
-def _to_numpy(obj: Any) -> np.ndarray:
+def to_numpy(obj: Any) -> np.ndarray:
     """A numpy view or copy of an array, a torch tensor (on any device) or a nested list."""
     if isinstance(obj, np.ndarray):
         return obj
@@ -127,7 +147,7 @@ def _to_numpy(obj: Any) -> np.ndarray:
     return np.asarray(obj)
 
 
-def _fmt_shape(shape: Sequence[Any]) -> str:
+def fmt_shape(shape: Sequence[Any]) -> str:
     dims = ["None" if (d is None) else (repr(d) if isinstance(d, str) else str(int(d))) for d in shape]
     return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
@@ -143,7 +163,7 @@ def _fits(sample_shape: Sequence[int], expected: Sequence[Any]) -> bool:
     )
 
 
-def _normalize_input_shape(input_shape: Any) -> tuple[Any, ...] | None:
+def normalize_input_shape(input_shape: Any) -> tuple[Any, ...] | None:
     if input_shape is None:
         return None
     try:
@@ -164,13 +184,11 @@ class _Plan:
     single: bool = False  # the array is one sample: add the batch axis
 
 
-class _Conformer:
+class Conformer:
     """Converts incoming arrays to batches of the network's layout, shape and dtype."""
 
     def __init__(self, *, layout: str, input_shape: tuple[Any, ...] | None, dtype: Any, desc: str):
-        if layout not in _LAYOUTS:
-            raise ConfigurationError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
-        self.layout = layout
+        self.layout = Layout.parse(layout)
         self.input_shape = input_shape
         self.dtype = np.dtype(dtype)
         self.desc = desc
@@ -226,20 +244,20 @@ class _Conformer:
         if not hints and len(sample) != len(expected):
             hints.append(
                 f"the network takes batches of rank {len(self.input_shape)} "
-                f"(batch axis first, {_fmt_shape(self.input_shape)})"
+                f"(batch axis first, {fmt_shape(self.input_shape)})"
             )
             known = [int(e) for e in expected if not _is_free(e)]
             if len(known) == len(expected) and int(np.prod(known)) == int(np.prod(sample)):
-                hints.append(f"reshape each sample to {_fmt_shape(expected)}")
+                hints.append(f"reshape each sample to {fmt_shape(expected)}")
         if not hints:
-            hints.append(f"reshape or resize the data so that each sample is {_fmt_shape(expected)}")
-        got_txt = f"a batch of shape {_fmt_shape(raw)}"
+            hints.append(f"reshape or resize the data so that each sample is {fmt_shape(expected)}")
+        got_txt = f"a batch of shape {fmt_shape(raw)}"
         if self.layout == "NHWC" and len(raw) == 4:
-            got_txt += f" (NCHW after the NHWC transpose: {_fmt_shape(got)})"
+            got_txt += f" (NCHW after the NHWC transpose: {fmt_shape(got)})"
         return CalibrationDataError(
             f"{self.desc}, at sample {position}: got {got_txt}, i.e. samples of shape "
-            f"{_fmt_shape(sample)}, but the network input expects samples of shape "
-            f"{_fmt_shape(expected)} (input shape {_fmt_shape(self.input_shape)}); " + "; ".join(hints)
+            f"{fmt_shape(sample)}, but the network input expects samples of shape "
+            f"{fmt_shape(expected)} (input shape {fmt_shape(self.input_shape)}); " + "; ".join(hints)
         )
 
     # conversion ---------------------------------------------------------------------
@@ -293,7 +311,7 @@ def check_finite(x: np.ndarray, first_position: int | np.ndarray, desc: str = "t
     )
 
 
-def _empty_error(desc: str) -> CalibrationDataError:
+def empty_error(desc: str) -> CalibrationDataError:
     return CalibrationDataError(
         f"{desc} contains no samples; pass at least one sample (calibration needs a few hundred representative inputs)"
     )
@@ -311,9 +329,9 @@ def check_not_empty(source: DataSource, what: str | None = None) -> DataSource:
     desc = what or getattr(source, "desc", None) or "the data"
     n = source.num_samples
     if n == 0:
-        raise _empty_error(desc)
-    if n is None and isinstance(source, _StreamSource) and source._peek() is _END:
-        raise _empty_error(desc)
+        raise empty_error(desc)
+    if n is None and isinstance(source, StreamSource) and source._peek() is _END:
+        raise empty_error(desc)
     return source
 
 
@@ -330,10 +348,17 @@ def _check_labels_len(y: np.ndarray, n: int, desc: str) -> None:
 # --------------------------------------------------------------------------- arrays
 
 
-class _ArraySource:
-    """Samples held in an array (or a memory-mapped ``.npy``), converted batch by batch."""
+class ArraySource:
+    """Samples held in an array (or a memory-mapped ``.npy``), converted batch by batch.
 
-    def __init__(self, x: np.ndarray, y: np.ndarray | None, conformer: _Conformer):
+    ``samples`` is the array as given (batch axis first, the user's layout and dtype);
+    ``labels`` the labels ``(N,)`` or None. Batches are conformed to the network's
+    input (NCHW, its dtype) as they are read: any range of samples can be read on its
+    own (:meth:`batches` with ``start``/``stop``), which is how a resumed run or a Dask
+    worker reads its part.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray | None, conformer: Conformer):
         self.desc = conformer.desc
         self._conformer = conformer
         if x.ndim == 0:
@@ -346,11 +371,20 @@ class _ArraySource:
             x = x[None]
         self._x = x
         if y is not None:
-            y = _to_numpy(y)
+            y = to_numpy(y)
             if self._plan.single and y.ndim == 0:
                 y = y[None]
             _check_labels_len(y, x.shape[0], self.desc)
         self._y = y
+
+    @property
+    def samples(self) -> Any:
+        """The samples as given, batch axis first (not conformed, not copied)."""
+        return self._x
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self._y
 
     @property
     def num_samples(self) -> int:
@@ -360,20 +394,27 @@ class _ArraySource:
     def has_labels(self) -> bool:
         return self._y is not None
 
-    def batches(self, batch_size: int) -> Iterator[Batch]:
-        bs = _check_batch_size(batch_size)
-        return self._iterate(bs)
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None, offset: int = 0) -> Iterator[Batch]:
+        """Batches of ``batch_size`` samples of ``start..stop-1`` (``stop`` None: to the end).
 
-    def _iterate(self, bs: int) -> Iterator[Batch]:
+        ``offset`` is added to the positions in ``Batch.index`` and in error messages:
+        the position of this array's first sample in a larger data set (a shard sent
+        to a worker). Reading the whole array raises for an empty one.
+        """
+        bs = check_batch_size(batch_size)
         n = self.num_samples
-        if n == 0:
-            raise _empty_error(self.desc)
+        stop = n if stop is None else min(int(stop), n)
+        return self._iterate(bs, int(start), stop, int(offset))
+
+    def _iterate(self, bs: int, lo: int, hi: int, offset: int) -> Iterator[Batch]:
+        if self.num_samples == 0:
+            raise empty_error(self.desc)
         plan = _Plan(transpose=self._plan.transpose, insert_axis=self._plan.insert_axis)
-        for start in range(0, n, bs):
-            stop = min(start + bs, n)
-            x = self._conformer.apply(plan, np.asarray(self._x[start:stop]), start)
+        for start in range(lo, hi, bs):
+            stop = min(start + bs, hi)
+            x = self._conformer.apply(plan, np.asarray(self._x[start:stop]), offset + start)
             y = None if self._y is None else self._y[start:stop]
-            yield Batch(x=x, y=y, index=np.arange(start, stop, dtype=np.int64))
+            yield Batch(x=x, y=y, index=np.arange(offset + start, offset + stop, dtype=np.int64))
 
     def __repr__(self) -> str:
         return f"<data source: {self.desc}, {self.num_samples} samples, labels={self.has_labels}>"
@@ -384,7 +425,7 @@ class _ArraySource:
 _END = object()
 
 
-class _StreamSource:
+class StreamSource:
     """Batches from an iterable, re-chunked to the requested size.
 
     ``factory`` returns a fresh iterator for a re-iterable source; ``iterator`` is a
@@ -397,7 +438,7 @@ class _StreamSource:
         factory: Callable[[], Iterator[Any]] | None = None,
         iterator: Iterator[Any] | None = None,
         labels: np.ndarray | None,
-        conformer: _Conformer,
+        conformer: Conformer,
         num_samples: int | None = None,
     ):
         self.desc = conformer.desc
@@ -449,7 +490,7 @@ class _StreamSource:
         """(inputs, labels or None) of one item, still unconverted."""
         if isinstance(item, Batch):
             return item.x, item.y
-        if isinstance(item, (tuple, list)) and not _is_arraylike(item):
+        if isinstance(item, (tuple, list)) and not is_arraylike(item):
             if len(item) == 2:
                 return item[0], item[1]
             if len(item) == 1:
@@ -495,7 +536,7 @@ class _StreamSource:
         return self._factory()
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        bs = _check_batch_size(batch_size)
+        bs = check_batch_size(batch_size)
         it = self._open()
         return self._iterate(it, bs)
 
@@ -532,11 +573,11 @@ class _StreamSource:
                     f"{self.desc}, at sample {pos}: an item has no inputs (None); yield arrays "
                     "or (inputs, labels) pairs"
                 )
-            x, single = conf.conform(_to_numpy(raw_x), pos, single_ok=True)
+            x, single = conf.conform(to_numpy(raw_x), pos, single_ok=True)
             n = int(x.shape[0])
             y = None
             if raw_y is not None:
-                y = _to_numpy(raw_y)
+                y = to_numpy(raw_y)
                 if single and y.ndim == 0:
                     y = y[None]
                 _check_labels_len(y, n, f"{self.desc}, at sample {pos}")
@@ -589,7 +630,7 @@ class _StreamSource:
             pend_x, pend_y = [], []
             yield b
         if pos == 0:
-            raise _empty_error(self.desc)
+            raise empty_error(self.desc)
         if labels is not None and pos != len(labels):
             raise CalibrationDataError(
                 f"{self.desc}: the stream yielded {pos} samples but labels= holds {len(labels)}; "
@@ -604,10 +645,10 @@ class _StreamSource:
 # --------------------------------------------------------------------------- wrapper
 
 
-class _CheckedSource:
+class CheckedSource:
     """Applies layout, shape, dtype, finiteness checks and labels to another DataSource."""
 
-    def __init__(self, inner: DataSource, conformer: _Conformer, labels: np.ndarray | None):
+    def __init__(self, inner: DataSource, conformer: Conformer, labels: np.ndarray | None):
         self._inner = inner
         self._conformer = conformer
         self._labels = labels
@@ -625,7 +666,7 @@ class _CheckedSource:
         return self._labels is not None or self._inner.has_labels
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        bs = _check_batch_size(batch_size)
+        bs = check_batch_size(batch_size)
         return self._iterate(self._inner.batches(bs))
 
     def _iterate(self, inner: Iterator[Batch]) -> Iterator[Batch]:
@@ -633,7 +674,7 @@ class _CheckedSource:
         for b in inner:
             index = np.asarray(b.index, dtype=np.int64)
             first = int(index[0]) if index.size else count
-            x, _ = self._conformer.conform(_to_numpy(b.x), first, single_ok=False)
+            x, _ = self._conformer.conform(to_numpy(b.x), first, single_ok=False)
             y = b.y
             if self._labels is not None:
                 if y is not None:
@@ -649,7 +690,7 @@ class _CheckedSource:
             count += int(x.shape[0])
             yield Batch(x=x, y=y, index=index)
         if count == 0:
-            raise _empty_error(self.desc)
+            raise empty_error(self.desc)
 
     def __getattr__(self, name: str) -> Any:
         # expose the wrapped source's extras (files, classes, skipped...)

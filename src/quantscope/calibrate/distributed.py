@@ -33,6 +33,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from .._progress import progress_bar
@@ -40,8 +41,9 @@ from ..errors import CalibrationDataError, ConfigurationError, QuantscopeError
 from ..network import Network
 from .collector import StatsCollector
 from .data import Batch, DataSource, check_not_empty
+from .options import CalibrationOptions
 from .result import Calibration
-from .shards import _cached, _forget, _read, _Sized, open_data
+from .shards import BatchesShard, ReadSpec, Shard, SizedData, cached, forget_run, open_data
 
 __all__ = ["calibrate_on_dask", "dask_client"]
 
@@ -143,7 +145,7 @@ def dask_client(client: Any) -> Iterator[Any]:
 # =========================================================================== the worker side
 
 
-def _session(net: Network, col: StatsCollector, use_gpu: bool):
+def _session(net: Network, col: StatsCollector, use_gpu: bool) -> Any:
     """The worker's onnxruntime session: on the CPU, one thread. Dask's threads are the
     parallelism (one task per worker thread, ``dask worker --nthreads``); onnxruntime's
     own pool on top would oversubscribe the cores. Convolution, pooling and GEMM
@@ -161,8 +163,9 @@ def _session(net: Network, col: StatsCollector, use_gpu: bool):
     return ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
 
 
-def _worker_collector(run: str, digest: str, model_bytes: bytes, spec: dict) -> StatsCollector:
+def _worker_collector(digest: str, model_bytes: bytes, spec: _WorkerSpec) -> StatsCollector:
     """A fresh collector on this worker's cached prepared network and session."""
+    opts = spec.options
 
     def make():
         import onnx
@@ -170,18 +173,17 @@ def _worker_collector(run: str, digest: str, model_bytes: bytes, spec: dict) -> 
         from ..network import prepare
 
         net = prepare(onnx.load_from_string(model_bytes))
-        col = StatsCollector(net, use_gpu=spec["use_gpu"], histogram_stride=spec["histogram_stride"])
-        if [layer.name for layer in col.measured] != spec["measured"] or col.output_names != spec["outputs"]:
+        col = StatsCollector(net, use_gpu=opts.use_gpu, histogram_stride=opts.histogram_stride)
+        if tuple(layer.name for layer in col.measured) != spec.measured or tuple(col.output_names) != spec.outputs:
             raise ConfigurationError(
                 "the network prepared again on a Dask worker has other layers than on the client; "
                 "check that the workers run the same quantscope and onnx versions as the client"
             )
-        return net, _session(net, col, spec["use_gpu"])
+        return net, _session(net, col, opts.use_gpu)
 
-    net, session = _cached((run, "model", digest), make)
-    col = StatsCollector(net, use_gpu=spec["use_gpu"], histogram_stride=spec["histogram_stride"])
-    col._session = session  # onnxruntime sessions are thread-safe; build once per worker
-    return col
+    net, session = cached((spec.read.run, "model", digest), make)
+    # onnxruntime sessions are thread-safe: one per worker, shared by its tasks
+    return StatsCollector(net, use_gpu=opts.use_gpu, histogram_stride=opts.histogram_stride, session=session)
 
 
 def _error_info(exc: QuantscopeError) -> dict:
@@ -200,15 +202,15 @@ def _raise_error_info(info: dict) -> None:
     raise exc
 
 
-def _run_shard(run: str, digest: str, model_bytes: bytes, spec: dict, desc: tuple, bulk: Any) -> dict:
+def _run_shard(digest: str, model_bytes: bytes, spec: _WorkerSpec, shard: Shard, bulk: Any) -> dict:
     """Task body on a worker: run one shard, return its statistics partial.
 
     quantscope's errors come back as data (some do not survive pickling) and are
     raised again on the client."""
     try:
-        col = _worker_collector(run, digest, model_bytes, spec)
+        col = _worker_collector(digest, model_bytes, spec)
         last = -1
-        for batch in _read(desc, bulk, spec):
+        for batch in shard.read(bulk, spec.read):
             col.update(batch)
             if len(batch):
                 last = int(batch.index[-1])
@@ -250,7 +252,7 @@ def _worker_threads(client, distributed) -> int:
     return max(1, sum(client.nthreads().values()))
 
 
-def _sized_tasks(shards: _Sized, start: int, batch_size: int, n_shards: int):
+def _sized_tasks(shards: SizedData, start: int, batch_size: int, n_shards: int):
     """``(start, stop)`` sample ranges of whole batches covering ``start..num_samples-1``."""
     n = shards.num_samples
     n_batches = math.ceil((n - start) / batch_size)
@@ -268,42 +270,32 @@ def calibrate_on_dask(
     network: Network,
     data: Any,
     client: Any,
+    options: CalibrationOptions,
+    resumer: Any = None,
     *,
-    batch_size: int = 32,
     shards: int | None = None,
-    layout: str = "NCHW",
-    progress: bool | None = None,
-    use_gpu: bool = False,
-    histogram_stride: int | str = "auto",
-    checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int | None = None,
-    restart: bool = False,
 ) -> Calibration:
-    """Calibrate ``network`` on ``data`` with the Dask workers of ``client``.
+    """Calibrate ``network`` on ``data`` with the Dask workers of ``client``
+    (the :class:`~quantscope.calibrate.run.OnDask` runner).
 
-    The result equals ``calibrate(network, data, batch_size=batch_size)`` on one
-    machine, table and JSON bit for bit (module docstring, docs/distributed.md).
+    The result equals a one-process run's with the same ``options``, table and JSON
+    bit for bit (module docstring, docs/distributed.md).
 
     Args:
         network: a prepared :class:`~quantscope.network.Network`.
-        data: anything :func:`~quantscope.calibrate.data.as_source` accepts. ``.npy``,
+        data: anything :func:`~quantscope.calibrate.source.as_source` accepts. ``.npy``,
             ``.npz`` paths and image folders are read by the workers themselves (they
             must see the same path); arrays are sliced and sent; streams are read here.
         client: a ``distributed.Client``, a scheduler address (``"tcp://host:8786"``) or
             ``"local:N"`` (a ``LocalCluster`` of N one-thread worker processes, closed
             afterwards). See :func:`dask_client`.
-        batch_size: samples per onnxruntime run; shards hold whole batches.
+        options: as for every runner; shards hold whole batches of ``options.batch_size``.
+        resumer: a :class:`~quantscope.calibrate.checkpoint.Resumer` that saves the merged
+            statistics every ``every`` merged batches and resumes from them (None: no
+            checkpoint); a checkpoint works across single-process and Dask runs.
         shards: number of shards for data of known size (default: 4 per worker thread,
             at most one per batch). Streams are cut into shards of at most 16 batches
             and 64 MB of inputs.
-        layout: ``"NCHW"`` or ``"NHWC"`` for array data.
-        progress: show a progress bar (None: when stderr is a terminal).
-        use_gpu: run the network on each worker's GPU.
-        histogram_stride: as for :func:`~quantscope.calibrate`.
-        checkpoint, checkpoint_every, restart: save the merged statistics every
-            ``checkpoint_every`` merged batches and resume from them
-            (:mod:`quantscope.calibrate.checkpoint`); a checkpoint works across single-
-            process and Dask runs.
 
     Raises:
         ConfigurationError: dask is not installed, no worker, bad options.
@@ -311,78 +303,61 @@ def calibrate_on_dask(
             raised here when a worker meets them.
     """
     distributed = _import_distributed()
-    if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int) or shards < 1):
-        raise ConfigurationError(f"shards must be a positive integer, got {shards!r}")
     from .checkpoint import Resumer
 
+    resumer = resumer if resumer is not None else Resumer.create(None, None)
     with dask_client(client) as c:
-        return _calibrate(
-            distributed,
-            network,
-            data,
-            c,
-            batch_size=batch_size,
-            shards=shards,
-            layout=layout,
-            progress=progress,
-            use_gpu=use_gpu,
-            histogram_stride=histogram_stride,
-            resumer=Resumer.create(checkpoint, checkpoint_every, restart),
-        )
+        return _calibrate(distributed, network, data, c, options, resumer, shards)
 
 
-def _calibrate(
-    distributed, network, data, client, *, batch_size, shards, layout, progress, use_gpu, histogram_stride, resumer
-):
-    source, sized = open_data(data, layout=layout, input_shape=network.input_shape, lazy_npz=True)
+@dataclass(frozen=True)
+class _WorkerSpec:
+    """What every task of a run needs besides its shard."""
+
+    read: ReadSpec
+    options: CalibrationOptions
+    measured: tuple[str, ...]  # the client's measured layers and outputs, checked on the worker
+    outputs: tuple[str, ...]
+
+
+def _calibrate(distributed, network, data, client, options: CalibrationOptions, resumer, shards: int | None):
+    source, sized = open_data(data, layout=options.layout, input_shape=network.input_shape, lazy_npz=True)
     if sized is None:
         check_not_empty(source)
     elif sized.num_samples == 0:
         raise CalibrationDataError("the calibration data contains no samples; give at least one input")
 
-    collector = StatsCollector(network, use_gpu=use_gpu, histogram_stride=histogram_stride)
-    state = resumer.start(
-        network,
-        collector,
-        sized=sized,
-        source=source,
-        batch_size=batch_size,
-        layout=layout,
-        use_gpu=use_gpu,
-        histogram_stride=histogram_stride,
-    )
+    collector = StatsCollector(network, use_gpu=options.use_gpu, histogram_stride=options.histogram_stride)
+    state = resumer.start(network, collector, options, sized=sized, source=source)
 
     model_bytes = network.to_proto().SerializeToString()
     digest = hashlib.sha256(model_bytes).hexdigest()
     run = f"{digest[:16]}-{os.getpid()}-{time.time_ns()}"
-    spec = {
-        "run": run,
-        "layout": layout,
-        "input_shape": network.input_shape,
-        "batch_size": batch_size,
-        "use_gpu": use_gpu,
-        "histogram_stride": histogram_stride,
-        "measured": [layer.name for layer in collector.measured],
-        "outputs": list(collector.output_names),
-    }
+    spec = _WorkerSpec(
+        read=ReadSpec(run=run, layout=options.layout, input_shape=network.input_shape, batch_size=options.batch_size),
+        options=options,
+        measured=tuple(layer.name for layer in collector.measured),
+        outputs=tuple(collector.output_names),
+    )
     threads = _worker_threads(client, distributed)
     shipper = _Shipper(client)
     model_future = shipper.scatter(model_bytes, broadcast=True)
     max_in_flight = max(2, 2 * threads)
+    batch_size = options.batch_size
 
-    def submit(desc, bulk):
+    def submit(shard: Shard, bulk):
         if bulk is not None:
             bulk = shipper.scatter(bulk)
-        return client.submit(_run_shard, run, digest, model_future, spec, desc, bulk, pure=False)
+        return client.submit(_run_shard, digest, model_future, spec, shard, bulk, pure=False)
 
     total = sized.num_samples if sized is not None else source.num_samples
     try:
-        with progress_bar("Calibrating", total, enabled=progress) as bar:
+        with progress_bar("Calibrating", total, enabled=options.progress) as bar:
             bar.advance(state.position if total is not None else 0)
             if sized is not None:
                 ranges = _sized_tasks(sized, state.position, batch_size, shards or 4 * threads)
                 tasks = (
-                    (i, *sized.payload(a, b), {"stop": b, "batches": math.ceil((b - a) / batch_size)})
+                    (i, *sized.shard(a, b), {"stop": b, "batches": math.ceil((b - a) / batch_size)})
                     for i, (a, b) in enumerate(ranges)
                 )
             else:
@@ -399,7 +374,7 @@ def _calibrate(
             _pipeline(distributed, tasks, submit, merged, max_in_flight)
     finally:
         with contextlib.suppress(Exception):
-            client.run(_forget, run)
+            client.run(forget_run, run)
     result = collector.result()
     resumer.finish()
     return result
@@ -418,11 +393,11 @@ def _stream_tasks(source: DataSource, batch_size: int, resumer, state):
         if per_shard is None:
             per_shard = max(1, min(_STREAM_SHARD_BATCHES, _STREAM_SHARD_BYTES // max(1, b.x.nbytes)))
         if len(shard) >= per_shard or nbytes >= _STREAM_SHARD_BYTES:
-            yield i, ("batches",), shard, {"batches": len(shard), "digest": resumer.stream_digest()}
+            yield i, BatchesShard(), shard, {"batches": len(shard), "digest": resumer.stream_digest()}
             i += 1
             shard, nbytes = [], 0
     if shard:
-        yield i, ("batches",), shard, {"batches": len(shard), "digest": resumer.stream_digest()}
+        yield i, BatchesShard(), shard, {"batches": len(shard), "digest": resumer.stream_digest()}
 
 
 def _pipeline(distributed, tasks, submit, merged, max_in_flight: int) -> None:

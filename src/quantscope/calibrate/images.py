@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from quantscope.calibrate.data import Batch, _check_batch_size, _empty_error, check_finite
+from quantscope.calibrate.data import Batch, check_batch_size, check_finite, empty_error
 from quantscope.errors import CalibrationDataError, ConfigurationError, option
 
 __all__ = ["ImageDatastore", "DEFAULT_EXTENSIONS"]
@@ -334,7 +334,7 @@ class ImageDatastore:
 
         ``Batch.index`` holds positions in :attr:`files`; ``Batch.y`` the class indices.
         """
-        bs = _check_batch_size(batch_size)
+        bs = check_batch_size(batch_size)
         return self._iterate(bs)
 
     def _iterate(self, bs: int) -> Iterator[Batch]:
@@ -376,7 +376,7 @@ class ImageDatastore:
                 if self.skipped
                 else ""
             )
-            raise _empty_error(self.desc + extra)
+            raise empty_error(self.desc + extra)
 
     def _shape_message(self, path: Path, shape: tuple[int, ...], ref: tuple[Path, tuple[int, ...]]) -> str:
         def fmt(s: tuple[int, ...]) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import CalibrationDataError
 from ..network.network import Inputs
-from .data import NUMPY_FILE_ERRORS, Batch, _check_batch_size, _fmt_shape, _to_numpy, check_finite, unreadable
+from .data import NUMPY_FILE_ERRORS, Batch, check_batch_size, check_finite, fmt_shape, to_numpy, unreadable
 
 __all__ = ["InputSpec", "multi_input_source"]
 
@@ -40,15 +40,15 @@ def _conform(arrays: Mapping[str, Any], spec: InputSpec, desc: str, position: in
         )
     out = {}
     for name, (shape, dtype) in spec.items():
-        x = _to_numpy(arrays[name])
+        x = to_numpy(arrays[name])
         if x.dtype.kind not in "biuf":
             raise CalibrationDataError(f"{desc}: input {name!r} has dtype {x.dtype}, not numbers")
         if shape and (
             x.ndim != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape[1:], x.shape[1:]))
         ):
             raise CalibrationDataError(
-                f"{desc}, at sample {position}: input {name!r} has shape {_fmt_shape(x.shape)}, and the network "
-                f"takes {_fmt_shape(shape)} (batch axis first)"
+                f"{desc}, at sample {position}: input {name!r} has shape {fmt_shape(x.shape)}, and the network "
+                f"takes {fmt_shape(shape)} (batch axis first)"
             )
         if np.dtype(dtype).kind in "iub" and x.dtype.kind == "f":
             if not np.all(np.isfinite(x)) or not np.all(x == np.round(x)):
@@ -82,7 +82,7 @@ class _MultiArraySource:
         return self._y is not None
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        bs = _check_batch_size(batch_size)
+        bs = check_batch_size(batch_size)
         for start in range(0, len(self._x), bs):
             stop = min(start + bs, len(self._x))
             y = None if self._y is None else self._y[start:stop]
@@ -108,7 +108,7 @@ class _MultiStreamSource:
         return first is not None and "y" in first
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        _check_batch_size(batch_size)  # each mapping is one batch, as given
+        check_batch_size(batch_size)  # each mapping is one batch, as given
         it = iter(self._data)
         if it is self._data:
             if self._used:
@@ -122,7 +122,7 @@ class _MultiStreamSource:
                     f"{', '.join(self._spec)} takes mappings {{input name: array}}"
                 )
             x = _conform(item, self._spec, self.desc, start)
-            y = _to_numpy(item["y"]) if "y" in item else None
+            y = to_numpy(item["y"]) if "y" in item else None
             yield Batch(x=x, y=y, index=np.arange(start, start + len(x), dtype=np.int64))
             start += len(x)
 
@@ -165,4 +165,4 @@ def _labels(in_data: Any, given: Any, desc: str) -> np.ndarray | None:
     if in_data is not None and given is not None:
         raise CalibrationDataError(f"{desc} holds labels 'y' and labels were given too; pass only one of them")
     y = in_data if in_data is not None else given
-    return None if y is None else _to_numpy(y)
+    return None if y is None else to_numpy(y)

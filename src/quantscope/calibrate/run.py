@@ -1,19 +1,121 @@
-"""The front door of calibration: :func:`calibrate` picks the runner (one process,
-resumable with a checkpoint, or a Dask cluster) for the options given."""
+"""The front door of calibration: :func:`calibrate` runs the float network over the data
+with :class:`~quantscope.calibrate.options.CalibrationOptions` and a runner: one
+process (:class:`Local`), resumable with a checkpoint (:class:`Resumable`), or a Dask
+cluster (:class:`OnDask`). The keywords of :func:`calibrate` are a shorthand that
+builds these objects."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Any
 
 from .._progress import progress_bar
-from ..errors import CalibrationDataError, ConfigurationError
-from ..network import prepare
-from .checkpoint import calibrate_resumable
+from ..errors import ConfigurationError
+from ..network import Network, prepare
+from .checkpoint import Resumer, calibrate_resumable
 from .collector import StatsCollector
+from .options import CalibrationOptions, HistogramStride
 from .result import Calibration
 from .source import as_source
 
-__all__ = ["calibrate"]
+__all__ = ["Local", "OnDask", "Resumable", "Runner", "calibrate"]
+
+
+class Runner:
+    """Where and how a calibration runs; every runner gives the same table, bit for bit."""
+
+    def run(self, network: Network, data: Any, options: CalibrationOptions) -> Calibration:
+        """Calibrate the prepared ``network`` on ``data``."""
+        raise NotImplementedError
+
+    @property
+    def one_input_only(self) -> bool:
+        """Whether this runner takes networks with one input only (True for now but Local)."""
+        return True
+
+
+@dataclass(frozen=True)
+class Local(Runner):
+    """One process, start to end (the default)."""
+
+    def run(self, network: Network, data: Any, options: CalibrationOptions) -> Calibration:
+        source = as_source(
+            data,
+            layout=options.layout,
+            input_shape=network.input_shape,
+            dtype=network.input_dtype,
+            inputs=network.input_spec,
+        )
+        collector = StatsCollector(network, use_gpu=options.use_gpu, histogram_stride=options.histogram_stride)
+        with progress_bar("Calibrating", source.num_samples, enabled=options.progress) as bar:
+            for batch in source.batches(options.batch_size):
+                collector.update(batch)
+                bar.advance(len(batch.x))
+        return collector.result()
+
+    @property
+    def one_input_only(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class Resumable(Runner):
+    """One process that saves its statistics to ``checkpoint`` every ``every`` batches
+    (default 10) and resumes from it (:mod:`quantscope.calibrate.checkpoint`);
+    ``restart`` discards an existing checkpoint. ``checkpoint`` None runs without one."""
+
+    checkpoint: str | os.PathLike | None
+    every: int | None = None
+    restart: bool = False
+
+    def __post_init__(self) -> None:
+        Resumer.create(self.checkpoint, self.every, self.restart)  # checks the options
+
+    def run(self, network: Network, data: Any, options: CalibrationOptions) -> Calibration:
+        return calibrate_resumable(network, data, options, Resumer.create(self.checkpoint, self.every, self.restart))
+
+
+@dataclass(frozen=True)
+class OnDask(Runner):
+    """The workers of a Dask cluster (docs/distributed.md; ``pip install quantscope[dask]``).
+
+    ``client``: a ``distributed.Client``, a scheduler address (``"tcp://host:8786"``) or
+    ``"local:N"`` (N local worker processes). ``shards``: pieces the data is cut into
+    (default: 4 per worker thread). ``checkpoint``, ``every``, ``restart``: as
+    :class:`Resumable`; a checkpoint works across single-process and Dask runs."""
+
+    client: Any
+    shards: int | None = None
+    checkpoint: str | os.PathLike | None = None
+    every: int | None = None
+    restart: bool = False
+
+    def __post_init__(self) -> None:
+        s = self.shards
+        if s is not None and (isinstance(s, bool) or not isinstance(s, int) or s < 1):
+            raise ConfigurationError(f"shards must be a positive integer, got {s!r}")
+        Resumer.create(self.checkpoint, self.every, self.restart)
+
+    def run(self, network: Network, data: Any, options: CalibrationOptions) -> Calibration:
+        from .distributed import calibrate_on_dask  # Dask is an optional extra
+
+        resumer = Resumer.create(self.checkpoint, self.every, self.restart)
+        return calibrate_on_dask(network, data, self.client, options, resumer, shards=self.shards)
+
+
+_DEFAULT_OPTIONS = CalibrationOptions()
+
+
+def _runner_for(client: Any, shards: Any, checkpoint: Any, checkpoint_every: Any, restart: bool) -> Runner:
+    """The runner the keywords of :func:`calibrate` name."""
+    if client is not None:
+        return OnDask(client, shards, checkpoint, checkpoint_every, restart)
+    if shards is not None:
+        raise ConfigurationError("shards splits the data between Dask workers: pass client=... (--dask) too")
+    if checkpoint is not None or checkpoint_every is not None or restart:
+        return Resumable(checkpoint, checkpoint_every, restart)
+    return Local()
 
 
 def calibrate(
@@ -25,12 +127,14 @@ def calibrate(
     progress: bool | None = None,
     layout: str = "NCHW",
     example_input: Any = None,
-    histogram_stride: int | str = "auto",
+    histogram_stride: int | str = HistogramStride.AUTO,
     client: Any = None,
     shards: int | None = None,
     checkpoint: Any = None,
     checkpoint_every: int | None = None,
     restart: bool = False,
+    options: CalibrationOptions | None = None,
+    runner: Runner | None = None,
 ) -> Calibration:
     """Run the float network over ``data`` and collect every tensor's range.
 
@@ -58,6 +162,11 @@ def calibrate(
         checkpoint: a file to save the statistics to every ``checkpoint_every``
             batches (default 10) and to resume from when it exists; removed when
             the run completes. ``restart=True`` discards an existing one.
+        options: all of ``batch_size``, ``use_gpu``, ``progress``, ``layout`` and
+            ``histogram_stride`` as one :class:`CalibrationOptions` (then leave those
+            keywords out).
+        runner: :class:`Local`, :class:`Resumable` or :class:`OnDask` (then leave out
+            ``client``, ``shards`` and the checkpoint keywords).
 
     Returns:
         A :class:`Calibration`; ``.table`` is MATLAB's table.
@@ -66,53 +175,31 @@ def calibrate(
         CalibrationDataError: empty data, wrong shapes, undecodable images.
         NonFiniteActivationError: a NaN or Inf in some layer's output (the layer is named).
     """
-    if batch_size < 1:
-        raise CalibrationDataError(f"batch_size must be at least 1, got {batch_size}")
+    keyword_options = CalibrationOptions(
+        batch_size=batch_size,
+        use_gpu=use_gpu,
+        layout=layout,
+        histogram_stride=histogram_stride,
+        progress=progress,
+    )
+    if options is None:
+        options = keyword_options
+    elif keyword_options != _DEFAULT_OPTIONS:
+        raise ConfigurationError(
+            "pass the calibration options either as options=CalibrationOptions(...) or as keywords"
+        )
+    keyword_runner = _runner_for(client, shards, checkpoint, checkpoint_every, restart)
+    if runner is None:
+        runner = keyword_runner
+    elif keyword_runner != Local():
+        raise ConfigurationError(
+            "pass where the calibration runs either as runner=... or as keywords (client, shards, checkpoint...)"
+        )
     network = prepare(network, example_input)
-    resumable = checkpoint is not None or checkpoint_every is not None or restart or shards is not None
-    if len(network.input_names) > 1 and (client is not None or resumable):
+    if len(network.input_names) > 1 and runner.one_input_only:
         raise ConfigurationError(
             f"this network has {len(network.input_names)} inputs ({', '.join(network.input_names)}); "
             "checkpoints and Dask runs take networks with one input for now. Calibrate it in one process "
             "(without a client, checkpoint or shards)."
         )
-    if client is not None:
-        from .distributed import calibrate_on_dask  # Dask is an optional extra
-
-        return calibrate_on_dask(
-            network,
-            data,
-            client,
-            batch_size=batch_size,
-            shards=shards,
-            layout=layout,
-            progress=progress,
-            use_gpu=use_gpu,
-            histogram_stride=histogram_stride,
-            checkpoint=checkpoint,
-            checkpoint_every=checkpoint_every,
-            restart=restart,
-        )
-    if resumable:
-        return calibrate_resumable(
-            network,
-            data,
-            checkpoint=checkpoint,
-            checkpoint_every=checkpoint_every,
-            restart=restart,
-            shards=shards,
-            batch_size=batch_size,
-            use_gpu=use_gpu,
-            progress=progress,
-            layout=layout,
-            histogram_stride=histogram_stride,
-        )
-    source = as_source(
-        data, layout=layout, input_shape=network.input_shape, dtype=network.input_dtype, inputs=network.input_spec
-    )
-    collector = StatsCollector(network, use_gpu=use_gpu, histogram_stride=histogram_stride)
-    with progress_bar("Calibrating", source.num_samples, enabled=progress) as bar:
-        for batch in source.batches(batch_size):
-            collector.update(batch)
-            bar.advance(len(batch.x))
-    return collector.result()
+    return runner.run(network, data, options)

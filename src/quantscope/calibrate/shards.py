@@ -9,16 +9,30 @@ import os
 import threading
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import CalibrationDataError
-from .data import NUMPY_FILE_ERRORS, Batch, DataSource, _ArraySource, _Plan
+from .data import NUMPY_FILE_ERRORS, ArraySource, Batch, DataSource, Layout
 from .source import as_source
 
-__all__ = ["open_data", "sized_shards"]
+__all__ = [
+    "ArrayShard",
+    "BatchesShard",
+    "ImageShard",
+    "NpyShard",
+    "NpzShard",
+    "ReadSpec",
+    "Shard",
+    "SizedData",
+    "cached",
+    "forget_run",
+    "open_data",
+    "sized_data",
+]
 
 
 def _file_stamp(path: Path) -> dict:
@@ -39,111 +53,177 @@ def _array_digest(x: Any) -> str:
     return h.hexdigest()
 
 
-def _array_batches(source: _ArraySource, lo: int, hi: int, batch_size: int, offset: int = 0) -> Iterator[Batch]:
-    """Batches of samples ``lo..hi-1`` of an array source, as ``source.batches`` makes
-    them (same conversion and checks), with positions and ``Batch.index`` shifted by
-    ``offset`` (the shard's first sample in the whole data set).
+@dataclass(frozen=True)
+class ReadSpec:
+    """How the samples of a shard become batches; the same for every shard of a run.
 
-    Reads ``source``'s array and conversion plan (private to ``data.py``): a public
-    ``batches(batch_size, start, stop)`` there would replace this.
-    """
-    conf = source._conformer
-    plan = _Plan(transpose=source._plan.transpose, insert_axis=source._plan.insert_axis)
-    x, y = source._x, source._y
-    for start in range(lo, hi, batch_size):
-        stop = min(start + batch_size, hi)
-        xb = conf.apply(plan, np.asarray(x[start:stop]), offset + start)
-        yb = None if y is None else y[start:stop]
-        yield Batch(x=xb, y=yb, index=np.arange(offset + start, offset + stop, dtype=np.int64))
+    ``run`` keys this run's cached files on a worker (``"local"`` in this process)."""
+
+    run: str
+    layout: Layout
+    input_shape: Any
+    batch_size: int
 
 
-class _Sized:
+class Shard:
+    """One range of samples, as sent to the process that reads it. Its ``read``
+    gives the very batches the single-process run makes of those samples."""
+
+    def read(self, bulk: Any, spec: ReadSpec) -> Iterator[Batch]:
+        """The batches of this shard; ``bulk`` is the data sent with it (or None)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ArrayShard(Shard):
+    """Samples ``start..stop-1`` of an array, sent as ``bulk`` (the slice)."""
+
+    start: int
+    stop: int
+
+    def read(self, bulk: Any, spec: ReadSpec) -> Iterator[Batch]:
+        src = _array_source(as_source(bulk, layout=spec.layout, input_shape=spec.input_shape))
+        return src.batches(spec.batch_size, offset=self.start)
+
+
+@dataclass(frozen=True)
+class NpyShard(Shard):
+    """Samples ``start..stop-1`` of a ``.npy`` file the reader memory-maps itself."""
+
+    path: str
+    start: int
+    stop: int
+
+    def read(self, bulk: Any, spec: ReadSpec) -> Iterator[Batch]:
+        _need_path(self.path)
+        src = _array_source(as_source(self.path, layout=spec.layout, input_shape=spec.input_shape))
+        return src.batches(spec.batch_size, self.start, self.stop)
+
+
+@dataclass(frozen=True)
+class NpzShard(Shard):
+    """Samples ``start..stop-1`` of a ``.npz`` file the reader loads (once per run)."""
+
+    path: str
+    start: int
+    stop: int
+
+    def read(self, bulk: Any, spec: ReadSpec) -> Iterator[Batch]:
+        _need_path(self.path)
+        st = os.stat(self.path)
+        src = cached(
+            (spec.run, "npz", self.path, st.st_mtime_ns, st.st_size),
+            lambda: _array_source(as_source(self.path, layout=spec.layout, input_shape=spec.input_shape)),
+        )
+        return src.batches(spec.batch_size, self.start, self.stop)
+
+
+@dataclass(frozen=True)
+class ImageShard(Shard):
+    """The files of an image folder from file ``start`` on (``datastore`` lists just them)."""
+
+    start: int
+    datastore: Any
+
+    def read(self, bulk: Any, spec: ReadSpec) -> Iterator[Batch]:
+        _need_path(str(self.datastore.folder))
+        return _image_batches(self.datastore, self.start, spec)
+
+
+@dataclass(frozen=True)
+class BatchesShard(Shard):
+    """Batches of a stream, read by the client and sent as ``bulk`` (a list of batches)."""
+
+    def read(self, bulk: Any, spec: ReadSpec) -> Iterator[Batch]:
+        return iter(bulk)
+
+
+def _array_source(source: DataSource) -> ArraySource:
+    if not isinstance(source, ArraySource):  # as_source of an array or a .npy/.npz file is one
+        raise TypeError(f"expected an array source, got {source!r}")
+    return source
+
+
+class SizedData:
     """Data addressable by sample position: shards are sample ranges read where they run."""
 
     num_samples: int
 
-    def describe(self) -> dict:
+    def fingerprint(self) -> dict:
         """What identifies the data for a checkpoint's fingerprint (JSON-able)."""
         raise NotImplementedError
 
-    def payload(self, start: int, stop: int) -> tuple[tuple, Any]:
-        """``(descriptor, bulk)`` for a worker to read samples ``start..stop-1``;
-        ``bulk`` (or None) is sent to the worker directly."""
+    def shard(self, start: int, stop: int) -> tuple[Shard, Any]:
+        """``(shard, bulk)`` for another process to read samples ``start..stop-1``;
+        ``bulk`` (or None) is sent to it with the shard."""
         raise NotImplementedError
 
-    def local_batches(self, batch_size: int, start: int, spec: dict) -> Iterator[Batch]:
+    def batches(self, spec: ReadSpec, start: int = 0) -> Iterator[Batch]:
         """This process's batches from sample ``start`` to the end."""
-        desc, bulk = self.payload(start, self.num_samples)
-        return _read(desc, bulk, spec)
+        shard, bulk = self.shard(start, self.num_samples)
+        return shard.read(bulk, spec)
 
 
-class _ArrayShards(_Sized):
+class _ArrayData(SizedData):
     """An array in this process: shards are slices sent to the workers."""
 
-    def __init__(self, source: _ArraySource, stamp: dict | None = None):
+    def __init__(self, source: ArraySource, stamp: dict | None = None):
         self.source = source
         self.num_samples = source.num_samples
         self._stamp = stamp
 
-    def describe(self) -> dict:
+    def fingerprint(self) -> dict:
         if self._stamp is not None:
             return self._stamp
-        x = self.source._x
+        x = self.source.samples
         return {"kind": "array", "shape": list(x.shape), "dtype": str(x.dtype), "sha256": _array_digest(x)}
 
-    def payload(self, start: int, stop: int) -> tuple[tuple, Any]:
-        return ("array", start, stop), self.source._x[start:stop]
+    def shard(self, start: int, stop: int) -> tuple[Shard, Any]:
+        return ArrayShard(start, stop), self.source.samples[start:stop]
 
-    def local_batches(self, batch_size: int, start: int, spec: dict) -> Iterator[Batch]:
-        return _array_batches(self.source, start, self.num_samples, batch_size)
+    def batches(self, spec: ReadSpec, start: int = 0) -> Iterator[Batch]:
+        return self.source.batches(spec.batch_size, start)
 
 
-class _NpyShards(_ArrayShards):
+class _NpyData(_ArrayData):
     """A ``.npy`` file: each worker memory-maps it and reads its own range."""
 
-    def __init__(self, path: Path, source: _ArraySource):
+    def __init__(self, path: Path, source: ArraySource):
+        x = source.samples
         super().__init__(
-            source,
-            stamp={"kind": "npy", **_file_stamp(path), "shape": list(source._x.shape), "dtype": str(source._x.dtype)},
+            source, stamp={"kind": "npy", **_file_stamp(path), "shape": list(x.shape), "dtype": str(x.dtype)}
         )
         self.path = str(path.resolve())
 
-    def payload(self, start: int, stop: int) -> tuple[tuple, Any]:
-        return ("npy", self.path, start, stop), None
+    def shard(self, start: int, stop: int) -> tuple[Shard, Any]:
+        return NpyShard(self.path, start, stop), None
 
 
-class _NpzShards(_Sized):
+class _NpzData(SizedData):
     """A ``.npz`` file: each worker loads it (once per run) and reads its own range.
 
     The client reads only the header of ``x`` for the sample count."""
 
-    def __init__(self, path: Path, num_samples: int, layout: str, input_shape: Any):
+    def __init__(self, path: Path, num_samples: int):
         self.path = str(path.resolve())
         self.num_samples = num_samples
         self._stamp = {"kind": "npz", **_file_stamp(path)}
-        self._local: _ArraySource | None = None
-        self._layout, self._input_shape = layout, input_shape
 
-    def describe(self) -> dict:
+    def fingerprint(self) -> dict:
         return self._stamp
 
-    def payload(self, start: int, stop: int) -> tuple[tuple, Any]:
-        return ("npz", self.path, start, stop), None
-
-    def local_batches(self, batch_size: int, start: int, spec: dict) -> Iterator[Batch]:
-        if self._local is None:
-            self._local = as_source(self.path, layout=self._layout, input_shape=self._input_shape)
-        return _array_batches(self._local, start, self.num_samples, batch_size)
+    def shard(self, start: int, stop: int) -> tuple[Shard, Any]:
+        return NpzShard(self.path, start, stop), None
 
 
-class _ImageShards(_Sized):
+class _ImageData(SizedData):
     """An image folder: each worker decodes the files of its range."""
 
     def __init__(self, datastore):
         self.ds = datastore
         self.num_samples = len(datastore.files)
 
-    def describe(self) -> dict:
+    def fingerprint(self) -> dict:
         ds = self.ds
         h = hashlib.sha256()
         for f in ds.files:
@@ -162,8 +242,8 @@ class _ImageShards(_Sized):
             "skip_bad": ds.skip_bad,
         }
 
-    def payload(self, start: int, stop: int) -> tuple[tuple, Any]:
-        return ("images", start, stop, self.ds.subset(range(start, stop))), None
+    def shard(self, start: int, stop: int) -> tuple[Shard, Any]:
+        return ImageShard(start, self.ds.subset(range(start, stop))), None
 
 
 def _plain(v: Any) -> Any:
@@ -187,22 +267,22 @@ def _npz_count(path: Path) -> int | None:
 
 def open_data(
     data: Any, *, layout: str, input_shape: Any, lazy_npz: bool = False
-) -> tuple[DataSource | None, _Sized | None]:
+) -> tuple[DataSource | None, SizedData | None]:
     """``(source, sized)``: the data source and, for data of known size, its shards
     (None for a stream). An image folder is listed once, for the shards only (source
     None); with ``lazy_npz`` an ``.npz`` file is not loaded here (only its header read)."""
     path = Path(data) if isinstance(data, (str, os.PathLike)) else None
     skip = path is not None and (path.is_dir() or (lazy_npz and path.suffix.lower() == ".npz" and path.is_file()))
     source = None if skip else as_source(data, layout=layout, input_shape=input_shape)
-    sized = sized_shards(data, source, layout=layout, input_shape=input_shape, lazy_npz=lazy_npz)
+    sized = sized_data(data, source, layout=layout, input_shape=input_shape, lazy_npz=lazy_npz)
     if sized is None and source is None:
         source = as_source(data, layout=layout, input_shape=input_shape)
     return source, sized
 
 
-def sized_shards(
+def sized_data(
     data: Any, source: DataSource | None, *, layout: str, input_shape: Any, lazy_npz: bool = False
-) -> _Sized | None:
+) -> SizedData | None:
     """The data as sample-addressable shards, or None for a stream.
 
     ``source`` is ``as_source(data, ...)`` (may be None when ``lazy_npz`` and ``data`` is
@@ -212,22 +292,22 @@ def sized_shards(
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if path.is_dir():
-            return _ImageShards(ImageDatastore(path))
+            return _ImageData(ImageDatastore(path))
         suffix = path.suffix.lower()
-        if suffix == ".npy" and isinstance(source, _ArraySource):
-            return _NpyShards(path, source)
+        if suffix == ".npy" and isinstance(source, ArraySource):
+            return _NpyData(path, source)
         if suffix == ".npz":
             if lazy_npz:
                 n = _npz_count(path)
                 if n is not None:
-                    return _NpzShards(path, n, layout, input_shape)
+                    return _NpzData(path, n)
                 source = as_source(data, layout=layout, input_shape=input_shape)
-            if isinstance(source, _ArraySource):
-                return _ArrayShards(source, stamp={"kind": "npz", **_file_stamp(path)})
+            if isinstance(source, ArraySource):
+                return _ArrayData(source, stamp={"kind": "npz", **_file_stamp(path)})
     if isinstance(data, ImageDatastore):
-        return _ImageShards(data)
-    if isinstance(source, _ArraySource):
-        return _ArrayShards(source)
+        return _ImageData(data)
+    if isinstance(source, ArraySource):
+        return _ArrayData(source)
     return None
 
 
@@ -239,14 +319,15 @@ _CACHE_LOCK = threading.Lock()
 _CACHE: dict[tuple, Any] = {}
 
 
-def _cached(key: tuple, make):
+def cached(key: tuple, make: Any) -> Any:
+    """The value of ``key`` in this process's cache, made by ``make()`` the first time."""
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = make()
         return _CACHE[key]
 
 
-def _forget(run: str) -> int:
+def forget_run(run: str) -> int:
     """Drop this worker's cache entries of run ``run`` (called through ``client.run``)."""
     with _CACHE_LOCK:
         keys = [k for k in _CACHE if k[0] == run]
@@ -274,42 +355,11 @@ def _need_path(path: str) -> None:
         )
 
 
-def _read(desc: tuple, bulk: Any, spec: dict) -> Iterator[Batch]:
-    """The batches of one shard, as the single-process run makes them."""
-    kind = desc[0]
-    layout, input_shape, bs = spec["layout"], spec["input_shape"], spec["batch_size"]
-    if kind == "npy":
-        _, path, start, stop = desc
-        _need_path(path)
-        src = as_source(path, layout=layout, input_shape=input_shape)
-        return _array_batches(src, start, stop, bs)
-    if kind == "npz":
-        _, path, start, stop = desc
-        _need_path(path)
-        st = os.stat(path)
-        src = _cached(
-            (spec["run"], "npz", path, st.st_mtime_ns, st.st_size),
-            lambda: as_source(path, layout=layout, input_shape=input_shape),
-        )
-        return _array_batches(src, start, stop, bs)
-    if kind == "array":
-        _, start, stop = desc
-        src = as_source(bulk, layout=layout, input_shape=input_shape)
-        return _array_batches(src, 0, stop - start, bs, offset=start)
-    if kind == "images":
-        _, start, stop, ds = desc
-        _need_path(str(ds.folder))
-        return _image_batches(ds, start, bs, layout, input_shape)
-    if kind == "batches":
-        return iter(bulk)
-    raise ValueError(f"unknown shard kind {kind!r}")
-
-
-def _image_batches(ds, offset: int, bs: int, layout: str, input_shape: Any) -> Iterator[Batch]:
-    src = as_source(ds, layout=layout, input_shape=input_shape)
+def _image_batches(ds, offset: int, spec: ReadSpec) -> Iterator[Batch]:
+    src = as_source(ds, layout=spec.layout, input_shape=spec.input_shape)
     produced = 0
     try:
-        for b in src.batches(bs):
+        for b in src.batches(spec.batch_size):
             produced += len(b)
             yield Batch(x=b.x, y=b.y, index=b.index + offset)
     except CalibrationDataError:

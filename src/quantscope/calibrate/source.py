@@ -18,18 +18,18 @@ import numpy as np
 
 from ..errors import CalibrationDataError, ConfigurationError
 from .data import (
-    _LAYOUTS,
     NUMPY_FILE_ERRORS,
+    ArraySource,
     Batch,
+    CheckedSource,
+    Conformer,
     DataSource,
-    _ArraySource,
-    _CheckedSource,
-    _Conformer,
-    _is_arraylike,
-    _is_source,
-    _normalize_input_shape,
-    _StreamSource,
-    _to_numpy,
+    Layout,
+    StreamSource,
+    is_arraylike,
+    is_source,
+    normalize_input_shape,
+    to_numpy,
     unreadable,
 )
 
@@ -76,7 +76,7 @@ def _load_path(
         return as_source(ImageDatastore(path), layout=layout, input_shape=input_shape, labels=labels, dtype=dtype)
     suffix = path.suffix.lower()
     desc = f"data file {path}"
-    conf = _Conformer(layout=layout, input_shape=input_shape, dtype=dtype, desc=desc)
+    conf = Conformer(layout=layout, input_shape=input_shape, dtype=dtype, desc=desc)
     try:
         if suffix == ".npy":
             x = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -97,11 +97,11 @@ def _load_path(
         raise CalibrationDataError(unreadable(desc, suffix, e)) from None
     if y is not None and labels is not None:
         raise CalibrationDataError(f"{desc} holds labels 'y' and labels= was given too; pass only one of them")
-    return _ArraySource(x, y if y is not None else _labels_array(labels), conf)
+    return ArraySource(x, y if y is not None else _labels_array(labels), conf)
 
 
 def _labels_array(labels: Any) -> np.ndarray | None:
-    return None if labels is None else _to_numpy(labels)
+    return None if labels is None else to_numpy(labels)
 
 
 def as_source(
@@ -160,11 +160,10 @@ def as_source(
         from .multi import multi_input_source
 
         return multi_input_source(data, inputs, labels)
-    input_shape = _normalize_input_shape(input_shape)
-    if layout not in _LAYOUTS:
-        raise ConfigurationError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    input_shape = normalize_input_shape(input_shape)
+    layout = Layout.parse(layout)
 
-    if _is_source(data):
+    if is_source(data):
         from .images import ImageDatastore
 
         if isinstance(data, ImageDatastore):
@@ -174,28 +173,28 @@ def as_source(
                 data = data.with_input_shape(input_shape, fill_only=True)
         if input_shape is None and labels is None and layout == "NCHW" and np.dtype(dtype) == np.float32:
             return data
-        conf = _Conformer(
+        conf = Conformer(
             layout=layout, input_shape=input_shape, dtype=dtype, desc=getattr(data, "desc", None) or _describe(data)
         )
-        return _CheckedSource(data, conf, _labels_array(labels))
+        return CheckedSource(data, conf, _labels_array(labels))
 
     if isinstance(data, (str, os.PathLike)):
         return _load_path(Path(data), layout=layout, input_shape=input_shape, labels=labels, dtype=dtype)
 
     desc = _describe(data)
-    conf = _Conformer(layout=layout, input_shape=input_shape, dtype=dtype, desc=desc)
+    conf = Conformer(layout=layout, input_shape=input_shape, dtype=dtype, desc=desc)
 
-    if _is_arraylike(data) and not isinstance(data, (list, tuple)):
-        return _ArraySource(_to_numpy(data), _labels_array(labels), conf)
+    if is_arraylike(data) and not isinstance(data, (list, tuple)):
+        return ArraySource(to_numpy(data), _labels_array(labels), conf)
 
-    if isinstance(data, tuple) and len(data) == 2 and _is_arraylike(data[0]) and not isinstance(data[0], (list, tuple)):
-        if data[1] is None or _is_arraylike(data[1]) or isinstance(data[1], (list, tuple)):
+    if isinstance(data, tuple) and len(data) == 2 and is_arraylike(data[0]) and not isinstance(data[0], (list, tuple)):
+        if data[1] is None or is_arraylike(data[1]) or isinstance(data[1], (list, tuple)):
             if data[1] is not None and labels is not None:
                 raise CalibrationDataError(
                     f"{desc}: labels were given twice, as (x, y) and by labels=; pass only one of them"
                 )
             y = data[1] if data[1] is not None else labels
-            return _ArraySource(_to_numpy(data[0]), _labels_array(y), conf)
+            return ArraySource(to_numpy(data[0]), _labels_array(y), conf)
 
     if isinstance(data, Mapping):
         x, y = _from_mapping(data, desc)
@@ -203,7 +202,7 @@ def as_source(
             raise CalibrationDataError(
                 f"{desc}: labels were given twice, by the mapping's 'y' and by labels=; pass only one of them"
             )
-        return _ArraySource(_to_numpy(x), _labels_array(y if y is not None else labels), conf)
+        return ArraySource(to_numpy(x), _labels_array(y if y is not None else labels), conf)
 
     lab = _labels_array(labels)
     if lab is not None and lab.ndim == 0:
@@ -212,9 +211,9 @@ def as_source(
     if isinstance(data, Iterable):
         it = iter(data)
         if it is data:  # an iterator or generator: one pass only
-            return _StreamSource(iterator=it, labels=lab, conformer=conf)
+            return StreamSource(iterator=it, labels=lab, conformer=conf)
         num = _count_sequence(data, conf) if isinstance(data, (list, tuple)) else None
-        return _StreamSource(factory=lambda: iter(data), labels=lab, conformer=conf, num_samples=num)
+        return StreamSource(factory=lambda: iter(data), labels=lab, conformer=conf, num_samples=num)
 
     if callable(data):
 
@@ -227,7 +226,7 @@ def as_source(
                 )
             return iter(produced)
 
-        return _StreamSource(factory=factory, labels=lab, conformer=conf)
+        return StreamSource(factory=factory, labels=lab, conformer=conf)
 
     raise CalibrationDataError(
         f"cannot use an object of type {type(data).__name__} as data; pass an array, an (x, y) "
@@ -236,13 +235,13 @@ def as_source(
     )
 
 
-def _count_sequence(items: Sequence[Any], conf: _Conformer) -> int | None:
+def _count_sequence(items: Sequence[Any], conf: Conformer) -> int | None:
     """The number of samples in an in-memory list of batches, from shapes alone."""
     total = 0
     for item in items:
         if isinstance(item, Batch):
             x = item.x
-        elif isinstance(item, (tuple, list)) and not _is_arraylike(item) and len(item) in (1, 2):
+        elif isinstance(item, (tuple, list)) and not is_arraylike(item) and len(item) in (1, 2):
             x = item[0]
         elif isinstance(item, Mapping) and "x" in item:
             x = item["x"]
