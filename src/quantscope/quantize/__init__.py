@@ -3,10 +3,11 @@
 The quantized network that runs the plan is :class:`quantscope.simulate.QuantizedNetwork`."""
 
 from .export import save_params, save_qdq, to_qdq
-from .numerics import FloatScale, Overflow, PowerOfTwo, Rounding, Saturation, cpu_int8_saturates
-from .plan import QParams, QuantPlan, make_plan
+from .numerics import ExponentMethod, FloatScale, Overflow, PowerOfTwo, Rounding, Saturation, cpu_int8_saturates
+from .plan import QParams, QuantPlan, Target, make_plan
 
 __all__ = [
+    "ExponentMethod",
     "FloatScale",
     "Overflow",
     "PowerOfTwo",
@@ -14,6 +15,7 @@ __all__ = [
     "QuantPlan",
     "Rounding",
     "Saturation",
+    "Target",
     "cpu_int8_saturates",
     "make_plan",
     "save_params",

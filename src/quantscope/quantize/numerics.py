@@ -32,6 +32,7 @@ from ..errors import ConfigurationError, QuantscopeError
 
 __all__ = [
     "AccumulatorOverflowError",
+    "ExponentMethod",
     "FloatScale",
     "Overflow",
     "PowerOfTwo",
@@ -505,7 +506,13 @@ def requantize_scale(
 # ------------------------------------------------------------------ configuration
 
 
-_EXPONENT_METHODS = ("MinMax", "Histogram")
+class ExponentMethod(enum.StrEnum):
+    """How :class:`PowerOfTwo` picks each activation's exponent."""
+
+    #: eq. (1) on the collected max |x| (MATLAB's)
+    MINMAX = "MinMax"
+    #: the exponent with the least expected squared error over the histogram
+    HISTOGRAM = "Histogram"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -519,17 +526,19 @@ class PowerOfTwo:
     """
 
     word_length: int = 8
-    exponent_method: str = "MinMax"
+    exponent_method: ExponentMethod = ExponentMethod.MINMAX
     rounding: Rounding = Rounding.HALF_AWAY
     saturation: Saturation = Saturation.SATURATE
 
     def __post_init__(self) -> None:
         _check_bits(self.word_length, "PowerOfTwo.word_length")
-        if self.exponent_method not in _EXPONENT_METHODS:
+        try:
+            object.__setattr__(self, "exponent_method", ExponentMethod(self.exponent_method))
+        except ValueError:
             raise ConfigurationError(
-                f"PowerOfTwo.exponent_method must be one of {', '.join(map(repr, _EXPONENT_METHODS))}, "
+                f"PowerOfTwo.exponent_method must be one of {', '.join(repr(m.value) for m in ExponentMethod)}, "
                 f"got {self.exponent_method!r}"
-            )
+            ) from None
         _check_rounding(self.rounding)
         _check_saturation(self.saturation)
 

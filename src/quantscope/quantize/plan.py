@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
@@ -19,11 +20,21 @@ from ..calibrate.stats import NUM_BINS, TensorStats, bin_edges
 from ..errors import ConfigurationError
 from ..network import Network, OptimizedLayer
 from ..ops import info
-from .numerics import FloatScale, PowerOfTwo, Rounding, Saturation, pow2_exponent, quantize, round_values
+from .numerics import (
+    ExponentMethod,
+    FloatScale,
+    PowerOfTwo,
+    Rounding,
+    Saturation,
+    pow2_exponent,
+    quantize,
+    round_values,
+)
 
 __all__ = [
     "QParams",
     "QuantPlan",
+    "Target",
     "histogram_exponent",
     "int8_family",
     "make_plan",
@@ -189,13 +200,29 @@ class QuantPlan:
         }
 
 
-def resolve_scheme(scheme: str | PowerOfTwo | FloatScale) -> PowerOfTwo | FloatScale:
-    """``"fpga"``/``"pow2"`` -> PowerOfTwo(), ``"cpu"`` -> FloatScale(), objects as they are."""
+class Target(StrEnum):
+    """A quantization target by name; each names a scheme with its defaults."""
+
+    #: power-of-two scales, per tensor (MATLAB's FPGA processor): ``PowerOfTwo()``
+    FPGA = "fpga"
+    #: the same scheme, named for what it is
+    POW2 = "pow2"
+    #: float scales, per-channel weights, onnxruntime's int8: ``FloatScale()``
+    CPU = "cpu"
+
+    def scheme(self) -> PowerOfTwo | FloatScale:
+        return FloatScale() if self is Target.CPU else PowerOfTwo()
+
+
+def resolve_scheme(scheme: str | Target | PowerOfTwo | FloatScale) -> PowerOfTwo | FloatScale:
+    """A :class:`Target` (or its name, any case) -> its scheme; scheme objects as they are."""
     if isinstance(scheme, (PowerOfTwo, FloatScale)):
         return scheme
-    names = {"fpga": PowerOfTwo, "pow2": PowerOfTwo, "cpu": FloatScale}
-    if isinstance(scheme, str) and scheme.lower() in names:
-        return names[scheme.lower()]()
+    if isinstance(scheme, str):
+        try:
+            return Target(scheme.lower()).scheme()
+        except ValueError:
+            pass
     raise ConfigurationError(f"unknown target/scheme {scheme!r}: use 'fpga', 'cpu', PowerOfTwo(...) or FloatScale(...)")
 
 
@@ -315,7 +342,7 @@ def make_plan(
         if not stats.finite:
             raise ConfigurationError(f"layer {layer.name!r} has a non-finite calibrated range")
         if isinstance(scheme, PowerOfTwo):
-            if scheme.exponent_method == "Histogram":
+            if scheme.exponent_method is ExponentMethod.HISTOGRAM:
                 return QParams.pow2(histogram_exponent(stats, wl), wl)
             return QParams.pow2(pow2_exponent(stats.max_abs, wl), wl)
         return _float_activation_qparams(stats, scheme.symmetric_activations)

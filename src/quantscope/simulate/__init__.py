@@ -1,7 +1,7 @@
 """The int8 simulator: the reference kernels (the definition), the fast kernels, the
 network engine, and the quantized network that runs a plan."""
 
-from .engine import FastEngine, IntTensor, ReferenceEngine, Simulator
+from .engine import FastEngine, IntTensor, Kernels, ReferenceEngine, Simulator
 from .quantized import QuantizedNetwork, quantize_network
 
-__all__ = ["FastEngine", "IntTensor", "QuantizedNetwork", "ReferenceEngine", "Simulator", "quantize_network"]
+__all__ = ["FastEngine", "IntTensor", "Kernels", "QuantizedNetwork", "ReferenceEngine", "Simulator", "quantize_network"]

@@ -29,6 +29,7 @@ exact (docs/int8.md (12)). Both give the same integers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,7 @@ from ..quantize.plan import QParams, QuantPlan, int8_family
 from . import fast, reference
 from .segments import Segment, schedule
 
-__all__ = ["FastEngine", "IntTensor", "ReferenceEngine", "Simulator"]
+__all__ = ["FastEngine", "IntTensor", "Kernels", "ReferenceEngine", "Simulator"]
 
 
 @dataclass
@@ -584,14 +585,27 @@ class FastEngine(ReferenceEngine):
         return None
 
 
-def Simulator(plan: QuantPlan, kernels: str = "fast", overflow: Overflow = Overflow.RAISE) -> ReferenceEngine:
-    """The engine that runs ``plan``: ``kernels="fast"`` (default) a :class:`FastEngine`,
-    ``"reference"`` a :class:`ReferenceEngine`. Both give the same integers."""
-    if kernels == "fast":
-        return FastEngine(plan, overflow)
-    if kernels == "reference":
-        return ReferenceEngine(plan, overflow)
-    raise ConfigurationError(f"kernels must be 'fast' or 'reference', got {kernels!r}")
+class Kernels(StrEnum):
+    """Which engine runs a plan; both give the same integers."""
+
+    FAST = "fast"  # :class:`FastEngine` (the default)
+    REFERENCE = "reference"  # :class:`ReferenceEngine`, the definition
+
+    @classmethod
+    def parse(cls, value: str | Kernels) -> Kernels:
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigurationError(f"kernels must be 'fast' or 'reference', got {value!r}") from None
+
+
+def Simulator(
+    plan: QuantPlan, kernels: str | Kernels = Kernels.FAST, overflow: Overflow = Overflow.RAISE
+) -> ReferenceEngine:
+    """The engine that runs ``plan``: :attr:`Kernels.FAST` (default) a :class:`FastEngine`,
+    :attr:`Kernels.REFERENCE` a :class:`ReferenceEngine`. Both give the same integers."""
+    engine = FastEngine if Kernels.parse(kernels) is Kernels.FAST else ReferenceEngine
+    return engine(plan, overflow)
 
 
 def _as_float(value: Value) -> np.ndarray:

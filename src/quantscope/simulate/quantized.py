@@ -14,8 +14,8 @@ from ..calibrate.result import Calibration
 from ..calibrate.source import as_source
 from ..quantize.export import save_params, save_qdq, to_qdq
 from ..quantize.numerics import FloatScale, PowerOfTwo
-from ..quantize.plan import QuantPlan, make_plan
-from .engine import Simulator
+from ..quantize.plan import QuantPlan, Target, make_plan
+from .engine import Kernels, Simulator
 
 __all__ = ["QuantizedNetwork", "quantize_network"]
 
@@ -27,7 +27,7 @@ class QuantizedNetwork:
         plan: the :class:`QuantPlan` (scheme, parameters, float layers and why).
     """
 
-    def __init__(self, plan: QuantPlan, kernels: str = "fast"):
+    def __init__(self, plan: QuantPlan, kernels: str | Kernels = Kernels.FAST):
         self.plan = plan
         self.network = plan.network
         self._sim = Simulator(plan, kernels=kernels)
@@ -91,12 +91,13 @@ class QuantizedNetwork:
 
 def quantize_network(
     calibration: Calibration,
-    target: str | PowerOfTwo | FloatScale = "fpga",
+    target: str | Target | PowerOfTwo | FloatScale = Target.FPGA,
     keep_float: Iterable[str] = (),
-    kernels: str = "fast",
+    kernels: str | Kernels = Kernels.FAST,
     require_int8: Iterable[str] = (),
 ) -> QuantizedNetwork:
-    """Quantize a calibrated network: ``"fpga"`` (power-of-two) or ``"cpu"`` (float scales).
+    """Quantize a calibrated network for a :class:`~quantscope.quantize.Target` (``"fpga"``:
+    power-of-two scales, ``"cpu"``: float scales) or a scheme object.
 
     ``keep_float``: layers to leave in float; ``require_int8``: layers that must run in
     int8 (refused with the reason when they cannot); see :func:`~quantscope.quantize.make_plan`.

@@ -22,8 +22,8 @@ from ..calibrate.source import as_source
 from ..errors import CalibrationDataError, ConfigurationError, NonFiniteActivationError, option
 from ..network.network import Inputs, batch_pieces
 from ..quantize.numerics import FloatScale, PowerOfTwo, Rounding, Saturation
-from ..quantize.plan import QParams, QuantPlan, make_plan
-from ..simulate.engine import IntTensor, Simulator
+from ..quantize.plan import QParams, QuantPlan, Target, make_plan
+from ..simulate.engine import IntTensor, Kernels, Simulator
 from .metrics import LABEL_METRICS, agreement_metrics, evaluate_metric, resolve_metrics, top1_accuracy
 
 __all__ = ["LayerError", "ValidationResult", "validate"]
@@ -265,13 +265,13 @@ def validate(
     calibration: Calibration | QuantPlan,
     data: Any,
     *,
-    target: str | PowerOfTwo | FloatScale = "fpga",
+    target: str | Target | PowerOfTwo | FloatScale = Target.FPGA,
     metrics: Any = None,
     keep_float: Iterable[str] = (),
     require_int8: Iterable[str] = (),
     batch_size: int = 32,
     progress: bool | None = None,
-    kernels: str = "fast",
+    kernels: str | Kernels = Kernels.FAST,
     layout: str = "NCHW",
     processor: Any = None,
     metric: Any = None,
