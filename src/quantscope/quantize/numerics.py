@@ -171,28 +171,36 @@ def _broadcast_param(p: Any, shape: tuple[int, ...], axis: int | None, what: str
 # ------------------------------------------------------------------ rounding (eq. 2)
 
 
-def round_values(x: Any, rounding: Rounding) -> np.ndarray:
+def round_values(x: Any, rounding: Rounding, out: np.ndarray | None = None) -> np.ndarray:
     """Round every element of ``x`` to an integer value with the named rounding, eq. (2a)-(2d).
 
-    Float in (any shape), float64 out, same shape. Exact: no intermediate step
-    rounds (``x - floor(x)`` is exact in binary floating point), so
+    Float in (any shape), float64 out, same shape; with ``out`` (a float array of
+    ``x``'s shape, ``x`` itself allowed) the result is written there in ``out``'s
+    dtype, with no other temporaries than one of ``x``'s size. Exact: no intermediate
+    step rounds (``x - floor(x)`` is exact in binary floating point), so
     0.49999999999999994 rounds to 0 with ``HALF_AWAY``, not to 1 as
     ``floor(x + 0.5)`` would give. NaN stays NaN, infinities stay infinite.
+
+    This is the one definition of each rounding on real values; the integer
+    requantization (eq. (5)) rounds quotients in integers (:func:`shift_round`).
     """
     rounding = _check_rounding(rounding)
-    xf = np.asarray(x, dtype=np.float64)
+    xf = np.asarray(x, dtype=np.float64) if out is None else np.asarray(x)
+    if out is None:
+        out = np.empty_like(xf)
     if rounding is Rounding.HALF_EVEN:
-        return np.rint(xf)
+        return np.rint(xf, out=out)
     if rounding is Rounding.FLOOR:
-        return np.floor(xf)
+        return np.floor(xf, out=out)
     if rounding is Rounding.ZERO:
-        return np.trunc(xf)
+        return np.trunc(xf, out=out)
     # HALF_AWAY, eq. (2a): |x| rounded half up, sign restored.
     a = np.abs(xf)
     fl = np.floor(a)
-    with np.errstate(invalid="ignore"):
-        up = (a - fl) >= 0.5
-    return np.copysign(fl + up, xf)
+    with np.errstate(invalid="ignore"):  # Inf - Inf
+        a -= fl
+    fl += a >= 0.5
+    return np.copysign(fl, xf, out=out)
 
 
 def saturate(x: Any, bits: int, signed: bool = True, mode: Saturation = Saturation.SATURATE) -> np.ndarray:

@@ -28,7 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..quantize.numerics import Overflow, Rounding, check_accumulator
 from . import reference
-from .reference import _bias, _ints, _operand, _spatial
+from .reference import bias_values, int64_values, operand_values, spatial_geometry
 
 __all__ = ["KERNELS", "FusedLayer", "conv", "gemm", "matmul", "max_pool", "quantize_pow2"]
 
@@ -71,20 +71,20 @@ def conv(
             w_zero_point=w_zero_point,
             overflow=overflow,
         )
-    w64 = _ints(w, "Conv weight")
+    w64 = int64_values(w, "Conv weight")
     M, Cg, kh, kw = w64.shape
     wz = np.asarray(w_zero_point)
     if wz.ndim == 1:
         wz = wz.reshape(M, 1, 1, 1)
-    wd = _operand(w64, wz, "Conv weight").astype(np.float64)
-    xd = _operand(xa, x_zero_point, "Conv input")
+    wd = operand_values(w64, wz, "Conv weight").astype(np.float64)
+    xd = operand_values(xa, x_zero_point, "Conv input")
     N, C, H, W = xd.shape
     group = int(group)
     if group < 1 or C != Cg * group or M % group:
         raise ValueError(f"Conv with group={group} needs C = {Cg} * group and M divisible by group; got C={C}, M={M}")
     if kernel_shape is not None and list(kernel_shape) != [kh, kw]:
         raise ValueError(f"kernel_shape {list(kernel_shape)} does not match the weight's {[kh, kw]}")
-    s, d, pb, pe, (oh, ow) = _spatial([H, W], [kh, kw], strides, pads, dilations, auto_pad)
+    s, d, pb, pe, (oh, ow) = spatial_geometry([H, W], [kh, kw], strides, pads, dilations, auto_pad)
     if Cg * kh * kw >= _EXACT_TERMS:
         raise ValueError("Conv too large for exact float64 accumulation")
     xp = np.pad(xd, [(0, 0), (0, 0), (pb[0], pe[0]), (pb[1], pe[1])]).astype(np.float64)
@@ -113,7 +113,7 @@ def conv(
                 out[n0 : n0 + step, g * Mg : (g + 1) * Mg] = res.reshape(-1, oh, ow, Mg).transpose(0, 3, 1, 2)
     acc = out.astype(np.int64)
     if b is not None:
-        b64 = _bias(b, "Conv bias")
+        b64 = bias_values(b, "Conv bias")
         if b64.shape != (M,):
             raise ValueError(f"Conv bias must have shape ({M},), got {b64.shape}")
         acc += b64.reshape(1, M, 1, 1)
@@ -136,20 +136,20 @@ def gemm(
     """ONNX Gemm on integers via float64 BLAS; contract of :func:`reference.gemm`."""
     if alpha != 1 or beta != 1:
         raise ValueError(f"integer Gemm needs alpha = beta = 1, got {alpha}, {beta}")
-    ad = _operand(a, a_zero_point, "Gemm input A")
-    b64 = _ints(b, "Gemm input B")
+    ad = operand_values(a, a_zero_point, "Gemm input A")
+    b64 = int64_values(b, "Gemm input B")
     if ad.ndim != 2 or b64.ndim != 2:
         raise ValueError(f"Gemm inputs must be 2-D, got {ad.shape} and {b64.shape}")
     if trans_a:
         ad = ad.T
     if trans_b:
         b64 = b64.T
-    bd = _operand(b64, b_zero_point, "Gemm input B")
+    bd = operand_values(b64, b_zero_point, "Gemm input B")
     if ad.shape[1] != bd.shape[0]:
         raise ValueError(f"Gemm inner dimensions differ: {ad.shape} @ {bd.shape}")
     acc = (ad.astype(np.float64) @ bd.astype(np.float64)).astype(np.int64)
     if c is not None:
-        acc = acc + _bias(c, "Gemm bias C")
+        acc = acc + bias_values(c, "Gemm bias C")
     return check_accumulator(acc, overflow, what="Gemm accumulator")
 
 
@@ -157,8 +157,8 @@ def matmul(
     a: np.ndarray, b: np.ndarray, *, a_zero_point: Any = 0, b_zero_point: Any = 0, overflow: Overflow = Overflow.RAISE
 ) -> np.ndarray:
     """ONNX MatMul on integers via float64 BLAS; contract of :func:`reference.matmul`."""
-    ad = _operand(a, a_zero_point, "MatMul input A").astype(np.float64)
-    bd = _operand(b, b_zero_point, "MatMul input B").astype(np.float64)
+    ad = operand_values(a, a_zero_point, "MatMul input A").astype(np.float64)
+    bd = operand_values(b, b_zero_point, "MatMul input B").astype(np.float64)
     return check_accumulator(np.matmul(ad, bd).astype(np.int64), overflow, what="MatMul accumulator")
 
 
@@ -172,7 +172,7 @@ def quantize_pow2(x: np.ndarray, exponent: int, bits: int, rounding: Rounding) -
     rounding is exact (the fraction ``|v| - floor(|v|)`` is exact), and the clip
     saturates (+-Inf included). NaN raises ``ValueError`` as the reference does.
     """
-    from ..quantize.numerics import int_dtype, int_range
+    from ..quantize.numerics import int_dtype, int_range, round_values
 
     x = np.asarray(x)
     # float32 input scaled up (exponent <= 0: no underflow) is exact in float32, and so
@@ -183,19 +183,7 @@ def quantize_pow2(x: np.ndarray, exponent: int, bits: int, rounding: Rounding) -
         v = v.reshape(1)
     if np.isnan(v).any():  # after the scaling: a NaN stays NaN, finite values stay finite or +-Inf
         raise ValueError("quantize: the input holds NaN; find the layer that produced it")
-    if rounding is Rounding.HALF_EVEN:
-        np.rint(v, out=v)
-    elif rounding is Rounding.FLOOR:
-        np.floor(v, out=v)
-    elif rounding is Rounding.ZERO:
-        np.trunc(v, out=v)
-    else:  # HALF_AWAY: |v| rounded half up, the sign restored
-        a = np.abs(v)
-        fl = np.floor(a)
-        with np.errstate(invalid="ignore"):  # Inf - Inf
-            a -= fl
-        fl += a >= 0.5
-        np.copysign(fl, v, out=v)
+    round_values(v, rounding, out=v)  # eq. (2a)-(2d), in place
     lo, hi = int_range(bits, True)
     np.clip(v, lo, hi, out=v)
     return v.astype(int_dtype(bits, True)).reshape(np.shape(x))

@@ -47,18 +47,22 @@ __all__ = [
     "KERNELS",
     "add",
     "average_pool",
+    "bias_values",
     "clip",
     "concat",
     "conv",
     "flatten",
     "gemm",
     "global_average_pool",
+    "int64_values",
     "leaky_relu",
     "matmul",
     "max_pool",
+    "operand_values",
     "prelu",
     "relu",
     "reshape",
+    "spatial_geometry",
     "transpose",
 ]
 
@@ -73,7 +77,7 @@ _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 # ------------------------------------------------------------------ helpers
 
 
-def _ints(x: Any, what: str) -> np.ndarray:
+def int64_values(x: Any, what: str) -> np.ndarray:
     """``x`` as an int64 array; float data is refused."""
     arr = np.asarray(x)
     if arr.dtype.kind not in "iu":
@@ -93,9 +97,9 @@ def _int_scalar(v: Any, what: str) -> int:
     return int(arr.reshape(()))
 
 
-def _operand(x: Any, zero_point: Any, what: str) -> np.ndarray:
+def operand_values(x: Any, zero_point: Any, what: str) -> np.ndarray:
     """``x - zero_point`` in int64, checked against :data:`OPERAND_LIMIT` (eq. (4a))."""
-    d = _ints(x, what) - _ints(zero_point, f"{what} zero point")
+    d = int64_values(x, what) - int64_values(zero_point, f"{what} zero point")
     if d.size and (d.min() < -OPERAND_LIMIT or d.max() > OPERAND_LIMIT):
         raise ValueError(
             f"{what} minus its zero point must lie in [-2**16, 2**16] (8- or 16-bit data), "
@@ -104,8 +108,9 @@ def _operand(x: Any, zero_point: Any, what: str) -> np.ndarray:
     return d
 
 
-def _bias(b: Any, what: str = "bias") -> np.ndarray:
-    b64 = _ints(b, what)
+def bias_values(b: Any, what: str = "bias") -> np.ndarray:
+    """``b`` as int64, checked to hold int32 values (eq. (3))."""
+    b64 = int64_values(b, what)
     if b64.size and (b64.min() < _INT32_MIN or b64.max() > _INT32_MAX):
         raise ValueError(f"{what} must be int32 values (eq. (3)), got values in [{b64.min()}, {b64.max()}]")
     return b64
@@ -120,7 +125,7 @@ def _ints_list(v: Sequence[int] | None, n: int, default: int, what: str) -> list
     return out
 
 
-def _spatial(
+def spatial_geometry(
     in_shape: Sequence[int],
     kernel: Sequence[int],
     strides: Sequence[int] | None,
@@ -229,15 +234,15 @@ def conv(
     Returns ``A = sum((x - zx) * (w - zw)) + b`` as int64, ``(N, M, O1, ..., On)``,
     checked against the int32 range with ``overflow`` (eq. (4b)).
     """
-    w64 = _ints(w, "Conv weight")
+    w64 = int64_values(w, "Conv weight")
     if w64.ndim < 3:
         raise ValueError(f"Conv weight must be (M, C/group, k1, ...), got shape {w64.shape}")
     M = w64.shape[0]
     wz = np.asarray(w_zero_point)
     if wz.ndim == 1:
         wz = wz.reshape((M,) + (1,) * (w64.ndim - 1))
-    wd = _operand(w64, wz, "Conv weight")
-    xd = _operand(x, x_zero_point, "Conv input")
+    wd = operand_values(w64, wz, "Conv weight")
+    xd = operand_values(x, x_zero_point, "Conv input")
     if xd.ndim != wd.ndim:
         raise ValueError(f"Conv input {xd.shape} and weight {wd.shape} must have the same rank")
     N, C, *in_sp = xd.shape
@@ -247,7 +252,7 @@ def conv(
     group = int(group)
     if group < 1 or C != Cg * group or M % group:
         raise ValueError(f"Conv with group={group} needs C = {Cg} * group and M divisible by group; got C={C}, M={M}")
-    s, d, pb, pe, out_sp = _spatial(in_sp, kernel, strides, pads, dilations, auto_pad)
+    s, d, pb, pe, out_sp = spatial_geometry(in_sp, kernel, strides, pads, dilations, auto_pad)
     xp = np.pad(xd, [(0, 0), (0, 0)] + list(zip(pb, pe)))  # padding is a real zero, eq. (4a)
     Mg = M // group
     acc = np.zeros((N, group, Mg, *out_sp), dtype=np.int64)
@@ -257,7 +262,7 @@ def conv(
         acc += np.einsum("gmc,ngc...->ngm...", wk, patch)
     acc = acc.reshape(N, M, *out_sp)
     if b is not None:
-        b64 = _bias(b, "Conv bias")
+        b64 = bias_values(b, "Conv bias")
         if b64.shape != (M,):
             raise ValueError(f"Conv bias must have shape ({M},), got {b64.shape}")
         acc = acc + b64.reshape((1, M) + (1,) * len(out_sp))
@@ -287,20 +292,20 @@ def gemm(
     """
     if alpha != 1 or beta != 1:
         raise ValueError(f"integer Gemm needs alpha = beta = 1 (fold them into the scales), got {alpha}, {beta}")
-    ad = _operand(a, a_zero_point, "Gemm input A")
-    b64 = _ints(b, "Gemm input B")
+    ad = operand_values(a, a_zero_point, "Gemm input A")
+    b64 = int64_values(b, "Gemm input B")
     if ad.ndim != 2 or b64.ndim != 2:
         raise ValueError(f"Gemm inputs must be 2-D, got {ad.shape} and {b64.shape}")
     if trans_a:
         ad = ad.T
     if trans_b:
         b64 = b64.T
-    bd = _operand(b64, b_zero_point, "Gemm input B")  # (K, N) - zp per column
+    bd = operand_values(b64, b_zero_point, "Gemm input B")  # (K, N) - zp per column
     if ad.shape[1] != bd.shape[0]:
         raise ValueError(f"Gemm inner dimensions differ: {ad.shape} @ {bd.shape}")
     acc = ad @ bd
     if c is not None:
-        c64 = _bias(c, "Gemm bias C")
+        c64 = bias_values(c, "Gemm bias C")
         if np.broadcast_shapes(c64.shape, acc.shape) != acc.shape:
             raise ValueError(f"Gemm bias of shape {c64.shape} does not broadcast to {acc.shape}")
         acc = acc + c64
@@ -322,8 +327,8 @@ def matmul(
     ``b_zero_point`` scalar or ``(N,)``. No bias (a following Add adds it).
     Returns int64, checked with ``overflow``.
     """
-    ad = _operand(a, a_zero_point, "MatMul input A")
-    bd = _operand(b, b_zero_point, "MatMul input B")
+    ad = operand_values(a, a_zero_point, "MatMul input A")
+    bd = operand_values(b, b_zero_point, "MatMul input B")
     return check_accumulator(np.matmul(ad, bd), overflow, what="MatMul accumulator")
 
 
@@ -342,7 +347,7 @@ def _to_dtype(y: np.ndarray, dtype: np.dtype, saturation: Saturation) -> np.ndar
 
 def relu(x: np.ndarray, *, zero_point: Any = 0) -> np.ndarray:
     """ONNX Relu on integers: ``max(q, z)``, eq. (8a). Keeps ``x``'s dtype."""
-    x64 = _ints(x, "Relu input")
+    x64 = int64_values(x, "Relu input")
     dtype = np.asarray(x).dtype
     z = _int_scalar(zero_point, "Relu zero point")
     if not np.iinfo(dtype).min <= z <= np.iinfo(dtype).max:
@@ -358,7 +363,7 @@ def clip(x: np.ndarray, min_value: Any = None, max_value: Any = None) -> np.ndar
     ``x``'s dtype. ``None`` is no bound. As in ONNX, ``lo > hi`` gives ``hi``
     everywhere. Keeps ``x``'s dtype.
     """
-    x64 = _ints(x, "Clip input")
+    x64 = int64_values(x, "Clip input")
     dtype = np.asarray(x).dtype
     info = np.iinfo(dtype)
     y = x64
@@ -385,7 +390,7 @@ def _negative_slope(
 ) -> np.ndarray:
     dtype = np.asarray(x).dtype
     z = _int_scalar(zero_point, f"{what} zero point")
-    dx = _ints(x, f"{what} input") - z
+    dx = int64_values(x, f"{what} input") - z
     scaled = round_values(dx.astype(np.float64) * slope, rounding)  # eq. (8c): fl64(alpha * q), then R
     y = np.where(dx < 0, scaled, dx.astype(np.float64)) + z
     return _to_dtype(y, dtype, saturation)
@@ -439,14 +444,14 @@ def prelu(
 
 
 def _pool_setup(x, kernel_shape, strides, pads, dilations, auto_pad, ceil_mode, what):
-    x64 = _ints(x, f"{what} input")
+    x64 = int64_values(x, f"{what} input")
     if x64.ndim < 3:
         raise ValueError(f"{what} input must be (N, C, D1, ...), got shape {x64.shape}")
     in_sp = list(x64.shape[2:])
     if kernel_shape is None or len(kernel_shape) != len(in_sp):
         raise ValueError(f"{what} needs kernel_shape with {len(in_sp)} values, got {kernel_shape}")
     kernel = [int(k) for k in kernel_shape]
-    s, d, pb, pe, out_sp = _spatial(in_sp, kernel, strides, pads, dilations, auto_pad, ceil_mode)
+    s, d, pb, pe, out_sp = spatial_geometry(in_sp, kernel, strides, pads, dilations, auto_pad, ceil_mode)
     # the last window of ceil_mode may overhang the padded input: extend by 'extra', never counted
     extra = [
         max((out_sp[i] - 1) * s[i] + d[i] * (kernel[i] - 1) + 1 - (in_sp[i] + pb[i] + pe[i]), 0)
@@ -568,7 +573,7 @@ def global_average_pool(x: np.ndarray, *, rounding: Rounding = Rounding.HALF_AWA
 def global_average_pool_sums(x: np.ndarray) -> tuple[np.ndarray, int]:
     """The sums ``S`` (int64, ``(N, C, 1, ..., 1)``) and the count ``D1 * ... * Dn``
     of :func:`global_average_pool`, eq. (6c), before the division."""
-    x64 = _ints(x, "GlobalAveragePool input")
+    x64 = int64_values(x, "GlobalAveragePool input")
     if x64.ndim < 3:
         raise ValueError(f"GlobalAveragePool input must be (N, C, D1, ...), got shape {x64.shape}")
     axes = tuple(range(2, x64.ndim))
@@ -597,8 +602,8 @@ def add(
     ``e_out`` (eq. (5)): ``R((a * 2**e_a + b * 2**e_b) / 2**e_out)``, saturated to
     ``bits``. Returns the ``bits``-bit storage type (int8).
     """
-    a64 = _ints(a, "Add input A")
-    b64 = _ints(b, "Add input B")
+    a64 = int64_values(a, "Add input A")
+    b64 = int64_values(b, "Add input B")
     e_m = min(int(e_a), int(e_b))
     total = shift_round(a64, e_m - int(e_a), rounding) + shift_round(b64, e_m - int(e_b), rounding)
     return requantize_pow2(total, e_m, e_out, bits, rounding, saturation)
@@ -625,7 +630,7 @@ def concat(
             f"Concat needs one exponent per input, got {len(inputs)} inputs and {len(exponents)} exponents"
         )
     parts = [
-        requantize_pow2(_ints(t, f"Concat input {i}"), e, e_out, bits, rounding, saturation)
+        requantize_pow2(int64_values(t, f"Concat input {i}"), e, e_out, bits, rounding, saturation)
         for i, (t, e) in enumerate(zip(inputs, exponents))
     ]
     return np.concatenate(parts, axis=axis)
