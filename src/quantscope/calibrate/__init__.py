@@ -1,6 +1,7 @@
 """Calibration: data sources, mergeable statistics, the streaming collector, the range table."""
 
-from .data import ArraySource, Batch, DataSource, Layout
+from .arrays import ArraySource
+from .data import Batch, DataSource, Layout
 from .images import ImageDatastore
 from .options import CalibrationOptions, HistogramStride
 from .ranges import METHODS, clipping_range, range_table

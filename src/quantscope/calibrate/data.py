@@ -36,7 +36,7 @@ import struct
 import tokenize
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -45,7 +45,16 @@ import numpy as np
 
 from quantscope.errors import CalibrationDataError, ConfigurationError, option
 
-__all__ = ["ArraySource", "Batch", "DataSource", "Layout", "check_not_empty", "check_finite"]
+__all__ = [
+    "Batch",
+    "Conformer",
+    "DataSource",
+    "Layout",
+    "NUMPY_FILE_ERRORS",
+    "check_finite",
+    "check_not_empty",
+    "unreadable",
+]
 
 
 class Layout(StrEnum):
@@ -176,7 +185,7 @@ def normalize_input_shape(input_shape: Any) -> tuple[Any, ...] | None:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class ConformPlan:
     """How to turn an incoming array into a batch matching the network's input."""
 
     transpose: bool = False  # NHWC -> NCHW
@@ -195,7 +204,7 @@ class Conformer:
 
     # shape planning ---------------------------------------------------------------
 
-    def plan(self, shape: tuple[int, ...], position: int, *, single_ok: bool) -> _Plan:
+    def plan(self, shape: tuple[int, ...], position: int, *, single_ok: bool) -> ConformPlan:
         """Decide the transform for an incoming array of ``shape`` starting at ``position``."""
         transpose = self.layout == "NHWC" and len(shape) == 4
         got = (shape[0], shape[3], shape[1], shape[2]) if transpose else tuple(shape)
@@ -205,20 +214,20 @@ class Conformer:
                     f"{self.desc}, sample {position}: got a scalar, not a batch; each item must "
                     "be an array with the batch axis first, shape (n, ...)"
                 )
-            return _Plan(transpose=transpose)
+            return ConformPlan(transpose=transpose)
         expected = self.input_shape[1:]
         if len(got) >= 1 and _fits(got[1:], expected):
-            return _Plan(transpose=transpose)
+            return ConformPlan(transpose=transpose)
         if len(got) == len(self.input_shape) - 1 and len(got) >= 1:
             # (N, H, W) for a network taking (None, 1, H, W): add the channel axis;
             # likewise (N, H, W) for (None, H, W, 1).
             if len(expected) >= 2:
                 if not _is_free(expected[0]) and int(expected[0]) == 1 and _fits(got[1:], expected[1:]):
-                    return _Plan(transpose=transpose, insert_axis=1)
+                    return ConformPlan(transpose=transpose, insert_axis=1)
                 if not _is_free(expected[-1]) and int(expected[-1]) == 1 and _fits(got[1:], expected[:-1]):
-                    return _Plan(transpose=transpose, insert_axis=len(got))
+                    return ConformPlan(transpose=transpose, insert_axis=len(got))
             if single_ok and _fits(got, expected):
-                return _Plan(transpose=transpose, single=True)
+                return ConformPlan(transpose=transpose, single=True)
         raise self._mismatch(shape, got, position)
 
     def _mismatch(self, raw: tuple[int, ...], got: tuple[int, ...], position: int) -> CalibrationDataError:
@@ -262,7 +271,7 @@ class Conformer:
 
     # conversion ---------------------------------------------------------------------
 
-    def apply(self, plan: _Plan, x: np.ndarray, position: int) -> np.ndarray:
+    def apply(self, plan: ConformPlan, x: np.ndarray, position: int) -> np.ndarray:
         """Transform ``x`` by ``plan``, cast to the dtype and check values are finite."""
         if x.dtype.kind not in "biuf":
             raise CalibrationDataError(
@@ -330,12 +339,13 @@ def check_not_empty(source: DataSource, what: str | None = None) -> DataSource:
     n = source.num_samples
     if n == 0:
         raise empty_error(desc)
-    if n is None and isinstance(source, StreamSource) and source._peek() is _END:
+    is_empty = getattr(source, "is_empty", None)  # a stream that can look at its first item
+    if n is None and callable(is_empty) and is_empty():
         raise empty_error(desc)
     return source
 
 
-def _check_labels_len(y: np.ndarray, n: int, desc: str) -> None:
+def check_labels_len(y: np.ndarray, n: int, desc: str) -> None:
     if y.ndim == 0:
         raise CalibrationDataError(f"{desc}: the labels are a scalar; pass one label per sample, shape ({n},)")
     if y.shape[0] != n:
@@ -343,363 +353,6 @@ def _check_labels_len(y: np.ndarray, n: int, desc: str) -> None:
             f"{desc}: {n} samples but {y.shape[0]} labels; pass one label per sample "
             "(labels first axis = number of samples)"
         )
-
-
-# --------------------------------------------------------------------------- arrays
-
-
-class ArraySource:
-    """Samples held in an array (or a memory-mapped ``.npy``), converted batch by batch.
-
-    ``samples`` is the array as given (batch axis first, the user's layout and dtype);
-    ``labels`` the labels ``(N,)`` or None. Batches are conformed to the network's
-    input (NCHW, its dtype) as they are read: any range of samples can be read on its
-    own (:meth:`batches` with ``start``/``stop``), which is how a resumed run or a Dask
-    worker reads its part.
-    """
-
-    def __init__(self, x: np.ndarray, y: np.ndarray | None, conformer: Conformer):
-        self.desc = conformer.desc
-        self._conformer = conformer
-        if x.ndim == 0:
-            raise CalibrationDataError(
-                f"{self.desc}: got a scalar, not an array of samples; pass an array with the "
-                "batch axis first, shape (n, ...)"
-            )
-        self._plan = conformer.plan(tuple(x.shape), 0, single_ok=True)
-        if self._plan.single:
-            x = x[None]
-        self._x = x
-        if y is not None:
-            y = to_numpy(y)
-            if self._plan.single and y.ndim == 0:
-                y = y[None]
-            _check_labels_len(y, x.shape[0], self.desc)
-        self._y = y
-
-    @property
-    def samples(self) -> Any:
-        """The samples as given, batch axis first (not conformed, not copied)."""
-        return self._x
-
-    @property
-    def labels(self) -> np.ndarray | None:
-        return self._y
-
-    @property
-    def num_samples(self) -> int:
-        return int(self._x.shape[0])
-
-    @property
-    def has_labels(self) -> bool:
-        return self._y is not None
-
-    def batches(self, batch_size: int, start: int = 0, stop: int | None = None, offset: int = 0) -> Iterator[Batch]:
-        """Batches of ``batch_size`` samples of ``start..stop-1`` (``stop`` None: to the end).
-
-        ``offset`` is added to the positions in ``Batch.index`` and in error messages:
-        the position of this array's first sample in a larger data set (a shard sent
-        to a worker). Reading the whole array raises for an empty one.
-        """
-        bs = check_batch_size(batch_size)
-        n = self.num_samples
-        stop = n if stop is None else min(int(stop), n)
-        return self._iterate(bs, int(start), stop, int(offset))
-
-    def _iterate(self, bs: int, lo: int, hi: int, offset: int) -> Iterator[Batch]:
-        if self.num_samples == 0:
-            raise empty_error(self.desc)
-        plan = _Plan(transpose=self._plan.transpose, insert_axis=self._plan.insert_axis)
-        for start in range(lo, hi, bs):
-            stop = min(start + bs, hi)
-            x = self._conformer.apply(plan, np.asarray(self._x[start:stop]), offset + start)
-            y = None if self._y is None else self._y[start:stop]
-            yield Batch(x=x, y=y, index=np.arange(offset + start, offset + stop, dtype=np.int64))
-
-    def __repr__(self) -> str:
-        return f"<data source: {self.desc}, {self.num_samples} samples, labels={self.has_labels}>"
-
-
-# --------------------------------------------------------------------------- streams
-
-_END = object()
-
-
-class StreamSource:
-    """Batches from an iterable, re-chunked to the requested size.
-
-    ``factory`` returns a fresh iterator for a re-iterable source; ``iterator`` is a
-    one-shot iterator (a generator), which can be read once.
-    """
-
-    def __init__(
-        self,
-        *,
-        factory: Callable[[], Iterator[Any]] | None = None,
-        iterator: Iterator[Any] | None = None,
-        labels: np.ndarray | None,
-        conformer: Conformer,
-        num_samples: int | None = None,
-    ):
-        self.desc = conformer.desc
-        self._factory = factory
-        self._iterator = iterator
-        self._head: Any = None  # first item of a one-shot iterator, peeked and kept
-        self._head_taken = False
-        self._consumed = False  # a one-shot iterator has handed out items to batches()
-        self._labels = labels
-        self._conformer = conformer
-        self._num_samples = num_samples
-        self._has_labels: bool | None = None if labels is None else True
-
-    @property
-    def one_shot(self) -> bool:
-        return self._factory is None
-
-    @property
-    def num_samples(self) -> int | None:
-        return self._num_samples
-
-    @property
-    def has_labels(self) -> bool:
-        if self._has_labels is None:
-            first = self._peek()
-            self._has_labels = False if first is _END else self._split(first, 0)[1] is not None
-        return self._has_labels
-
-    def _peek(self) -> Any:
-        """The first item, without losing it (one-shot) or by a throw-away iterator."""
-        if self.one_shot:
-            if self._consumed:
-                return None
-            if not self._head_taken:
-                assert self._iterator is not None
-                self._head = next(self._iterator, _END)
-                self._head_taken = True
-            return self._head
-        assert self._factory is not None
-        it = self._factory()
-        try:
-            return next(it, _END)
-        finally:
-            close = getattr(it, "close", None)
-            if callable(close):
-                close()
-
-    def _split(self, item: Any, position: int) -> tuple[Any, Any]:
-        """(inputs, labels or None) of one item, still unconverted."""
-        if isinstance(item, Batch):
-            return item.x, item.y
-        if isinstance(item, (tuple, list)) and not is_arraylike(item):
-            if len(item) == 2:
-                return item[0], item[1]
-            if len(item) == 1:
-                return item[0], None
-            raise CalibrationDataError(
-                f"{self.desc}, at sample {position}: an item is a {type(item).__name__} of "
-                f"{len(item)} elements; each item must be a batch of inputs or an "
-                "(inputs, labels) pair"
-            )
-        if isinstance(item, Mapping):
-            if "x" not in item:
-                raise CalibrationDataError(
-                    f"{self.desc}, at sample {position}: an item is a mapping with keys "
-                    f"{sorted(map(str, item))}, without 'x'; yield arrays, (inputs, labels) "
-                    "pairs, or mappings with keys 'x' and optionally 'y'"
-                )
-            return item["x"], item.get("y")
-        return item, None
-
-    def _open(self) -> Iterator[Any]:
-        if self.one_shot:
-            if self._consumed:
-                raise CalibrationDataError(
-                    f"{self.desc} is a one-shot generator/iterator and has already been read: "
-                    "it can only be iterated once. Pass something re-iterable instead: a list, "
-                    "an array, a DataLoader, or the generator function itself "
-                    "(as_source(make_batches) rather than as_source(make_batches()))"
-                )
-            assert self._iterator is not None
-            it = self._iterator
-            if self._head_taken:
-                head = self._head
-                if head is _END:
-                    return iter(())
-
-                def chained() -> Iterator[Any]:
-                    yield head
-                    yield from it
-
-                return chained()
-            return it
-        assert self._factory is not None
-        return self._factory()
-
-    def batches(self, batch_size: int) -> Iterator[Batch]:
-        bs = check_batch_size(batch_size)
-        it = self._open()
-        return self._iterate(it, bs)
-
-    def _iterate(self, it: Iterator[Any], bs: int) -> Iterator[Batch]:
-        pend_x: list[np.ndarray] = []
-        pend_y: list[np.ndarray] = []
-        pend_n = 0
-        pos = 0  # position of the next incoming sample
-        out = 0  # position of the next outgoing sample
-        item_has_y: bool | None = None
-        conf = self._conformer
-        labels = self._labels
-
-        def emit(xs: list[np.ndarray], ys: list[np.ndarray], n: int) -> Batch:
-            nonlocal out
-            x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
-            y = None
-            if labels is not None:
-                y = labels[out : out + n]
-            elif ys:
-                y = ys[0] if len(ys) == 1 else np.concatenate(ys, axis=0)
-            b = Batch(x=x, y=y, index=np.arange(out, out + n, dtype=np.int64))
-            out += n
-            return b
-
-        for item in it:
-            if self.one_shot:
-                self._consumed = True
-                self._head_taken = False
-                self._head = None
-            raw_x, raw_y = self._split(item, pos)
-            if raw_x is None:
-                raise CalibrationDataError(
-                    f"{self.desc}, at sample {pos}: an item has no inputs (None); yield arrays "
-                    "or (inputs, labels) pairs"
-                )
-            x, single = conf.conform(to_numpy(raw_x), pos, single_ok=True)
-            n = int(x.shape[0])
-            y = None
-            if raw_y is not None:
-                y = to_numpy(raw_y)
-                if single and y.ndim == 0:
-                    y = y[None]
-                _check_labels_len(y, n, f"{self.desc}, at sample {pos}")
-            this_has_y = y is not None
-            if labels is not None and this_has_y:
-                raise CalibrationDataError(
-                    f"{self.desc}: labels were given twice, by labels= and by the stream's "
-                    "(inputs, labels) items; pass only one of them"
-                )
-            if item_has_y is None:
-                item_has_y = this_has_y
-                if self._has_labels is None:
-                    self._has_labels = this_has_y
-            elif item_has_y != this_has_y:
-                raise CalibrationDataError(
-                    f"{self.desc}, at sample {pos}: some items carry labels and others do not; "
-                    "yield (inputs, labels) pairs throughout, or inputs only"
-                )
-            if labels is not None and pos + n > len(labels):
-                raise CalibrationDataError(
-                    f"{self.desc}: the stream yields more samples than the {len(labels)} labels "
-                    f"given by labels= (sample {len(labels)} has none); pass one label per sample"
-                )
-            pos += n
-            if n == 0:
-                continue
-            start = 0
-            if pend_n:
-                take = min(bs - pend_n, n)
-                pend_x.append(x[:take])
-                if y is not None:
-                    pend_y.append(y[:take])
-                pend_n += take
-                start = take
-                if pend_n == bs:
-                    b = emit(pend_x, pend_y, pend_n)
-                    pend_x, pend_y, pend_n = [], [], 0
-                    yield b
-            while n - start >= bs:
-                yield emit([x[start : start + bs]], [] if y is None else [y[start : start + bs]], bs)
-                start += bs
-            if start < n:
-                # copy the remainder so that the incoming chunk can be freed
-                pend_x.append(np.array(x[start:]))
-                if y is not None:
-                    pend_y.append(np.array(y[start:]))
-                pend_n += n - start
-        if pend_n:
-            b = emit(pend_x, pend_y, pend_n)
-            pend_x, pend_y = [], []
-            yield b
-        if pos == 0:
-            raise empty_error(self.desc)
-        if labels is not None and pos != len(labels):
-            raise CalibrationDataError(
-                f"{self.desc}: the stream yielded {pos} samples but labels= holds {len(labels)}; "
-                "pass one label per sample"
-            )
-
-    def __repr__(self) -> str:
-        kind = "one-shot stream" if self.one_shot else "stream"
-        return f"<data source: {self.desc} ({kind})>"
-
-
-# --------------------------------------------------------------------------- wrapper
-
-
-class CheckedSource:
-    """Applies layout, shape, dtype, finiteness checks and labels to another DataSource."""
-
-    def __init__(self, inner: DataSource, conformer: Conformer, labels: np.ndarray | None):
-        self._inner = inner
-        self._conformer = conformer
-        self._labels = labels
-        self.desc = conformer.desc
-        n = inner.num_samples
-        if labels is not None and n is not None:
-            _check_labels_len(labels, n, self.desc)
-
-    @property
-    def num_samples(self) -> int | None:
-        return self._inner.num_samples
-
-    @property
-    def has_labels(self) -> bool:
-        return self._labels is not None or self._inner.has_labels
-
-    def batches(self, batch_size: int) -> Iterator[Batch]:
-        bs = check_batch_size(batch_size)
-        return self._iterate(self._inner.batches(bs))
-
-    def _iterate(self, inner: Iterator[Batch]) -> Iterator[Batch]:
-        count = 0
-        for b in inner:
-            index = np.asarray(b.index, dtype=np.int64)
-            first = int(index[0]) if index.size else count
-            x, _ = self._conformer.conform(to_numpy(b.x), first, single_ok=False)
-            y = b.y
-            if self._labels is not None:
-                if y is not None:
-                    raise CalibrationDataError(
-                        f"{self.desc}: labels were given twice, by labels= and by the source; pass only one of them"
-                    )
-                if index.size and int(index.max()) >= len(self._labels):
-                    raise CalibrationDataError(
-                        f"{self.desc}: sample {int(index.max())} has no label (labels= holds "
-                        f"{len(self._labels)}); pass one label per sample"
-                    )
-                y = self._labels[index]
-            count += int(x.shape[0])
-            yield Batch(x=x, y=y, index=index)
-        if count == 0:
-            raise empty_error(self.desc)
-
-    def __getattr__(self, name: str) -> Any:
-        # expose the wrapped source's extras (files, classes, skipped...)
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._inner, name)
-
-    def __repr__(self) -> str:
-        return f"<checked {self._inner!r}>"
 
 
 #: What numpy, zipfile and zlib raise on a damaged ``.npy``/``.npz`` file.

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import CalibrationDataError
-from .data import NUMPY_FILE_ERRORS, ArraySource, Batch, DataSource, Layout
+from .arrays import ArraySource
+from .data import NUMPY_FILE_ERRORS, Batch, DataSource, Layout
 from .source import as_source
 
 __all__ = [

@@ -17,21 +17,20 @@ from typing import Any
 import numpy as np
 
 from ..errors import CalibrationDataError, ConfigurationError
+from .arrays import ArraySource
 from .data import (
     NUMPY_FILE_ERRORS,
-    ArraySource,
     Batch,
-    CheckedSource,
     Conformer,
     DataSource,
     Layout,
-    StreamSource,
     is_arraylike,
     is_source,
     normalize_input_shape,
     to_numpy,
     unreadable,
 )
+from .streams import CheckedSource, StreamSource
 
 __all__ = ["as_source"]
 
