@@ -4,7 +4,7 @@ from .arrays import ArraySource
 from .data import Batch, DataSource, Layout
 from .images import ImageDatastore
 from .options import CalibrationOptions, HistogramStride
-from .ranges import METHODS, clipping_range, range_table
+from .ranges import METHODS, RangeMethod, clipping_range, range_table
 from .result import COLUMNS, Calibration, RangeEntry
 from .run import Local, OnDask, Resumable, Runner, calibrate
 from .source import as_source
@@ -24,6 +24,7 @@ __all__ = [
     "METHODS",
     "OnDask",
     "RangeEntry",
+    "RangeMethod",
     "Resumable",
     "Runner",
     "TensorStats",

@@ -28,6 +28,7 @@ Every range is clipped to the observed ``[min, max]``: a method only narrows it.
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -37,10 +38,20 @@ from ..errors import ConfigurationError
 from .result import COLUMNS, Calibration
 from .stats import NUM_BINS, TensorStats, bin_edges
 
-__all__ = ["METHODS", "clipping_range", "range_table"]
+__all__ = ["METHODS", "RangeMethod", "clipping_range", "range_table"]
 
-#: The clipping-range methods :func:`clipping_range` knows.
-METHODS = ("minmax", "percentile", "mse", "entropy")
+
+class RangeMethod(StrEnum):
+    """How an activation's clipping range is chosen from its statistics."""
+
+    MINMAX = "minmax"  # the observed min and max
+    PERCENTILE = "percentile"  # the percentile of |x| (option ``percentile``)
+    MSE = "mse"  # the range with the least expected squared quantization error
+    ENTROPY = "entropy"  # the range with the least KL divergence (TensorRT's)
+
+
+#: The clipping-range methods :func:`clipping_range` knows, by name.
+METHODS = tuple(m.value for m in RangeMethod)
 
 #: Keyword options of :func:`clipping_range` (and of :func:`range_table`).
 OPTIONS = ("percentile", "bits", "symmetric", "num_quantized_bins", "num_bins")
@@ -56,7 +67,7 @@ _CHUNK = 1 << 20  # elements per (candidate x bin) block: bounds temporaries to 
 
 def clipping_range(
     stats: TensorStats,
-    method: str = "minmax",
+    method: str | RangeMethod = RangeMethod.MINMAX,
     *,
     percentile: float = 99.999,
     bits: int = 8,
@@ -104,7 +115,9 @@ def clipping_range(
     return _range(stats, method, opts)
 
 
-def range_table(calibration: Calibration, method: str = "minmax", **options: Any) -> pd.DataFrame:
+def range_table(
+    calibration: Calibration, method: str | RangeMethod = RangeMethod.MINMAX, **options: Any
+) -> pd.DataFrame:
     """The calibration's range table with activation ranges by ``method``.
 
     Columns: MATLAB's ``Optimized Layer Name``, ``Network Layer Name``,
@@ -135,7 +148,7 @@ def range_table(calibration: Calibration, method: str = "minmax", **options: Any
                 lo, hi = _range(e.stats, method, opts)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"layer {e.layer!r} ({e.tensor}): {exc}") from None
-            used = method
+            used = method.value
         else:
             lo, hi, used = float(e.stats.min), float(e.stats.max), "minmax"
         rows.append((e.row_name, e.network_layer, e.kind, lo, hi, used))
@@ -148,9 +161,9 @@ def range_table(calibration: Calibration, method: str = "minmax", **options: Any
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_method(method: Any) -> str:
+def _check_method(method: Any) -> RangeMethod:
     if isinstance(method, str) and method.lower() in METHODS:
-        return method.lower()
+        return RangeMethod(method.lower())
     raise ConfigurationError(f"unknown range method {method!r}; valid methods: {', '.join(METHODS)}")
 
 
@@ -189,7 +202,7 @@ def _check_options(
     }
 
 
-def _range(stats: TensorStats, method: str, opts: dict) -> tuple[float, float]:
+def _range(stats: TensorStats, method: RangeMethod, opts: dict) -> tuple[float, float]:
     if not isinstance(stats, TensorStats):
         raise ConfigurationError(f"expected TensorStats, got {type(stats).__name__}")
     if stats.count == 0:
