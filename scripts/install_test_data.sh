@@ -10,3 +10,12 @@ python -m pip install --quiet --no-deps \
     "rapidocr==3.10.0" \
     "magika==1.0.3" \
     "ddddocr==1.6.1"
+
+# Headless Chromium for the report's browser tests (tests/test_report_browser.py),
+# Debian's package: playwright drives it through executable_path and never downloads
+# a browser of its own. apt-get update runs only when chromium is missing.
+if ! command -v chromium >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi

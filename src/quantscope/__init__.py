@@ -10,6 +10,7 @@ The public API, at a glance (explicit re-exports; everything else is private)::
     res.metric_results["top1_accuracy"]              # float vs int8, memory
     qnet = quantscope.quantize_network(cal, "cpu")   # MATLAB's quantize
     qnet.save("model.int8.onnx")                     # QDQ ONNX + exponents/scales JSON
+    res.report("report.html")                        # one HTML page (+ report.json beside it)
 
 Importing quantscope imports neither torch nor dask.
 """
@@ -39,12 +40,13 @@ _LAZY = {
     "cpu_int8_saturates": "quantscope.quantize",
     **dict.fromkeys(("QuantizedNetwork", "quantize_network"), "quantscope.simulate"),
     **dict.fromkeys(("ValidationResult", "validate"), "quantscope.validate"),
+    "report": "quantscope.report",
 }
 
 
 class _Package(types.ModuleType):
     """quantscope's module object: public names load on first use, and the functions
-    ``calibrate`` and ``validate`` stay functions when their subpackages load."""
+    ``calibrate``, ``validate`` and ``report`` stay functions when their subpackages load."""
 
     def __getattr__(self, name: str):
         if name not in _LAZY:
@@ -95,5 +97,6 @@ __all__ = [
     "load_model",
     "prepare",
     "quantize_network",
+    "report",
     "validate",
 ]

@@ -1,13 +1,14 @@
 """The ``quantscope`` command: a thin layer over the library.
 
 quantscope calibrate MODEL DATA [--batch-size N] [--out ranges.json|ranges.csv]
-                     [--dask ADDRESS|local:N] [--checkpoint PATH]
+                     [--dask ADDRESS|local:N] [--checkpoint PATH] [--report report.html]
 quantscope validate MODEL (--calibration DATA | --ranges RANGES.json) --validation DATA
-                    [--target fpga|cpu] [--metric top1] [--out result.json]
+                    [--target fpga|cpu] [--metric top1] [--out result.json] [--report report.html]
 quantscope quantize MODEL (--calibration DATA | --ranges RANGES.json) -o model.int8.onnx [--target fpga|cpu]
 quantscope compile MODEL --bitstream NAME [--calibration DATA | --ranges RANGES.json]
 quantscope profile MODEL --bitstream NAME [--calibration DATA | --ranges RANGES.json] [--frames N]
-quantscope demo
+                   [--report report.html]
+quantscope demo [--report quantscope-demo-report.html]
 """
 
 from __future__ import annotations
@@ -62,7 +63,21 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     if args.out:
         path = result.save(args.out)
         console.print(f"wrote {path}")
+    _write_report(args, console, result)
     return 0
+
+
+def _write_report(args: argparse.Namespace, console: Console, *results, **options) -> None:
+    """--report PATH: the HTML page and its JSON beside it."""
+    if not getattr(args, "report", None):
+        return
+    import shlex
+
+    from .report import json_path_of, write_report
+
+    command = shlex.join(["quantscope", *args.argv])
+    path = write_report(*results, path=args.report, command=command, date=args.report_date, **options)
+    console.print(f"wrote {path} (report) and {json_path_of(path)} (its data)")
 
 
 def _calibrated(args: argparse.Namespace, console: Console):
@@ -175,6 +190,19 @@ def _add_image_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_report_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--report",
+        metavar="PATH.html",
+        help=f"write an HTML report ({what}) and its data as JSON beside it (PATH.json)",
+    )
+    p.add_argument(
+        "--report-date",
+        metavar="YYYY-MM-DD",
+        help="the date in the report's footer (default: SOURCE_DATE_EPOCH if set, else today)",
+    )
+
+
 def _scheme(args: argparse.Namespace):
     """The --target (and --reduce-range) as a scheme."""
     from .errors import ConfigurationError
@@ -222,6 +250,7 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     if args.out:
         path = write_atomic(args.out, json.dumps(result.to_dict(), indent=1, default=float, allow_nan=False))
         console.print(f"wrote {path}")
+    _write_report(args, console, result)
     return 0
 
 
@@ -285,13 +314,18 @@ def _cmd_profile(args: argparse.Namespace, console: Console) -> int:
             f"Estimated for {args.frames} frame(s) (no data: pass --calibration to run int8 on the simulated board):"
         )
     console.print(profile.format(), markup=False, highlight=False)
+    quantized = source if hasattr(source, "plan") else None
+    _write_report(args, console, profile, workflow=workflow, quantized=quantized)
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    import shlex
+
     from .demo import run_demo
 
-    run_demo(console, quiet=args.quiet)
+    command = shlex.join(["quantscope", *args.argv])
+    run_demo(console, quiet=args.quiet, report=args.report, report_date=args.report_date, command=command)
     return 0
 
 
@@ -325,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="batches between checkpoints (default 10)")
     p.add_argument("--restart", action="store_true", help="discard an existing --checkpoint and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_report_options(p, "the ranges: heat map, ranges table, coverage and layers with fpga windows")
     _add_image_options(p)
     p.set_defaults(func=_cmd_calibrate)
 
@@ -349,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="with --target fpga: add the processor's Frames/s (zcu102_int8, arria10soc_int8, ...)",
             )
             p.add_argument("--out", help="write the result as JSON")
+            _add_report_options(p, "verdict, error along the network, ranges, coverage, layers (FPGA with --bitstream)")
         else:
             p.add_argument(
                 "-o", "--output", required=True, help="QDQ ONNX file to write (exponents/scales beside it as .json)"
@@ -392,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "profile":
             p.add_argument("--frames", type=int, default=1, help="frames to profile (default 1)")
+            _add_report_options(p, "the profile: per-layer cycles, DDR memory map, resources")
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -400,21 +437,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the whole workflow on a model and data shipped with quantscope")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--report",
+        metavar="PATH.html",
+        default="quantscope-demo-report.html",
+        help="where to write the run's HTML report, its data as JSON beside it (default: %(default)s)",
+    )
+    p.add_argument(
+        "--report-date",
+        metavar="YYYY-MM-DD",
+        help="the date in the report's footer (default: SOURCE_DATE_EPOCH if set, else today)",
+    )
     p.set_defaults(func=_cmd_demo)
     return parser
 
 
 #: Output flags of each command and the file types they write.
 _OUTPUTS = {
-    "calibrate": ("out", "--out", (".json", ".csv")),
-    "validate": ("out", "--out", (".json",)),
-    "quantize": ("output", "-o/--output", (".onnx",)),
+    "calibrate": [("out", "--out", (".json", ".csv")), ("report", "--report", (".html", ".htm"))],
+    "validate": [("out", "--out", (".json",)), ("report", "--report", (".html", ".htm"))],
+    "quantize": [("output", "-o/--output", (".onnx",))],
+    "profile": [("report", "--report", (".html", ".htm"))],
+    "demo": [("report", "--report", (".html", ".htm"))],
 }
 
 
 def _check_args(args: argparse.Namespace) -> None:
     """Refuse, before any work, flags that cannot work: an output of the wrong type or
-    that cannot be written, a non-positive --pixel-scale, --bitstream with --target cpu."""
+    that cannot be written (--report's JSON beside it included), a non-positive
+    --pixel-scale, --bitstream with --target cpu, a --report-date that is not a date."""
     from .errors import ConfigurationError
 
     scale = getattr(args, "pixel_scale", None)
@@ -425,17 +476,43 @@ def _check_args(args: argparse.Namespace) -> None:
             "--bitstream estimates Frames/s on an FPGA processor, which runs --target fpga; drop --bitstream "
             "or use --target fpga"
         )
-    spec = _OUTPUTS.get(args.command)
-    value = getattr(args, spec[0], None) if spec else None
-    if not value:
-        return
-    _, flag, suffixes = spec
+    for attr, flag, suffixes in _OUTPUTS.get(args.command, ()):
+        value = getattr(args, attr, None)
+        if value:
+            _check_output(value, flag, suffixes)
+    report = getattr(args, "report", None)
+    if report:
+        data = Path(report).with_suffix(".json")  # where the report's data goes (report.json_path_of)
+        out = getattr(args, "out", None)
+        if out and Path(out).resolve() == data.resolve():
+            raise ConfigurationError(
+                f"--report {report} writes its data to {data}, which is also --out {out}; give the report another name"
+            )
+        _check_output(str(data), "--report", (".json",), shown=report)
+    if getattr(args, "report_date", None) is not None:
+        import datetime
+
+        if not getattr(args, "report", None):
+            raise ConfigurationError("--report-date sets the date in the report's footer; add --report PATH.html")
+        try:
+            datetime.date.fromisoformat(args.report_date)
+        except ValueError:
+            raise ConfigurationError(
+                f"--report-date {args.report_date!r}: give a date as YYYY-MM-DD (e.g. 2026-01-31)"
+            ) from None
+
+
+def _check_output(value: str, flag: str, suffixes: tuple[str, ...], shown: str | None = None) -> None:
+    """Refuse an output path of the wrong type, a folder, or one that cannot be written."""
+    from .errors import ConfigurationError
+
+    shown = shown or value
     path = Path(value)
-    if path.suffix.lower() not in suffixes:
+    if shown == value and path.suffix.lower() not in suffixes:
         kinds = " or ".join(suffixes)
         raise ConfigurationError(f"{flag} {value}: unknown format {path.suffix!r}; write a {kinds} file")
-    if path.is_dir():
-        raise ConfigurationError(f"{flag} {value} is a folder; give a file name")
+    if Path(shown).is_dir() or path.is_dir():
+        raise ConfigurationError(f"{flag} {shown} is a folder; give a file name")
     folder = path.parent if str(path.parent) else Path(".")
     existing = folder
     while not existing.exists() and existing != existing.parent:
@@ -445,7 +522,7 @@ def _check_args(args: argparse.Namespace) -> None:
             pass
     except OSError as exc:
         raise ConfigurationError(
-            f"{flag} {value}: cannot write in {existing} ({exc.strerror or exc}); choose a folder you can write to"
+            f"{flag} {shown}: cannot write in {existing} ({exc.strerror or exc}); choose a folder you can write to"
         ) from None
 
 
@@ -477,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the report shows the command
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 160))  # files and pipes: keep table rows on one line

@@ -161,6 +161,15 @@ class Calibration:
             return write_atomic(path, self.to_csv())
         raise CalibrationDataError(f"{path}: unknown format {suffix!r}; use a .json or .csv file name")
 
+    def report(self, path: str | Path, **options) -> Path:
+        """Write the HTML report of these ranges (heat map, ranges table, coverage and
+        layers under the ``target=`` scheme, ``"fpga"`` by default) to ``path`` and its
+        data as JSON beside it; options as :func:`quantscope.report.write_report`.
+        Returns the page's path."""
+        import quantscope  # the facade names the report stage, which sits above this one
+
+        return quantscope.report(self, path, **options)
+
     @classmethod
     def load(cls, path: str | Path, network=None) -> Calibration:
         """Read a calibration saved with :meth:`save` (``.json`` or ``.csv``). From CSV,

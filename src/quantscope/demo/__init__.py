@@ -6,6 +6,7 @@ The model is a small SqueezeNet-style CNN (fire modules) trained on Fashion-MNIS
 
 from __future__ import annotations
 
+import os
 import time
 from importlib.resources import as_file, files
 
@@ -34,8 +35,19 @@ def demo_data() -> tuple[np.ndarray, np.ndarray, list[str]]:
     return x, y, classes
 
 
-def run_demo(console: Console | None = None, quiet: bool = False, calibration_samples: int = 500) -> dict:
-    """Run the demo workflow and print each step. Returns what it computed."""
+def run_demo(
+    console: Console | None = None,
+    quiet: bool = False,
+    calibration_samples: int = 500,
+    report: str | os.PathLike | None = None,
+    report_date: str | None = None,
+    command: str = "quantscope demo",
+) -> dict:
+    """Run the demo workflow and print each step. Returns what it computed.
+
+    ``report``: write the HTML report of the run there (and its data as JSON beside
+    it) and print its path; ``report_date``: the date in its footer (default today);
+    ``command``: the command shown in it."""
     from ..calibrate import calibrate
     from ..display import print_ranges
     from ..network import prepare
@@ -89,4 +101,14 @@ def run_demo(console: Console | None = None, quiet: bool = False, calibration_sa
         f"(labels: {', '.join(classes[i] if classes else str(i) for i in val_y[:4])})"
     )
     console.print(profile.format(), markup=False, highlight=False)
-    return {"network": net, "calibration": cal, "validation": result, "quantized": qnet, "profile": profile}
+    done = {"network": net, "calibration": cal, "validation": result, "quantized": qnet, "profile": profile}
+    if report is not None:
+        from ..report import json_path_of, write_report
+
+        console.rule("5. the report")
+        path = write_report(
+            result, profile, workflow=workflow, quantized=qnet, path=report, command=command, date=report_date
+        )
+        console.print(f"Report: {path.resolve()} (open it in a browser; its data: {json_path_of(path).name})")
+        done["report"] = path
+    return done

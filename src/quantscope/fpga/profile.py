@@ -150,6 +150,14 @@ class Profile:
     def __str__(self) -> str:
         return self.format()
 
+    def report(self, path, **options):
+        """Write the HTML report of this profile (per-layer cycles, resources; the DDR
+        map with ``compiled=``) to ``path`` and its data as JSON beside it; options as
+        :func:`quantscope.report.write_report`. Returns the page's path."""
+        import quantscope  # the facade names the report stage, which sits above this one
+
+        return quantscope.report(self, path, **options)
+
 
 def _rows(costs: list[LayerCost], legs, network_cycles: int) -> tuple[ProfileRow, ...]:
     costed = [c for c in costs if not c.fused]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -190,6 +192,8 @@ class ValidationResult:
     labels: np.ndarray
     labelled: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the calibration the plan was made from (None when validate got a plan): the report's ranges
+    calibration: Calibration | None = field(default=None, repr=False)
 
     @property
     def memory(self) -> tuple[int, int]:
@@ -202,6 +206,15 @@ class ValidationResult:
         f = self.float_scores.reshape(len(self.float_scores), -1).argmax(1)
         q = self.int8_scores.reshape(len(self.int8_scores), -1).argmax(1)
         return float(np.mean(f == q))
+
+    def report(self, path: str | os.PathLike, **options: Any) -> Path:
+        """Write the HTML report of this validation (verdict, error along the network,
+        ranges, coverage, layers; the FPGA panel with a processor) to ``path`` and its
+        data as JSON beside it. Options: those of :func:`quantscope.report.write_report`
+        (``date=``, ``command=``, ``title=``, ``profile=``...). Returns the page's path."""
+        import quantscope  # the facade names the report stage, which sits above this one
+
+        return quantscope.report(self, path, **options)
 
     def to_dict(self) -> dict:
         """JSON-ready: NaN and infinite numbers (no weights, an exact layer) become None."""
@@ -414,6 +427,7 @@ def validate(
         int8_scores=qs_,
         labels=y,
         labelled=labelled,
+        calibration=calibration if isinstance(calibration, Calibration) else None,
     )
 
 
