@@ -15,7 +15,7 @@ DATE = "2026-01-31"
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(2)>'
 #: A file name that is markup too.
-FILE = "<b>model</b>'\"&.onnx"
+FILE = "<i>model<i>'\"&.onnx"
 
 
 def demo_results(calibration: int = 300, validation: int = 200, processor: str = "arria10soc_int8") -> dict:

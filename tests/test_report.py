@@ -94,7 +94,8 @@ def test_the_data_holds_every_panel(demo, demo_report):
 
 def test_heat_map_windows_are_the_plans(demo, demo_report):
     """The window of every activation row is the plan's int8 grid: from half a step
-    (2^(e-1)) to 127.5 steps (about 2^(e+7)) for a power-of-two exponent e."""
+    (2^(e-1)) to 128.5 steps (-128 is the int8 value of largest magnitude) for a
+    power-of-two exponent e."""
     plan = demo["validation"].plan
     net = demo["network"]
     checked = 0
@@ -103,7 +104,8 @@ def test_heat_map_windows_are_the_plans(demo, demo_report):
             continue
         e = plan.activations[net.layer(t["layer"]).output].exponent
         assert t["exponent"] == e
-        assert t["window"][0] == pytest.approx(e - 1) and t["window"][1] == pytest.approx(e + math.log2(127.5))
+        assert t["window"][0] == pytest.approx(e - 1, abs=1e-3)
+        assert t["window"][1] == pytest.approx(e + math.log2(128.5), abs=1e-3)
         checked += 1
     assert checked > 10
 
@@ -142,7 +144,7 @@ def test_profile_alone(demo, tmp_path):
     data = json.loads((tmp_path / "p.json").read_text())
     assert data["sources"] == ["profile"] and data["tensors"] == [] and data["layers"] == []
     assert len(data["fpga"]["layers"]) == len(demo["profile"].layers)
-    assert "memory_map" not in data["fpga"]  # no compiled network given
+    assert data["fpga"]["memory_map"] is None  # no compiled network given
     html = page.read_text()
     assert 'id="fpga"' in html and html.count('class="bar"') == len(demo["profile"].layers)
     # with the workflow, the DDR map too
@@ -188,13 +190,13 @@ def test_names_are_text_never_markup(tmp_path):
     names = {layer.name for layer in results["network"].layers}
     assert any(SCRIPT in n for n in names) and any(IMG in n for n in names)
     page = res.report(tmp_path / "r.html", date=DATE, command=f"quantscope validate '{FILE}'").read_text()
-    assert "<script>alert" not in page and "<img" not in page and "<b>model" not in page
+    assert "<script>alert" not in page and "<img" not in page and "<i>model" not in page
     assert "onerror=alert(2)>" not in page.replace("&gt;", "")  # every > of the name escaped
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert (
         "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in page or "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
     )
-    assert "&lt;b&gt;model&lt;/b&gt;" in page
+    assert "&lt;i&gt;model&lt;i&gt;" in page
     # the only script element is the page's own
     assert page.count("<script") == 1
     data = json.loads((tmp_path / "r.json").read_text())
@@ -235,9 +237,9 @@ def _tiny_calibration():
 # ---------------------------------------------------------------- front doors
 def test_front_doors(demo, tmp_path):
     assert qs.report is qs.report  # a function, also after the subpackage loaded
-    import quantscope.report as package
+    import quantscope.report  # noqa: F401  (the subpackage loads; qs.report stays the function)
 
-    assert callable(qs.report) and qs.report is package.write_report
+    assert callable(qs.report) and qs.report is sys.modules["quantscope.report"].write_report
     path = demo["validation"].report(tmp_path / "v.html", date=DATE)
     assert path == tmp_path / "v.html" and (tmp_path / "v.json").exists()
     path = demo["calibration"].report(tmp_path / "c.htm", date=DATE)
@@ -299,7 +301,9 @@ def test_cli_report_flags(cli_files, tmp_path, capsys):
     data_json = json.loads(page.with_suffix(".json").read_text())
     assert data_json["verdict"]["command"].startswith("quantscope validate ") and data_json["footer"]["date"] == DATE
     assert main(["calibrate", str(model), str(data), "--quiet", "--report", str(tmp_path / "c.html")]) == 0
-    assert main(["profile", str(model), "--bitstream", "zcu102_int8", "--report", str(tmp_path / "p.html")]) in (0, 2)
+    assert main(["profile", str(model), "--bitstream", "zcu102_int8", "--report", str(tmp_path / "p.html")]) == 0
+    profiled = json.loads((tmp_path / "p.json").read_text())
+    assert profiled["fpga"]["layers"] and profiled["fpga"]["memory_map"] and profiled["layers"]
 
 
 @pytest.mark.parametrize(

@@ -612,7 +612,15 @@ def _verdict(validation, calibration, plan, profile, layers, command) -> dict:
 def _fpga(profile, compiled, estimated: bool) -> dict:
     from ..fpga import estimate_resources, processor
 
-    out: dict = {"estimated": estimated}
+    out: dict = {
+        "estimated": estimated,
+        "memory_map": None,
+        "memory_regions": None,
+        "memory_total": None,
+        "hardware_layers": None,
+        "software_layers": None,
+        "resources": None,
+    }
     config = compiled.config if compiled is not None else None
     if profile is not None:
         out.update(
