@@ -378,7 +378,9 @@ def unreadable(desc: str, suffix: str, exc: BaseException) -> str:
     quantscope's words (numpy's own may suggest unsafe pickle loading)."""
     text = str(exc).lower()
     zip_words = ("zip", "pickle", "magic")
-    if isinstance(exc, zipfile.BadZipFile) or (suffix == ".npz" and any(w in text for w in zip_words)):
+    if isinstance(exc, (zlib.error, EOFError)) or "crc" in text:
+        what = f"its data is damaged or cut short ({' '.join(str(exc).split()) or type(exc).__name__})"
+    elif isinstance(exc, zipfile.BadZipFile) or (suffix == ".npz" and any(w in text for w in zip_words)):
         what = "it is not a zip archive, as an .npz file is"
     elif "pickle" in str(exc).lower() or "magic" in str(exc).lower():
         what = "it does not start with numpy's .npy header (a text file or another format?)"

@@ -103,7 +103,7 @@ class NpyShard(Shard):
 
 @dataclass(frozen=True)
 class NpzShard(Shard):
-    """Samples ``start..stop-1`` of a ``.npz`` file the reader loads (once per run)."""
+    """Samples ``start..stop-1`` of a ``.npz`` file the reader opens (and reads in pieces)."""
 
     path: str
     start: int
@@ -111,11 +111,7 @@ class NpzShard(Shard):
 
     def read(self, bulk: Any, spec: ReadSpec) -> Iterator[Batch]:
         _need_path(self.path)
-        st = os.stat(self.path)
-        src = cached(
-            (spec.run, "npz", self.path, st.st_mtime_ns, st.st_size),
-            lambda: _array_source(as_source(self.path, layout=spec.layout, input_shape=spec.input_shape)),
-        )
+        src = _array_source(as_source(self.path, layout=spec.layout, input_shape=spec.input_shape))
         return src.batches(spec.batch_size, self.start, self.stop)
 
 

@@ -30,6 +30,7 @@ from .data import (
     to_numpy,
     unreadable,
 )
+from .npz import member_names, open_member
 from .streams import CheckedSource, StreamSource
 
 __all__ = ["as_source"]
@@ -59,6 +60,23 @@ def _from_mapping(m: Mapping[str, Any], where: str) -> tuple[Any, Any]:
     return m[name], (m["y"] if "y" in keys else None)
 
 
+class _NpzMembers(Mapping):
+    """The arrays of an ``.npz`` file by name, each opened to be read in pieces."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.names = member_names(path)
+
+    def __getitem__(self, name: str) -> Any:
+        return open_member(self.path, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
 def _load_path(
     path: Path,
     *,
@@ -80,11 +98,9 @@ def _load_path(
         if suffix == ".npy":
             x = np.load(path, mmap_mode="r", allow_pickle=False)
             y = None
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                x, y = _from_mapping(z, desc)
-                x = np.asarray(x)
-                y = None if y is None else np.asarray(y)
+        elif suffix == ".npz":  # read in pieces: one batch of it in memory at a time
+            x, y = _from_mapping(_NpzMembers(path), desc)
+            y = None if y is None else np.asarray(y)
         else:
             raise CalibrationDataError(
                 f"{desc}: cannot read files of type '{path.suffix}'; pass a .npy file (inputs "
