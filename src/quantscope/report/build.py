@@ -51,6 +51,14 @@ def _f(x: Any, digits: int | None = None) -> float | None:
     return x
 
 
+def _s(v: Any) -> str | None:
+    """A plain string (an enum member's value, ``StrEnum`` or not), or None."""
+    if v is None:
+        return None
+    value = getattr(v, "value", v)
+    return value if isinstance(value, str) else str(v)
+
+
 def report_date(date: Any = None) -> str:
     """The footer's date, ``YYYY-MM-DD``: ``date`` (a ``datetime.date`` or an ISO
     string), else ``SOURCE_DATE_EPOCH`` (reproducible builds), else today (UTC)."""
@@ -384,8 +392,8 @@ def _layers(network, plan, validation, compiled, profile, calibration) -> list[d
             {
                 "index": index,
                 "name": layer.name,
-                "kind": str(layer.kind),
-                "op_types": [str(t) for t in layer.op_types],
+                "kind": _s(layer.kind),
+                "op_types": [_s(t) for t in layer.op_types],
                 "members": list(layer.members),
                 "onnx_nodes": list(network.onnx_names(layer)),
                 "inputs": [producers[i] for i in layer.inputs if i in producers],
@@ -404,8 +412,8 @@ def _layers(network, plan, validation, compiled, profile, calibration) -> list[d
                 "flushed": _f(e.get("FlushedToZero"), 4),
                 "channel_spread": _f(e.get("WeightChannelSpread"), 4),
                 "worst": layer.name in worst,
-                "placement": p.placement if p is not None else None,
-                "module": p.module if p is not None else None,
+                "placement": _s(p.placement) if p is not None else None,
+                "module": _s(p.module) if p is not None else None,
                 "fused": bool(p.fused) if p is not None else None,
                 "placement_note": p.note if p is not None else None,
                 "cycles": cycles.get(layer.name),
@@ -636,7 +644,7 @@ def _fpga(profile, compiled, estimated: bool) -> dict:
                     {
                         "layer": c.name,
                         "label": c.label,
-                        "module": c.module or "",
+                        "module": _s(c.module) or "",
                         "cycles": int(c.cycles),
                         "compute_cycles": int(c.compute_cycles),
                         "transfer_cycles": int(c.transfer_cycles),
@@ -645,7 +653,7 @@ def _fpga(profile, compiled, estimated: bool) -> dict:
                     for c in profile.layers
                 ],
                 "rows": [
-                    {"label": r.label, "level": r.level, "kind": r.kind, "cycles": int(r.cycles), "layer": r.layer}
+                    {"label": r.label, "level": r.level, "kind": _s(r.kind), "cycles": int(r.cycles), "layer": r.layer}
                     for r in profile.rows
                 ],
             }
@@ -654,10 +662,10 @@ def _fpga(profile, compiled, estimated: bool) -> dict:
         out.update({"bitstream": config.name, "layers": [], "rows": []})
     if compiled is not None:
         out["memory_map"] = [
-            {"name": name, "offset": addr, "size": size} for name, addr, size in compiled.memory_map.rows()
+            {"name": _s(name), "offset": addr, "size": size} for name, addr, size in compiled.memory_map.rows()
         ]
         out["memory_regions"] = [
-            {"name": r.name, "offset": int(r.offset), "bytes": int(r.size)} for r in compiled.memory_map.regions
+            {"name": _s(r.name), "offset": int(r.offset), "bytes": int(r.size)} for r in compiled.memory_map.regions
         ]
         out["memory_total"] = int(compiled.memory_map.total)
         out["hardware_layers"] = len(compiled.hardware_layers)
