@@ -334,3 +334,27 @@ def test_import_and_help_stay_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_cpu_scheme_and_an_encoder(tmp_path):
+    """Per-channel weight scales and zero points (target cpu); an encoder with masks,
+    embeddings and float layers: the data stays plain JSON and the page renders."""
+    from tinymodels import encoder_data, tiny_encoder
+
+    cal = qs.calibrate(qs.prepare(small_cnn()), images(32), progress=False)
+    res = qs.validate(cal, images(16, seed=3), target="cpu", progress=False)
+    r = build_report(validation=res, date=DATE)
+    weights = [t for t in r["tensors"] if t["kind"] == "Weights"]
+    assert weights and all(t["per_channel"] and t["exponent"] is None for t in weights)
+    assert any(t["zero_point"] not in (None, 0) for t in r["tensors"] if t["kind"] == "Activations")
+    qw, qp = res.plan.weights[weights[0]["layer"]]
+    w = res.plan.network.constant(res.plan.network.layer(weights[0]["layer"]).weight)
+    assert weights[0]["flushed"] == pytest.approx(np.mean((qw == 0) & (w != 0)), abs=1e-4)
+    assert "<svg" in render_html(r)
+    enc = qs.prepare(tiny_encoder())
+    data = encoder_data(16)
+    res = qs.validate(qs.calibrate(enc, data, progress=False), data, target="cpu", progress=False)
+    path = res.report(tmp_path / "encoder.html", date=DATE)
+    data_json = json.loads(path.with_suffix(".json").read_text())
+    assert any(row["precision"] == "float" for row in data_json["layers"])
+    assert len(data_json["tensors"]) == len(res.calibration.entries)

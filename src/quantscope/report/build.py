@@ -544,7 +544,12 @@ def _tensor_qparams(entry, plan: QuantPlan | None, network) -> tuple[QParams | N
     if entry.kind == "Bias":
         x = x.reshape(q.shape)
     dq = qp.dequantize(q)
-    s = qp.dequantize(np.asarray(qp.zero_point) + np.ones_like(q)) if qp.axis is not None else float(qp.scale)
+    if qp.axis is not None:
+        shape = [1] * q.ndim
+        shape[qp.axis] = -1
+        s = np.asarray(qp.scale, np.float64).reshape(shape)
+    else:
+        s = float(qp.scale)
     flushed = (dq == 0) & (x != 0)
     saturated = np.abs(x - dq) > 0.5 * np.asarray(s) * (1 + 1e-9)
     n = x.size
