@@ -139,14 +139,18 @@ def _bins():
 
 
 def _signed_counts(stats: TensorStats) -> tuple[np.ndarray, np.ndarray]:
-    """(values, counts): the midpoint of every non-empty fine bin with its sign, and
-    how many values it holds; the zero bins give value 0."""
+    """(values, counts): the midpoint of every non-empty fine bin with its sign (no
+    further out than the tensor's min and max), and how many values it holds; the
+    zero bins give value 0."""
     _, _, mid = _bins()
     hist = stats.hist
     pos, neg = hist[:NUM_BINS], hist[NUM_BINS:]
     ip, ineg = np.flatnonzero(pos), np.flatnonzero(neg)
     values = np.concatenate([mid[ip], -mid[ineg]])
     counts = np.concatenate([pos[ip], neg[ineg]]).astype(np.float64)
+    if stats.finite and stats.count:
+        # the outermost bins' midpoints may lie beyond the values seen: take the extremes
+        np.clip(values, min(stats.min, 0.0), max(stats.max, 0.0), out=values)
     return values, counts
 
 
