@@ -74,87 +74,131 @@ class LayerError:
     def update(
         self,
         f: np.ndarray,
-        q: np.ndarray | None,
+        q: Any,
         qp: QParams | None,
         plan: QuantPlan,
         scratch: _Scratch | None = None,
         layer: str = "",
     ) -> None:
-        """Add a batch: ``f`` the float network's output, ``q`` the int8 network's
-        dequantized output (same shape, float64; None for a float layer), ``qp`` the
-        output's parameters. Computed in float64 in two reused buffers (``scratch``):
-        a large network's activations are hundreds of MB per batch.
+        """Add a batch: ``f`` the float network's output, ``q`` the int8 network's output
+        (an :class:`~quantscope.simulate.engine.IntTensor`, or real values of ``f``'s
+        shape; None for nothing to compare), ``qp`` the parameters of the output's
+        integer grid (None for a float layer).
+
+        Computed piece by piece (:data:`_PIECE` values at a time) in float64 in small
+        reused buffers (``scratch``): each piece stays in the processor's cache, and
+        no copy of a whole activation is made. The sums are accumulated in a fixed
+        order, so the same data gives the same numbers.
 
         Raises:
             NonFiniteActivationError: ``f`` holds NaN (``layer`` names it).
         """
         scratch = scratch or _Scratch()
-        f64, buf = scratch.take(np.shape(f))
-        np.copyto(f64, f)
-        signal = float(np.sum(np.square(f64, out=buf)))
-        if math.isnan(signal):
-            raise NonFiniteActivationError(
-                f"NaN in the float network's output of layer {layer!r} during validation; check the "
-                "input data and that layer's weights.",
-                layer=layer,
-            )
-        if math.isinf(signal):
-            # -inf/+inf in the float output (an attention mask's fill): compare where it is finite
-            keep = np.isfinite(f64)
-            f64 = np.where(keep, f64, 0.0)
-            q = None if q is None else np.where(keep, q, 0.0)
-            buf = np.empty_like(f64)
-            signal = float(np.sum(np.square(f64)))
-        self.signal += signal
-        if q is not None:
-            np.subtract(f64, q, out=buf)
-            self.noise += float(np.sum(np.square(buf, out=buf)))
-        self.count += f64.size
-        if qp is not None and qp.axis is None:
-            s, z = float(qp.scale), int(qp.zero_point)
-            lo, hi = qp.qmin - z, qp.qmax - z
-            nearest = (
-                plan.rounding in (Rounding.HALF_AWAY, Rounding.HALF_EVEN) and plan.saturation is Saturation.SATURATE
-            )
-            if nearest and qp.exponent is not None and f.dtype == np.float32:
-                # power of two: the same comparisons and grid in float32, half the bytes
-                # (the thresholds (k + 1/2) * 2**e are exact float32 numbers, and so are
-                # f * 2**-e rounded to an integer and scaled back)
-                a = np.abs(f)
-                self.flushed += int(np.count_nonzero(a < np.float32(0.5 * s))) - int(np.count_nonzero(f == 0))
-                self.saturated += int(np.count_nonzero(f > np.float32((hi + 0.5) * s)))
-                self.saturated += int(np.count_nonzero(f < np.float32((lo - 0.5) * s)))
-                g = np.multiply(f, np.float32(1.0 / s), out=a)
-                np.multiply(np.clip(np.rint(g, out=g), np.float32(lo), np.float32(hi), out=g), np.float32(s), out=g)
-                g = np.subtract(f64, g, out=buf)
+        ints = isinstance(q, IntTensor)
+        if ints and q.qp.axis is not None:  # per-channel integers: real values, whole
+            q, ints = q.dequantize(), False
+        f = np.ascontiguousarray(f).reshape(-1)
+        qv = None if q is None else np.ascontiguousarray(q.q if ints else q).reshape(-1)
+        if qv is not None and qv.size != f.size:
+            raise ValueError(f"layer {layer!r}: int8 output of {qv.size} values against {f.size} float ones")
+        qscale = float(q.qp.scale) if ints else None
+        qzero = int(q.qp.zero_point) if ints else 0
+        grid = _Grid(qp, plan, f.dtype) if qp is not None and qp.axis is None else None
+        for start in range(0, f.size, _PIECE):
+            fc = f[start : start + _PIECE]
+            x, d, a = scratch.take(fc.size)
+            np.copyto(x, fc)
+            signal = float(np.einsum("i,i->", x, x))
+            if math.isnan(signal):
+                raise NonFiniteActivationError(
+                    f"NaN in the float network's output of layer {layer!r} during validation; check the "
+                    "input data and that layer's weights.",
+                    layer=layer,
+                )
+            qc = None if qv is None else qv[start : start + _PIECE]
+            if math.isinf(signal):
+                # -inf/+inf in the float output (an attention mask's fill): compare where it is finite
+                keep = np.isfinite(x)
+                np.copyto(x, 0.0, where=~keep)
+                if qc is not None:
+                    qc = np.where(keep, qc if not ints else (qc.astype(np.float64) - qzero) * qscale, 0.0)
+                    ints_here = False
+                fc = x
+                signal = float(np.einsum("i,i->", x, x))
             else:
-                t = np.divide(f64, s, out=buf)  # f on the integer grid, as quantize divides
-                self.saturated += int(np.count_nonzero(t > hi + 0.5)) + int(np.count_nonzero(t < lo - 0.5))
-                self.flushed += int(np.count_nonzero((np.abs(t) < 0.5) & (f64 != 0)))
-                if nearest:
-                    # Both round to the nearest integer and differ only in which neighbour a
-                    # tie takes, at the same distance 1/2: |f - g| is the same value either
-                    # way, so clip(rint(t), lo, hi) * s gives the same squared errors.
-                    g = np.multiply(np.clip(np.rint(t, out=t), lo, hi, out=t), s, out=t)
-                else:
-                    g = qp.dequantize(qp.quantize(f64, plan.rounding, plan.saturation))
-                np.subtract(f64, g, out=g)
-            self.grid_noise += float(np.sum(np.square(g, out=g)))
+                ints_here = ints
+            self.signal += signal
+            if qc is not None:
+                np.copyto(d, qc)
+                if ints_here:  # the real values of the integers (eq. (10))
+                    if qzero:
+                        np.subtract(d, qzero, out=d)
+                    np.multiply(d, qscale, out=d)
+                np.subtract(x, d, out=d)
+                self.noise += float(np.einsum("i,i->", d, d))
+            if grid is not None:
+                grid.add(self, fc, x, d, a)
+        self.count += f.size
+
+
+#: Values per piece of :meth:`LayerError.update` (2 MB of float64: stays in cache).
+_PIECE = 1 << 18
+
+
+class _Grid:
+    """The output grid's share of :meth:`LayerError.update`: values that saturate or
+    flush to zero, and the squared error of quantizing the float output alone."""
+
+    def __init__(self, qp: QParams, plan: QuantPlan, dtype: np.dtype):
+        self.qp, self.plan = qp, plan
+        self.s, z = float(qp.scale), int(qp.zero_point)
+        self.lo, self.hi = qp.qmin - z, qp.qmax - z
+        self.nearest = (
+            plan.rounding in (Rounding.HALF_AWAY, Rounding.HALF_EVEN) and plan.saturation is Saturation.SATURATE
+        )
+        # power of two: the same comparisons and grid in float32, half the bytes (the
+        # thresholds (k + 1/2) * 2**e are exact float32 numbers, and so are f * 2**-e
+        # rounded to an integer and scaled back)
+        self.float32 = self.nearest and qp.exponent is not None and dtype == np.float32
+
+    def add(self, err: LayerError, fc: np.ndarray, x: np.ndarray, d: np.ndarray, a: np.ndarray) -> None:
+        """Add piece ``fc`` (float values as given; ``x`` the same in float64); ``d`` and
+        ``a`` are scratch (float64 and float32, ``fc``'s size)."""
+        s, lo, hi = self.s, self.lo, self.hi
+        if self.float32 and fc.dtype == np.float32:
+            a = np.abs(fc, out=a)
+            err.flushed += int(np.count_nonzero(a < np.float32(0.5 * s))) - int(np.count_nonzero(fc == 0))
+            err.saturated += int(np.count_nonzero(fc > np.float32((hi + 0.5) * s)))
+            err.saturated += int(np.count_nonzero(fc < np.float32((lo - 0.5) * s)))
+            g = np.multiply(fc, np.float32(1.0 / s), out=a)
+            np.multiply(np.clip(np.rint(g, out=g), np.float32(lo), np.float32(hi), out=g), np.float32(s), out=g)
+            g = np.subtract(x, g, out=d)
+        else:
+            t = np.divide(x, s, out=d)  # f on the integer grid, as quantize divides
+            err.saturated += int(np.count_nonzero(t > hi + 0.5)) + int(np.count_nonzero(t < lo - 0.5))
+            err.flushed += int(np.count_nonzero((np.abs(t) < 0.5) & (x != 0)))
+            if self.nearest:
+                # Both round to the nearest integer and differ only in which neighbour a
+                # tie takes, at the same distance 1/2: |f - g| is the same value either
+                # way, so clip(rint(t), lo, hi) * s gives the same squared errors.
+                g = np.multiply(np.clip(np.rint(t, out=t), lo, hi, out=t), s, out=t)
+            else:
+                g = self.qp.dequantize(self.qp.quantize(x, self.plan.rounding, self.plan.saturation))
+            np.subtract(x, g, out=g)
+        err.grid_noise += float(np.einsum("i,i->", g, g))
 
 
 class _Scratch:
-    """Two float64 buffers reused by :meth:`LayerError.update` for every layer and
-    batch, grown to the largest tensor seen."""
+    """Three buffers of :data:`_PIECE` values (two float64, one float32) reused by
+    :meth:`LayerError.update` for every layer and batch."""
 
     def __init__(self) -> None:
-        self._a = np.empty(0)
-        self._b = np.empty(0)
+        self._x = np.empty(_PIECE)
+        self._d = np.empty(_PIECE)
+        self._a = np.empty(_PIECE, np.float32)
 
-    def take(self, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
-        n = int(np.prod(shape))
-        if self._a.size < n:
-            self._a, self._b = np.empty(n), np.empty(n)
-        return self._a[:n].reshape(shape), self._b[:n].reshape(shape)
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._x[:n], self._d[:n], self._a[:n]
 
 
 @dataclass
@@ -355,10 +399,8 @@ def validate(
             for layer in network.layers:
                 value = layers[layer.name]
                 f = outs[layer.output]
-                if isinstance(value, IntTensor):
-                    errors[layer.name].update(f, value.dequantize(), value.qp, plan, scratch, layer.name)
-                else:
-                    errors[layer.name].update(f, np.asarray(value, np.float64), None, plan, scratch, layer.name)
+                qp = value.qp if isinstance(value, IntTensor) else None
+                errors[layer.name].update(f, value, qp, plan, scratch, layer.name)
             float_scores.append(np.array(outs[out_name]))  # a copy: the buffers are reused
             int8_scores.append(result)
             if batch.y is None:
