@@ -285,6 +285,169 @@ def test_instruction_stream_encoding(mnist):
     assert ops.count(codes["FC_COMPUTE"]) == 3 and ops.count(codes["FC_PREFETCH_WEIGHTS"]) == 2
 
 
+# ------------------------------------------------------------------ typed instructions
+
+#: sha256 of the MNIST stream on arria10soc_single as compile.py encoded it before the
+#: instructions were typed (tagged tuples); the typed encoder writes the same bytes.
+MNIST_STREAM_SHA256 = "167cf909b7283a450838972b9976f9a141b8f1ee3c04a4bc177ccff0864b8f65"
+
+
+def residual_net():
+    """conv -> depthwise conv + Clip -> pointwise conv, residual Add, Mul, AveragePool,
+    MaxPool, GlobalMaxPool, Flatten, Gemm (transB), Reshape to 4-D, conv, Flatten, Gemm:
+    legs conv, fc, conv, fc and every conv-module and adder opcode but GLOBALPOOL's average."""
+    rng = np.random.default_rng(3)
+    f = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)  # noqa: E731
+    init = {
+        "w1": f(16, 3, 3, 3),
+        "wdw": f(16, 1, 3, 3),
+        "w2": f(16, 16, 1, 1),
+        "fcw": f(24, 16),
+        "shape4": np.array([0, 24, 1, 1], np.int64),
+        "w3": f(12, 24, 1, 1),
+        "fc2w": f(12, 7),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "wdw"], ["dw"], name="dw", pads=[1, 1, 1, 1], group=16),
+        helper.make_node("Clip", ["dw"], ["dwr"], name="relu6"),
+        helper.make_node("Conv", ["dwr", "w2"], ["c2"], name="pw"),
+        helper.make_node("Add", ["c2", "r1"], ["res"], name="residual"),
+        helper.make_node("Mul", ["res", "r1"], ["m"], name="gate"),
+        helper.make_node("AveragePool", ["m"], ["ap"], name="avg", kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("MaxPool", ["ap"], ["mp"], name="maxp", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalMaxPool", ["mp"], ["g"], name="gmp"),
+        helper.make_node("Flatten", ["g"], ["fl"], name="flat"),
+        helper.make_node("Gemm", ["fl", "fcw"], ["d"], name="dense", transB=1),
+        helper.make_node("Reshape", ["d", "shape4"], ["r4"], name="to4d"),
+        helper.make_node("Conv", ["r4", "w3"], ["c3"], name="conv3"),
+        helper.make_node("Flatten", ["c3"], ["fl2"], name="flat2"),
+        helper.make_node("Gemm", ["fl2", "fc2w"], ["y"], name="dense2"),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 3, 40, 40])], [tensor("y", ["N", 7])], init, name="residual")
+    return quantscope.prepare(model)
+
+
+@pytest.mark.parametrize("bitstream", ["arria10soc_single", "zcu102_int8"])
+@pytest.mark.parametrize("which", ["mnist", "small_cnn", "residual", "squeezenet"])
+def test_instructions_decode_and_encode_to_the_same_records(which, bitstream, mnist, squeeze):
+    from quantscope.fpga.compile import Header, Instruction, decode_stream, encode_stream
+
+    net = {"mnist": lambda: mnist, "small_cnn": lambda: quantscope.prepare(small_cnn()), "residual": residual_net}
+    compiled = fpga.compile_network(squeeze if which == "squeezenet" else net[which](), bitstream)
+    blob = compiled.instructions.tobytes()
+    header, program = decode_stream(blob)
+    assert header == Header(compiled.instruction_count, len(compiled.network.layers), len(compiled.legs), 30)
+    assert program == list(compiled.program) and len(program) == compiled.instruction_count
+    for i, instruction in enumerate(program):
+        record = blob[64 + 32 * i : 96 + 32 * i]
+        # the record is the documented struct "<HH7I": opcode, index, the operands, zeros after them
+        opcode, index, *operands = struct.unpack("<HH7I", record)
+        used = instruction.operands()
+        assert (opcode, index) == (instruction.OPCODE, instruction.index())
+        assert tuple(operands) == used + (0,) * (7 - len(used))
+        assert instruction.encode() == instruction.tobytes() == record
+        assert Instruction.decode(record) == instruction
+    assert header.encode() == blob[:64]
+    again = encode_stream(program, layers=header.layers, legs=header.legs, frame_limit=header.frame_limit)
+    assert again.tobytes() == blob and again.dtype == np.uint8
+
+
+def test_typed_instructions_write_the_bytes_of_the_tagged_tuples(mnist):
+    import hashlib
+
+    compiled = fpga.compile_network(mnist, "arria10soc_single")
+    assert hashlib.sha256(compiled.instructions.tobytes()).hexdigest() == MNIST_STREAM_SHA256
+    names = [type(i).__name__ for i in compiled.program]
+    assert names == [
+        "LegBegin",
+        "FcLoadInput",
+        "FcLoadWeights",
+        "FcCompute",
+        "FcPrefetchWeights",
+        "FcCompute",
+        "FcPrefetchWeights",
+        "FcCompute",
+        "FcStoreOutput",
+        "LegEnd",
+        "End",
+    ]
+
+
+def test_residual_network_uses_the_conv_module_and_adder_opcodes():
+    from quantscope.fpga.compile import Opcode
+
+    compiled = fpga.compile_network(residual_net(), "zcu102_int8")
+    assert [leg.module for leg in compiled.legs] == ["conv", "fc", "conv", "fc"]
+    opcodes = {i.OPCODE for i in compiled.program}
+    for op in ("CONV", "ADD", "MUL", "AVGPOOL", "MAXPOOL", "GLOBALPOOL", "FC_COMPUTE", "FC_LOAD_WEIGHTS"):
+        assert Opcode[op] in opcodes
+    add = next(i for i in compiled.program if i.OPCODE == Opcode.ADD)
+    assert add.input and add.second_input and add.input != add.second_input and add.weight_bytes == 0
+
+
+_u16, _u32 = st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_every_instruction_round_trips_through_its_record(data):
+    from quantscope.fpga.compile import instructions as ins
+
+    cls = data.draw(st.sampled_from(sorted(ins.INSTRUCTION_CLASSES.values(), key=lambda c: c.OPCODE)))
+    fields = dataclasses.fields(cls)
+    if cls is ins.LegBegin:
+        value = cls(data.draw(_u16), data.draw(st.sampled_from([fpga.Module.CONV, fpga.Module.FC])))
+    else:
+        value = cls(*[data.draw(_u16 if k == 0 else _u32) for k in range(len(fields))])
+    record = value.encode()
+    assert len(record) == 32 and ins.Instruction.decode(record) == value
+
+
+def test_decoding_refuses_what_is_not_an_instruction():
+    from quantscope.fpga.compile import FcCompute, Instruction, decode_stream
+
+    with pytest.raises(ValueError, match="unknown opcode 0x99"):
+        Instruction.decode(struct.pack("<HH7I", 0x99, 0, *[0] * 7))
+    with pytest.raises(ValueError, match="does not use"):
+        Instruction.decode(struct.pack("<HH7I", FcCompute.OPCODE, 3, 1, 5, 0, 0, 0, 0, 0))
+    with pytest.raises(ValueError, match="32 bytes"):
+        Instruction.decode(b"\x00" * 31)
+    with pytest.raises(ValueError, match="magic"):
+        decode_stream(b"NOTASTRM" + bytes(56))
+    with pytest.raises(ValueError, match="announces 2 instructions"):
+        decode_stream(struct.pack("<8sIIIII", b"QSDLPI01", 1, 2, 1, 1, 30) + bytes(36))
+
+
+def test_placement_and_module_enums_print_as_the_strings(mnist):
+    compiled = fpga.compile_network(mnist, "arria10soc_single")
+    assert [p.value for p in fpga.Placement] == ["SW Layer", "HW Layer"]
+    placements = [p.placement for p in compiled.layers]
+    assert set(placements) == {fpga.Placement.SW, fpga.Placement.HW}
+    assert "(SW Layer)" in compiled.format() and "(HW Layer)" in compiled.format()
+    table = compiled.layer_table
+    assert set(table["Placement"].map(str)) == {"SW Layer", "HW Layer"}
+    assert "HW Layer" in table.to_string() and "Module.FC" not in table.to_string()
+    assert compiled.legs[0].module is fpga.Module.FC and compiled.legs[0].name == "fc_module"
+    assert [m.unit_name for m in fpga.Module] == ["conv_module", "fc_module", "adder_module"]
+    assert fpga.Module.ADDER.group is fpga.Module.CONV
+    # the map's rows are plain text, as MATLAB prints them
+    assert all(type(cell) is str for row in compiled.memory_map.rows() for cell in row)
+    assert compiled.memory_map[fpga.compile.RegionName.INPUT_DATA] is compiled.memory_map["InputDataOffset"]
+
+
+def test_option_strings_are_converted_to_enums():
+    row = fpga.ProfileRow("Network", 0, "network", 1)
+    assert row.kind is fpga.RowKind.NETWORK
+    with pytest.raises(ValueError):
+        fpga.ProfileRow("x", 0, "nonsense", 1)
+    board = fpga.Board("b", "dev", "intel", 1, 1, 1, 1, "ALM")
+    assert board.family is fpga.Family.INTEL
+    with pytest.raises(ConfigurationError, match="family"):
+        fpga.Board("b", "dev", "lattice", 1, 1, 1, 1, "LUT")
+
+
 def test_yolov8n_input_region_on_64_thread_int8():
     # docs/published.md: 30 x 640 x 640 x 8 padded channels x 1 B = 93.8 MB
     net = conv_net(size=640, cin=3, cout=16, k=3, stride=2)

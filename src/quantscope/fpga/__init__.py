@@ -21,6 +21,7 @@ from .compile import (
     LayerPlacement,
     Leg,
     MemoryMap,
+    Placement,
     Region,
     WeightImage,
     compile_network,
@@ -33,12 +34,14 @@ from .config import (
     Board,
     ConvModule,
     DataType,
+    Family,
     FCModule,
+    Module,
     ProcessorConfig,
     processor,
 )
 from .cycles import COSTS, LayerCost, LayerInfo, Tiling, layer_cost
-from .profile import Profile, ProfileRow, estimate_performance, estimate_resources, profile_compiled
+from .profile import Profile, ProfileRow, RowKind, estimate_performance, estimate_resources, profile_compiled
 
 __all__ = [
     "BOARDS",
@@ -50,16 +53,20 @@ __all__ = [
     "ConvModule",
     "DataType",
     "FCModule",
+    "Family",
     "LayerCost",
     "LayerInfo",
     "LayerPlacement",
     "Leg",
     "MemoryMap",
+    "Module",
+    "Placement",
     "ProcessorConfig",
     "Profile",
     "ProfileRow",
     "QuantizedNetworkRequired",
     "Region",
+    "RowKind",
     "SimulatedBoard",
     "Tiling",
     "WeightImage",

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ConfigurationError, QuantscopeError
 from ..network import Network, prepare
-from .compile import CompiledNetwork, compile_network, format_size
+from .compile import CompiledNetwork, RegionName, compile_network, format_size
 from .config import ProcessorConfig, processor
 from .profile import Profile, estimate_resources, profile_compiled
 
@@ -70,11 +70,11 @@ class SimulatedBoard:
         """Allocate DDR per the map and write the weight images and instructions."""
         mm = compiled.memory_map
         self.ddr = np.zeros(mm.total, dtype=np.uint8)
-        if "ConvWeightDataOffset" in mm:
-            self.write(mm["ConvWeightDataOffset"].offset, compiled.conv_weight_bytes())
-        if "FCWeightDataOffset" in mm:
-            self.write(mm["FCWeightDataOffset"].offset, compiled.fc_weight_bytes())
-        self.write(mm["InstructionDataOffset"].offset, compiled.instructions.tobytes())
+        if RegionName.CONV_WEIGHT_DATA in mm:
+            self.write(mm[RegionName.CONV_WEIGHT_DATA].offset, compiled.conv_weight_bytes())
+        if RegionName.FC_WEIGHT_DATA in mm:
+            self.write(mm[RegionName.FC_WEIGHT_DATA].offset, compiled.fc_weight_bytes())
+        self.write(mm[RegionName.INSTRUCTION_DATA].offset, compiled.instructions.tobytes())
 
     def write(self, offset: int, data: bytes) -> None:
         if self.ddr is None:
@@ -176,15 +176,15 @@ class Workflow:
         board.program(cfg)
         p("### Programming the FPGA bitstream has been completed successfully.")
         board.load(compiled)
-        if "ConvWeightDataOffset" in mm:
+        if RegionName.CONV_WEIGHT_DATA in mm:
             p("### Loading weights to Conv Processor.")
-            r = mm["ConvWeightDataOffset"]
+            r = mm[RegionName.CONV_WEIGHT_DATA]
             p(f"### Conv Weights loaded: {format_size(r.size)} at 0x{r.offset:08x}.")
-        if "FCWeightDataOffset" in mm:
+        if RegionName.FC_WEIGHT_DATA in mm:
             p("### Loading weights to FC Processor.")
-            r = mm["FCWeightDataOffset"]
+            r = mm[RegionName.FC_WEIGHT_DATA]
             p(f"### FC Weights loaded: {format_size(r.size)} at 0x{r.offset:08x}.")
-        r = mm["InstructionDataOffset"]
+        r = mm[RegionName.INSTRUCTION_DATA]
         p(
             f"### Deploying instructions: {compiled.instruction_count} instructions, "
             f"{compiled.instructions.size} B at 0x{r.offset:08x} ..."

@@ -22,6 +22,7 @@ import dataclasses
 import enum
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from ..errors import ConfigurationError
@@ -34,6 +35,8 @@ __all__ = [
     "ConvModule",
     "DataType",
     "FCModule",
+    "Family",
+    "Module",
     "ProcessorConfig",
     "processor",
 ]
@@ -65,6 +68,33 @@ class DataType(str, enum.Enum):
     def pack(self) -> int:
         """Elements packed in one 32-bit datapath word: 4 for int8, 1 for single."""
         return 4 // self.bytes_per_element
+
+
+class Module(StrEnum):
+    """A module of the processor: ``conv`` (convolutions, pooling), ``fc`` (fully
+    connected) or ``adder`` (element-wise Add / Mul). Members compare equal to their
+    strings (``Module.CONV == "conv"``)."""
+
+    CONV = "conv"
+    FC = "fc"
+    ADDER = "adder"
+
+    @property
+    def unit_name(self) -> str:
+        """The module's name in MATLAB's tables: ``"conv_module"``, ``"fc_module"``, ``"adder_module"``."""
+        return f"{self.value}_module"
+
+    @property
+    def group(self) -> Module:
+        """The module group a leg runs on: the conv module with its adder (``CONV``), or ``FC``."""
+        return Module.FC if self is Module.FC else Module.CONV
+
+
+class Family(StrEnum):
+    """An FPGA vendor's device family, which sets the resource model's constants."""
+
+    XILINX = "xilinx"
+    INTEL = "intel"
 
 
 def _positive_int(value: Any, what: str) -> int:
@@ -191,28 +221,37 @@ class AdderModule:
 class Board:
     """An FPGA board: its device and the resources available on it.
 
-    ``block_ram`` counts the device's native blocks (BRAM36 tiles on Xilinx, M20K on
-    Intel), ``block_ram_bits`` the bits of one block, ``logic`` the LUTs (Xilinx) or
-    ALMs (Intel).
+    ``family`` is a :class:`Family` (a string ``"xilinx"`` or ``"intel"`` is
+    converted); ``block_ram`` counts the device's native blocks (BRAM36 tiles on
+    Xilinx, M20K on Intel), ``block_ram_bits`` the bits of one block, ``logic`` the
+    LUTs (Xilinx) or ALMs (Intel).
     """
 
     name: str
     device: str
-    family: str  # "xilinx" or "intel"
+    family: Family
     dsp: int
     block_ram: int
     block_ram_bits: int
     logic: int
     logic_unit: str
 
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "family", Family(self.family))
+        except ValueError:
+            raise ConfigurationError(
+                f"board family must be one of {', '.join(f.value for f in Family)}, got {self.family!r}"
+            ) from None
+
 
 #: Boards of the presets. Totals are the device data sheets' (ZCU102: XCZU9EG, as
 #: docs/published.md's 2,520 DSP / 912 BRAM / 274,080 LUT; Arria 10 SoC dev kit: 10AS066,
 #: 1,687 DSP / 251,680 ALM as docs/published.md, 2,131 M20K; ZC706: XC7Z045).
 BOARDS: dict[str, Board] = {
-    "zcu102": Board("zcu102", "xczu9eg-ffvb1156-2-e", "xilinx", 2520, 912, 36864, 274080, "LUT"),
-    "zc706": Board("zc706", "xc7z045ffg900-2", "xilinx", 900, 545, 36864, 218600, "LUT"),
-    "arria10soc": Board("arria10soc", "10AS066N3F40E2SG", "intel", 1687, 2131, 20480, 251680, "ALM"),
+    "zcu102": Board("zcu102", "xczu9eg-ffvb1156-2-e", Family.XILINX, 2520, 912, 36864, 274080, "LUT"),
+    "zc706": Board("zc706", "xc7z045ffg900-2", Family.XILINX, 900, 545, 36864, 218600, "LUT"),
+    "arria10soc": Board("arria10soc", "10AS066N3F40E2SG", Family.INTEL, 1687, 2131, 20480, 251680, "ALM"),
 }
 
 
@@ -332,7 +371,7 @@ def _mhz(value: float) -> str:
 
 
 def _preset(
-    name: str, board: str, data_type: str, mhz: float, latency: int, conv_threads: int, fc_threads: int
+    name: str, board: str, data_type: DataType, mhz: float, latency: int, conv_threads: int, fc_threads: int
 ) -> ProcessorConfig:
     return ProcessorConfig(
         conv=ConvModule(thread_number=conv_threads),
@@ -373,12 +412,12 @@ def _preset(
 #: on arria10soc_single (docs/published.md), taken to be set by the processor's 128-bit
 #: AXI master port, so the same on every board. DDR latency: about 105 ns, in cycles.
 PRESETS: dict[str, ProcessorConfig] = {
-    "zcu102_single": _preset("zcu102_single", "zcu102", "single", 200.0, 21, 16, 4),
-    "zc706_single": _preset("zc706_single", "zc706", "single", 200.0, 21, 9, 4),
-    "arria10soc_single": _preset("arria10soc_single", "arria10soc", "single", 150.0, 16, 16, 4),
-    "zcu102_int8": _preset("zcu102_int8", "zcu102", "int8", 250.0, 26, 64, 16),
-    "zc706_int8": _preset("zc706_int8", "zc706", "int8", 200.0, 21, 64, 16),
-    "arria10soc_int8": _preset("arria10soc_int8", "arria10soc", "int8", 150.0, 16, 64, 16),
+    "zcu102_single": _preset("zcu102_single", "zcu102", DataType.SINGLE, 200.0, 21, 16, 4),
+    "zc706_single": _preset("zc706_single", "zc706", DataType.SINGLE, 200.0, 21, 9, 4),
+    "arria10soc_single": _preset("arria10soc_single", "arria10soc", DataType.SINGLE, 150.0, 16, 16, 4),
+    "zcu102_int8": _preset("zcu102_int8", "zcu102", DataType.INT8, 250.0, 26, 64, 16),
+    "zc706_int8": _preset("zc706_int8", "zc706", DataType.INT8, 200.0, 21, 64, 16),
+    "arria10soc_int8": _preset("arria10soc_int8", "arria10soc", DataType.INT8, 150.0, 16, 64, 16),
 }
 
 

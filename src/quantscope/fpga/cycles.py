@@ -24,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import UnsupportedModelError
+from ..network import LayerKind
 from ..ops import OPS
-from .config import ProcessorConfig
+from .config import Module, ProcessorConfig
 
 __all__ = [
     "COSTS",
@@ -79,12 +80,13 @@ FC_PREFETCH_BUFFER_BYTES = 16 * 1024
 #: Elements per cycle of the adder module for single (x4 for int8). Assumption.
 ADDER_LANES = 4
 
-#: Module that runs each kind: "conv" (conv module), "fc", "adder", or None (fused);
-#: the operators' modules come from the op table (``quantscope.ops``).
-MODULE_OF: dict[str, str | None] = {
-    "conv": "conv",
-    "fc": "fc",
-    **{op: i.fpga_module for op, i in OPS.items() if i.fpga_module is not None},
+#: Module that runs each kind (:class:`~quantscope.fpga.Module`: conv module, fc,
+#: adder); fused kinds are absent. The operators' modules come from the op table
+#: (``quantscope.ops``).
+MODULE_OF: dict[str, Module] = {
+    LayerKind.CONV: Module.CONV,
+    LayerKind.FC: Module.FC,
+    **{op: Module(i.fpga_module) for op, i in OPS.items() if i.fpga_module is not None},
 }
 
 
@@ -123,7 +125,7 @@ class LayerInfo:
     leg_last: bool = True
 
     @property
-    def module(self) -> str | None:
+    def module(self) -> Module | None:
         return MODULE_OF.get(self.kind)
 
 
@@ -157,7 +159,7 @@ class LayerCost:
     name: str
     label: str
     kind: str
-    module: str | None
+    module: Module | None
     cycles: int
     compute_cycles: int = 0
     transfer_cycles: int = 0
@@ -373,7 +375,7 @@ def fc_cycles(info: LayerInfo, config: ProcessorConfig, prev: LayerCost | None =
     stream = _transfer_cycles(weight_bytes, config)
     prefetched = (
         prev is not None
-        and prev.kind == "fc"
+        and prev.kind == LayerKind.FC
         and prev.leg == info.leg
         and not info.leg_first
         and weight_bytes <= FC_PREFETCH_BUFFER_BYTES
@@ -390,7 +392,7 @@ def fc_cycles(info: LayerInfo, config: ProcessorConfig, prev: LayerCost | None =
         name=info.name,
         label=info.label,
         kind=info.kind,
-        module="fc",
+        module=Module.FC,
         cycles=overhead + max(compute, transfer),
         compute_cycles=compute,
         transfer_cycles=transfer,
@@ -421,8 +423,8 @@ COST_FAMILIES: dict[str, CostFn] = {
 #: THE table: layer kind -> cost function (the conv and fc layers, and every operator
 #: of the op table with an ``fpga_cost``). Kinds absent here are unsupported.
 COSTS: dict[str, CostFn] = {
-    "conv": conv_cycles,
-    "fc": fc_cycles,
+    LayerKind.CONV: conv_cycles,
+    LayerKind.FC: fc_cycles,
     **{op: COST_FAMILIES[i.fpga_cost] for op, i in OPS.items() if i.fpga_cost is not None},
 }
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from .compile import CompiledNetwork, compile_network
-from .config import ProcessorConfig, processor
+from .config import DataType, Family, Module, ProcessorConfig, processor
 from .cycles import (
     ADDER_LANES,
     CONV_WINDOW,
@@ -35,6 +36,7 @@ __all__ = [
     "PROFILE_COLUMNS",
     "Profile",
     "ProfileRow",
+    "RowKind",
     "estimate_performance",
     "estimate_resources",
     "profile_compiled",
@@ -50,17 +52,30 @@ PROFILE_COLUMNS = (
 )
 
 
+class RowKind(StrEnum):
+    """What a profile row stands for: the whole network, a module (its legs' layers
+    summed) or one layer. Members compare equal to their strings."""
+
+    NETWORK = "network"
+    MODULE = "module"
+    LAYER = "layer"
+
+
 @dataclass(frozen=True)
 class ProfileRow:
     """One row: ``level`` 0 (Network), 1 (module, or layer without modules), 2 (layer
-    under a module). ``kind`` is ``"network"``, ``"module"`` or ``"layer"``; ``layer``
-    the optimized layer name for layer rows."""
+    under a module). ``kind`` is a :class:`RowKind` (a string ``"network"``,
+    ``"module"`` or ``"layer"`` is converted); ``layer`` the optimized layer name for
+    layer rows."""
 
     label: str
     level: int
-    kind: str
+    kind: RowKind
     cycles: int
     layer: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", RowKind(self.kind))
 
 
 @dataclass(frozen=True)
@@ -123,7 +138,7 @@ class Profile:
 
         data = []
         for r in self.rows:
-            if r.kind == "network":
+            if r.kind is RowKind.NETWORK:
                 data.append((r.cycles, self.seconds(r.cycles), self.frames, self.total_latency, self.frames_per_second))
             else:
                 data.append((r.cycles, self.seconds(r.cycles), None, None, None))
@@ -141,7 +156,7 @@ class Profile:
         ]
         for r, label in zip(self.rows, labels):
             line = f"{label:<{w}}{r.cycles:>11d}{self.seconds(r.cycles):>26.5f}"
-            if r.kind == "network":
+            if r.kind is RowKind.NETWORK:
                 line += f"{self.frames:>18d}{self.total_latency:>15d}{self.frames_per_second:>13.1f}"
             lines.append(line)
         lines.append(f" * The clock frequency of the DL processor is: {self.clock_hz / 1e6:g}MHz")
@@ -161,10 +176,10 @@ class Profile:
 
 def _rows(costs: list[LayerCost], legs, network_cycles: int) -> tuple[ProfileRow, ...]:
     costed = [c for c in costs if not c.fused]
-    rows = [ProfileRow("Network", 0, "network", network_cycles)]
-    has_conv = any(c.module in ("conv", "adder") for c in costed)
+    rows = [ProfileRow("Network", 0, RowKind.NETWORK, network_cycles)]
+    has_conv = any(c.module in (Module.CONV, Module.ADDER) for c in costed)
     if not has_conv:
-        rows += [ProfileRow(c.label, 1, "layer", c.cycles, c.name) for c in costed]
+        rows += [ProfileRow(c.label, 1, RowKind.LAYER, c.cycles, c.name) for c in costed]
         return tuple(rows)
     seen: dict[str, int] = {}
     for leg in legs:
@@ -173,8 +188,8 @@ def _rows(costs: list[LayerCost], legs, network_cycles: int) -> tuple[ProfileRow
             continue
         seen[leg.name] = seen.get(leg.name, 0) + 1
         name = leg.name if seen[leg.name] == 1 else f"{leg.name}_{seen[leg.name]}"
-        rows.append(ProfileRow(name, 1, "module", sum(c.cycles for c in members)))
-        rows += [ProfileRow(c.label, 2, "layer", c.cycles, c.name) for c in members]
+        rows.append(ProfileRow(name, 1, RowKind.MODULE, sum(c.cycles for c in members)))
+        rows += [ProfileRow(c.label, 2, RowKind.LAYER, c.cycles, c.name) for c in members]
     return tuple(rows)
 
 
@@ -214,44 +229,54 @@ def estimate_performance(network: Any, config: ProcessorConfig | str, frames: in
 #: Arria 10 DSPs have a hard single-precision multiply-add (1 per DSP, Intel's data
 #: sheet); on Xilinx a float32 MAC takes 2 DSP48E2 (Floating-Point IP, "full usage"
 #: multiplier, adder in fabric). int8: two MACs share one DSP on both (assumption).
-DSP_PER_MAC = {("xilinx", "single"): 2.0, ("intel", "single"): 1.0, ("xilinx", "int8"): 0.5, ("intel", "int8"): 0.5}
+DSP_PER_MAC: dict[tuple[Family, DataType], float] = {
+    (Family.XILINX, DataType.SINGLE): 2.0,
+    (Family.INTEL, DataType.SINGLE): 1.0,
+    (Family.XILINX, DataType.INT8): 0.5,
+    (Family.INTEL, DataType.INT8): 0.5,
+}
 #: LUTs (Xilinx) or ALM-equivalents (Intel) of fabric per MAC lane (normalization,
 #: alignment, pipeline registers, muxing): assumptions, float32 needs more glue on
 #: Xilinx whose DSPs lack hard floating point.
-LUT_PER_MAC = {("xilinx", "single"): 600, ("intel", "single"): 300, ("xilinx", "int8"): 80, ("intel", "int8"): 80}
+LUT_PER_MAC: dict[tuple[Family, DataType], int] = {
+    (Family.XILINX, DataType.SINGLE): 600,
+    (Family.INTEL, DataType.SINGLE): 300,
+    (Family.XILINX, DataType.INT8): 80,
+    (Family.INTEL, DataType.INT8): 80,
+}
 #: LUTs per adder-module lane: assumption.
-LUT_PER_ADDER_LANE = {"single": 200, "int8": 20}
+LUT_PER_ADDER_LANE: dict[DataType, int] = {DataType.SINGLE: 200, DataType.INT8: 20}
 #: Fixed part per device family (DDR/AXI interfaces, instruction decode, control,
 #: FIFOs), fitted so that one published configuration per family is reproduced:
 #: Xilinx on MATLAB's default ZCU102 single configuration (377 DSP, 508 BRAM36,
 #: 234,175 LUT), Intel on the published custom Arria 10 configuration (231 DSP,
 #: 16,442,624 block-RAM bits, 117,943 LUT). See docs/fpga.md for the derivation.
-BASE = {
-    "xilinx": {"dsp": 25, "bram_bits": 7_896_896, "lut": 127_775},
-    "intel": {"dsp": 163, "bram_bits": 16_346_240, "lut": 96_743},
+BASE: dict[Family, dict[str, int]] = {
+    Family.XILINX: {"dsp": 25, "bram_bits": 7_896_896, "lut": 127_775},
+    Family.INTEL: {"dsp": 163, "bram_bits": 16_346_240, "lut": 96_743},
 }
 
 
 def _module_resources(config: ProcessorConfig) -> dict[str, dict[str, float]]:
     family = config.board_info.family
-    dt = config.data_type.value
+    dt = config.data_type
     word_bits = 8 * config.bytes_per_element
     conv_macs = config.conv.thread_number * CONV_WINDOW * CONV_WINDOW
     fc_macs = config.fc.thread_number * FC_LANES_PER_THREAD * config.data_type.pack
     adder_lanes = ADDER_LANES * config.data_type.pack
     dpm, lpm = DSP_PER_MAC[(family, dt)], LUT_PER_MAC[(family, dt)]
     return {
-        "conv_module": {
+        Module.CONV.unit_name: {
             "dsp": conv_macs * dpm,
             "lut": conv_macs * lpm,
             "bram_bits": (config.conv.input_capacity + config.conv.output_capacity) * word_bits,
         },
-        "fc_module": {
+        Module.FC.unit_name: {
             "dsp": fc_macs * dpm,
             "lut": fc_macs * lpm,
             "bram_bits": (config.fc.input_memory_size + config.fc.output_memory_size) * word_bits,
         },
-        "adder_module": {
+        Module.ADDER.unit_name: {
             "dsp": 0,
             "lut": adder_lanes * LUT_PER_ADDER_LANE[dt],
             "bram_bits": (config.adder.input_memory_size + config.adder.output_memory_size) * word_bits,

@@ -1,0 +1,89 @@
+""":func:`compile_network`: the steps of :mod:`quantscope.fpga.compile`, wired."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ...network import Network, prepare
+from ..config import ProcessorConfig, processor
+from .activations import Activations, chw
+from .buffers import output_values, system_buffer
+from .compiled import CompiledNetwork
+from .costs import cost_legs
+from .instructions import encode_stream, stream_bytes
+from .memory import plan_memory
+from .placement import Placement, group_legs, layer_placements, place
+from .program import Addresses, DdrAddresses, build_program, scheduler_tiles
+from .weights import weight_images
+
+__all__ = ["compile_network"]
+
+
+def compile_network(
+    network: Any,
+    config: ProcessorConfig | str,
+    *,
+    quantized: Mapping[str, tuple] | None = None,
+) -> CompiledNetwork:
+    """Compile ``network`` for the processor ``config``.
+
+    Args:
+        network: a prepared :class:`~quantscope.Network` (or anything
+            :func:`quantscope.prepare` accepts). Input ``(N, C, H, W)`` with fixed C, H, W.
+        config: a :class:`ProcessorConfig` or a preset name (``"zcu102_int8"``...).
+        quantized: for int8 bitstreams, the layers' int8 weights from the quantizer:
+            ``{layer name: (int8 weights as stored in the model, int32 bias or None[,
+            exponent])}``. Layers absent get a stand-in (per-tensor power-of-two weights,
+            bias at the weight exponent); sizes and layout are the same either way.
+
+    Returns:
+        a :class:`CompiledNetwork` (placement, legs, weight images, instructions, map).
+
+    Raises:
+        UnsupportedModelError: a layer kind the processor lacks (e.g. a Softmax that is
+            not the last layer), an activation above FeatureSizeLimit, a row that does not
+            fit the conv memories, unknown shapes.
+    """
+    net = prepare(network) if not isinstance(network, Network) else network
+    cfg = processor(config)
+    acts = Activations(net, cfg)
+
+    where, notes = place(net, acts)
+    hardware = [layer for layer in net.layers if where[layer.name] is Placement.HW]
+    legs = group_legs(hardware)
+    infos, costs = cost_legs(legs, acts, cfg)
+    images, weight_bytes = weight_images(net, cfg, hardware, infos, dict(quantized or {}))
+    buffer = system_buffer(legs, infos, acts, {layer.name for layer in hardware}, cfg.bytes_per_element)
+    output_elements = sum(acts.padded_elements(v) for v in output_values(net, where, acts))
+
+    unplaced = build_program(net, legs, costs, Addresses())  # sizes the map; addresses come after
+    input_shape = chw(net.input_shape, net.input_name, net.input_name)
+    mm = plan_memory(
+        cfg,
+        input_shape=input_shape,
+        output_elements=output_elements,
+        scheduler_tiles=scheduler_tiles(unplaced),
+        system_buffer_bytes=buffer.size,
+        instruction_bytes=stream_bytes(len(unplaced)),
+        weight_bytes=weight_bytes,
+    )
+    program = build_program(net, legs, costs, DdrAddresses(mm, buffer, images, acts, where, net.input_name))
+    return CompiledNetwork(
+        network=net,
+        config=cfg,
+        layers=layer_placements(net, where, notes, legs),
+        legs=[leg.leg for leg in legs],
+        infos=infos,
+        costs=costs,
+        weight_images=images,
+        instructions=encode_stream(
+            program, layers=len(net.layers), legs=len(legs), frame_limit=cfg.input_frame_number_limit
+        ),
+        instruction_count=len(program),
+        buffers=buffer.slots,
+        memory_map=mm,
+        input_shape=input_shape,
+        output_elements=output_elements,
+        program=tuple(program),
+    )
