@@ -182,3 +182,56 @@ def test_bad_options(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask were not installed
     with pytest.raises(qs.ConfigurationError, match=r"pip install 'quantscope\[dask\]'"):
         qs.calibrate(MODEL, X[:4], client="local:2", progress=False)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def same_validation(a, b) -> None:
+    assert a.num_samples == b.num_samples
+    assert json.dumps(a.to_dict(), default=float) == json.dumps(b.to_dict(), default=float)
+    assert a.layer_errors.equals(b.layer_errors)
+    np.testing.assert_array_equal(a.float_scores, b.float_scores)
+    np.testing.assert_array_equal(a.int8_scores, b.int8_scores)
+    for name in a.metric_results:
+        assert a.metric_results[name].equals(b.metric_results[name])
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    return qs.calibrate(MODEL, X[:64], batch_size=16, progress=False)
+
+
+def test_validation_on_two_workers_equals_one_process(client, calibrated, tmp_path):
+    y = np.arange(len(X)) % 3  # the model's 3 classes
+    local = qs.validate(calibrated, (X, y), batch_size=16, progress=False)
+    with distributed.get_task_stream(client) as ts:
+        on_dask = qs.validate(calibrated, (X, y), batch_size=16, client=client, shards=6, progress=False)
+    same_validation(on_dask, local)
+    assert len({t["worker"] for t in ts.data if "_validate_shard" in str(t["key"])}) == 2
+    np.savez_compressed(tmp_path / "v.npz", x=X, y=y)  # read by the workers, in pieces
+    same_validation(qs.validate(calibrated, tmp_path / "v.npz", batch_size=16, client=client, progress=False), local)
+    # a stream is read here and sent in shards; unlabelled: the agreement metrics
+    unlabelled = qs.validate(calibrated, X, batch_size=16, target="cpu", progress=False)
+    stream = (X[i : i + 10] for i in range(0, len(X), 10))
+    same_validation(
+        qs.validate(calibrated, stream, batch_size=16, target="cpu", client=client, progress=False), unlabelled
+    )
+
+
+def test_validation_errors_on_a_worker_reach_the_client(client, calibrated):
+    bad = X.copy()
+    bad[150, 0, 3, 3] = np.nan
+    with pytest.raises(qs.CalibrationDataError, match="sample 150"):
+        qs.validate(calibrated, bad, batch_size=16, client=client, progress=False)
+
+
+def test_cli_validate_on_dask(tmp_path, calibrated, capsys):
+    onnx.save(MODEL, tmp_path / "m.onnx")
+    np.save(tmp_path / "cal.npy", X[:64])
+    np.savez(tmp_path / "val.npz", x=X[:40], y=np.arange(40) % 3)
+    common = ["validate", str(tmp_path / "m.onnx"), "--calibration", str(tmp_path / "cal.npy")]
+    common += ["--validation", str(tmp_path / "val.npz"), "--batch-size", "16", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "one.json")]) == 0
+    assert main([*common, "--dask", "local:2", "--out", str(tmp_path / "two.json")]) == 0
+    assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()

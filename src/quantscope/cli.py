@@ -244,6 +244,7 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
         batch_size=args.batch_size,
         progress=False if args.quiet else None,
         layout=args.layout,
+        client=args.dask,
     )
     print_validation(console, result)
     _saturation_note(args, console)
@@ -384,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
                 help="with --target fpga: add the processor's Frames/s (zcu102_int8, arria10soc_int8, ...)",
             )
             p.add_argument("--out", help="write the result as JSON")
+            p.add_argument(
+                "--dask",
+                metavar="ADDRESS|local:N",
+                help="validate on a Dask cluster: a scheduler address (tcp://host:8786) or local:N to start N "
+                "worker processes here; same result bit for bit (pip install quantscope[dask])",
+            )
             _add_report_options(p, "verdict, error along the network, ranges, coverage, layers (FPGA with --bitstream)")
         else:
             p.add_argument(

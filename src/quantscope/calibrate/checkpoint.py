@@ -296,13 +296,19 @@ def calibrate_resumable(network: Network, data: Any, options: CalibrationOptions
         ConfigurationError: the checkpoint belongs to another model/data/batch size
             (pass ``restart=True``), is unreadable, or the stream changed.
     """
-    source, sized = open_data(data, layout=options.layout, input_shape=network.input_shape)
+    source, sized = open_data(data, layout=options.layout, input_shape=network.input_shape, dtype=network.input_dtype)
     if sized is None:
         check_not_empty(source)
     collector = StatsCollector(network, use_gpu=options.use_gpu, histogram_stride=options.histogram_stride)
     state = resumer.start(network, collector, options, sized=sized, source=source)
     total = sized.num_samples if sized is not None else source.num_samples
-    spec = ReadSpec(run="local", layout=options.layout, input_shape=network.input_shape, batch_size=options.batch_size)
+    spec = ReadSpec(
+        run="local",
+        layout=options.layout,
+        input_shape=network.input_shape,
+        batch_size=options.batch_size,
+        dtype=network.input_dtype,
+    )
     with progress_bar("Calibrating", total, enabled=options.progress) as bar:
         bar.advance(state.position if total is not None else 0)
         if sized is not None:

@@ -26,11 +26,15 @@ from .stats import TensorStats
 __all__ = ["BoundOutputs", "StatsCollector", "create_session", "derived_layers", "run_checked", "weight_entries"]
 
 
-def create_session(proto_bytes: bytes, use_gpu: bool = False, spinning: bool = True) -> ort.InferenceSession:
+def create_session(
+    proto_bytes: bytes, use_gpu: bool = False, spinning: bool = True, threads: int = 0
+) -> ort.InferenceSession:
     """An onnxruntime session on the CPU, or on the GPU when ``use_gpu`` (CUDA provider).
 
     ``spinning=False`` stops onnxruntime's idle threads from spinning between runs,
-    for loops that alternate onnxruntime with numpy work.
+    for loops that alternate onnxruntime with numpy work. ``threads``: onnxruntime's
+    threads per operator (0: its default, one per core); a Dask worker, whose own
+    threads are the parallelism, uses 1.
 
     Raises:
         DeviceError: ``use_gpu`` and this onnxruntime has no GPU provider.
@@ -39,6 +43,8 @@ def create_session(proto_bytes: bytes, use_gpu: bool = False, spinning: bool = T
     options.log_severity_level = 4  # its errors reach the user as quantscope's messages
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = options.inter_op_num_threads = int(threads)
     if use_gpu:
         available = ort.get_available_providers()
         gpu = [p for p in ("CUDAExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider") if p in available]

@@ -45,7 +45,18 @@ from .options import CalibrationOptions
 from .result import Calibration
 from .shards import BatchesShard, ReadSpec, Shard, SizedData, cached, forget_run, open_data
 
-__all__ = ["calibrate_on_dask", "dask_client"]
+__all__ = [
+    "Shipper",
+    "calibrate_on_dask",
+    "dask_client",
+    "error_info",
+    "import_distributed",
+    "pipeline",
+    "raise_error_info",
+    "sized_tasks",
+    "stream_tasks",
+    "worker_threads",
+]
 
 #: Upper bound on the input bytes of one shard of a stream (the client holds a few).
 _STREAM_SHARD_BYTES = 64 << 20
@@ -56,12 +67,12 @@ _STREAM_SHARD_BATCHES = 16
 # =========================================================================== dask access
 
 
-def _import_distributed():
+def import_distributed():
     try:
         import distributed
     except ImportError as exc:
         raise ConfigurationError(
-            "calibrating on a Dask cluster needs dask.distributed, which is not installed: "
+            "running on a Dask cluster needs dask.distributed, which is not installed: "
             "pip install 'quantscope[dask]' (or pip install 'dask[distributed]')"
         ) from exc
     return distributed
@@ -108,7 +119,7 @@ def dask_client(client: Any) -> Iterator[Any]:
         yield client
         return
     spec = client.strip()
-    distributed = _import_distributed()
+    distributed = import_distributed()
     n_local = _parse_local(spec)
     if n_local is not None:
         import logging
@@ -186,11 +197,11 @@ def _worker_collector(digest: str, model_bytes: bytes, spec: _WorkerSpec) -> Sta
     return StatsCollector(net, use_gpu=opts.use_gpu, histogram_stride=opts.histogram_stride, session=session)
 
 
-def _error_info(exc: QuantscopeError) -> dict:
+def error_info(exc: QuantscopeError) -> dict:
     return {"type": type(exc).__name__, "message": str(exc), "attrs": dict(vars(exc))}
 
 
-def _raise_error_info(info: dict) -> None:
+def raise_error_info(info: dict) -> None:
     from .. import errors
 
     cls = getattr(errors, info["type"], None)
@@ -215,14 +226,14 @@ def _run_shard(digest: str, model_bytes: bytes, spec: _WorkerSpec, shard: Shard,
             if len(batch):
                 last = int(batch.index[-1])
     except QuantscopeError as exc:
-        return {"error": _error_info(exc)}
+        return {"error": error_info(exc)}
     return {"partial": col.partial(), "last": last}
 
 
 # =========================================================================== the client side
 
 
-class _Shipper:
+class Shipper:
     """Sends bulk data straight to the workers (not through the scheduler) when it can."""
 
     def __init__(self, client):
@@ -238,7 +249,7 @@ class _Shipper:
         return self.client.scatter([obj], direct=False, broadcast=broadcast, hash=False)[0]
 
 
-def _worker_threads(client, distributed) -> int:
+def worker_threads(client, distributed) -> int:
     threads = sum(client.nthreads().values())
     if threads:
         return threads
@@ -252,7 +263,7 @@ def _worker_threads(client, distributed) -> int:
     return max(1, sum(client.nthreads().values()))
 
 
-def _sized_tasks(shards: SizedData, start: int, batch_size: int, n_shards: int):
+def sized_tasks(shards: SizedData, start: int, batch_size: int, n_shards: int):
     """``(start, stop)`` sample ranges of whole batches covering ``start..num_samples-1``."""
     n = shards.num_samples
     n_batches = math.ceil((n - start) / batch_size)
@@ -302,7 +313,7 @@ def calibrate_on_dask(
         CalibrationDataError, NonFiniteActivationError: as :func:`~quantscope.calibrate`,
             raised here when a worker meets them.
     """
-    distributed = _import_distributed()
+    distributed = import_distributed()
     from .checkpoint import Resumer
 
     resumer = resumer if resumer is not None else Resumer.create(None, None)
@@ -321,7 +332,9 @@ class _WorkerSpec:
 
 
 def _calibrate(distributed, network, data, client, options: CalibrationOptions, resumer, shards: int | None):
-    source, sized = open_data(data, layout=options.layout, input_shape=network.input_shape, lazy_npz=True)
+    source, sized = open_data(
+        data, layout=options.layout, input_shape=network.input_shape, lazy_npz=True, dtype=network.input_dtype
+    )
     if sized is None:
         check_not_empty(source)
     elif sized.num_samples == 0:
@@ -334,13 +347,19 @@ def _calibrate(distributed, network, data, client, options: CalibrationOptions, 
     digest = hashlib.sha256(model_bytes).hexdigest()
     run = f"{digest[:16]}-{os.getpid()}-{time.time_ns()}"
     spec = _WorkerSpec(
-        read=ReadSpec(run=run, layout=options.layout, input_shape=network.input_shape, batch_size=options.batch_size),
+        read=ReadSpec(
+            run=run,
+            layout=options.layout,
+            input_shape=network.input_shape,
+            batch_size=options.batch_size,
+            dtype=network.input_dtype,
+        ),
         options=options,
         measured=tuple(layer.name for layer in collector.measured),
         outputs=tuple(collector.output_names),
     )
-    threads = _worker_threads(client, distributed)
-    shipper = _Shipper(client)
+    threads = worker_threads(client, distributed)
+    shipper = Shipper(client)
     model_future = shipper.scatter(model_bytes, broadcast=True)
     max_in_flight = max(2, 2 * threads)
     batch_size = options.batch_size
@@ -355,13 +374,13 @@ def _calibrate(distributed, network, data, client, options: CalibrationOptions, 
         with progress_bar("Calibrating", total, enabled=options.progress) as bar:
             bar.advance(state.position if total is not None else 0)
             if sized is not None:
-                ranges = _sized_tasks(sized, state.position, batch_size, shards or 4 * threads)
+                ranges = sized_tasks(sized, state.position, batch_size, shards or 4 * threads)
                 tasks = (
                     (i, *sized.shard(a, b), {"stop": b, "batches": math.ceil((b - a) / batch_size)})
                     for i, (a, b) in enumerate(ranges)
                 )
             else:
-                tasks = _stream_tasks(source, batch_size, resumer, state)
+                tasks = stream_tasks(source, batch_size, resumer, state)
 
             def merged(info: dict, result: dict) -> None:
                 collector.merge_partial(result["partial"])
@@ -371,7 +390,7 @@ def _calibrate(distributed, network, data, client, options: CalibrationOptions, 
                 )
                 resumer.advance(collector, position=position, batches=info["batches"], digest=info.get("digest"))
 
-            _pipeline(distributed, tasks, submit, merged, max_in_flight)
+            pipeline(distributed, tasks, submit, merged, max_in_flight)
     finally:
         with contextlib.suppress(Exception):
             client.run(forget_run, run)
@@ -380,9 +399,11 @@ def _calibrate(distributed, network, data, client, options: CalibrationOptions, 
     return result
 
 
-def _stream_tasks(source: DataSource, batch_size: int, resumer, state):
-    """Shards of a stream, read here in order: ``(index, desc, bulk, info)``."""
-    batches = resumer.skip_stream(source.batches(batch_size), state)
+def stream_tasks(source: DataSource, batch_size: int, resumer=None, state=None):
+    """Shards of a stream, read here in order: ``(index, shard, bulk, info)``; with a
+    ``resumer``, the batches its ``state`` already counted are skipped."""
+    batches = source.batches(batch_size) if resumer is None else resumer.skip_stream(source.batches(batch_size), state)
+    digest = (lambda: None) if resumer is None else resumer.stream_digest
     shard: list[Batch] = []
     nbytes = 0
     i = 0
@@ -393,14 +414,14 @@ def _stream_tasks(source: DataSource, batch_size: int, resumer, state):
         if per_shard is None:
             per_shard = max(1, min(_STREAM_SHARD_BATCHES, _STREAM_SHARD_BYTES // max(1, b.x.nbytes)))
         if len(shard) >= per_shard or nbytes >= _STREAM_SHARD_BYTES:
-            yield i, BatchesShard(), shard, {"batches": len(shard), "digest": resumer.stream_digest()}
+            yield i, BatchesShard(), shard, {"batches": len(shard), "digest": digest()}
             i += 1
             shard, nbytes = [], 0
     if shard:
-        yield i, BatchesShard(), shard, {"batches": len(shard), "digest": resumer.stream_digest()}
+        yield i, BatchesShard(), shard, {"batches": len(shard), "digest": digest()}
 
 
-def _pipeline(distributed, tasks, submit, merged, max_in_flight: int) -> None:
+def pipeline(distributed, tasks, submit, merged, max_in_flight: int) -> None:
     """Submit ``tasks`` keeping at most ``max_in_flight`` shards running or queued, and
     merge their results in task order (results that finish early wait, a few at most:
     partials are small)."""
@@ -428,7 +449,7 @@ def _pipeline(distributed, tasks, submit, merged, max_in_flight: int) -> None:
                 result = fut.result()
                 fut.release()
                 if "error" in result:
-                    _raise_error_info(result["error"])
+                    raise_error_info(result["error"])
                 ready[index] = (info, result)
             while next_merge in ready:
                 info, result = ready.pop(next_merge)

@@ -64,6 +64,7 @@ class ReadSpec:
     layout: Layout
     input_shape: Any
     batch_size: int
+    dtype: Any = np.float32  # of the network's input
 
 
 class Shard:
@@ -77,13 +78,15 @@ class Shard:
 
 @dataclass(frozen=True)
 class ArrayShard(Shard):
-    """Samples ``start..stop-1`` of an array, sent as ``bulk`` (the slice)."""
+    """Samples ``start..stop-1`` of an array, sent as ``bulk``: ``(x, y)``, the slices of
+    the samples and of the labels (None when there are none)."""
 
     start: int
     stop: int
 
     def read(self, bulk: Any, spec: ReadSpec) -> Iterator[Batch]:
-        src = _array_source(as_source(bulk, layout=spec.layout, input_shape=spec.input_shape))
+        x, y = bulk
+        src = _array_source(as_source(x, labels=y, layout=spec.layout, input_shape=spec.input_shape, dtype=spec.dtype))
         return src.batches(spec.batch_size, offset=self.start)
 
 
@@ -97,7 +100,7 @@ class NpyShard(Shard):
 
     def read(self, bulk: Any, spec: ReadSpec) -> Iterator[Batch]:
         _need_path(self.path)
-        src = _array_source(as_source(self.path, layout=spec.layout, input_shape=spec.input_shape))
+        src = _array_source(as_source(self.path, layout=spec.layout, input_shape=spec.input_shape, dtype=spec.dtype))
         return src.batches(spec.batch_size, self.start, self.stop)
 
 
@@ -111,7 +114,7 @@ class NpzShard(Shard):
 
     def read(self, bulk: Any, spec: ReadSpec) -> Iterator[Batch]:
         _need_path(self.path)
-        src = _array_source(as_source(self.path, layout=spec.layout, input_shape=spec.input_shape))
+        src = _array_source(as_source(self.path, layout=spec.layout, input_shape=spec.input_shape, dtype=spec.dtype))
         return src.batches(spec.batch_size, self.start, self.stop)
 
 
@@ -145,6 +148,8 @@ class SizedData:
     """Data addressable by sample position: shards are sample ranges read where they run."""
 
     num_samples: int
+    #: the class names of labelled image folders (output index i is class i), else None
+    classes: list[str] | None = None
 
     def fingerprint(self) -> dict:
         """What identifies the data for a checkpoint's fingerprint (JSON-able)."""
@@ -176,7 +181,8 @@ class _ArrayData(SizedData):
         return {"kind": "array", "shape": list(x.shape), "dtype": str(x.dtype), "sha256": _array_digest(x)}
 
     def shard(self, start: int, stop: int) -> tuple[Shard, Any]:
-        return ArrayShard(start, stop), self.source.samples[start:stop]
+        y = self.source.labels
+        return ArrayShard(start, stop), (self.source.samples[start:stop], None if y is None else y[start:stop])
 
     def batches(self, spec: ReadSpec, start: int = 0) -> Iterator[Batch]:
         return self.source.batches(spec.batch_size, start)
@@ -219,6 +225,7 @@ class _ImageData(SizedData):
     def __init__(self, datastore):
         self.ds = datastore
         self.num_samples = len(datastore.files)
+        self.classes = getattr(datastore, "classes", None)
 
     def fingerprint(self) -> dict:
         ds = self.ds
@@ -263,22 +270,28 @@ def _npz_count(path: Path) -> int | None:
 
 
 def open_data(
-    data: Any, *, layout: str, input_shape: Any, lazy_npz: bool = False
+    data: Any, *, layout: str, input_shape: Any, lazy_npz: bool = False, dtype: Any = np.float32
 ) -> tuple[DataSource | None, SizedData | None]:
     """``(source, sized)``: the data source and, for data of known size, its shards
     (None for a stream). An image folder is listed once, for the shards only (source
     None); with ``lazy_npz`` an ``.npz`` file is not loaded here (only its header read)."""
     path = Path(data) if isinstance(data, (str, os.PathLike)) else None
     skip = path is not None and (path.is_dir() or (lazy_npz and path.suffix.lower() == ".npz" and path.is_file()))
-    source = None if skip else as_source(data, layout=layout, input_shape=input_shape)
-    sized = sized_data(data, source, layout=layout, input_shape=input_shape, lazy_npz=lazy_npz)
+    source = None if skip else as_source(data, layout=layout, input_shape=input_shape, dtype=dtype)
+    sized = sized_data(data, source, layout=layout, input_shape=input_shape, lazy_npz=lazy_npz, dtype=dtype)
     if sized is None and source is None:
-        source = as_source(data, layout=layout, input_shape=input_shape)
+        source = as_source(data, layout=layout, input_shape=input_shape, dtype=dtype)
     return source, sized
 
 
 def sized_data(
-    data: Any, source: DataSource | None, *, layout: str, input_shape: Any, lazy_npz: bool = False
+    data: Any,
+    source: DataSource | None,
+    *,
+    layout: str,
+    input_shape: Any,
+    lazy_npz: bool = False,
+    dtype: Any = np.float32,
 ) -> SizedData | None:
     """The data as sample-addressable shards, or None for a stream.
 
@@ -298,7 +311,7 @@ def sized_data(
                 n = _npz_count(path)
                 if n is not None:
                     return _NpzData(path, n)
-                source = as_source(data, layout=layout, input_shape=input_shape)
+                source = as_source(data, layout=layout, input_shape=input_shape, dtype=dtype)
             if isinstance(source, ArraySource):
                 return _ArrayData(source, stamp={"kind": "npz", **_file_stamp(path)})
     if isinstance(data, ImageDatastore):
@@ -353,7 +366,7 @@ def _need_path(path: str) -> None:
 
 
 def _image_batches(ds, offset: int, spec: ReadSpec) -> Iterator[Batch]:
-    src = as_source(ds, layout=spec.layout, input_shape=spec.input_shape)
+    src = as_source(ds, layout=spec.layout, input_shape=spec.input_shape, dtype=spec.dtype)
     produced = 0
     try:
         for b in src.batches(spec.batch_size):

@@ -140,6 +140,15 @@ class LayerError:
                 grid.add(self, fc, x, d, a)
         self.count += f.size
 
+    def merge(self, other: LayerError) -> None:
+        """Add ``other``'s sums (another batch's) to these."""
+        self.signal += other.signal
+        self.noise += other.noise
+        self.grid_noise += other.grid_noise
+        self.count += other.count
+        self.saturated += other.saturated
+        self.flushed += other.flushed
+
 
 #: Values per piece of :meth:`LayerError.update` (2 MB of float64: stays in cache).
 _PIECE = 1 << 18
@@ -318,6 +327,79 @@ def _channel_spread(plan: QuantPlan, layer_name: str) -> float:
     return float(per_channel.max() / median) if median > 0 else math.inf
 
 
+@dataclass
+class _BatchPart:
+    """What one batch adds to a validation, made where the batch runs."""
+
+    errors: dict[str, LayerError]  # per optimized layer: this batch's sums
+    float_scores: np.ndarray  # the float network's first output
+    int8_scores: np.ndarray  # the int8 network's, dequantized (float64)
+    labels: np.ndarray | None
+    count: int
+
+
+class BatchValidator:
+    """Runs batches through the float network (every layer output, onnxruntime) and
+    the int8 emulation of ``plan``, and measures each layer: :class:`_BatchPart`.
+
+    ``threads``: onnxruntime threads of the float network (0: one per core)."""
+
+    def __init__(self, plan: QuantPlan, kernels: str | Kernels = Kernels.FAST, threads: int = 0):
+        network = self.network = plan.network
+        self.plan = plan
+        self.sim = Simulator(plan, kernels=kernels)
+        names = [layer.output for layer in network.layers if layer.kind != "input"]
+        names += [name for name in network.output_names if name not in names]  # an int64 output
+        session = create_session(network.to_proto(names).SerializeToString(), spinning=False, threads=threads)
+        self.float_outputs = _FloatOutputs(session, network, names)
+        self.scratch = _Scratch()
+
+    def __call__(self, batch: Any) -> _BatchPart:
+        network, plan = self.network, self.plan
+        feeds = network.feeds(batch.x)
+        x = Inputs(feeds) if len(feeds) > 1 else feeds[network.input_name]
+        outs = self.float_outputs(x)
+        outs.update(feeds)
+        result, layers = self.sim.run(x, collect=True)
+        errors = {}
+        for layer in network.layers:
+            value = layers[layer.name]
+            qp = value.qp if isinstance(value, IntTensor) else None
+            errors[layer.name] = e = LayerError()
+            e.update(outs[layer.output], value, qp, plan, self.scratch, layer.name)
+        return _BatchPart(
+            errors=errors,
+            float_scores=np.array(outs[network.output_names[0]]),  # a copy: the buffers are reused
+            int8_scores=result,
+            labels=None if batch.y is None else np.asarray(batch.y),
+            count=len(x),
+        )
+
+
+class _Totals:
+    """The batches' parts added in data order (so any split of the data into shards
+    gives the same sums, bit for bit)."""
+
+    def __init__(self, network) -> None:
+        self.errors = {layer.name: LayerError() for layer in network.layers}
+        self.float_scores: list[np.ndarray] = []
+        self.int8_scores: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.labelled = True
+        self.count = 0
+
+    def add(self, part: _BatchPart) -> None:
+        for name, e in part.errors.items():
+            self.errors[name].merge(e)
+        self.float_scores.append(part.float_scores)
+        self.int8_scores.append(part.int8_scores)
+        if part.labels is None:
+            self.labelled = False
+        else:
+            self.labels.append(part.labels)
+        self.count += part.count
+
+
 def validate(
     calibration: Calibration | QuantPlan,
     data: Any,
@@ -332,6 +414,8 @@ def validate(
     layout: str = "NCHW",
     processor: Any = None,
     metric: Any = None,
+    client: Any = None,
+    shards: int | None = None,
 ) -> ValidationResult:
     """Quantize, run the float and the int8 network on ``data``, and compare them.
 
@@ -359,6 +443,12 @@ def validate(
             or :class:`~quantscope.fpga.ProcessorConfig`: the metric tables get a
             ``FramesPerSecond`` column from the processor's cycle model (the
             Floating-Point row from the matching ``_single`` preset when there is one).
+        client: run on a Dask cluster (a ``distributed.Client``, a scheduler address
+            or ``"local:N"``, as for :func:`~quantscope.calibrate`): the data is cut
+            into shards of whole batches, each worker runs both networks and the
+            per-layer sums of its shards, and the client adds the batches' parts in
+            order, so the result equals one process's bit for bit (docs/distributed.md).
+        shards: with ``client``, the number of shards (default: 4 per worker thread).
     """
     if metric is not None:
         if metrics is not None:
@@ -370,45 +460,51 @@ def validate(
         else make_plan(calibration, target, keep_float, require_int8=require_int8)
     )
     network = plan.network
-    sim = Simulator(plan, kernels=kernels)
-    source = as_source(
-        data, layout=layout, input_shape=network.input_shape, dtype=network.input_dtype, inputs=network.input_spec
-    )
-    layer_names = [layer.output for layer in network.layers if layer.kind != "input"]
-    layer_names += [name for name in network.output_names if name not in layer_names]  # an int64 output
-    session = create_session(network.to_proto(layer_names).SerializeToString(), spinning=False)
-    errors = {layer.name: LayerError() for layer in network.layers}
-    scratch = _Scratch()
-    float_outputs = _FloatOutputs(session, network, layer_names)
-    float_scores, int8_scores, labels = [], [], []
-    labelled = True
-    out_name = network.output_names[0]
-    n = 0
     metric_fns = resolve_metrics(metrics) if metrics is not None else None
     # the processor's estimate first: a network it cannot run fails before any work
     fps = _frames_per_second(network, processor) if processor is not None else None
-    with progress_bar("Validating", source.num_samples, enabled=progress) as bar:
-        for batch in source.batches(batch_size):
-            if n == 0 and batch.y is None and metric_fns is not None:
-                _check_unlabelled(metric_fns)
-            feeds = network.feeds(batch.x)
-            x = Inputs(feeds) if len(feeds) > 1 else feeds[network.input_name]
-            outs = float_outputs(x)
-            outs.update(feeds)
-            result, layers = sim.run(x, collect=True)
-            for layer in network.layers:
-                value = layers[layer.name]
-                f = outs[layer.output]
-                qp = value.qp if isinstance(value, IntTensor) else None
-                errors[layer.name].update(f, value, qp, plan, scratch, layer.name)
-            float_scores.append(np.array(outs[out_name]))  # a copy: the buffers are reused
-            int8_scores.append(result)
-            if batch.y is None:
-                labelled = False
-            else:
-                labels.append(np.asarray(batch.y))
-            n += len(x)
-            bar.advance(len(x))
+    totals = _Totals(network)
+
+    def add(part: _BatchPart) -> None:
+        if totals.count == 0 and part.labels is None and metric_fns is not None:
+            _check_unlabelled(metric_fns)
+        totals.add(part)
+
+    if client is not None:
+        if len(network.input_names) > 1:
+            raise ConfigurationError(
+                f"this network has {len(network.input_names)} inputs ({', '.join(network.input_names)}); "
+                "validation on Dask takes networks with one input for now. Validate it in one process "
+                f"({option('without client=', 'without --dask')})."
+            )
+        from .distributed import validate_on_dask  # Dask is an optional extra
+
+        classes = validate_on_dask(
+            plan,
+            data,
+            client,
+            add,
+            batch_size=batch_size,
+            layout=layout,
+            kernels=kernels,
+            shards=shards,
+            progress=progress,
+        )
+    else:
+        source = as_source(
+            data, layout=layout, input_shape=network.input_shape, dtype=network.input_dtype, inputs=network.input_spec
+        )
+        validator = BatchValidator(plan, kernels)
+        with progress_bar("Validating", source.num_samples, enabled=progress) as bar:
+            for batch in source.batches(batch_size):
+                if totals.count == 0 and batch.y is None and metric_fns is not None:
+                    _check_unlabelled(metric_fns)  # before any work
+                part = validator(batch)
+                add(part)
+                bar.advance(part.count)
+        classes = getattr(source, "classes", None)
+    n, errors, labelled = totals.count, totals.errors, totals.labelled
+    float_scores, int8_scores, labels = totals.float_scores, totals.int8_scores, totals.labels
     if n == 0:
         raise CalibrationDataError("the validation data contains no samples")
     if labelled and metric_fns is None:
@@ -422,7 +518,6 @@ def validate(
     else:
         y = float_top1
         metric_labels = None  # metrics of unlabelled data get labels=None
-    classes = getattr(source, "classes", None)
     if labelled and classes and fs.ndim == 2 and fs.shape[1] != len(classes):
         _log.warning(
             "the data has %d classes (%s...) and the network %d outputs: class i is taken as output i, in "
