@@ -351,7 +351,7 @@ def test_layer_error_sums_equal_their_definition(rounding, params):
     from quantscope.quantize.numerics import Rounding, Saturation
     from quantscope.quantize.plan import QParams
 
-    V = importlib.import_module("quantscope.validate.validate")
+    V = importlib.import_module("quantscope.validate.measure")
     rounding = Rounding(rounding)
     if params[0] == "pow2":
         qp = QParams.pow2(params[1])
@@ -383,7 +383,7 @@ def test_layer_error_of_integers_equals_that_of_their_real_values(monkeypatch, p
     from quantscope.quantize.plan import QParams
     from quantscope.simulate.engine import IntTensor
 
-    V = importlib.import_module("quantscope.validate.validate")
+    V = importlib.import_module("quantscope.validate.measure")
     monkeypatch.setattr(V, "_PIECE", piece)
     rng = np.random.default_rng(2)
     qp = QParams(np.array(0.05), np.array(-100, np.int64))
@@ -406,7 +406,7 @@ def test_nan_in_a_float_layer_is_named():
     from quantscope.quantize.numerics import Rounding, Saturation
     from quantscope.quantize.plan import QParams
 
-    V = importlib.import_module("quantscope.validate.validate")
+    V = importlib.import_module("quantscope.validate.measure")
     plan = type("Plan", (), {"rounding": Rounding.HALF_AWAY, "saturation": Saturation.SATURATE})()
     f = np.ones((2, 3, 4, 4), np.float32)
     f[1, 2, 3, 3] = np.nan

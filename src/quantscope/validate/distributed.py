@@ -41,7 +41,7 @@ from ..calibrate.distributed import (
 from ..calibrate.shards import ReadSpec, Shard, cached, forget_run, open_data
 from ..errors import CalibrationDataError, ConfigurationError, QuantscopeError
 from ..quantize.plan import QuantPlan
-from .validate import BatchValidator
+from .measure import BatchValidator
 
 __all__ = ["validate_on_dask"]
 

@@ -18,17 +18,16 @@ import numpy as np
 import pandas as pd
 
 from .._progress import progress_bar
-from ..calibrate.collector import BoundOutputs, create_session, run_checked
 from ..calibrate.result import Calibration
 from ..calibrate.source import as_source
-from ..errors import CalibrationDataError, ConfigurationError, NonFiniteActivationError, option
-from ..network.network import Inputs, batch_pieces
-from ..quantize.numerics import FloatScale, PowerOfTwo, Rounding, Saturation
-from ..quantize.plan import QParams, QuantPlan, Target, make_plan
-from ..simulate.engine import IntTensor, Kernels, Simulator
+from ..errors import CalibrationDataError, ConfigurationError, option
+from ..quantize.numerics import FloatScale, PowerOfTwo
+from ..quantize.plan import QuantPlan, Target, make_plan
+from ..simulate.engine import Kernels
+from .measure import BatchPart, BatchValidator, LayerError, Totals
 from .metrics import LABEL_METRICS, agreement_metrics, evaluate_metric, resolve_metrics, top1_accuracy
 
-__all__ = ["LayerError", "ValidationResult", "validate"]
+__all__ = ["ValidationResult", "validate"]
 
 _log = logging.getLogger("quantscope")
 
@@ -58,156 +57,6 @@ def _db(signal: float, noise: float) -> float:
     if signal == 0:
         return -math.inf
     return 10.0 * math.log10(signal / noise)
-
-
-@dataclass
-class LayerError:
-    """Running sums for one layer's diagnostics (all over the validation data)."""
-
-    signal: float = 0.0  # sum f^2 of the float network's output
-    noise: float = 0.0  # sum (f - int8 network's dequantized output)^2
-    grid_noise: float = 0.0  # sum (f - dequantize(quantize(f)))^2: the output grid alone
-    count: int = 0
-    saturated: int = 0  # float values beyond the int8 range (they saturate)
-    flushed: int = 0  # nonzero float values that quantize to zero
-
-    def update(
-        self,
-        f: np.ndarray,
-        q: Any,
-        qp: QParams | None,
-        plan: QuantPlan,
-        scratch: _Scratch | None = None,
-        layer: str = "",
-    ) -> None:
-        """Add a batch: ``f`` the float network's output, ``q`` the int8 network's output
-        (an :class:`~quantscope.simulate.engine.IntTensor`, or real values of ``f``'s
-        shape; None for nothing to compare), ``qp`` the parameters of the output's
-        integer grid (None for a float layer).
-
-        Computed piece by piece (:data:`_PIECE` values at a time) in float64 in small
-        reused buffers (``scratch``): each piece stays in the processor's cache, and
-        no copy of a whole activation is made. The sums are accumulated in a fixed
-        order, so the same data gives the same numbers.
-
-        Raises:
-            NonFiniteActivationError: ``f`` holds NaN (``layer`` names it).
-        """
-        scratch = scratch or _Scratch()
-        ints = isinstance(q, IntTensor)
-        if ints and q.qp.axis is not None:  # per-channel integers: real values, whole
-            q, ints = q.dequantize(), False
-        f = np.ascontiguousarray(f).reshape(-1)
-        qv = None if q is None else np.ascontiguousarray(q.q if ints else q).reshape(-1)
-        if qv is not None and qv.size != f.size:
-            raise ValueError(f"layer {layer!r}: int8 output of {qv.size} values against {f.size} float ones")
-        qscale = float(q.qp.scale) if ints else None
-        qzero = int(q.qp.zero_point) if ints else 0
-        grid = _Grid(qp, plan, f.dtype) if qp is not None and qp.axis is None else None
-        for start in range(0, f.size, _PIECE):
-            fc = f[start : start + _PIECE]
-            x, d, a = scratch.take(fc.size)
-            np.copyto(x, fc)
-            signal = float(np.einsum("i,i->", x, x))
-            if math.isnan(signal):
-                raise NonFiniteActivationError(
-                    f"NaN in the float network's output of layer {layer!r} during validation; check the "
-                    "input data and that layer's weights.",
-                    layer=layer,
-                )
-            qc = None if qv is None else qv[start : start + _PIECE]
-            if math.isinf(signal):
-                # -inf/+inf in the float output (an attention mask's fill): compare where it is finite
-                keep = np.isfinite(x)
-                np.copyto(x, 0.0, where=~keep)
-                if qc is not None:
-                    qc = np.where(keep, qc if not ints else (qc.astype(np.float64) - qzero) * qscale, 0.0)
-                    ints_here = False
-                fc = x
-                signal = float(np.einsum("i,i->", x, x))
-            else:
-                ints_here = ints
-            self.signal += signal
-            if qc is not None:
-                np.copyto(d, qc)
-                if ints_here:  # the real values of the integers (eq. (10))
-                    if qzero:
-                        np.subtract(d, qzero, out=d)
-                    np.multiply(d, qscale, out=d)
-                np.subtract(x, d, out=d)
-                self.noise += float(np.einsum("i,i->", d, d))
-            if grid is not None:
-                grid.add(self, fc, x, d, a)
-        self.count += f.size
-
-    def merge(self, other: LayerError) -> None:
-        """Add ``other``'s sums (another batch's) to these."""
-        self.signal += other.signal
-        self.noise += other.noise
-        self.grid_noise += other.grid_noise
-        self.count += other.count
-        self.saturated += other.saturated
-        self.flushed += other.flushed
-
-
-#: Values per piece of :meth:`LayerError.update` (2 MB of float64: stays in cache).
-_PIECE = 1 << 18
-
-
-class _Grid:
-    """The output grid's share of :meth:`LayerError.update`: values that saturate or
-    flush to zero, and the squared error of quantizing the float output alone."""
-
-    def __init__(self, qp: QParams, plan: QuantPlan, dtype: np.dtype):
-        self.qp, self.plan = qp, plan
-        self.s, z = float(qp.scale), int(qp.zero_point)
-        self.lo, self.hi = qp.qmin - z, qp.qmax - z
-        self.nearest = (
-            plan.rounding in (Rounding.HALF_AWAY, Rounding.HALF_EVEN) and plan.saturation is Saturation.SATURATE
-        )
-        # power of two: the same comparisons and grid in float32, half the bytes (the
-        # thresholds (k + 1/2) * 2**e are exact float32 numbers, and so are f * 2**-e
-        # rounded to an integer and scaled back)
-        self.float32 = self.nearest and qp.exponent is not None and dtype == np.float32
-
-    def add(self, err: LayerError, fc: np.ndarray, x: np.ndarray, d: np.ndarray, a: np.ndarray) -> None:
-        """Add piece ``fc`` (float values as given; ``x`` the same in float64); ``d`` and
-        ``a`` are scratch (float64 and float32, ``fc``'s size)."""
-        s, lo, hi = self.s, self.lo, self.hi
-        if self.float32 and fc.dtype == np.float32:
-            a = np.abs(fc, out=a)
-            err.flushed += int(np.count_nonzero(a < np.float32(0.5 * s))) - int(np.count_nonzero(fc == 0))
-            err.saturated += int(np.count_nonzero(fc > np.float32((hi + 0.5) * s)))
-            err.saturated += int(np.count_nonzero(fc < np.float32((lo - 0.5) * s)))
-            g = np.multiply(fc, np.float32(1.0 / s), out=a)
-            np.multiply(np.clip(np.rint(g, out=g), np.float32(lo), np.float32(hi), out=g), np.float32(s), out=g)
-            g = np.subtract(x, g, out=d)
-        else:
-            t = np.divide(x, s, out=d)  # f on the integer grid, as quantize divides
-            err.saturated += int(np.count_nonzero(t > hi + 0.5)) + int(np.count_nonzero(t < lo - 0.5))
-            err.flushed += int(np.count_nonzero((np.abs(t) < 0.5) & (x != 0)))
-            if self.nearest:
-                # Both round to the nearest integer and differ only in which neighbour a
-                # tie takes, at the same distance 1/2: |f - g| is the same value either
-                # way, so clip(rint(t), lo, hi) * s gives the same squared errors.
-                g = np.multiply(np.clip(np.rint(t, out=t), lo, hi, out=t), s, out=t)
-            else:
-                g = self.qp.dequantize(self.qp.quantize(x, self.plan.rounding, self.plan.saturation))
-            np.subtract(x, g, out=g)
-        err.grid_noise += float(np.einsum("i,i->", g, g))
-
-
-class _Scratch:
-    """Three buffers of :data:`_PIECE` values (two float64, one float32) reused by
-    :meth:`LayerError.update` for every layer and batch."""
-
-    def __init__(self) -> None:
-        self._x = np.empty(_PIECE)
-        self._d = np.empty(_PIECE)
-        self._a = np.empty(_PIECE, np.float32)
-
-    def take(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self._x[:n], self._d[:n], self._a[:n]
 
 
 @dataclass
@@ -327,79 +176,6 @@ def _channel_spread(plan: QuantPlan, layer_name: str) -> float:
     return float(per_channel.max() / median) if median > 0 else math.inf
 
 
-@dataclass
-class _BatchPart:
-    """What one batch adds to a validation, made where the batch runs."""
-
-    errors: dict[str, LayerError]  # per optimized layer: this batch's sums
-    float_scores: np.ndarray  # the float network's first output
-    int8_scores: np.ndarray  # the int8 network's, dequantized (float64)
-    labels: np.ndarray | None
-    count: int
-
-
-class BatchValidator:
-    """Runs batches through the float network (every layer output, onnxruntime) and
-    the int8 emulation of ``plan``, and measures each layer: :class:`_BatchPart`.
-
-    ``threads``: onnxruntime threads of the float network (0: one per core)."""
-
-    def __init__(self, plan: QuantPlan, kernels: str | Kernels = Kernels.FAST, threads: int = 0):
-        network = self.network = plan.network
-        self.plan = plan
-        self.sim = Simulator(plan, kernels=kernels)
-        names = [layer.output for layer in network.layers if layer.kind != "input"]
-        names += [name for name in network.output_names if name not in names]  # an int64 output
-        session = create_session(network.to_proto(names).SerializeToString(), spinning=False, threads=threads)
-        self.float_outputs = _FloatOutputs(session, network, names)
-        self.scratch = _Scratch()
-
-    def __call__(self, batch: Any) -> _BatchPart:
-        network, plan = self.network, self.plan
-        feeds = network.feeds(batch.x)
-        x = Inputs(feeds) if len(feeds) > 1 else feeds[network.input_name]
-        outs = self.float_outputs(x)
-        outs.update(feeds)
-        result, layers = self.sim.run(x, collect=True)
-        errors = {}
-        for layer in network.layers:
-            value = layers[layer.name]
-            qp = value.qp if isinstance(value, IntTensor) else None
-            errors[layer.name] = e = LayerError()
-            e.update(outs[layer.output], value, qp, plan, self.scratch, layer.name)
-        return _BatchPart(
-            errors=errors,
-            float_scores=np.array(outs[network.output_names[0]]),  # a copy: the buffers are reused
-            int8_scores=result,
-            labels=None if batch.y is None else np.asarray(batch.y),
-            count=len(x),
-        )
-
-
-class _Totals:
-    """The batches' parts added in data order (so any split of the data into shards
-    gives the same sums, bit for bit)."""
-
-    def __init__(self, network) -> None:
-        self.errors = {layer.name: LayerError() for layer in network.layers}
-        self.float_scores: list[np.ndarray] = []
-        self.int8_scores: list[np.ndarray] = []
-        self.labels: list[np.ndarray] = []
-        self.labelled = True
-        self.count = 0
-
-    def add(self, part: _BatchPart) -> None:
-        for name, e in part.errors.items():
-            self.errors[name].merge(e)
-        self.float_scores.append(part.float_scores)
-        self.int8_scores.append(part.int8_scores)
-        if part.labels is None:
-            self.labelled = False
-        else:
-            self.labels.append(part.labels)
-        self.count += part.count
-
-
 def validate(
     calibration: Calibration | QuantPlan,
     data: Any,
@@ -463,9 +239,9 @@ def validate(
     metric_fns = resolve_metrics(metrics) if metrics is not None else None
     # the processor's estimate first: a network it cannot run fails before any work
     fps = _frames_per_second(network, processor) if processor is not None else None
-    totals = _Totals(network)
+    totals = Totals(network)
 
-    def add(part: _BatchPart) -> None:
+    def add(part: BatchPart) -> None:
         if totals.count == 0 and part.labels is None and metric_fns is not None:
             _check_unlabelled(metric_fns)
         totals.add(part)
@@ -566,42 +342,6 @@ def validate(
         labelled=labelled,
         calibration=calibration if isinstance(calibration, Calibration) else None,
     )
-
-
-class _FloatOutputs:
-    """The float network's every layer output for a batch, into buffers reused from
-    batch to batch (:class:`~quantscope.calibrate.collector.BoundOutputs`) when every
-    shape is known and float32; overwritten by the next batch of the same size."""
-
-    def __init__(self, session, network, names: list[str]):
-        self.session, self.network, self.names = session, network, names
-        shapes = [network.value_shape(name) for name in names]
-        floats = all(o.type == "tensor(float)" for o in session.get_outputs())
-        self._bound = (
-            BoundOutputs(session, names, shapes, keep=1)
-            if floats and network.fixed_batch is None and BoundOutputs.possible(shapes)
-            else None
-        )
-
-    def __call__(self, x) -> dict[str, np.ndarray]:
-        if self._bound is None:
-            return _run_float(self.session, self.network, self.names, x)
-        return dict(zip(self.names, self._bound(self.network.feeds(x))))
-
-
-def _run_float(session, network, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
-    """The float network's outputs ``names`` for batch ``x``; a model exported with a
-    fixed batch runs it piece by piece."""
-    if network.fixed_batch is None or len(x) == network.fixed_batch:
-        return dict(zip(names, run_checked(lambda: session.run(names, network.feeds(x)))))
-    parts = [
-        [
-            out[:count] if count < network.fixed_batch else out
-            for out in run_checked(lambda piece=piece: session.run(names, network.feeds(piece)))
-        ]
-        for piece, count in batch_pieces(x, network.fixed_batch, fixed=True)
-    ]
-    return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
 
 
 def _check_unlabelled(metric_fns: dict) -> None:
