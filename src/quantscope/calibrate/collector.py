@@ -27,9 +27,11 @@ __all__ = ["BoundOutputs", "StatsCollector", "create_session", "derived_layers",
 
 
 def create_session(
-    proto_bytes: bytes, use_gpu: bool = False, spinning: bool = True, threads: int = 0
+    model: bytes | str, use_gpu: bool = False, spinning: bool = True, threads: int = 0
 ) -> ort.InferenceSession:
-    """An onnxruntime session on the CPU, or on the GPU when ``use_gpu`` (CUDA provider).
+    """An onnxruntime session of ``model`` (serialized bytes, or a file path: see
+    :meth:`~quantscope.network.Network.session_model`) on the CPU, or on the GPU when
+    ``use_gpu`` (CUDA provider).
 
     ``spinning=False`` stops onnxruntime's idle threads from spinning between runs,
     for loops that alternate onnxruntime with numpy work. ``threads``: onnxruntime's
@@ -58,13 +60,13 @@ def create_session(
     else:
         providers = ["CPUExecutionProvider"]
     try:
-        return ort.InferenceSession(proto_bytes, options, providers=providers)
+        return ort.InferenceSession(model, options, providers=providers)
     except Exception as exc:  # onnxruntime's own exception types (Fail, InvalidGraph, NotImplemented...)
-        message, nodes = _ort_reason(exc, proto_bytes)
+        message, nodes = _ort_reason(exc, model)
         raise UnsupportedModelError(message, nodes=nodes) from None
 
 
-def _ort_reason(exc: Exception, proto_bytes: bytes) -> tuple[str, list[tuple[str, str]]]:
+def _ort_reason(exc: Exception, model: bytes | str) -> tuple[str, list[tuple[str, str]]]:
     """onnxruntime's reason for refusing a model, with the node(s) it names or, when it
     names none, the nodes of the operator it names."""
     import onnx
@@ -72,7 +74,9 @@ def _ort_reason(exc: Exception, proto_bytes: bytes) -> tuple[str, list[tuple[str
     text = " ".join(str(exc).split()) or type(exc).__name__
     for prefix in ("[ONNXRuntimeError] : ",):
         text = text.split(prefix, 1)[-1]
-    graph = onnx.load_from_string(proto_bytes).graph
+    graph = (
+        onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(model, load_external_data=False)
+    ).graph
     named = [n for n in graph.node if n.name and (f"'{n.name}'" in text or f" {n.name} " in text)]
     if not named:
         named = [n for n in graph.node if f"{n.op_type}(" in text or f":{n.op_type}" in text]
@@ -244,8 +248,7 @@ class StatsCollector:
     @property
     def session(self) -> ort.InferenceSession:
         if self._session is None:
-            proto = self.network.to_proto(self.output_names).SerializeToString()
-            self._session = create_session(proto, use_gpu=self._use_gpu)
+            self._session = create_session(self.network.session_model(self.output_names), use_gpu=self._use_gpu)
         return self._session
 
     def _run(self, x) -> list[np.ndarray]:

@@ -314,6 +314,11 @@ def calibrate_on_dask(
             raised here when a worker meets them.
     """
     distributed = import_distributed()
+    if network.large:
+        raise ConfigurationError(
+            "this network's weights exceed what one protobuf message holds (2 GiB), and Dask runs send the "
+            "model to the workers in one; calibrate it in one process (without client=/--dask)"
+        )
     from .checkpoint import Resumer
 
     resumer = resumer if resumer is not None else Resumer.create(None, None)

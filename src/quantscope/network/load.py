@@ -1,7 +1,10 @@
 """Load a network: an ONNX file, an ``onnx.ModelProto``, or a PyTorch ``nn.Module``.
 
 Every path ends in a checked ``onnx.ModelProto`` (onnx checker passed, shapes
-inferred, external data loaded from inside the model's own folder only).
+inferred, external data loaded from inside the model's own folder only). A file whose
+weights exceed :data:`~quantscope.network.storage.LARGE_BYTES` is checked by path and
+its external data is left in place, to be read from the model's folder
+(:mod:`quantscope.network.storage`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from ..errors import ModelLoadError
+from . import storage
+from .storage import PROTOBUF_LIMIT
 
 __all__ = ["load_model"]
 
@@ -56,9 +61,9 @@ def _load_file(path: Path) -> onnx.ModelProto:
         raise ModelLoadError(f"{path}: is a folder, not an ONNX model file")
     if path.stat().st_size > PROTOBUF_LIMIT:
         raise ModelLoadError(
-            f"{path}: the file is {path.stat().st_size / 2**30:.1f} GiB, and quantscope holds a model in one "
-            "protobuf message of at most 2 GiB for now; calibrate a smaller variant of the network or cut the "
-            "graph (onnx.utils.extract_model) into parts of less than 2 GiB"
+            f"{path}: the file is {path.stat().st_size / 2**30:.1f} GiB, more than one protobuf message (and so "
+            "one ONNX file) can hold; save the model with its weights as external data "
+            "(onnx.save_model(model, path, save_as_external_data=True))"
         )
     data = path.read_bytes()
     if not data:
@@ -79,32 +84,49 @@ def _load_file(path: Path) -> onnx.ModelProto:
         ) from None
     if not model.graph.node and not model.graph.input:
         raise ModelLoadError(f"{path}: decodes to an empty ONNX model (no graph); the file is not ONNX or is truncated")
-    _refuse_over_2gb(model, path)
-    _check_external_data(model, base_dir=path.resolve().parent, where=str(path))
+    base_dir = path.resolve().parent
+    if _total_bytes(model, path) > storage.LARGE_BYTES:
+        # weights beyond one protobuf message: checked from the file, left where they are
+        _check_external_data(model, base_dir=base_dir, where=str(path), load=False)
+        return _checked_large(model, path)
+    _check_external_data(model, base_dir=base_dir, where=str(path))
     return _checked(model, str(path))
 
 
-#: A protobuf message, and so an ONNX model held in one, is at most 2 GiB.
-PROTOBUF_LIMIT = 2**31 - 1
-
-
-def _refuse_over_2gb(model: onnx.ModelProto, path: Path) -> None:
-    """A clear refusal, before loading weights, of a model whose weights with its graph
-    exceed 2 GiB: quantscope holds a model in one protobuf message for now."""
+def _total_bytes(model: onnx.ModelProto, path: Path) -> int:
+    """Bytes of the model file and of the external data its tensors point to."""
     total = path.stat().st_size
+    seen: set[Path] = set()
     for tensor in _external_tensors(model):
         info = {e.key: e.value for e in tensor.external_data}
-        location = (path.resolve().parent / info.get("location", "")).resolve()
         if "length" in info and info["length"].isdigit():
             total += int(info["length"])
-        elif location.is_file():
+            continue
+        location = (path.resolve().parent / info.get("location", "")).resolve()
+        if location.is_file() and location not in seen:
+            seen.add(location)
             total += location.stat().st_size
-    if total > PROTOBUF_LIMIT:
-        raise ModelLoadError(
-            f"{path}: the model with its weights is {total / 2**30:.1f} GiB, and quantscope holds a model in one "
-            "protobuf message of at most 2 GiB for now; calibrate a smaller variant of the network or cut the "
-            "graph (onnx.utils.extract_model) into parts of less than 2 GiB"
-        )
+    return total
+
+
+def _checked_large(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+    """:func:`_checked` for a model whose weights stay in external files: the checker
+    and shape inference read the file by path (they never hold it in one message)."""
+    import tempfile
+
+    try:
+        onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise ModelLoadError(f"{path}: fails the ONNX checker: {first}") from None
+    with tempfile.TemporaryDirectory(prefix="quantscope-shapes-") as tmp:
+        inferred = Path(tmp) / "inferred.onnx"
+        try:
+            onnx.shape_inference.infer_shapes_path(str(path), str(inferred), check_type=True, strict_mode=True)
+        except Exception as exc:  # InferenceError and friends
+            first = str(exc).strip().splitlines()[0]
+            raise ModelLoadError(f"{path}: ONNX shape inference fails: {first}") from None
+        return onnx.load(str(inferred), load_external_data=False)
 
 
 def _external_tensors(model: onnx.ModelProto):
@@ -117,7 +139,9 @@ def _external_tensors(model: onnx.ModelProto):
                 yield attr.t
 
 
-def _check_external_data(model: onnx.ModelProto, base_dir: Path | None, where: str) -> None:
+def _check_external_data(model: onnx.ModelProto, base_dir: Path | None, where: str, load: bool = True) -> None:
+    """Refuse external data outside ``base_dir`` or missing; load it into ``model``
+    unless ``load`` is False."""
     tensors = list(_external_tensors(model))
     if not tensors:
         return
@@ -142,6 +166,8 @@ def _check_external_data(model: onnx.ModelProto, base_dir: Path | None, where: s
                 f"{where}: tensor {tensor.name!r} needs external data file {location!r}, "
                 f"which is missing from {base_dir}"
             )
+    if not load:
+        return
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(base_dir))
     except Exception as exc:  # onnx raises several types here

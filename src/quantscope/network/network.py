@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,9 @@ import onnx_ir as ir
 from ..errors import UnsupportedModelError
 from ..ops import check_not_quantized, info
 from ..passes import PrepareLog, run_prepare_passes
+from . import storage
 from .load import load_model
+from .storage import ExternalStore, initializer_bytes
 
 __all__ = ["Inputs", "LayerKind", "Network", "OptimizedLayer", "prepare"]
 
@@ -284,7 +287,13 @@ class Network:
     # ---- conversions ---------------------------------------------------------------
     def to_proto(self, extra_outputs: list[str] | tuple[str, ...] = ()) -> onnx.ModelProto:
         """The prepared model as an ``onnx.ModelProto``, with ``extra_outputs`` added as
-        graph outputs (value names, e.g. every layer's output for calibration)."""
+        graph outputs (value names, e.g. every layer's output for calibration).
+
+        A :attr:`large` network's initializers are external data (``weights.bin`` in
+        its private folder, :mod:`quantscope.network.storage`): give onnxruntime
+        :meth:`session_model` or :meth:`session_source`, not these bytes."""
+        if self.large:
+            self._external_store()
         proto = ir.to_proto(self.model)
         present = {o.name for o in proto.graph.output}
         for name in extra_outputs:
@@ -292,6 +301,39 @@ class Network:
                 proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
                 present.add(name)
         return proto
+
+    @property
+    def large(self) -> bool:
+        """Whether the weights are too large to travel in one protobuf message
+        (more than :data:`~quantscope.network.storage.LARGE_BYTES`)."""
+        cached = self.__dict__.get("_large")
+        if cached is None:
+            cached = self.__dict__["_large"] = initializer_bytes(self.model) > storage.LARGE_BYTES
+        return cached
+
+    def session_model(self, extra_outputs: list[str] | tuple[str, ...] = ()) -> bytes | str:
+        """The prepared model (with ``extra_outputs``) as onnxruntime opens it: its
+        bytes, or for a :attr:`large` network the path of a file next to its weights."""
+        return self.session_source(self.to_proto(extra_outputs))
+
+    def session_source(self, proto: onnx.ModelProto) -> bytes | str:
+        """``proto``, a model made of this network's graph (a part of it, or with other
+        outputs), as onnxruntime opens it: see :meth:`session_model`."""
+        if not self.large:
+            return proto.SerializeToString()
+        return self._external_store().path_of(proto)
+
+    @property
+    def external_folder(self) -> Path | None:
+        """The private folder holding a :attr:`large` network's weights once a session
+        needed them (None for other networks)."""
+        return self._external_store().folder if self.large else None
+
+    def _external_store(self) -> ExternalStore:
+        store = self.__dict__.get("_store")
+        if store is None:
+            store = self.__dict__["_store"] = ExternalStore(self.model)
+        return store
 
     @property
     def fingerprint(self) -> str:
@@ -302,7 +344,10 @@ class Network:
         if cached is None:
             import hashlib
 
-            cached = self.__dict__["_fingerprint"] = hashlib.sha256(self.to_proto().SerializeToString()).hexdigest()
+            digest = hashlib.sha256(self.to_proto().SerializeToString())
+            if self.large:  # the graph points to the weights: hash them too
+                digest.update(self._external_store().weights_sha256().encode())
+            cached = self.__dict__["_fingerprint"] = digest.hexdigest()
         return cached
 
     def summary(self) -> str:
@@ -329,6 +374,8 @@ def prepare(source: Any, example_input: Any = None) -> Network:
     proto = load_model(source, example_input)
     name = str(source) if isinstance(source, (str,)) or hasattr(source, "__fspath__") else ""
     model = ir.from_proto(proto)
+    if name:  # the external data a large model left in place is read from its folder
+        ir.external_data.set_base_dir(model.graph, Path(name).resolve().parent)
     check_not_quantized(model.graph, where=name or "the model")
     if not [v for v in model.graph.inputs if not v.is_initializer()]:
         raise UnsupportedModelError(f"{name or 'the model'} has no input; quantscope runs networks on data")
@@ -353,6 +400,12 @@ _ORT_TYPES = {
 
 
 def _complete_types(model: ir.Model, log: PrepareLog) -> None:
+    if initializer_bytes(model) > storage.LARGE_BYTES:
+        return  # no session of the whole model yet (network.storage): types stay as ONNX inferred them
+    _complete_types_by_onnxruntime(model, log)
+
+
+def _complete_types_by_onnxruntime(model: ir.Model, log: PrepareLog) -> None:
     """Give a type to the values ONNX's inference left untyped (outputs of operators it
     does not know, such as com.microsoft contrib operators, and everything after them),
     as onnxruntime resolves them: without a type a float layer would pass for a shape

@@ -17,6 +17,8 @@ What is written:
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -201,14 +203,36 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
     graph.initializer.extend(kept + new_inits)
     del graph.value_info[:]
     model.producer_name = "quantscope"
-    onnx.checker.check_model(model)
+    if not plan.network.large:  # a large one's weights are external: save_qdq checks the written file
+        onnx.checker.check_model(model)
     del initializers
     return model
 
 
 def save_qdq(plan: QuantPlan, path: str | Path) -> Path:
-    """Write :func:`to_qdq` to ``path`` atomically."""
-    return write_atomic(path, to_qdq(plan).SerializeToString())
+    """Write :func:`to_qdq` to ``path`` atomically. A :attr:`~quantscope.network.Network.large`
+    network's model keeps its weights as external data in ``<path>.data`` beside it
+    (one protobuf message holds at most 2 GiB)."""
+    model = to_qdq(plan)
+    folder = plan.network.external_folder
+    if folder is None:
+        return write_atomic(path, model.SerializeToString())
+    path = Path(path)
+    data_name = f"{path.name}.data"
+    onnx.external_data_helper.load_external_data_for_model(model, str(folder))
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        onnx.save_model(
+            model,
+            str(Path(tmp) / path.name),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_name,
+            size_threshold=0,
+        )
+        onnx.checker.check_model(str(Path(tmp) / path.name))
+        os.replace(Path(tmp) / data_name, path.parent / data_name)  # the data first, then the model
+        os.replace(Path(tmp) / path.name, path)
+    return path
 
 
 def save_params(plan: QuantPlan, path: str | Path) -> Path:

@@ -96,7 +96,7 @@ def _session(
     options.log_severity_level = 4  # its errors reach the user as quantscope's messages
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(network.session_source(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own exception types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnsupportedModelError(

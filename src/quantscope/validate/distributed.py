@@ -73,6 +73,11 @@ def validate_on_dask(
         raise CalibrationDataError(f"batch_size must be a positive integer, got {batch_size!r}")
     distributed = import_distributed()
     network = plan.network
+    if network.large:
+        raise ConfigurationError(
+            "this network's weights exceed what one protobuf message holds (2 GiB), and Dask runs send the "
+            "model to the workers in one; validate it in one process (without client=/--dask)"
+        )
     source, sized = open_data(
         data, layout=layout, input_shape=network.input_shape, lazy_npz=True, dtype=network.input_dtype
     )

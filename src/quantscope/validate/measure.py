@@ -195,7 +195,7 @@ class BatchValidator:
         self.sim = Simulator(plan, kernels=kernels)
         names = [layer.output for layer in network.layers if layer.kind != "input"]
         names += [name for name in network.output_names if name not in names]  # an int64 output
-        session = create_session(network.to_proto(names).SerializeToString(), spinning=False, threads=threads)
+        session = create_session(network.session_model(names), spinning=False, threads=threads)
         self.float_outputs = _FloatOutputs(session, network, names)
         self.scratch = _Scratch()
 

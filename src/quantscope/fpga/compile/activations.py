@@ -29,7 +29,7 @@ def resolved_shapes(net: Network) -> dict[str, tuple[int | None, ...]]:
             return {}
         feeds[name] = np.zeros((1, *shape[1:]), dtype=dtype)
     names = [layer.output for layer in net.layers if layer.kind != LayerKind.INPUT]
-    outs = create_session(net.to_proto(names).SerializeToString()).run(names, feeds)
+    outs = create_session(net.session_model(names)).run(names, feeds)
     return {name: (None, *out.shape[1:]) if out.ndim else () for name, out in zip(names, outs)}
 
 
