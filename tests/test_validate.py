@@ -432,3 +432,15 @@ def test_the_board_predicts_from_a_datastore_or_a_file(tiny_calibrated, tmp_path
     from_array, _ = wf.predict(x[:3], profile=False)
     from_file, _ = wf.predict(tmp_path / "frames.npy", profile=False)
     np.testing.assert_array_equal(from_array, from_file)
+
+
+def test_the_verdict_of_a_first_layer_gives_no_nan():
+    import importlib
+
+    import pandas as pd
+
+    V = importlib.import_module("quantscope.validate.validate")
+    row = {"Layer": "embedding", "Precision": "int8", "SQNRDrop(dB)": float("nan"), "SQNR(dB)": 37.16}
+    row.update({"WeightSQNR(dB)": 37.1, "WeightChannelSpread": 1.0, "Saturated": 0.0, "FlushedToZero": 0.016})
+    verdict = V._verdict(pd.DataFrame([row]))
+    assert verdict.startswith("embedding costs most: its output is at 37.2 dB") and "nan" not in verdict

@@ -412,9 +412,11 @@ def _verdict(table: pd.DataFrame) -> str:
     if int_rows.empty:
         return "no layer is quantized"
     worst = int_rows.iloc[0]
+    drop = worst["SQNRDrop(dB)"]
     parts = [
-        f"{worst['Layer']} costs most: it lowers the SQNR by {worst['SQNRDrop(dB)']:.1f} dB "
-        f"to {worst['SQNR(dB)']:.1f} dB"
+        f"{worst['Layer']} costs most: it lowers the SQNR by {drop:.1f} dB to {worst['SQNR(dB)']:.1f} dB"
+        if not math.isnan(drop)  # a first layer (an embedding of token ids) has no SQNR before it
+        else f"{worst['Layer']} costs most: its output is at {worst['SQNR(dB)']:.1f} dB"
     ]
     if not math.isnan(worst["WeightSQNR(dB)"]):
         parts.append(f"weights quantize at {worst['WeightSQNR(dB)']:.1f} dB")
