@@ -203,6 +203,7 @@ def test_a_large_model_keeps_its_weights_external_and_gives_the_same_results(tmp
     qnet = qs.quantize_network(cal, "fpga")
     qnet.save(tmp_path / "q.onnx")
     assert (tmp_path / "q.onnx.data").stat().st_size > 0
+    assert (tmp_path / "q.onnx.data").stat().st_mode & 0o777 == (tmp_path / "q.json").stat().st_mode & 0o777
     assert onnx.load(tmp_path / "q.onnx", load_external_data=False).graph.initializer[0].data_location == 1
     import onnxruntime as ort
 

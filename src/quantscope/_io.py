@@ -7,7 +7,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+__all__ = ["replace_atomic", "write_atomic"]
 
 
 def _file_mode(path: Path) -> int:
@@ -19,6 +19,15 @@ def _file_mode(path: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+def replace_atomic(written: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move the finished file ``written`` (in ``path``'s folder) to ``path`` with
+    ``os.replace``, with the mode :func:`write_atomic` gives."""
+    path = Path(path)
+    os.chmod(written, _file_mode(path))
+    os.replace(written, path)
+    return path
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:

@@ -17,7 +17,6 @@ What is written:
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .._io import write_atomic
+from .._io import replace_atomic, write_atomic
 from ..network.protos import node_reads
 from .numerics import FloatScale, cpu_int8_saturates
 from .plan import QParams, QuantPlan
@@ -230,8 +229,8 @@ def save_qdq(plan: QuantPlan, path: str | Path) -> Path:
             size_threshold=0,
         )
         onnx.checker.check_model(str(Path(tmp) / path.name))
-        os.replace(Path(tmp) / data_name, path.parent / data_name)  # the data first, then the model
-        os.replace(Path(tmp) / path.name, path)
+        replace_atomic(Path(tmp) / data_name, path.parent / data_name)  # the data first, then the model
+        replace_atomic(Path(tmp) / path.name, path)
     return path
 
 
