@@ -13,6 +13,9 @@ Methods
 -------
 ``inference``       plain onnxruntime ``InferenceSession`` (default options) over the
                     prepared float model, same batches: the yardstick.
+``fetch``           the floor of any calibration: onnxruntime handing over every layer
+                    output quantscope measures (the collector's own session and I/O
+                    binding, in pieces of the same size), with no statistics.
 ``quantscope``      ``quantscope.calibrate(network, batches, batch_size=B)``: min/max and
                     histograms of every layer output (every range method afterwards).
 ``ort-minmax``      onnxruntime's ``quantize_static(..., QDQ, calibrate_method=MinMax)``,
@@ -60,7 +63,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-METHODS = ("inference", "quantscope", "ort-minmax", "ort-entropy", "ort-percentile")
+METHODS = ("inference", "fetch", "quantscope", "ort-minmax", "ort-entropy", "ort-percentile")
 HISTOGRAM_METHODS = ("ort-entropy", "ort-percentile")
 DEFAULT_MODELS = ("squeezenet", "mobilenetv2")
 DEFAULT_SAMPLES = (200, 1000)
@@ -162,6 +165,27 @@ def child_run(args) -> dict:
         for _ in data:  # the data alone, for the note
             pass
         extra["data_s"] = time.perf_counter() - t
+
+    elif method == "fetch":
+        # the floor of any calibration: onnxruntime handing over every layer output
+        # quantscope measures, as its collector asks for them, with no statistics
+        import quantscope
+        from quantscope.calibrate.collector import StatsCollector
+
+        network = quantscope.prepare(str(original))
+        rss_start = _rss_mib()
+        start = time.perf_counter()
+        collector = StatsCollector(network)
+        count = 0
+        from quantscope.network.network import batch_pieces
+
+        for x in data:  # the collector's own onnxruntime runs (pieces, I/O binding), no statistics
+            for piece, _ in batch_pieces(x, collector.run_samples, fixed=network.fixed_batch is not None):
+                collector.run_outputs(piece)
+            count += len(x)
+        seconds = time.perf_counter() - start
+        assert count == args.samples
+        extra["outputs"] = len(collector.output_names)
 
     elif method == "quantscope":
         import quantscope
@@ -417,7 +441,7 @@ def run_benchmark(args) -> dict:
             f"{setup['quantscope_layers']} layers"
         )
         for n in args.samples:
-            base = None
+            base = floor = None
             for method in args.methods:
                 row = {"model": model, "samples": n, "method": method, "seconds": None, "peak_rss_mib": None}
                 note = ""
@@ -457,6 +481,10 @@ def run_benchmark(args) -> dict:
                 row["note"] = note
                 if method == "inference" and row["seconds"] is not None:
                     base = row["seconds"]
+                if method == "fetch" and row["seconds"] is not None:
+                    floor = row["seconds"]
+                if method == "quantscope" and floor and row["seconds"] is not None:
+                    row["note"] = f"{row['seconds'] / floor:.2f}x the fetch floor"
                 row["ratio"] = row["seconds"] / base if (base and row["seconds"] is not None) else None
                 rows.append(row)
                 _log(f"[{model}] {n} samples: {_fmt_row(row)}")

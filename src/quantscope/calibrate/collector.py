@@ -251,7 +251,9 @@ class StatsCollector:
             self._session = create_session(self.network.session_model(self.output_names), use_gpu=self._use_gpu)
         return self._session
 
-    def _run(self, x) -> list[np.ndarray]:
+    def run_outputs(self, x) -> list[np.ndarray]:
+        """The measured outputs (``output_names``) of one run of ``x`` (at most
+        ``run_samples`` samples), in buffers reused by the next run."""
         feeds = self.network.feeds(x)
         if self._bind and not all(o.type == "tensor(float)" for o in self.session.get_outputs()):
             self._bind = False  # float16/float64 outputs: the reused buffers are float32
@@ -275,7 +277,7 @@ class StatsCollector:
         # exactly that size, the last one padded (its padding is not counted).
         for piece, count in batch_pieces(x, run, fixed=self.network.fixed_batch is not None):
             index = batch.index[start : start + count]
-            outs = self._run(piece)
+            outs = self.run_outputs(piece)
             for i, (stats, layer, out) in enumerate(zip(self.stats[k:], self.measured[k:], outs), k):
                 batched, masked = self.batch_first[i], self.masked[i]
                 if batched or (batched is None and out.ndim and len(out) == len(piece)):
