@@ -6,6 +6,7 @@ their learnable-parameter memory, and per-layer diagnostics of where int8 loses.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -151,8 +152,26 @@ def _weight_sqnr(plan: QuantPlan, layer_name: str) -> float:
     if layer_name not in plan.weights:
         return math.nan
     qw, qp = plan.weights[layer_name]
-    w = plan.network.constant(plan.network.layer(layer_name).weight).astype(np.float64)
-    return _db(float(np.sum(w * w)), float(np.sum((w - qp.dequantize(qw)) ** 2)))
+    w = plan.network.constant(plan.network.layer(layer_name).weight)
+    # rows of the first axis at a time: a multi-GB table (an embedding) is never copied whole
+    rows = max(1, _WEIGHT_PIECE // max(1, int(np.prod(w.shape[1:], dtype=np.int64)))) if w.ndim else 1
+    signal = noise = 0.0
+    for start in range(0, max(1, len(w) if w.ndim else 1), rows):
+        part = w[start : start + rows] if w.ndim else w
+        piece_qp = qp
+        if qp.axis == 0:
+            piece_qp = dataclasses.replace(
+                qp, scale=qp.scale[start : start + rows], zero_point=qp.zero_point[start : start + rows]
+            )
+        real = part.astype(np.float64)
+        signal += float(np.sum(real * real))
+        real -= piece_qp.dequantize(qw[start : start + rows] if w.ndim else qw)
+        noise += float(np.sum(real * real))
+    return _db(signal, noise)
+
+
+#: Weight values per piece of :func:`_weight_sqnr`.
+_WEIGHT_PIECE = 1 << 22
 
 
 def _channel_spread(plan: QuantPlan, layer_name: str) -> float:
@@ -164,14 +183,14 @@ def _channel_spread(plan: QuantPlan, layer_name: str) -> float:
     layer = plan.network.layer(layer_name)
     if layer.weight is None:
         return math.nan
-    w = np.abs(plan.network.constant(layer.weight).astype(np.float64))
+    w = np.abs(plan.network.constant(layer.weight))  # the max of |w| is exact in the weights' own type
     axis = (
         0
         if layer.op_types[0] == "Conv"
         or (layer.op_types[0] == "Gemm" and plan.network.node_attributes(layer.members[0]).get("transB", 0))
         else 1
     )
-    per_channel = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).max(axis=1)
+    per_channel = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).max(axis=1).astype(np.float64)
     median = float(np.median(per_channel))
     return float(per_channel.max() / median) if median > 0 else math.inf
 
