@@ -65,6 +65,8 @@ class OpInfo:
     """
 
     int8: str | None = None
+        homogeneous: positively homogeneous per channel, ``f(x / s) = f(x) / s`` for a
+            positive scale ``s`` per channel (cross-layer equalization scales through it).
     fusable: bool = False
     clamp: bool = False
     normalization: bool = False
@@ -81,16 +83,19 @@ class OpInfo:
 
 
 #: THE table. Operators absent from it run in float (``OpInfo()``).
+    homogeneous: bool = False
 OPS: dict[str, OpInfo] = {
     "Conv": OpInfo(int8="learnable", takes_bias=True, merges_zero_pad=True),
     "Gemm": OpInfo(int8="learnable", takes_bias=True),
     "MatMul": OpInfo(int8="learnable"),
-    "Relu": OpInfo(int8="activation", fusable=True, clamp=True, fpga_alias=True, fpga_cost="fused"),
+    "Relu": OpInfo(int8="activation", fusable=True, clamp=True, fpga_alias=True, fpga_cost="fused", homogeneous=True),
     "Clip": OpInfo(int8="activation", fusable=True, clamp=True, fpga_alias=True, fpga_cost="fused"),
-    "LeakyRelu": OpInfo(int8="activation", fusable=True, fpga_alias=True, fpga_cost="fused"),
-    "PRelu": OpInfo(int8="activation", fusable=True, fpga_alias=True, fpga_cost="fused"),
-    "MaxPool": OpInfo(int8="pool", fpga_module="conv", fpga_cost="pool"),
-    "AveragePool": OpInfo(int8="pool", merges_zero_pad=True, fpga_module="conv", fpga_cost="pool"),
+    "LeakyRelu": OpInfo(int8="activation", fusable=True, fpga_alias=True, fpga_cost="fused", homogeneous=True),
+    "PRelu": OpInfo(int8="activation", fusable=True, fpga_alias=True, fpga_cost="fused", homogeneous=True),
+    # with a constant operand: a ceiling (per channel after equalization, docs/accuracy.md (3))
+    "Min": OpInfo(int8="activation", fusable=True, fpga_alias=True, fpga_cost="fused"),
+    "MaxPool": OpInfo(int8="pool", fpga_module="conv", fpga_cost="pool", homogeneous=True),
+    "AveragePool": OpInfo(int8="pool", merges_zero_pad=True, fpga_module="conv", fpga_cost="pool", homogeneous=True),
     "GlobalAveragePool": OpInfo(int8="pool", fpga_module="conv", fpga_cost="global_pool"),
     "GlobalMaxPool": OpInfo(fpga_module="conv", fpga_cost="global_pool"),
     "Add": OpInfo(int8="add", normalization=True, commutative=True, fpga_module="adder", fpga_cost="elementwise"),

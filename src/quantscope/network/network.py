@@ -17,6 +17,7 @@ layers* the way MATLAB's ``prepareNetwork`` does:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -26,9 +27,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from ..errors import UnsupportedModelError
+from ..errors import ConfigurationError, UnsupportedModelError
 from ..ops import check_not_quantized, info
-from ..passes import PrepareLog, run_prepare_passes
+from ..passes import PrepareLog, equalize_model, run_prepare_passes
 from . import storage
 from .load import load_model
 from .storage import ExternalStore, initializer_bytes
@@ -128,6 +129,9 @@ class Network:
 
     @property
     def input_spec(self) -> dict[str, tuple[tuple[int | None, ...], np.dtype]]:
+        #: whether cross-layer equalization ran (``prepare(..., equalize=True)``); what it
+        #: did is in ``log.equalized``
+        self.equalized = False
         """``{input name: (shape, dtype)}`` of every network input."""
         return {n: (self.input_shapes[n], self.input_dtypes[n]) for n in self.input_names}
 
@@ -361,17 +365,27 @@ class Network:
         return f"Network({name}, {len(self.layers)} layers, input {self.input_name} {self.input_shape})"
 
 
-def prepare(source: Any, example_input: Any = None) -> Network:
+def prepare(source: Any, example_input: Any = None, *, equalize: bool = False) -> Network:
     """Load and prepare a network.
 
     Args:
         source: an ``.onnx`` path, ``onnx.ModelProto``, ``torch.nn.Module``, or an
-            already prepared :class:`Network` (returned as is).
+            already prepared :class:`Network` (returned as is, or equalized as a copy
+            with ``equalize=True``).
         example_input: for a torch module, an example input ``(N, C, H, W)``.
     """
     if isinstance(source, Network):
-        return source
+        if not equalize or source.equalized:
+            return source
+        return _equalized_copy(source)
+        equalize: cross-layer equalization after the other passes
+            (:class:`~quantscope.passes.EqualizePass`, docs/accuracy.md): the float
+            network computes the same function with weights that suit one scale per
+            tensor; ``net.log.equalized`` lists each equalized pair and by how much.
+            Calibrate the equalized network (its activations' ranges change).
     proto = load_model(source, example_input)
+    if not isinstance(equalize, bool):
+        raise ConfigurationError(f"equalize must be True or False, got {equalize!r}")
     name = str(source) if isinstance(source, (str,)) or hasattr(source, "__fspath__") else ""
     model = ir.from_proto(proto)
     if name:  # the external data a large model left in place is read from its folder
@@ -379,10 +393,27 @@ def prepare(source: Any, example_input: Any = None) -> Network:
     check_not_quantized(model.graph, where=name or "the model")
     if not [v for v in model.graph.inputs if not v.is_initializer()]:
         raise UnsupportedModelError(f"{name or 'the model'} has no input; quantscope runs networks on data")
-    log = run_prepare_passes(model)
+    log = run_prepare_passes(model, equalize=equalize)
     _complete_types(model, log)
     layers = _group_layers(model, log)
-    return Network(model, layers, log, source_name=name)
+    network = Network(model, layers, log, source_name=name)
+    network.equalized = equalize
+    return network
+
+
+def _equalized_copy(network: Network) -> Network:
+    """An equalized copy of a prepared network (the original is left as it is)."""
+    model = ir.from_proto(network.to_proto())
+    log = dataclasses.replace(
+        network.log,
+        folded=dict(network.log.folded),
+        notes=list(network.log.notes),
+        onnx_names=dict(network.log.onnx_names),
+    )
+    equalize_model(model, log)
+    copy = Network(model, _group_layers(model, log), log, source_name=network.source_name)
+    copy.equalized = True
+    return copy
 
 
 _ORT_TYPES = {
@@ -482,6 +513,8 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
             node = _single_consumer(value)
             if node is None or not info(node.op_type, node.domain).normalization or len(node.inputs) != 2:
                 break
+    # nodes equalization added beside the original ones: left out of layer names
+    added = {p.added for p in getattr(log, "equalized", ()) if p.added}
             other = node.inputs[1] if node.inputs[0] is value else node.inputs[0]
             if not _is_const(other):
                 break
@@ -546,13 +579,18 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
             kind = LayerKind.EMBEDDING  # rows of a constant table picked by token ids
             weight = node.inputs[0].name
         if kind in ("conv", "fc"):
-            nxt = _single_consumer(members[-1].outputs[0])
-            if (
-                nxt is not None
-                and info(nxt.op_type, nxt.domain).fusable
-                and nxt.inputs[0] is members[-1].outputs[0]
-                and all(_is_const(v) for v in nxt.inputs[1:] if v is not None)
-            ):
+            # the activation after it; a chain of them (a Relu and the Min that holds
+            # per-channel ceilings after equalization) joins the layer whole
+            while True:
+                nxt = _single_consumer(members[-1].outputs[0])
+                if (
+                    nxt is None
+                    or id(nxt) in assigned
+                    or not info(nxt.op_type, nxt.domain).fusable
+                    or nxt.inputs[0] is not members[-1].outputs[0]
+                    or not all(_is_const(v) for v in nxt.inputs[1:] if v is not None)
+                ):
+                    break
                 members.append(nxt)
         for m in members:
             assigned.add(id(m))
@@ -560,12 +598,13 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
                 dynamic.add(id(out))
         layer_inputs = tuple(v.name for v in node.inputs if v is not None and id(v) in dynamic and _is_float(v))
         folded = tuple(bn for bn, target in log.folded.items() if target == node.name)
-        name = _layer_name([m.name for m in members], taken)
+        named = [m.name for m in members if m.name not in added] or [m.name for m in members]
+        name = _layer_name(named, taken)
         taken.add(name)
         layers.append(
             OptimizedLayer(
                 name=name,
-                network_layer=members[-1].name,
+                network_layer=named[-1],
                 members=tuple(m.name for m in members),
                 kind=kind,
                 op_types=tuple(m.op_type for m in members),

@@ -18,6 +18,7 @@ from onnx_ir.passes.common import (
 )
 
 from .drop_dropout import DropDropoutPass
+from .equalize import EqualizedPair, EqualizePass
 from .fold_batchnorm import FoldBatchNormPass
 from .fold_constants import FoldConstantsPass
 from .fold_shapes import FoldReshapeShapesPass
@@ -28,6 +29,8 @@ from .reduce_mean_to_pool import ReduceMeanToPoolPass
 
 __all__ = [
     "DropDropoutPass",
+    "EqualizePass",
+    "EqualizedPair",
     "FoldBatchNormPass",
     "FoldConstantsPass",
     "FoldReshapeShapesPass",
@@ -36,6 +39,7 @@ __all__ = [
     "PrepareLog",
     "ReadableNamesPass",
     "ReduceMeanToPoolPass",
+    "equalize_model",
     "run_prepare_passes",
 ]
 
@@ -52,12 +56,14 @@ class PrepareLog:
     constants: list[str] = field(default_factory=list)  # nodes folded into constants
     notes: list[str] = field(default_factory=list)  # why a rewrite did not apply
     onnx_names: dict[str, str] = field(default_factory=dict)  # readable node name -> the ONNX node name
+    equalized: list[EqualizedPair] = field(default_factory=list)  # cross-layer equalization (equalize=True)
 
 
-def run_prepare_passes(model: ir.Model) -> PrepareLog:
+def run_prepare_passes(model: ir.Model, equalize: bool = False) -> PrepareLog:
     """Prepare ``model`` in place: name nodes, lift constants, drop Dropout/Identity, fold BN,
     rewrite spatial ReduceMean as GlobalAveragePool, fold computed Reshape shapes, merge
-    zero Pads into the Conv/AveragePool after them."""
+    zero Pads into the Conv/AveragePool after them; with ``equalize``, then equalize
+    the layers (:class:`EqualizePass`)."""
     log = PrepareLog()
     if model.ir_version < 4:
         # IR 3 (opset 7/8 era) lists every initializer as a graph input too; the
@@ -99,4 +105,16 @@ def run_prepare_passes(model: ir.Model) -> PrepareLog:
     log.pads = pads.merged
     log.constants = consts.folded
     log.notes = drop.notes + fold.notes + notes
+    if equalize:
+        equalize_model(model, log)
     return log
+
+
+def equalize_model(model: ir.Model, log: PrepareLog) -> None:
+    """Run :class:`EqualizePass` on a prepared ``model`` in place; what it did goes to
+    ``log.equalized`` and its notes to ``log.notes``."""
+    eq = EqualizePass()
+    if eq(model).modified:
+        RemoveUnusedNodesPass()(model)  # the weights it replaced
+    log.equalized = list(eq.pairs)
+    log.notes.extend(eq.notes)

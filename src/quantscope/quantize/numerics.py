@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..calibrate.ranges import RangeMethod
 from ..errors import ConfigurationError, QuantscopeError
 
 __all__ = [
@@ -531,15 +532,22 @@ class PowerOfTwo:
     ``"MinMax"`` (eq. (1) on the collected max |x|) or ``"Histogram"`` (the
     exponent minimising the expected squared error over the histogram).
     ``rounding``/``saturation``: used to quantize and requantize.
+    ``per_channel``: one weight exponent per output channel (eq. (1) on each
+    channel's max |w|, docs/accuracy.md (6)) instead of one per tensor: beyond what
+    MATLAB's processor runs, so the FPGA compile accepts it only for a processor whose
+    configuration says it can (``ProcessorConfig.per_channel_weights``).
     """
 
     word_length: int = 8
     exponent_method: ExponentMethod = ExponentMethod.MINMAX
     rounding: Rounding = Rounding.HALF_AWAY
     saturation: Saturation = Saturation.SATURATE
+    per_channel: bool = False
 
     def __post_init__(self) -> None:
         _check_bits(self.word_length, "PowerOfTwo.word_length")
+        if not isinstance(self.per_channel, (bool, np.bool_)):
+            raise ConfigurationError(f"PowerOfTwo.per_channel must be True or False, got {self.per_channel!r}")
         try:
             object.__setattr__(self, "exponent_method", ExponentMethod(self.exponent_method))
         except ValueError:
@@ -575,6 +583,9 @@ class FloatScale:
     there (``2 * 255 * 127 > 32767``) and the deployed model then differs from the
     exact integer arithmetic; 7-bit weights cannot (``2 * 255 * 64 < 32767``).
     See docs/int8.md (9) and :func:`cpu_int8_saturates`.
+    ``range_method``: how each activation's clipping range is chosen from its
+    calibration statistics (:class:`~quantscope.calibrate.RangeMethod`: ``"minmax"``,
+    ``"percentile"`` with ``percentile``, ``"mse"``, ``"entropy"``; docs/ranges.md).
     """
 
     per_channel: bool = True
@@ -582,6 +593,8 @@ class FloatScale:
     reduce_range: bool = False
     rounding: Rounding = Rounding.HALF_EVEN
     saturation: Saturation = Saturation.SATURATE
+    range_method: RangeMethod = RangeMethod.MINMAX
+    percentile: float = 99.999
 
     def __post_init__(self) -> None:
         for name in ("per_channel", "symmetric_activations", "reduce_range"):
@@ -590,6 +603,18 @@ class FloatScale:
                 raise ConfigurationError(f"FloatScale.{name} must be True or False, got {value!r}")
         _check_rounding(self.rounding)
         _check_saturation(self.saturation)
+        try:
+            method = RangeMethod(str(self.range_method).lower())
+        except ValueError:
+            raise ConfigurationError(
+                f"FloatScale.range_method must be one of {', '.join(repr(m.value) for m in RangeMethod)}, "
+                f"got {self.range_method!r}"
+            ) from None
+        object.__setattr__(self, "range_method", method)
+        p = self.percentile
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0 < float(p) <= 100:
+            raise ConfigurationError(f"FloatScale.percentile must be a number in (0, 100], got {p!r}")
+        object.__setattr__(self, "percentile", float(p))
 
     @property
     def weight_qmax(self) -> int:

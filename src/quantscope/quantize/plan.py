@@ -9,12 +9,13 @@ exporter writes it as QDQ ONNX.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
 
+from ..calibrate.ranges import RangeMethod, clipping_range
 from ..calibrate.result import Calibration
 from ..calibrate.stats import NUM_BINS, TensorStats, bin_edges
 from ..errors import ConfigurationError
@@ -136,6 +137,8 @@ class QuantPlan:
             integer layer reads it; between float layers values stay float.
         float_outputs: layers whose output is never quantized (its calibrated
             range is not finite).
+        bias_corrections: layer name -> the mean output shift per channel that bias
+            correction took out of its int32 bias (docs/accuracy.md (4)-(5)).
     """
 
     network: Network
@@ -145,6 +148,7 @@ class QuantPlan:
     biases: dict[str, tuple[np.ndarray, QParams]] = field(default_factory=dict)
     float_layers: dict[str, str] = field(default_factory=dict)
     float_outputs: set[str] = field(default_factory=set)
+    bias_corrections: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def rounding(self) -> Rounding:
@@ -275,9 +279,27 @@ def _weight_axis(network: Network, layer: OptimizedLayer) -> int:
     return 1  # MatMul (K, M)
 
 
-def _float_activation_qparams(stats: TensorStats, symmetric: bool) -> QParams:
-    """onnxruntime's int8 activation parameters (quant_utils.compute_scale_zp)."""
-    rmin, rmax = min(stats.min, 0.0), max(stats.max, 0.0)
+def _float_activation_qparams(
+    stats: TensorStats,
+    symmetric: bool,
+    method: RangeMethod = RangeMethod.MINMAX,
+    scheme: FloatScale | None = None,
+) -> QParams:
+    """onnxruntime's int8 activation parameters (quant_utils.compute_scale_zp) for the
+    clipping range ``method`` chooses (docs/ranges.md; minmax: the observed range)."""
+    lo, hi = stats.min, stats.max
+    if method is not RangeMethod.MINMAX and stats.count and lo < hi:
+        one_sign = lo >= 0 or hi <= 0
+        try:
+            lo, hi = clipping_range(
+                stats,
+                method,
+                percentile=scheme.percentile if scheme is not None else 99.999,
+                symmetric=None if one_sign else symmetric,
+            )
+        except ConfigurationError:
+            lo, hi = stats.min, stats.max  # statistics without a histogram (a ranges CSV): the observed range
+    rmin, rmax = min(lo, 0.0), max(hi, 0.0)
     if symmetric:
         absmax = max(abs(rmin), abs(rmax))
         scale = 2 * absmax / 254 if absmax > 0 else 1.0
@@ -295,6 +317,7 @@ def make_plan(
     keep_float: Iterable[str] = (),
     network: Network | None = None,
     require_int8: Iterable[str] = (),
+    range_methods: Mapping[str, str] | None = None,
 ) -> QuantPlan:
     """Choose integer types for every tensor of the calibrated network.
 
@@ -307,11 +330,18 @@ def make_plan(
             that cannot (an operator with no int8 kernel, such as Softmax, or a layer
             after a float one) is refused with the reason, instead of being left in
             float quietly.
+        range_methods: per-layer overrides of the scheme's method for the layer's
+            output range, ``{layer name: method}``: an exponent method
+            (``"MinMax"``, ``"Histogram"``) for :class:`PowerOfTwo`, a range method
+            (``"minmax"``, ``"percentile"``, ``"mse"``, ``"entropy"``) for
+            :class:`FloatScale`; the other layers use the scheme's.
 
     Raises:
-        ConfigurationError: a name in ``keep_float`` or ``require_int8`` is not a
-            layer of the network, a layer is in both, a required layer cannot run
-            in int8, or the calibration does not match the network.
+        ConfigurationError: a name in ``keep_float``, ``require_int8`` or
+            ``range_methods`` is not a layer of the network, a layer is in both
+            ``keep_float`` and ``require_int8``, a method does not suit the scheme, a
+            required layer cannot run in int8, or the calibration does not match the
+            network.
     """
     scheme = resolve_scheme(scheme)
     network = network or calibration.network
@@ -320,6 +350,7 @@ def make_plan(
             "this calibration has no network (it was loaded from a file): load it with "
             "Calibration.load(path, network=model) or call calibration.attach(quantscope.prepare(model))"
         )
+    methods = _range_methods(network, scheme, range_methods or {})
     keep = _layer_names(network, keep_float, "keep_float")
     required = _layer_names(network, require_int8, "require_int8")
     if keep & required:
@@ -341,11 +372,12 @@ def make_plan(
             ) from None
         if not stats.finite:
             raise ConfigurationError(f"layer {layer.name!r} has a non-finite calibrated range")
+        method = methods.get(layer.name)
         if isinstance(scheme, PowerOfTwo):
-            if scheme.exponent_method is ExponentMethod.HISTOGRAM:
+            if (method or scheme.exponent_method) is ExponentMethod.HISTOGRAM:
                 return QParams.pow2(histogram_exponent(stats, wl), wl)
             return QParams.pow2(pow2_exponent(stats.max_abs, wl), wl)
-        return _float_activation_qparams(stats, scheme.symmetric_activations)
+        return _float_activation_qparams(stats, scheme.symmetric_activations, method or scheme.range_method, scheme)
 
     producers = {layer.output: layer for layer in network.layers}
     data_values = network.data_values()
@@ -475,6 +507,29 @@ def _saturated_bias(plan: QuantPlan, layer: OptimizedLayer, x_q: QParams) -> str
     )
 
 
+def _range_methods(
+    network: Network, scheme: PowerOfTwo | FloatScale, methods: Mapping[str, str]
+) -> dict[str, ExponentMethod | RangeMethod]:
+    """``range_methods`` by optimized layer name, each checked against the scheme."""
+    if not isinstance(methods, Mapping):
+        raise ConfigurationError(f"range_methods must be a mapping {{layer name: method}}, got {methods!r}")
+    out: dict[str, ExponentMethod | RangeMethod] = {}
+    for name, method in methods.items():
+        (layer,) = _layer_names(network, [name], "range_methods")
+        try:
+            if isinstance(scheme, PowerOfTwo):
+                out[layer] = ExponentMethod(method)
+            else:
+                out[layer] = RangeMethod(str(method).lower())
+        except ValueError:
+            kinds = ExponentMethod if isinstance(scheme, PowerOfTwo) else RangeMethod
+            raise ConfigurationError(
+                f"range_methods[{name!r}] = {method!r} is not a method of the {type(scheme).__name__} scheme; "
+                f"use one of {', '.join(repr(m.value) for m in kinds)}"
+            ) from None
+    return out
+
+
 def _layer_names(network: Network, names: Iterable[str], option: str) -> set[str]:
     """The optimized-layer names of ``names`` (optimized or network layer names)."""
     if isinstance(names, str):
@@ -519,6 +574,17 @@ def _plan_learnables(plan: QuantPlan, layer: OptimizedLayer, x_q: QParams, wl: i
     network, scheme = plan.network, plan.scheme
     w = network.constant(layer.weight).astype(np.float64)
     b = network.constant(layer.bias).astype(np.float64) if layer.bias is not None else None
+    if isinstance(scheme, PowerOfTwo) and scheme.per_channel:
+        # one exponent per output channel, eq. (1) on each channel's max |w| (docs/accuracy.md (6))
+        axis = _weight_axis(network, layer)
+        absmax = np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis))
+        exponents = np.array([pow2_exponent(float(m), wl) for m in absmax], np.int64)
+        w_q = QParams(np.ldexp(1.0, exponents), np.zeros(exponents.shape, np.int64), wl, axis)
+        plan.weights[layer.name] = (w_q.quantize(w, scheme.rounding, scheme.saturation), w_q)
+        if b is not None:
+            b_q = QParams(np.ldexp(1.0, exponents + x_q.exponent), np.zeros(b.size, np.int64), 32, 0)
+            plan.biases[layer.name] = (b_q.quantize(b.reshape(-1), scheme.rounding, scheme.saturation), b_q)
+        return
     if isinstance(scheme, PowerOfTwo):
         e_w = pow2_exponent(float(np.abs(w).max()), wl)
         w_q = QParams.pow2(e_w, wl)

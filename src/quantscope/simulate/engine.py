@@ -295,11 +295,13 @@ class ReferenceEngine:
             if qb is not None:
                 acc = acc + qb.astype(np.int64)
             channel_axis = acc.ndim - 1
-        if isinstance(plan.scheme, PowerOfTwo):
+        if isinstance(plan.scheme, PowerOfTwo) and w_qp.exponent is not None:
             q = requantize_pow2(
                 acc, w_qp.exponent + xin.qp.exponent, out_qp.exponent, out_qp.bits, plan.rounding, plan.saturation
             )
         else:
+            # per-channel power-of-two weights: each multiplier is an exact power of two, so
+            # eq. (9) rounds the exact A * 2^(e_x + e_w[c] - e_y), the integers of eq. (5)
             multiplier = xin.qp.scale * w_qp.scale / out_qp.scale
             axis = channel_axis if np.ndim(multiplier) else None
             q = requantize_scale(
@@ -332,6 +334,13 @@ class ReferenceEngine:
                     qb = int(t.qp.quantize(np.array(bound, np.float64), plan.rounding, plan.saturation))
                     bounds.append(qb)
             return IntTensor(self.kernels["Clip"](t.q, bounds[0], bounds[1]), t.qp)
+        if op_type == "Min":
+            # constant ceilings (one per channel after equalization) on t's grid, as Clip's (8b)
+            q = t.q
+            for index in range(1, len(self._nodes[node_name].inputs)):
+                bound = np.asarray(self._const_input(node_name, index), np.float64)
+                q = np.minimum(q, t.qp.quantize(bound, plan.rounding, plan.saturation).astype(q.dtype))
+            return IntTensor(q, t.qp)
         if op_type == "LeakyRelu":
             alpha = self._attrs(node_name).get("alpha", 0.01)
             return IntTensor(
