@@ -62,11 +62,11 @@ class OpInfo:
         copies_values: the output holds the input's values, maybe in another type
             (shape computations are followed through it).
         random: its result is not a function of its inputs (never folded into a constant).
+        homogeneous: positively homogeneous per channel, ``f(x / s) = f(x) / s`` for a
+            positive scale ``s`` per channel (cross-layer equalization scales through it).
     """
 
     int8: str | None = None
-        homogeneous: positively homogeneous per channel, ``f(x / s) = f(x) / s`` for a
-            positive scale ``s`` per channel (cross-layer equalization scales through it).
     fusable: bool = False
     clamp: bool = False
     normalization: bool = False

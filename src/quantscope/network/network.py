@@ -126,12 +126,12 @@ class Network:
         self.input_dtype = self.input_dtypes[self.input_name]
         self.output_names: list[str] = [v.name for v in model.graph.outputs]
         self._by_name = {layer.name: layer for layer in layers}
-
-    @property
-    def input_spec(self) -> dict[str, tuple[tuple[int | None, ...], np.dtype]]:
         #: whether cross-layer equalization ran (``prepare(..., equalize=True)``); what it
         #: did is in ``log.equalized``
         self.equalized = False
+
+    @property
+    def input_spec(self) -> dict[str, tuple[tuple[int | None, ...], np.dtype]]:
         """``{input name: (shape, dtype)}`` of every network input."""
         return {n: (self.input_shapes[n], self.input_dtypes[n]) for n in self.input_names}
 
@@ -373,19 +373,19 @@ def prepare(source: Any, example_input: Any = None, *, equalize: bool = False) -
             already prepared :class:`Network` (returned as is, or equalized as a copy
             with ``equalize=True``).
         example_input: for a torch module, an example input ``(N, C, H, W)``.
-    """
-    if isinstance(source, Network):
-        if not equalize or source.equalized:
-            return source
-        return _equalized_copy(source)
         equalize: cross-layer equalization after the other passes
             (:class:`~quantscope.passes.EqualizePass`, docs/accuracy.md): the float
             network computes the same function with weights that suit one scale per
             tensor; ``net.log.equalized`` lists each equalized pair and by how much.
             Calibrate the equalized network (its activations' ranges change).
-    proto = load_model(source, example_input)
+    """
     if not isinstance(equalize, bool):
         raise ConfigurationError(f"equalize must be True or False, got {equalize!r}")
+    if isinstance(source, Network):
+        if not equalize or source.equalized:
+            return source
+        return _equalized_copy(source)
+    proto = load_model(source, example_input)
     name = str(source) if isinstance(source, (str,)) or hasattr(source, "__fspath__") else ""
     model = ir.from_proto(proto)
     if name:  # the external data a large model left in place is read from its folder
@@ -501,6 +501,8 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
     ]
     assigned: set[int] = set()
     taken = {layer.name for layer in layers}
+    # nodes equalization added beside the original ones: left out of layer names
+    added = {p.added for p in getattr(log, "equalized", ()) if p.added}
 
     # Values that depend on the network inputs.
     dynamic: set[int] = {id(v) for v in graph_inputs}
@@ -513,8 +515,6 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
             node = _single_consumer(value)
             if node is None or not info(node.op_type, node.domain).normalization or len(node.inputs) != 2:
                 break
-    # nodes equalization added beside the original ones: left out of layer names
-    added = {p.added for p in getattr(log, "equalized", ()) if p.added}
             other = node.inputs[1] if node.inputs[0] is value else node.inputs[0]
             if not _is_const(other):
                 break
