@@ -80,10 +80,10 @@ class OpInfo:
     merges_zero_pad: bool = False
     copies_values: bool = False
     random: bool = False
+    homogeneous: bool = False
 
 
 #: THE table. Operators absent from it run in float (``OpInfo()``).
-    homogeneous: bool = False
 OPS: dict[str, OpInfo] = {
     "Conv": OpInfo(int8="learnable", takes_bias=True, merges_zero_pad=True),
     "Gemm": OpInfo(int8="learnable", takes_bias=True),
