@@ -267,6 +267,10 @@ class ProcessorConfig:
             processor clock cycle (cycle-model parameter; 11.6 measured, see docs).
         ddr_latency_cycles: cycles from issuing a DDR burst to its first data.
         input_frame_number_limit: ``InputFrameNumberLimit``, frames the input region holds.
+        per_channel: the conv and fc modules hold per-output-channel parameters: a weight
+            exponent per channel (``PowerOfTwo(per_channel=True)``) and a ReLU ceiling per
+            channel (after cross-layer equalization through a Relu6). Beyond MATLAB's
+            processor: no preset has them (:mod:`quantscope.fpga.per_channel`).
         board: key of :data:`BOARDS` (the device whose resources ``estimate_resources``
             reports against).
         name: the bitstream name (a preset's name, or ``"custom"``).
@@ -282,6 +286,7 @@ class ProcessorConfig:
     input_frame_number_limit: int = 30
     board: str = "zcu102"
     name: str = "custom"
+    per_channel: bool = False
 
     def __post_init__(self) -> None:
         for attr, cls in (("conv", ConvModule), ("fc", FCModule), ("adder", AdderModule)):
@@ -304,6 +309,8 @@ class ProcessorConfig:
         if isinstance(lat, bool) or not isinstance(lat, int) or lat < 0:
             raise ConfigurationError(f"ddr_latency_cycles must be an integer >= 0, got {lat!r}")
         _positive_int(self.input_frame_number_limit, "InputFrameNumberLimit")
+        if not isinstance(self.per_channel, bool):
+            raise ConfigurationError(f"per_channel must be True or False, got {self.per_channel!r}")
         if self.board not in BOARDS:
             raise ConfigurationError(f"unknown board {self.board!r}; known boards: {', '.join(BOARDS)}")
 

@@ -1,7 +1,17 @@
 """The int8 simulator: the reference kernels (the definition), the fast kernels, the
 network engine, and the quantized network that runs a plan."""
 
+from .bias_correction import correct_biases
 from .engine import FastEngine, IntTensor, Kernels, ReferenceEngine, Simulator
 from .quantized import QuantizedNetwork, quantize_network
 
-__all__ = ["FastEngine", "IntTensor", "Kernels", "QuantizedNetwork", "ReferenceEngine", "Simulator", "quantize_network"]
+__all__ = [
+    "FastEngine",
+    "IntTensor",
+    "Kernels",
+    "QuantizedNetwork",
+    "ReferenceEngine",
+    "Simulator",
+    "correct_biases",
+    "quantize_network",
+]

@@ -3,7 +3,7 @@ was quantized and why, and saves the deployables (QDQ ONNX, exponents/scales).""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,11 @@ import pandas as pd
 
 from ..calibrate.result import Calibration
 from ..calibrate.source import as_source
+from ..errors import ConfigurationError
 from ..quantize.export import save_params, save_qdq, to_qdq
 from ..quantize.numerics import FloatScale, PowerOfTwo
 from ..quantize.plan import QuantPlan, Target, make_plan
+from .bias_correction import correct_biases
 from .engine import Kernels, Simulator
 
 __all__ = ["QuantizedNetwork", "quantize_network"]
@@ -44,12 +46,18 @@ class QuantizedNetwork:
     @property
     def layers(self) -> pd.DataFrame:
         """One row per optimized layer: ``Layer``, ``Precision`` (int8/float), ``Reason``,
-        ``Exponent`` (power-of-two) or ``Scale``/``ZeroPoint`` of its output, and
-        ``ONNXNodes``: its nodes' names in the model file."""
+        ``Exponent`` (power-of-two) or ``Scale``/``ZeroPoint`` of its output,
+        ``ONNXNodes``: its nodes' names in the model file, ``Equalized``: what
+        cross-layer equalization did to it (``prepare(..., equalize=True)``: its output
+        channels divided by ``s``, or its input channels multiplied, and the range of
+        ``s``), and ``BiasShift``: the largest |shift| bias correction took out of its
+        output (``bias_correction=``), in the output's units."""
+        equalized = _equalized_by_layer(self.network)
         rows = []
         for name, precision, reason in self.plan.summary():
             layer = self.network.layer(name)
             qp = self.plan.activations.get(layer.output)
+            shift = self.plan.bias_corrections.get(name)
             rows.append(
                 (
                     name,
@@ -59,9 +67,21 @@ class QuantizedNetwork:
                     float(qp.scale) if qp is not None and qp.axis is None else None,
                     int(qp.zero_point) if qp is not None and qp.axis is None else None,
                     ", ".join(self.network.onnx_names(layer)),
+                    "; ".join(equalized.get(name, ())),
+                    float(np.max(np.abs(shift))) if shift is not None and np.size(shift) else None,
                 )
             )
-        columns = ["Layer", "Precision", "Reason", "Exponent", "Scale", "ZeroPoint", "ONNXNodes"]
+        columns = [
+            "Layer",
+            "Precision",
+            "Reason",
+            "Exponent",
+            "Scale",
+            "ZeroPoint",
+            "ONNXNodes",
+            "Equalized",
+            "BiasShift",
+        ]
         return pd.DataFrame(rows, columns=columns)
 
     def to_onnx(self):
@@ -95,11 +115,41 @@ def quantize_network(
     keep_float: Iterable[str] = (),
     kernels: str | Kernels = Kernels.FAST,
     require_int8: Iterable[str] = (),
+    *,
+    bias_correction: Any = None,
+    range_methods: Mapping[str, str] | None = None,
 ) -> QuantizedNetwork:
     """Quantize a calibrated network for a :class:`~quantscope.quantize.Target` (``"fpga"``:
     power-of-two scales, ``"cpu"``: float scales) or a scheme object.
 
     ``keep_float``: layers to leave in float; ``require_int8``: layers that must run in
-    int8 (refused with the reason when they cannot); see :func:`~quantscope.quantize.make_plan`.
+    int8 (refused with the reason when they cannot); ``range_methods``: per-layer range
+    or exponent methods; see :func:`~quantscope.quantize.make_plan`. ``bias_correction``:
+    the calibration data, to take each layer's mean output shift out of its int32 bias
+    (:func:`~quantscope.simulate.correct_biases`, docs/accuracy.md (4)-(5)).
     """
-    return QuantizedNetwork(make_plan(calibration, target, keep_float, require_int8=require_int8), kernels=kernels)
+    if bias_correction is True:
+        raise ConfigurationError(
+            "bias_correction measures each layer's output shift on the calibration data: pass that data "
+            "(bias_correction=calibration_data)"
+        )
+    plan = make_plan(calibration, target, keep_float, require_int8=require_int8, range_methods=range_methods)
+    if bias_correction is not None and bias_correction is not False:
+        plan = correct_biases(plan, bias_correction)
+    return QuantizedNetwork(plan, kernels=kernels)
+
+
+def _equalized_by_layer(network) -> dict[str, list[str]]:
+    """What cross-layer equalization did to each optimized layer, in words."""
+    out: dict[str, list[str]] = {}
+    layer_of = network.layer_of
+    for pair in getattr(network.log, "equalized", ()):
+        first, second = layer_of.get(pair.first, pair.first), layer_of.get(pair.second, pair.second)
+        span = f"s {pair.scale_min:.3g}..{pair.scale_max:.3g}"
+        ceilings = ", ceilings per channel" if pair.ceiling else ""
+        out.setdefault(first, []).append(
+            f"outputs / s ({span}{ceilings}) for {second}; channel spread {pair.spread_before:.3g} -> "
+            f"{pair.spread_after:.3g}"
+        )
+        out.setdefault(second, []).append(f"inputs * s ({span}) from {first}")
+    return out

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,8 @@ class ValidationResult:
     extra: dict[str, Any] = field(default_factory=dict)
     #: the calibration the plan was made from (None when validate got a plan): the report's ranges
     calibration: Calibration | None = field(default=None, repr=False)
+    #: with ``max_metric_drop``: the float-fallback path (:class:`~quantscope.validate.FallbackResult`)
+    fallback: Any = field(default=None, repr=False)
 
     @property
     def memory(self) -> tuple[int, int]:
@@ -211,6 +213,9 @@ def validate(
     metric: Any = None,
     client: Any = None,
     shards: int | None = None,
+    bias_correction: Any = None,
+    range_methods: Mapping[str, str] | None = None,
+    max_metric_drop: float | None = None,
 ) -> ValidationResult:
     """Quantize, run the float and the int8 network on ``data``, and compare them.
 
@@ -244,16 +249,68 @@ def validate(
             per-layer sums of its shards, and the client adds the batches' parts in
             order, so the result equals one process's bit for bit (docs/distributed.md).
         shards: with ``client``, the number of shards (default: 4 per worker thread).
+        bias_correction: calibration data (anything :func:`~quantscope.calibrate` takes;
+            the data the ranges came from, never the validation data): the int8 biases
+            take out the mean output shift quantization leaves in each layer, measured
+            on it (:func:`~quantscope.simulate.correct_biases`, docs/accuracy.md (4)-(5)).
+        range_methods: per-layer range or exponent methods (see
+            :func:`~quantscope.quantize.make_plan`).
+        max_metric_drop: float fallback to a metric target (docs/accuracy.md (7)): keep
+            in float the layers that cost most until the first metric is within this
+            much of the float one; the path is in ``result.fallback``
+            (:class:`~quantscope.validate.FallbackResult`). On the power-of-two target
+            nothing is kept in float: ``result.fallback`` names the layers that would
+            have to change and each layer's better exponent method.
     """
     if metric is not None:
         if metrics is not None:
             raise ConfigurationError("give metrics= or metric= (the same option), not both")
         metrics = metric
+    if bias_correction is True:
+        raise ConfigurationError(
+            f"{option('bias_correction', '--bias-correction')} measures each layer's output shift on the "
+            "calibration data: "
+            + option("pass that data (bias_correction=calibration_data)", "give --calibration DATA")
+        )
+    if max_metric_drop is not None:
+        from .fallback import check_max_drop, search
+
+        drop = check_max_drop(max_metric_drop)
+
+        def run(kept: tuple[str, ...], methods: Mapping[str, str] | None) -> ValidationResult:
+            merged = dict(range_methods or {})
+            merged.update(methods or {})
+            return validate(
+                calibration,
+                data,
+                target=target,
+                metrics=metrics,
+                keep_float=kept,
+                require_int8=require_int8,
+                batch_size=batch_size,
+                progress=progress,
+                kernels=kernels,
+                layout=layout,
+                processor=processor,
+                client=client,
+                shards=shards,
+                bias_correction=bias_correction,
+                range_methods=merged or None,
+            )
+
+        result, report = search(run, target, drop, tuple(keep_float))
+        result.fallback = report
+        result.extra["fallback"] = report.to_dict()
+        return result
     plan = (
         calibration
         if isinstance(calibration, QuantPlan)
-        else make_plan(calibration, target, keep_float, require_int8=require_int8)
+        else make_plan(calibration, target, keep_float, require_int8=require_int8, range_methods=range_methods)
     )
+    if bias_correction is not None and bias_correction is not False:
+        from ..simulate.bias_correction import correct_biases
+
+        plan = correct_biases(plan, bias_correction, batch_size=batch_size, layout=layout)
     network = plan.network
     metric_fns = resolve_metrics(metrics) if metrics is not None else None
     # the processor's estimate first: a network it cannot run fails before any work

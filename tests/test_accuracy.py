@@ -1,0 +1,435 @@
+"""int8 accuracy options (docs/accuracy.md): cross-layer equalization, bias correction,
+range methods, per-channel power-of-two weights and the float fallback to a metric target."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+from tinymodels import make_model, tensor
+
+import quantscope as qs
+from quantscope.cli import main
+from quantscope.quantize import make_plan
+from quantscope.simulate import Simulator, correct_biases
+
+
+def _run(network, x):
+    session = ort.InferenceSession(network.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {network.input_name: x})[0]
+
+
+def _relative(a, b) -> float:
+    return float(np.abs(a - b).max() / np.abs(a).max())
+
+
+# ----------------------------------------------------------------------------- equalization
+
+
+def depthwise_net(seed: int = 0) -> onnx.ModelProto:
+    """conv (3->8) -> Relu6 -> depthwise 3x3 -> Relu -> pointwise (8->6) -> LeakyRelu ->
+    MaxPool -> conv (6->6) -> GlobalAveragePool -> Flatten -> Gemm -> Relu -> Gemm:
+    output channels whose weights differ by up to 100x, as BN folding leaves them."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape, spread=True):
+        a = rng.standard_normal(shape).astype(np.float32)
+        if spread:  # one scale per output channel, 0.03 .. 3
+            a *= np.exp(rng.uniform(np.log(0.03), np.log(3.0), shape[0])).reshape(-1, *([1] * (len(shape) - 1)))
+        return a.astype(np.float32)
+
+    init = {
+        "w0": w(8, 3, 3, 3),
+        "b0": rng.uniform(-0.5, 1.0, 8).astype(np.float32),
+        "lo": np.array(0.0, np.float32),
+        "hi": np.array(6.0, np.float32),
+        "w1": w(8, 1, 3, 3),
+        "b1": rng.uniform(-0.5, 0.5, 8).astype(np.float32),
+        "w2": w(6, 8, 1, 1),
+        "b2": rng.uniform(-0.5, 0.5, 6).astype(np.float32),
+        "w3": w(6, 6, 3, 3),
+        "b3": rng.uniform(-0.5, 0.5, 6).astype(np.float32),
+        "w4": w(10, 6),
+        "b4": rng.uniform(-0.5, 0.5, 10).astype(np.float32),
+        "w5": w(5, 10),
+        "b5": rng.uniform(-0.5, 0.5, 5).astype(np.float32),
+    }
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        n("Clip", ["c0", "lo", "hi"], ["a0"], name="relu6_0"),
+        n("Conv", ["a0", "w1", "b1"], ["c1"], name="dw1", pads=[1, 1, 1, 1], group=8),
+        n("Relu", ["c1"], ["a1"], name="relu1"),
+        n("Conv", ["a1", "w2", "b2"], ["c2"], name="pw2"),
+        n("LeakyRelu", ["c2"], ["a2"], name="leaky2", alpha=0.1),
+        n("MaxPool", ["a2"], ["p2"], name="pool2", kernel_shape=[2, 2], strides=[2, 2]),
+        n("Conv", ["p2", "w3", "b3"], ["c3"], name="conv3", pads=[1, 1, 1, 1]),
+        n("GlobalAveragePool", ["c3"], ["g"], name="gap"),
+        n("Flatten", ["g"], ["f"], name="flatten"),
+        n("Gemm", ["f", "w4", "b4"], ["h"], name="fc4", transB=1),
+        n("Relu", ["h"], ["hr"], name="relu4"),
+        n("Gemm", ["hr", "w5", "b5"], ["y"], name="fc5", transB=1),
+    ]
+    return make_model(nodes, [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 5])], init, name="depthwise")
+
+
+def test_equalization_keeps_the_float_function_of_a_depthwise_network():
+    model = depthwise_net()
+    x = np.random.default_rng(1).uniform(-3, 3, (16, 3, 8, 8)).astype(np.float32)
+    plain, eq = qs.prepare(model), qs.prepare(model, equalize=True)
+    assert eq.equalized and not plain.equalized
+    assert _relative(_run(plain, x), _run(eq, x)) <= 1e-5
+    pairs = {(p.first, p.second): p for p in eq.log.equalized}
+    # conv0 -> dw1 through the Relu6, dw1 -> pw2 through Relu, pw2 -> conv3 through LeakyRelu and MaxPool, fc4 -> fc5
+    assert set(pairs) == {("conv0", "dw1"), ("dw1", "pw2"), ("pw2", "conv3"), ("fc4", "fc5")}
+    assert pairs[("pw2", "conv3")].link == ("LeakyRelu", "MaxPool")
+    assert pairs[("conv0", "dw1")].ceiling is not None  # the Relu6's ceiling is per channel now
+    assert all(p.spread_after < p.spread_before for p in pairs.values())
+    # the Relu6 clips: the ceiling matters on this data, and is kept per channel
+    a0 = _run_value(plain, x, "a0")
+    assert (a0 == 6.0).mean() > 0.01
+    # layer names are those of the network without equalization
+    assert [layer.name for layer in eq.layers] == [layer.name for layer in plain.layers]
+    assert eq.layer("conv0_relu6_0").op_types == ("Conv", "Relu", "Min")
+    # equalizing a prepared network gives the same network; an equalized one is returned as is
+    again = qs.prepare(plain, equalize=True)
+    assert again.fingerprint == eq.fingerprint and qs.prepare(eq, equalize=True) is eq
+
+
+def _run_value(network, x, name):
+    session = ort.InferenceSession(network.to_proto([name]).SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run([name], {network.input_name: x})[0]
+
+
+def test_equalization_of_mobilenetv2_keeps_its_float_function():
+    torch = pytest.importorskip("torch")
+    from realdata import imagenet_inputs, mobilenet_v2_module
+
+    proto = qs.load_model(mobilenet_v2_module(), torch.zeros(1, 3, 224, 224))
+    x = imagenet_inputs(8)
+    plain, eq = qs.prepare(proto), qs.prepare(proto, equalize=True)
+    assert _relative(_run(plain, x), _run(eq, x)) <= 1e-5
+    assert len(eq.log.equalized) >= 30
+    assert sum(1 for p in eq.log.equalized if p.ceiling) >= 30  # through the Relu6s
+    dw = eq.log.equalized[1]  # features.1's depthwise convolution and its projection
+    assert dw.first == "features.1.conv.0.0" and dw.spread_after < dw.spread_before / 2
+
+
+def test_a_clip_from_a_negative_min_is_not_equalized():
+    model = depthwise_net()
+    for t in model.graph.initializer:
+        if t.name == "lo":
+            t.CopyFrom(onnx.numpy_helper.from_array(np.array(-1.0, np.float32), "lo"))
+    eq = qs.prepare(model, equalize=True)
+    assert ("conv0", "dw1") not in {(p.first, p.second) for p in eq.log.equalized}
+    assert any("Clip 'relu6_0' has min -1" in note for note in eq.log.notes)
+
+
+# ----------------------------------------------------------------------------- bias correction
+
+
+def test_bias_correction_removes_the_analytic_shift():
+    """Gemm 32 -> 3 whose weights 0.1 all quantize to 6/64 (power of two, max |w| = 1):
+    the int8 output is shifted by sum_k (w x - w_q x_q), known in closed form."""
+    rng = np.random.default_rng(0)
+    w = np.full((3, 32), 0.1, np.float32)
+    w[:, 0] = 1.0
+    w[1, 5:9] = -0.1
+    b = np.array([0.25, -0.5, 0.0], np.float32)
+    model = make_model(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=1)],
+        [tensor("x", ["N", 32])],
+        [tensor("y", ["N", 3])],
+        {"w": w, "b": b},
+    )
+    x = rng.uniform(0.9, 1.0, (200, 32)).astype(np.float32)
+    cal = qs.calibrate(qs.prepare(model), x, progress=False)
+    plan = make_plan(cal, "fpga")
+    corrected = correct_biases(plan, x)
+
+    # the analytic shift, eq. (1)-(2) of docs/int8.md: exponents from max |x| = x.max() < 1 and max |w| = 1
+    e_x = int(np.floor(np.log2(x.max()))) - 6
+    e_w = -6
+    xq = np.minimum(np.floor(x.astype(np.float64) / 2.0**e_x + 0.5), 127) * 2.0**e_x  # 128 saturates to 127
+    wq = np.sign(w) * np.floor(np.abs(w.astype(np.float64)) / 2.0**e_w + 0.5) * 2.0**e_w
+    expected = (x.astype(np.float64) @ w.T.astype(np.float64)).mean(0) - (xq @ wq.T).mean(0)
+    assert np.abs(expected).min() > 0.1  # several output steps
+    np.testing.assert_allclose(corrected.bias_corrections["fc"], expected, rtol=1e-6)
+    qb0, b_qp = plan.biases["fc"]
+    qb1, _ = corrected.biases["fc"]
+    step = 2.0 ** (e_w + e_x)
+    assert np.array_equal(qb1.astype(np.int64) - qb0.astype(np.int64), np.round(expected / step).astype(np.int64))
+    assert plan.bias_corrections == {}  # the plan given is left alone
+
+    float_y = x.astype(np.float64) @ w.T + b
+    before = Simulator(plan).run(x)[0].mean(0) - float_y.mean(0)
+    after = Simulator(corrected).run(x)[0].mean(0) - float_y.mean(0)
+    out_step = 2.0 ** plan.activations["y"].exponent
+    np.testing.assert_allclose(before, -expected, atol=out_step)  # the shift quantization leaves
+    assert np.abs(after).max() <= out_step / 2  # gone, to within half an output step
+
+
+def test_bias_correction_needs_the_calibration_data():
+    cal = qs.calibrate(qs.prepare(depthwise_net()), np.zeros((4, 3, 8, 8), np.float32), progress=False)
+    with pytest.raises(qs.ConfigurationError, match="bias_correction=calibration_data"):
+        qs.quantize_network(cal, "fpga", bias_correction=True)
+
+
+# ----------------------------------------------------------------------------- float fallback
+
+
+def sensitive_net() -> tuple[onnx.ModelProto, np.ndarray]:
+    """A CNN whose layer 'mid' int8 cannot hold: per output channel one weight of 100 on an
+    input channel that is always 0 beside the weights of about 0.1 that carry the signal
+    (they flush to zero at a scale of 100/127). Returns the model and inputs whose float
+    top-1 has a clear margin."""
+    rng = np.random.default_rng(3)
+    w_in = rng.standard_normal((8, 4, 3, 3)).astype(np.float32) * 0.5
+    b_in = rng.uniform(0, 0.5, 8).astype(np.float32)
+    w_in[7], b_in[7] = 0.0, -1.0  # channel 7: always 0 after the Relu
+    w_mid = (rng.standard_normal((8, 8, 1, 1)) * 0.1).astype(np.float32)
+    w_mid[:, 7] = 100.0
+    w_out = (rng.standard_normal((8, 8, 1, 1)) * 0.5).astype(np.float32)
+    w_fc = (rng.standard_normal((5, 8 * 36)) * 0.3).astype(np.float32)
+    init = {
+        "w_in": w_in,
+        "b_in": b_in,
+        "w_mid": w_mid,
+        "b_mid": np.full(8, 0.05, np.float32),
+        "w_out": w_out,
+        "b_out": np.zeros(8, np.float32),
+        "w_fc": w_fc,
+        "b_fc": np.zeros(5, np.float32),
+    }
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w_in", "b_in"], ["c1"], name="first", pads=[1, 1, 1, 1]),
+        n("Relu", ["c1"], ["r1"], name="first_relu"),
+        n("Conv", ["r1", "w_mid", "b_mid"], ["c2"], name="mid"),
+        n("Conv", ["c2", "w_out", "b_out"], ["c3"], name="last"),
+        n("Relu", ["c3"], ["r3"], name="last_relu"),
+        n("Flatten", ["r3"], ["f"], name="flatten"),
+        n("Gemm", ["f", "w_fc", "b_fc"], ["y"], name="fc", transB=1),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 4, 6, 6])], [tensor("y", ["N", 5])], init, name="sensitive")
+    x = rng.uniform(-1, 1, (400, 4, 6, 6)).astype(np.float32)
+    y = _run(qs.prepare(model), x)
+    top = np.sort(y, axis=1)
+    x = x[(top[:, -1] - top[:, -2]) > 0.25 * (top[:, -1] - top[:, 0])]
+    return model, x[:96]
+
+
+def test_max_drop_keeps_exactly_the_sensitive_layer_in_float():
+    model, x = sensitive_net()
+    net = qs.prepare(model)
+    cal = qs.calibrate(net, x[:48], progress=False)
+    plain = qs.validate(cal, x[48:], target="cpu", progress=False)
+    assert plain.layer_errors.iloc[0]["Layer"] == "mid"  # the layer that costs most
+    assert plain.top1_agreement < 0.9
+    result = qs.validate(cal, x[48:], target="cpu", max_metric_drop=0.005, progress=False)
+    fb = result.fallback
+    assert fb.met and fb.keep_float == ("mid",)
+    assert set(result.plan.float_layers) == {"mid"}
+    assert 1.0 - result.top1_agreement <= 0.005
+    assert [s.action for s in fb.steps][:2] == ["all int8", "keep mid in float"]
+    assert fb.steps[-1].action.startswith("mid back to int8 reaches only")
+    assert fb.flags == "--keep-float mid"
+    # --keep-float reproduces the final set
+    again = qs.validate(cal, x[48:], target="cpu", keep_float=["mid"], progress=False)
+    assert np.array_equal(again.int8_scores, result.int8_scores)
+    assert result.to_dict()["fallback"]["keep_float"] == ["mid"]
+
+
+def test_max_drop_on_the_fpga_target_reports_and_keeps_everything_int8():
+    model, x = sensitive_net()
+    cal = qs.calibrate(qs.prepare(model), x[:48], progress=False)
+    result = qs.validate(cal, x[48:], target="fpga", max_metric_drop=0.005, progress=False)
+    fb = result.fallback
+    assert fb.fpga and "mid" in fb.keep_float
+    assert not result.plan.float_layers
+    assert set(fb.best_methods) == {"first_first_relu", "mid", "last_last_relu", "fc"}
+    assert set(fb.best_methods.values()) <= {"MinMax", "Histogram"}
+    assert fb.best_methods_metric is not None
+
+
+# ----------------------------------------------------------------------------- schemes
+
+
+def test_per_channel_power_of_two_weights_run_exactly_and_the_fpga_refuses_them():
+    from quantscope import fpga
+
+    model = depthwise_net()
+    x = np.random.default_rng(2).uniform(-3, 3, (24, 3, 8, 8)).astype(np.float32)
+    cal = qs.calibrate(qs.prepare(model), x, progress=False)
+    per_tensor = make_plan(cal, "fpga")
+    plan = make_plan(cal, qs.PowerOfTwo(per_channel=True))
+    qw, qp = plan.weights["dw1_relu1"]
+    assert qp.axis == 0 and qp.exponent is None and np.unique(np.log2(qp.scale)).size > 1
+    assert np.all(np.log2(qp.scale) == np.round(np.log2(qp.scale)))  # powers of two
+    out_ref = Simulator(plan, "reference").run(x)[0]
+    out_fast = Simulator(plan, "fast").run(x)[0]
+    assert np.array_equal(out_ref, out_fast)
+    float_y = _run(cal.network, x)
+    err = lambda p: np.abs(Simulator(p).run(x)[0] - float_y).mean()  # noqa: E731
+    assert err(plan) < err(per_tensor)
+    qnet = qs.simulate.QuantizedNetwork(plan)
+    with pytest.raises(qs.UnsupportedModelError, match="one weight exponent per output channel"):
+        fpga.Workflow(qnet, "zcu102_int8")
+    fpga.Workflow(qnet, fpga.processor("zcu102_int8").with_changes(per_channel=True))  # accepted
+
+
+def test_equalized_relu6_ceilings_need_a_processor_with_per_channel_parameters():
+    from quantscope import fpga
+
+    x = np.random.default_rng(2).uniform(-3, 3, (24, 3, 8, 8)).astype(np.float32)
+    cal = qs.calibrate(qs.prepare(depthwise_net(), equalize=True), x, progress=False)
+    qnet = qs.quantize_network(cal, "fpga")
+    with pytest.raises(qs.UnsupportedModelError, match="ceiling per channel"):
+        fpga.Workflow(qnet, "arria10soc_int8")
+    # the per-channel ceilings are integers on the output grid, as Clip's bound (docs/int8.md (8b))
+    out_ref = qs.simulate.Simulator(qnet.plan, "reference").run(x)[0]
+    assert np.array_equal(out_ref, qnet.predict(x))
+    assert "outputs / s" in qnet.layers.set_index("Layer").loc["conv0_relu6_0", "Equalized"]
+
+
+def test_range_methods_per_layer_and_from_the_one_calibration():
+    model = depthwise_net()
+    x = np.random.default_rng(2).uniform(-3, 3, (24, 3, 8, 8)).astype(np.float32)
+    cal = qs.calibrate(qs.prepare(model), x, progress=False)
+    minmax = make_plan(cal, "cpu")
+    mse = make_plan(cal, qs.FloatScale(range_method="mse"))
+    layer = "pw2_leaky2"
+    value = cal.network.layer(layer).output
+    assert float(mse.activations[value].scale) < float(minmax.activations[value].scale)  # clipped
+    one = make_plan(cal, "cpu", range_methods={layer: "percentile"})
+    changed = [k for k in minmax.activations if not minmax.activations[k].same_as(one.activations[k])]
+    assert changed == [value]
+    hist = make_plan(cal, "fpga", range_methods={layer: "Histogram"})
+    assert hist.activations[value].exponent <= make_plan(cal, "fpga").activations[value].exponent
+    with pytest.raises(qs.ConfigurationError, match="not a method of the PowerOfTwo scheme"):
+        make_plan(cal, "fpga", range_methods={layer: "mse"})
+    with pytest.raises(qs.ConfigurationError, match="range_methods names 'nope'"):
+        make_plan(cal, "cpu", range_methods={"nope": "mse"})
+
+
+def test_same_inputs_same_outputs_bit_for_bit():
+    model = depthwise_net()
+    x = np.random.default_rng(2).uniform(-3, 3, (24, 3, 8, 8)).astype(np.float32)
+
+    def once():
+        cal = qs.calibrate(qs.prepare(model, equalize=True), x[:16], progress=False)
+        return qs.validate(
+            cal, x[16:], target=qs.PowerOfTwo(exponent_method="Histogram"), bias_correction=x[:16], progress=False
+        )
+
+    a, b = once(), once()
+    assert np.array_equal(a.int8_scores, b.int8_scores)
+    assert all(np.array_equal(a.plan.biases[k][0], b.plan.biases[k][0]) for k in a.plan.biases)
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+@pytest.fixture()
+def files(tmp_path):
+    model = tmp_path / "dw.onnx"
+    onnx.save(depthwise_net(), model)
+    rng = np.random.default_rng(5)
+    cal, val = tmp_path / "cal.npz", tmp_path / "val.npz"
+    np.savez(cal, x=rng.uniform(-3, 3, (16, 3, 8, 8)).astype(np.float32))
+    np.savez(val, x=rng.uniform(-3, 3, (12, 3, 8, 8)).astype(np.float32))
+    return model, cal, val
+
+
+def test_cli_accuracy_options_end_to_end(files, tmp_path, capsys):
+    import json
+
+    model, cal, val = files
+    out = tmp_path / "r.json"
+    argv = ["validate", str(model), "--calibration", str(cal), "--validation", str(val), "--quiet"]
+    assert main(argv + ["--equalize", "--bias-correction", "--exponent-method", "Histogram", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "equalized 4 pair(s) of layers (1 through a Relu6" in text
+    saved = json.loads(out.read_text())
+    assert saved["quantization"]["scheme"] == "PowerOfTwo"
+    assert main(argv + ["--target", "cpu", "--range-method", "percentile", "--percentile", "99.9", "--max-drop", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "Float fallback" in text and "all int8" in text
+    onnx_out = tmp_path / "q.onnx"
+    argv = ["quantize", str(model), "--calibration", str(cal), "-o", str(onnx_out), "--quiet"]
+    assert main(argv + ["--target", "cpu", "--range-method", "mse", "--bias-correction"]) == 0
+    assert "bias correction: 6 layer(s)" in capsys.readouterr().out
+    assert onnx.load(str(onnx_out)).graph.node
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--target", "cpu", "--exponent-method", "Histogram"], "--exponent-method is an option of the power-of-two"),
+        (["--target", "cpu", "--per-channel"], "--per-channel is an option of the power-of-two"),
+        (["--range-method", "mse"], "--range-method chooses the cpu target's activation ranges"),
+        (["--target", "cpu", "--percentile", "99"], "--percentile P goes with --range-method percentile"),
+        (["--target", "cpu", "--range-method", "percentile", "--percentile", "120"], "give a share of the values"),
+        (["--max-drop", "-1"], "--max-drop -1: give the largest metric drop"),
+    ],
+)
+def test_cli_refuses_options_that_cannot_work(files, capsys, extra, message):
+    model, cal, val = files
+    argv = ["validate", str(model), "--calibration", str(cal), "--validation", str(val), "--quiet"]
+    assert main(argv + extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_bias_correction_needs_calibration_data_and_compile_refuses_per_channel(files, tmp_path, capsys):
+    model, cal, val = files
+    ranges = tmp_path / "r.json"
+    assert main(["calibrate", str(model), str(cal), "--out", str(ranges), "--quiet", "--equalize"]) == 0
+    capsys.readouterr()
+    argv = ["validate", str(model), "--ranges", str(ranges), "--validation", str(val), "--quiet", "--equalize"]
+    assert main(argv) == 0  # the ranges of the equalized network
+    capsys.readouterr()
+    assert main(argv + ["--bias-correction"]) == 2
+    assert "give --calibration DATA instead of --ranges" in capsys.readouterr().err
+    assert main(["compile", str(model), "--bitstream", "zcu102_int8", "--calibration", str(cal), "--per-channel"]) == 2
+    assert "one weight exponent per output channel" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- a real network
+
+
+def test_ccexam_mnist_int8_accuracy_does_not_fall_with_any_option():
+    """Calibrated on 300 digits, validated on 1,000 others (benchmarks/int8_accuracy.py runs
+    every combination on 1,000 / 4,000): no option costs the fpga target a digit, and none
+    costs the cpu target more than one (0.1 points)."""
+    torch = pytest.importorskip("torch")
+    from realdata import ccexam_mnist_module, mnist_normalized
+
+    module, _ = ccexam_mnist_module()
+    x, y = mnist_normalized(1300)
+    cal_x, val = x[:300], (x[300:], y[300:])
+    calibrations = {}
+
+    def accuracy(target, equalize=False, **options):
+        if equalize not in calibrations:
+            net = qs.prepare(module, example_input=torch.zeros(1, 1, 28, 28), equalize=equalize)
+            calibrations[equalize] = qs.calibrate(net, cal_x, progress=False)
+        res = qs.validate(calibrations[equalize], val, target=target, progress=False, **options)
+        return float(res.metric_results["top1_accuracy"]["MetricOutput"].iloc[1])
+
+    fpga, cpu = accuracy("fpga"), accuracy("cpu")
+    for target, options in (
+        ("fpga", {"equalize": True}),
+        ("fpga", {"bias_correction": cal_x}),
+        (qs.PowerOfTwo(exponent_method="Histogram"), {"equalize": True, "bias_correction": cal_x}),
+        (qs.PowerOfTwo(per_channel=True), {}),
+    ):
+        assert accuracy(target, **options) >= fpga, (target, options)
+    for target, options in (
+        (qs.FloatScale(range_method="mse"), {}),
+        (qs.FloatScale(range_method="percentile"), {}),
+        (qs.FloatScale(range_method="entropy"), {}),
+        ("cpu", {"equalize": True, "bias_correction": cal_x}),
+    ):
+        assert accuracy(target, **options) >= cpu - 1 / 1000, (target, options)
