@@ -122,7 +122,7 @@ def test_workflow_refuses_a_cpu_quantized_network_and_validate_checks_the_proces
     w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("HardSwish", ["c"], ["h"], name="hswish"),
+        helper.make_node("Elu", ["c"], ["h"], name="elu"),
         helper.make_node("GlobalAveragePool", ["h"], ["y"], name="gap"),
     ]
     model = make_model(nodes, [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 4, 1, 1])], {"w": w})
@@ -132,5 +132,5 @@ def test_workflow_refuses_a_cpu_quantized_network_and_validate_checks_the_proces
         raise AssertionError("the validation pass ran")
 
     monkeypatch.setattr(ReferenceEngine, "run", never)  # FastEngine inherits it
-    with pytest.raises(qs.UnsupportedModelError, match="1 HardSwish layer"):
+    with pytest.raises(qs.UnsupportedModelError, match="1 Elu layer"):
         qs.validate(other, x, processor="zcu102_int8", progress=False)

@@ -518,6 +518,7 @@ def test_kernel_table():
         "Flatten",
         "Reshape",
         "Transpose",
+        "Slice",
     }
     assert set(ref.KERNELS) == expected
     assert set(ref.KERNELS) <= set(OPS)

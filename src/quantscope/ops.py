@@ -37,8 +37,10 @@ class OpInfo:
     Attributes:
         int8: the integer kernel family that runs it in the int8 emulation:
             ``"learnable"`` (Conv, Gemm, MatMul), ``"pool"``, ``"add"``, ``"concat"``,
-            ``"activation"`` (a clamp or slope on the integer grid), ``"move"`` (the
-            values rearranged), or None (computed in float through onnxruntime).
+            ``"activation"`` (a clamp or slope on the integer grid), ``"lut"`` (a
+            function by its table of one output per integer input), ``"move"`` (the
+            values rearranged or a part of them taken), or None (computed in float
+            through onnxruntime).
         fusable: an activation merged into the Conv/fully connected layer before it
             (one optimized layer).
         clamp: on the integer grid, the activation is a clamp between two integers.
@@ -49,11 +51,14 @@ class OpInfo:
         fpga_output: may run on the host after the last hardware layer of an FPGA
             network ("SW Layer").
         fpga_alias: on the FPGA, its output is its input re-addressed (no buffer).
+        fpga_channels: on the FPGA, it writes or reads parts of an activation in place,
+            which the channel-planar layout allows along the channels only.
         fpga_module: the processor module that runs it: ``"conv"`` (conv module,
             pooling included), ``"fc"``, ``"adder"``, or None (fused into a neighbour).
         fpga_cost: the family of its cycle-cost function in
             :data:`quantscope.fpga.cycles.COSTS` (``"pool"``, ``"global_pool"``,
-            ``"elementwise"``, ``"fused"``); None: the processor cannot run it.
+            ``"elementwise"``, ``"lut"``, ``"resize"``, ``"conv_transpose"``,
+            ``"fused"``); None: the processor cannot run it.
         takes_bias: a layer with weights (input 1) and a bias (input 2) that a
             BatchNormalization after it folds into.
         commutative: the two operands may be swapped (``x + c`` is ``c + x``; not
@@ -73,6 +78,7 @@ class OpInfo:
     same_values: bool = False
     fpga_output: bool = False
     fpga_alias: bool = False
+    fpga_channels: bool = False
     fpga_module: str | None = None
     fpga_cost: str | None = None
     takes_bias: bool = False
@@ -103,7 +109,7 @@ OPS: dict[str, OpInfo] = {
     "Sub": OpInfo(normalization=True),
     "Mul": OpInfo(normalization=True, commutative=True, fpga_module="adder", fpga_cost="elementwise"),
     "Div": OpInfo(normalization=True),
-    "Concat": OpInfo(int8="concat", fpga_cost="fused"),
+    "Concat": OpInfo(int8="concat", fpga_cost="fused", fpga_channels=True),
     "Flatten": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True, fpga_cost="fused"),
     "Reshape": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True, fpga_cost="fused"),
     "Squeeze": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True, fpga_cost="fused"),
@@ -114,7 +120,18 @@ OPS: dict[str, OpInfo] = {
     "Dropout": OpInfo(fpga_alias=True, fpga_cost="fused"),
     "Softmax": OpInfo(fpga_output=True),
     "LogSoftmax": OpInfo(fpga_output=True),
-    "Sigmoid": OpInfo(fpga_output=True),
+    # activations by a 256-entry table on the int8 input (docs/int8.md (16)); on the
+    # processor, the conv module's activation block (docs/fpga.md)
+    **dict.fromkeys(
+        ("Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Swish"),
+        OpInfo(int8="lut", fpga_module="conv", fpga_cost="lut"),
+    ),
+    # on the processor: nearest Resize by integer factors on the conv module; Slice and
+    # Split along channels read their part in place; ConvTranspose on the conv module
+    "Resize": OpInfo(fpga_module="conv", fpga_cost="resize"),
+    "Slice": OpInfo(int8="move", fpga_alias=True, fpga_cost="fused", fpga_channels=True),
+    "Split": OpInfo(fpga_alias=True, fpga_cost="fused", fpga_channels=True),
+    "ConvTranspose": OpInfo(fpga_module="conv", fpga_cost="conv_transpose"),
     **dict.fromkeys(
         ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"),
         OpInfo(random=True),

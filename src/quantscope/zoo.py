@@ -6,6 +6,12 @@
 - :func:`mobilenet_v2_torch`, :func:`mnist_cnn_torch`: trained networks as plain
   PyTorch modules with weights that installed packages ship (docs/real-models.md);
   torch is imported only when they are called.
+- :func:`logonet`, :func:`yolov8n`, :func:`mobilenet_v3_small`: architectures of
+  published FPGA figures and of modern layers (docs/published.md), plain PyTorch with
+  seeded random weights, exported to ONNX with their authors' layer names (MATLAB's
+  ``conv_1`` ... ``fc_3``; Ultralytics' ``model.0.conv`` ...); for checks that depend on the
+  architecture only (the FPGA cycle model, the memory map, compiling and emulating
+  SiLU, HardSwish, Resize, Concat, depthwise convolutions).
 """
 
 from __future__ import annotations
@@ -19,7 +25,18 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ConfigurationError
 
-__all__ = ["mnist_cnn_torch", "mobilenet_v2_torch", "package_file", "squeezenet"]
+__all__ = [
+    "logonet",
+    "logonet_torch",
+    "mnist_cnn_torch",
+    "mobilenet_v2_torch",
+    "mobilenet_v3_small",
+    "mobilenet_v3_small_torch",
+    "package_file",
+    "squeezenet",
+    "yolov8n",
+    "yolov8n_torch",
+]
 
 # SqueezeNet 1.1 fire modules: (name, squeeze, expand1x1, expand3x3), with max pools between.
 _SQUEEZENET_11 = [
@@ -240,3 +257,310 @@ def mnist_cnn_torch():
     module = MNISTNet()
     module.load_state_dict(state)
     return module.eval(), {k: v.numpy() for k, v in state.items()}
+
+
+def _export(module, example, input_name: str, output_names: list[str]) -> onnx.ModelProto:
+    """``module`` exported to ONNX (TorchScript exporter, opset 17, dynamic batch) with
+    the given input and output names; its nodes carry the module paths, which
+    :func:`quantscope.prepare` turns into layer names."""
+    import io
+    import warnings
+
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,
+            dynamo=False,
+            input_names=[input_name],
+            output_names=output_names,
+            dynamic_axes={input_name: {0: "N"}, **{name: {0: "N"} for name in output_names}},
+            opset_version=17,
+            do_constant_folding=True,
+        )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def logonet_torch(seed: int = 0, num_classes: int = 32):
+    """MATLAB's LogoNet (MathWorks' ``trainLogonet.m``, the network of the published
+    ``arria10soc_int8`` profile, docs/published.md) in plain PyTorch, random weights
+    (``torch.manual_seed(seed)``), MATLAB's layer names as module names.
+
+    227x227x3 input with zero-center normalization (``x - mean``, the mean image of
+    MATLAB's ``imageInputLayer`` taken as 128 per channel); conv_1 5x5x96 (+relu_1),
+    maxpool_1 3x3/2, conv_2 3x3x128, maxpool_2, conv_3 3x3x384, maxpool_3, conv_4
+    3x3x128 stride 2, maxpool_4, fc_1 3200->2048 (+relu, dropout), fc_2 2048->2048
+    (+relu, dropout), fc_3 2048->32, softmax. Returns the module in eval mode."""
+    import torch
+    from torch import nn
+
+    class LogoNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mean", torch.full((1, 3, 1, 1), 128.0))
+            self.conv_1, self.relu_1 = nn.Conv2d(3, 96, 5), nn.ReLU()
+            self.maxpool_1 = nn.MaxPool2d(3, 2)
+            self.conv_2, self.relu_2 = nn.Conv2d(96, 128, 3), nn.ReLU()
+            self.maxpool_2 = nn.MaxPool2d(3, 2)
+            self.conv_3, self.relu_3 = nn.Conv2d(128, 384, 3), nn.ReLU()
+            self.maxpool_3 = nn.MaxPool2d(3, 2)
+            self.conv_4, self.relu_4 = nn.Conv2d(384, 128, 3, stride=2), nn.ReLU()
+            self.maxpool_4 = nn.MaxPool2d(3, 2)
+            self.fc_1, self.relu_5, self.dropout_1 = nn.Linear(3200, 2048), nn.ReLU(), nn.Dropout(0.5)
+            self.fc_2, self.relu_6, self.dropout_2 = nn.Linear(2048, 2048), nn.ReLU(), nn.Dropout(0.5)
+            self.fc_3, self.softmax = nn.Linear(2048, num_classes), nn.Softmax(dim=1)
+
+        def forward(self, x):
+            x = x - self.mean
+            x = self.maxpool_1(self.relu_1(self.conv_1(x)))
+            x = self.maxpool_2(self.relu_2(self.conv_2(x)))
+            x = self.maxpool_3(self.relu_3(self.conv_3(x)))
+            x = self.maxpool_4(self.relu_4(self.conv_4(x)))
+            x = self.dropout_1(self.relu_5(self.fc_1(x.flatten(1))))
+            x = self.dropout_2(self.relu_6(self.fc_2(x)))
+            return self.softmax(self.fc_3(x))
+
+    torch.manual_seed(seed)
+    return LogoNet().eval()
+
+
+def logonet(seed: int = 0, num_classes: int = 32) -> onnx.ModelProto:
+    """:func:`logonet_torch` exported to ONNX: input ``imageinput`` ``(N, 3, 227, 227)``,
+    layers ``conv_1`` ... ``fc_3`` and ``softmax`` (MATLAB's names), output ``softmax``."""
+    import torch
+
+    return _export(logonet_torch(seed, num_classes), torch.zeros(1, 3, 227, 227), "imageinput", ["softmax"])
+
+
+def yolov8n_torch(seed: int = 0, num_classes: int = 80):
+    """YOLOv8n (Ultralytics' ``yolov8.yaml`` at scale n: depth 0.33, width 0.25) in plain
+    PyTorch with random weights (``torch.manual_seed(seed)``), Ultralytics' module tree
+    (``model.0`` ... ``model.22``; ``Conv`` = Conv2d + BatchNorm2d + SiLU, ``C2f``, ``SPPF``,
+    nearest ``Upsample``, ``Concat``, ``Detect``).
+
+    The output is the Detect head's three feature maps ``(N, 64 + num_classes, H/s, W/s)``
+    for strides 8, 16, 32 (box distributions and class logits, concatenated per level),
+    as deployments on accelerators take them; Ultralytics' decoding (DFL softmax,
+    boxes from anchors, class sigmoid) is post-processing on the host. C2f splits its
+    ``cv1`` output with two channel slices (``y[:, :c]``, ``y[:, c:]``), the same
+    values as Ultralytics' ``chunk``. 3,157,200 parameters at 80 classes."""
+    import torch
+    from torch import nn
+
+    class Conv(nn.Module):
+        def __init__(self, c1, c2, k=1, s=1):
+            super().__init__()
+            self.conv = nn.Conv2d(c1, c2, k, s, k // 2, bias=False)
+            self.bn = nn.BatchNorm2d(c2, eps=1e-3, momentum=0.03)
+            self.act = nn.SiLU()
+
+        def forward(self, x):
+            return self.act(self.bn(self.conv(x)))
+
+    class Bottleneck(nn.Module):
+        def __init__(self, c, shortcut):
+            super().__init__()
+            self.cv1, self.cv2 = Conv(c, c, 3), Conv(c, c, 3)
+            self.add = shortcut
+
+        def forward(self, x):
+            y = self.cv2(self.cv1(x))
+            return x + y if self.add else y
+
+    class C2f(nn.Module):
+        def __init__(self, c1, c2, n, shortcut):
+            super().__init__()
+            self.c = c2 // 2
+            self.cv1 = Conv(c1, 2 * self.c, 1)
+            self.cv2 = Conv((2 + n) * self.c, c2, 1)
+            self.m = nn.ModuleList(Bottleneck(self.c, shortcut) for _ in range(n))
+
+        def forward(self, x):
+            t = self.cv1(x)
+            y = [t[:, : self.c], t[:, self.c :]]
+            y.extend(m(y[-1]) for m in self.m)
+            return self.cv2(torch.cat(y, 1))
+
+    class SPPF(nn.Module):
+        def __init__(self, c1, c2, k=5):
+            super().__init__()
+            self.cv1 = Conv(c1, c1 // 2, 1)
+            self.cv2 = Conv(c1 // 2 * 4, c2, 1)
+            self.m = nn.MaxPool2d(k, 1, k // 2)
+
+        def forward(self, x):
+            y = [self.cv1(x)]
+            y.extend(self.m(y[-1]) for _ in range(3))
+            return self.cv2(torch.cat(y, 1))
+
+    class Concat(nn.Module):
+        def forward(self, xs):
+            return torch.cat(xs, 1)
+
+    class Detect(nn.Module):
+        def __init__(self, nc, ch):
+            super().__init__()
+            c2, c3 = max(16, ch[0] // 4, 64), max(ch[0], min(nc, 100))
+            self.cv2 = nn.ModuleList(nn.Sequential(Conv(x, c2, 3), Conv(c2, c2, 3), nn.Conv2d(c2, 64, 1)) for x in ch)
+            self.cv3 = nn.ModuleList(nn.Sequential(Conv(x, c3, 3), Conv(c3, c3, 3), nn.Conv2d(c3, nc, 1)) for x in ch)
+
+        def forward(self, xs):
+            return [torch.cat((a(x), b(x)), 1) for x, a, b in zip(xs, self.cv2, self.cv3)]
+
+    # (module, inputs: -1 the previous layer), as Ultralytics' yolov8.yaml at scale n
+    layers = [
+        (Conv(3, 16, 3, 2), -1),
+        (Conv(16, 32, 3, 2), -1),
+        (C2f(32, 32, 1, True), -1),
+        (Conv(32, 64, 3, 2), -1),
+        (C2f(64, 64, 2, True), -1),
+        (Conv(64, 128, 3, 2), -1),
+        (C2f(128, 128, 2, True), -1),
+        (Conv(128, 256, 3, 2), -1),
+        (C2f(256, 256, 1, True), -1),
+        (SPPF(256, 256), -1),
+        (nn.Upsample(scale_factor=2, mode="nearest"), -1),
+        (Concat(), [-1, 6]),
+        (C2f(384, 128, 1, False), -1),
+        (nn.Upsample(scale_factor=2, mode="nearest"), -1),
+        (Concat(), [-1, 4]),
+        (C2f(192, 64, 1, False), -1),
+        (Conv(64, 64, 3, 2), -1),
+        (Concat(), [-1, 12]),
+        (C2f(192, 128, 1, False), -1),
+        (Conv(128, 128, 3, 2), -1),
+        (Concat(), [-1, 9]),
+        (C2f(384, 256, 1, False), -1),
+        (Detect(num_classes, (64, 128, 256)), [15, 18, 21]),
+    ]
+
+    class DetectionModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = nn.ModuleList(m for m, _ in layers)
+            self.sources = [f for _, f in layers]
+
+        def forward(self, x):
+            outputs = []
+            for m, f in zip(self.model, self.sources):
+                if f != -1:
+                    x = [outputs[j] if j != -1 else x for j in f]
+                x = m(x)
+                outputs.append(x)
+            return tuple(x)
+
+    torch.manual_seed(seed)
+    module = DetectionModel()
+    for m in module.modules():  # BatchNorm statistics of a trained network's order of magnitude
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.1, 0.1)
+            nn.init.uniform_(m.running_var, 0.5, 2.0)
+    return module.eval()
+
+
+def yolov8n(size: int = 640, seed: int = 0, num_classes: int = 80) -> onnx.ModelProto:
+    """:func:`yolov8n_torch` exported to ONNX: input ``images`` ``(N, 3, size, size)``
+    (pixels scaled to 0..1 by the host, as Ultralytics' pre-processing does), outputs
+    ``p3``, ``p4``, ``p5`` (strides 8, 16, 32). ``size`` a multiple of 32."""
+    import torch
+
+    if size % 32:
+        raise ConfigurationError(f"yolov8n: size must be a multiple of 32, got {size}")
+    module = yolov8n_torch(seed, num_classes)
+    return _export(module, torch.zeros(1, 3, size, size), "images", ["p3", "p4", "p5"])
+
+
+def mobilenet_v3_small_torch(seed: int = 0, num_classes: int = 1000):
+    """MobileNetV3-Small (Howard et al. 2019; torchvision's layer configuration) in
+    plain PyTorch with random weights: HardSwish and ReLU activations, depthwise 3x3
+    and 5x5 convolutions, squeeze-and-excitation blocks (global average pooling, two
+    1x1 convolutions, HardSigmoid, a channel-wise product), a classifier with
+    HardSwish and a final Softmax. Input ``(N, 3, 224, 224)``, already normalized."""
+    import torch
+    from torch import nn
+
+    def divisible(v: float) -> int:
+        new = max(8, int(v + 4) // 8 * 8)
+        return new + 8 if new < 0.9 * v else new
+
+    class ConvBNAct(nn.Sequential):
+        def __init__(self, cin, cout, k, stride=1, groups=1, act=None):
+            layers = [nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+            if act is not None:
+                layers.append(act())
+            super().__init__(*layers)
+
+    class SqueezeExcitation(nn.Module):
+        def __init__(self, c, squeeze):
+            super().__init__()
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc1, self.relu = nn.Conv2d(c, squeeze, 1), nn.ReLU()
+            self.fc2, self.scale_activation = nn.Conv2d(squeeze, c, 1), nn.Hardsigmoid()
+
+        def forward(self, x):
+            return x * self.scale_activation(self.fc2(self.relu(self.fc1(self.avgpool(x)))))
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin, k, exp, cout, se, act, stride):
+            super().__init__()
+            self.use_res = stride == 1 and cin == cout
+            layers = [] if exp == cin else [ConvBNAct(cin, exp, 1, act=act)]
+            layers.append(ConvBNAct(exp, exp, k, stride, groups=exp, act=act))
+            if se:
+                layers.append(SqueezeExcitation(exp, divisible(exp // 4)))
+            layers.append(ConvBNAct(exp, cout, 1))
+            self.block = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return x + self.block(x) if self.use_res else self.block(x)
+
+    relu, hs = nn.ReLU, nn.Hardswish
+    settings = [
+        (16, 3, 16, 16, True, relu, 2),
+        (16, 3, 72, 24, False, relu, 2),
+        (24, 3, 88, 24, False, relu, 1),
+        (24, 5, 96, 40, True, hs, 2),
+        (40, 5, 240, 40, True, hs, 1),
+        (40, 5, 240, 40, True, hs, 1),
+        (40, 5, 120, 48, True, hs, 1),
+        (48, 5, 144, 48, True, hs, 1),
+        (48, 5, 288, 96, True, hs, 2),
+        (96, 5, 576, 96, True, hs, 1),
+        (96, 5, 576, 96, True, hs, 1),
+    ]
+
+    class MobileNetV3(nn.Module):
+        def __init__(self):
+            super().__init__()
+            feats = [ConvBNAct(3, 16, 3, 2, act=hs)]
+            feats += [InvertedResidual(*s) for s in settings]
+            feats.append(ConvBNAct(96, 576, 1, act=hs))
+            self.features = nn.Sequential(*feats)
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Sequential(nn.Linear(576, 1024), hs(), nn.Dropout(0.2), nn.Linear(1024, num_classes))
+            self.softmax = nn.Softmax(dim=1)
+
+        def forward(self, x):
+            return self.softmax(self.classifier(self.avgpool(self.features(x)).flatten(1)))
+
+    torch.manual_seed(seed)
+    module = MobileNetV3()
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.1, 0.1)
+    return module.eval()
+
+
+def mobilenet_v3_small(size: int = 224, seed: int = 0, num_classes: int = 1000) -> onnx.ModelProto:
+    """:func:`mobilenet_v3_small_torch` exported to ONNX: input ``input`` ``(N, 3, size, size)``,
+    output ``prob``."""
+    import torch
+
+    module = mobilenet_v3_small_torch(seed, num_classes)
+    return _export(module, torch.zeros(1, 3, size, size), "input", ["prob"])

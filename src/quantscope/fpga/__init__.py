@@ -11,6 +11,7 @@ and deploy/predict on a simulated board::
     print(compiled.memory_map.format())
     print(fpga.estimate_performance(net, cfg, frames=4).format())
     fpga.estimate_resources(cfg)
+    fpga.optimize_config(net, board="zcu102", frames_per_second=30).config  # the cheapest that keeps up
 
 The model, its formulas and constants are documented in ``docs/fpga.md``.
 """
@@ -41,6 +42,7 @@ from .config import (
     processor,
 )
 from .cycles import COSTS, LayerCost, LayerInfo, Tiling, layer_cost
+from .optimize import Candidate, ConfigSearch, optimize_config
 from .profile import Profile, ProfileRow, RowKind, estimate_performance, estimate_resources, profile_compiled
 
 __all__ = [
@@ -49,7 +51,9 @@ __all__ = [
     "PRESETS",
     "AdderModule",
     "Board",
+    "Candidate",
     "CompiledNetwork",
+    "ConfigSearch",
     "ConvModule",
     "DataType",
     "FCModule",
@@ -76,6 +80,7 @@ __all__ = [
     "estimate_resources",
     "format_size",
     "layer_cost",
+    "optimize_config",
     "processor",
     "profile_compiled",
 ]

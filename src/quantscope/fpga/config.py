@@ -12,7 +12,7 @@ allowed range. Presets named after the shipping bitstreams are in :data:`PRESETS
 (:func:`processor` looks one up by name).
 
 Units: memory sizes of the conv module are ``(H, W, C)`` *elements* (not bytes),
-the fc and adder memory sizes are elements, the clock is MHz, the DDR bandwidth is
+the fc and adder memory sizes are elements, the clock is MHz, the DDR bandwidths are
 bytes per processor clock cycle and the DDR latency is processor clock cycles.
 """
 
@@ -224,7 +224,8 @@ class Board:
     ``family`` is a :class:`Family` (a string ``"xilinx"`` or ``"intel"`` is
     converted); ``block_ram`` counts the device's native blocks (BRAM36 tiles on
     Xilinx, M20K on Intel), ``block_ram_bits`` the bits of one block, ``logic`` the
-    LUTs (Xilinx) or ALMs (Intel).
+    LUTs (Xilinx) or ALMs (Intel); ``frequency_mhz`` the processor clocks a
+    configuration search may choose on it (lowest, highest).
     """
 
     name: str
@@ -235,6 +236,7 @@ class Board:
     block_ram_bits: int
     logic: int
     logic_unit: str
+    frequency_mhz: tuple[float, float] = (100.0, 250.0)
 
     def __post_init__(self) -> None:
         try:
@@ -247,11 +249,16 @@ class Board:
 
 #: Boards of the presets. Totals are the device data sheets' (ZCU102: XCZU9EG, as
 #: docs/published.md's 2,520 DSP / 912 BRAM / 274,080 LUT; Arria 10 SoC dev kit: 10AS066,
-#: 1,687 DSP / 251,680 ALM as docs/published.md, 2,131 M20K; ZC706: XC7Z045).
+#: 1,687 DSP / 251,680 ALM as docs/published.md, 2,131 M20K; ZC706: XC7Z045). Clock
+#: ranges: up to the fastest published or preset bitstream of the board (ZCU102 250 MHz,
+#: the published YOLOv8n bitstream; Arria 10 SoC 150 MHz, published; ZC706 200 MHz,
+#: the preset), from 100 MHz.
 BOARDS: dict[str, Board] = {
-    "zcu102": Board("zcu102", "xczu9eg-ffvb1156-2-e", Family.XILINX, 2520, 912, 36864, 274080, "LUT"),
-    "zc706": Board("zc706", "xc7z045ffg900-2", Family.XILINX, 900, 545, 36864, 218600, "LUT"),
-    "arria10soc": Board("arria10soc", "10AS066N3F40E2SG", Family.INTEL, 1687, 2131, 20480, 251680, "ALM"),
+    "zcu102": Board("zcu102", "xczu9eg-ffvb1156-2-e", Family.XILINX, 2520, 912, 36864, 274080, "LUT", (100.0, 250.0)),
+    "zc706": Board("zc706", "xc7z045ffg900-2", Family.XILINX, 900, 545, 36864, 218600, "LUT", (100.0, 200.0)),
+    "arria10soc": Board(
+        "arria10soc", "10AS066N3F40E2SG", Family.INTEL, 1687, 2131, 20480, 251680, "ALM", (100.0, 150.0)
+    ),
 }
 
 
@@ -263,14 +270,23 @@ class ProcessorConfig:
         conv, fc, adder: the modules.
         target_frequency_mhz: ``TargetFrequency``, the processor clock in MHz (> 0).
         data_type: ``"int8"`` or ``"single"`` (or a :class:`DataType`).
-        ddr_bandwidth_bytes_per_cycle: sustained DDR read/write bandwidth, bytes per
-            processor clock cycle (cycle-model parameter; 11.6 measured, see docs).
+        ddr_bandwidth_bytes_per_cycle: sustained DDR bandwidth of the fc module's weight
+            stream, bytes per processor clock cycle (cycle-model parameter; 12.2 fitted
+            on the published LogoNet fc rows, see docs/fpga.md).
         ddr_latency_cycles: cycles from issuing a DDR burst to its first data.
+        activation_bandwidth_bytes_per_cycle: bytes per cycle of the DDR port through
+            which the conv module and the adder move activations, conv weights and
+            lookup tables (a 128-bit AXI master: 16).
+        activation_word_bytes: DDR bytes per activation element (input frames, system
+            buffer, output region); None: the data type's (1 int8, 4 single). The
+            ``arria10soc_int8`` bitstream keeps one int8 value per 32-bit word (4).
+        ddr_allocation_bytes: the unit in which DDR regions and system-buffer slots are
+            allocated (each starts on and is sized to a multiple of it): 4 KiB, or
+            4 MiB on ``arria10soc_int8`` (docs/fpga.md, "The DDR memory map").
+        scheduler_region: the map has a ``SchedulerDataOffset`` region for the
+            conv-module descriptors; without one they follow the instructions in the
+            ``InstructionDataOffset`` region.
         input_frame_number_limit: ``InputFrameNumberLimit``, frames the input region holds.
-        per_channel: the conv and fc modules hold per-output-channel parameters: a weight
-            exponent per channel (``PowerOfTwo(per_channel=True)``) and a ReLU ceiling per
-            channel (after cross-layer equalization through a Relu6). Beyond MATLAB's
-            processor: no preset has them (:mod:`quantscope.fpga.per_channel`).
         board: key of :data:`BOARDS` (the device whose resources ``estimate_resources``
             reports against).
         name: the bitstream name (a preset's name, or ``"custom"``).
@@ -281,12 +297,15 @@ class ProcessorConfig:
     adder: AdderModule = field(default_factory=AdderModule)
     target_frequency_mhz: float = 200.0
     data_type: DataType = DataType.SINGLE  # a string ("int8", "single") is converted
-    ddr_bandwidth_bytes_per_cycle: float = 11.6
+    ddr_bandwidth_bytes_per_cycle: float = 12.2
     ddr_latency_cycles: int = 21
     input_frame_number_limit: int = 30
     board: str = "zcu102"
     name: str = "custom"
-    per_channel: bool = False
+    activation_bandwidth_bytes_per_cycle: float = 16.0
+    activation_word_bytes: int | None = None
+    ddr_allocation_bytes: int = 4096
+    scheduler_region: bool = True
 
     def __post_init__(self) -> None:
         for attr, cls in (("conv", ConvModule), ("fc", FCModule), ("adder", AdderModule)):
@@ -309,8 +328,19 @@ class ProcessorConfig:
         if isinstance(lat, bool) or not isinstance(lat, int) or lat < 0:
             raise ConfigurationError(f"ddr_latency_cycles must be an integer >= 0, got {lat!r}")
         _positive_int(self.input_frame_number_limit, "InputFrameNumberLimit")
-        if not isinstance(self.per_channel, bool):
-            raise ConfigurationError(f"per_channel must be True or False, got {self.per_channel!r}")
+        object.__setattr__(
+            self,
+            "activation_bandwidth_bytes_per_cycle",
+            _positive_number(self.activation_bandwidth_bytes_per_cycle, "activation_bandwidth_bytes_per_cycle"),
+        )
+        word = self.activation_word_bytes
+        if word is not None and (isinstance(word, bool) or word not in (1, 2, 4)):
+            raise ConfigurationError(f"activation_word_bytes must be 1, 2, 4 or None, got {word!r}")
+        unit = self.ddr_allocation_bytes
+        if isinstance(unit, bool) or not isinstance(unit, int) or unit < 64 or unit & (unit - 1):
+            raise ConfigurationError(f"ddr_allocation_bytes must be a power of two of at least 64, got {unit!r}")
+        if not isinstance(self.scheduler_region, bool):
+            raise ConfigurationError(f"scheduler_region must be True or False, got {self.scheduler_region!r}")
         if self.board not in BOARDS:
             raise ConfigurationError(f"unknown board {self.board!r}; known boards: {', '.join(BOARDS)}")
 
@@ -329,6 +359,11 @@ class ProcessorConfig:
     def channel_multiple(self) -> int:
         """N: DDR channel padding multiple (see :attr:`ConvModule.channel_multiple`)."""
         return self.conv.channel_multiple
+
+    @property
+    def word_bytes(self) -> int:
+        """DDR bytes per activation element: ``activation_word_bytes``, or the data type's."""
+        return self.activation_word_bytes or self.bytes_per_element
 
     @property
     def board_info(self) -> Board:
@@ -367,7 +402,9 @@ class ProcessorConfig:
                 f"  fc: FCThreadNumber {f.thread_number}, InputMemorySize {f.input_memory_size}, "
                 f"OutputMemorySize {f.output_memory_size}",
                 f"  adder: InputMemorySize {a.input_memory_size}, OutputMemorySize {a.output_memory_size}",
-                f"  DDR: {self.ddr_bandwidth_bytes_per_cycle:g} B/cycle, latency {self.ddr_latency_cycles} cycles; "
+                f"  DDR: weights {self.ddr_bandwidth_bytes_per_cycle:g} B/cycle, activations "
+                f"{self.activation_bandwidth_bytes_per_cycle:g} B/cycle ({self.word_bytes} B per element), latency "
+                f"{self.ddr_latency_cycles} cycles; allocation unit {self.ddr_allocation_bytes} B; "
                 f"InputFrameNumberLimit {self.input_frame_number_limit}",
             ]
         )
@@ -378,7 +415,14 @@ def _mhz(value: float) -> str:
 
 
 def _preset(
-    name: str, board: str, data_type: DataType, mhz: float, latency: int, conv_threads: int, fc_threads: int
+    name: str,
+    board: str,
+    data_type: DataType,
+    mhz: float,
+    latency: int,
+    conv_threads: int,
+    fc_threads: int,
+    **memory: Any,
 ) -> ProcessorConfig:
     return ProcessorConfig(
         conv=ConvModule(thread_number=conv_threads),
@@ -386,11 +430,13 @@ def _preset(
         adder=AdderModule(),
         target_frequency_mhz=mhz,
         data_type=data_type,
-        ddr_bandwidth_bytes_per_cycle=11.6,
+        ddr_bandwidth_bytes_per_cycle=12.2,
         ddr_latency_cycles=latency,
         input_frame_number_limit=30,
         board=board,
         name=name,
+        activation_bandwidth_bytes_per_cycle=16.0,
+        **memory,
     )
 
 
@@ -424,7 +470,18 @@ PRESETS: dict[str, ProcessorConfig] = {
     "arria10soc_single": _preset("arria10soc_single", "arria10soc", DataType.SINGLE, 150.0, 16, 16, 4),
     "zcu102_int8": _preset("zcu102_int8", "zcu102", DataType.INT8, 250.0, 26, 64, 16),
     "zc706_int8": _preset("zc706_int8", "zc706", DataType.INT8, 200.0, 21, 64, 16),
-    "arria10soc_int8": _preset("arria10soc_int8", "arria10soc", DataType.INT8, 150.0, 16, 64, 16),
+    "arria10soc_int8": _preset(
+        "arria10soc_int8",
+        "arria10soc",
+        DataType.INT8,
+        150.0,
+        16,
+        64,
+        16,
+        activation_word_bytes=4,
+        ddr_allocation_bytes=4 * 1024 * 1024,
+        scheduler_region=False,
+    ),
 }
 
 

@@ -49,6 +49,9 @@ class LayerKind(StrEnum):
     CONV = "conv"
     FC = "fc"
     EMBEDDING = "embedding"
+    #: ``x * Sigmoid(x)`` (a Sigmoid and the Mul by its own input): one activation,
+    #: ONNX's Swish (opset 24), MATLAB's swishLayer, PyTorch's SiLU
+    SWISH = "Swish"
 
 
 @dataclass(frozen=True)
@@ -477,6 +480,15 @@ def _is_const(value: ir.Value | None) -> bool:
     return value is not None and value.const_value is not None
 
 
+def _swish_mul(sigmoid: ir.Node) -> ir.Node | None:
+    """The Mul of ``x * Sigmoid(x)`` after ``sigmoid``, when its output feeds only that Mul."""
+    x = sigmoid.inputs[0]
+    mul = _single_consumer(sigmoid.outputs[0])
+    if mul is None or mul.op_type != "Mul" or mul.domain not in ("", "ai.onnx") or len(mul.inputs) != 2:
+        return None
+    return mul if {id(v) for v in mul.inputs} == {id(x), id(sigmoid.outputs[0])} else None
+
+
 def _single_consumer(value: ir.Value) -> ir.Node | None:
     uses = value.uses()
     if len(uses) != 1 or value.is_graph_output():
@@ -578,6 +590,9 @@ def _group_layers(model: ir.Model, log: PrepareLog) -> list[OptimizedLayer]:
         ):
             kind = LayerKind.EMBEDDING  # rows of a constant table picked by token ids
             weight = node.inputs[0].name
+        elif node.op_type == "Sigmoid" and (mul := _swish_mul(node)) is not None and id(mul) not in assigned:
+            kind = LayerKind.SWISH  # x * sigmoid(x), one activation
+            members.append(mul)
         if kind in ("conv", "fc"):
             # the activation after it; a chain of them (a Relu and the Min that holds
             # per-channel ceilings after equalization) joins the layer whole

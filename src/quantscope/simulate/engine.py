@@ -52,7 +52,7 @@ from ..quantize.numerics import (
     saturate,
 )
 from ..quantize.plan import QParams, QuantPlan, int8_family
-from . import fast, reference
+from . import fast, lut, reference
 from .segments import Segment, schedule
 
 __all__ = ["FastEngine", "IntTensor", "Kernels", "ReferenceEngine", "Simulator"]
@@ -383,6 +383,18 @@ class ReferenceEngine:
         axis = self._attrs(layer.members[0]).get("axis", 0)
         return IntTensor(np.take(table, np.where(ids < 0, ids + table.shape[axis], ids), axis=axis), qp)
 
+    def _lut(self, layer, inputs, out_qp):
+        """Sigmoid, Tanh, HardSigmoid, HardSwish, Swish (SiLU): the layer's table of one
+        output per integer input, looked up (docs/int8.md (16), :mod:`.lut`)."""
+        t = inputs[0]
+        key = (layer.name, t.qp.exponent, float(np.ravel(t.qp.scale)[0]), int(t.qp.zero_point), t.qp.bits)
+        tables = self.__dict__.setdefault("_tables", {})
+        if key not in tables:
+            attrs = lut.layer_attributes(self.network, layer)
+            plan = self.plan
+            tables[key] = lut.lookup_table(layer.kind, attrs, t.qp, out_qp, plan.rounding, plan.saturation)
+        return IntTensor(lut.apply_table(t.q, tables[key], t.qp), out_qp)
+
     def _standalone_activation(self, layer, inputs, out_qp):
         t = self._activation(layer.members[0], layer.kind, inputs[0])
         return self.requantize(t, out_qp)
@@ -465,6 +477,11 @@ class ReferenceEngine:
             q = reference.flatten(t.q, axis=attrs.get("axis", 1))
         elif layer.kind == "Reshape":
             q = reference.reshape(t.q, self._const_input(name, 1), allowzero=attrs.get("allowzero", 0))
+        elif layer.kind == "Slice":
+            steps = self._const_input(name, 4)
+            q = reference.slice_(
+                t.q, self._const_input(name, 1), self._const_input(name, 2), self._const_input(name, 3), steps
+            )
         elif layer.kind == "Transpose":
             q = reference.transpose(t.q, perm=attrs.get("perm"))
         else:
@@ -634,6 +651,7 @@ _INT_HANDLERS = {
     "concat": ReferenceEngine._concat,
     "activation": ReferenceEngine._standalone_activation,
     "move": ReferenceEngine._move,
+    "lut": ReferenceEngine._lut,
     "matmul": ReferenceEngine._matmul,
     "embedding": ReferenceEngine._embedding,
 }

@@ -671,6 +671,26 @@ def transpose(x: np.ndarray, *, perm: Sequence[int] | None = None) -> np.ndarray
     return np.transpose(arr, None if perm is None else [int(p) for p in perm])
 
 
+def slice_(
+    x: np.ndarray,
+    starts: Sequence[int] | np.ndarray,
+    ends: Sequence[int] | np.ndarray,
+    axes: Sequence[int] | np.ndarray | None = None,
+    steps: Sequence[int] | np.ndarray | None = None,
+) -> np.ndarray:
+    """ONNX Slice (opset 10+): ``x[starts:ends:steps]`` along ``axes`` (all, in order,
+    by default), ends clamped as Python slices clamp them. Keeps dtype."""
+    arr = np.asarray(x)
+    starts = [int(v) for v in np.ravel(starts)]
+    ends = [int(v) for v in np.ravel(ends)]
+    axes = list(range(len(starts))) if axes is None else [int(v) % arr.ndim for v in np.ravel(axes)]
+    steps = [1] * len(starts) if steps is None else [int(v) for v in np.ravel(steps)]
+    index = [slice(None)] * arr.ndim
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        index[axis] = slice(start, end, step)
+    return arr[tuple(index)]
+
+
 #: The integer kernels, keyed by ONNX op type.
 KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "Conv": conv,
@@ -688,4 +708,5 @@ KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "Flatten": flatten,
     "Reshape": reshape,
     "Transpose": transpose,
+    "Slice": slice_,
 }

@@ -36,7 +36,7 @@ naming every offending layer and the limit it breaks.
 from .activations import Activations
 from .buffers import SystemBuffer
 from .compiled import CompiledNetwork
-from .compiler import compile_network
+from .compiler import compile_network, cost_network
 from .instructions import (
     INSTRUCTION_BYTES,
     INSTRUCTION_CLASSES,
@@ -119,6 +119,7 @@ __all__ = [
     "SystemBuffer",
     "WeightImage",
     "compile_network",
+    "cost_network",
     "decode_stream",
     "encode_stream",
     "format_size",

@@ -1,11 +1,14 @@
 """Where activations live in DDR: the system-buffer slots and the values the
 processor writes to the output region.
 
-Each DDR-resident activation has one slot in the SystemBuffer region, 4 KiB aligned,
-holding one frame's padded bytes: every conv-module or adder layer output (Concat
-inputs alias into the Concat's buffer, fused layers alias their input), and per fc
-leg its input vector (staged in the fc layout) and its output vector; FC activations
-inside a leg stay on chip.
+Each DDR-resident activation has one slot in the SystemBuffer region, aligned to the
+allocation unit (4 KiB, or the configuration's ``ddr_allocation_bytes``), holding one
+frame's padded elements at ``word_bytes`` each: every conv-module or adder layer output
+(Concat inputs alias into the Concat's buffer, fused layers alias their input), and
+per fc leg its input vector and its output vector; FC activations inside a leg stay on
+chip. An fc leg reads a conv-module or adder output in place (the channel-planar
+layout is the flattened ``(c, h, w)`` order); any other input (the network input,
+written by the host to InputData) is staged in a slot of its own.
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ...network import LayerKind, Network
-from ..config import Module
+from ..config import Module, ProcessorConfig
 from ..cycles import LayerInfo
 from .activations import Activations
-from .memory import align
+from .memory import align, allocation_unit
 from .placement import Leg, LegLayers, Placement
 
-__all__ = ["SystemBuffer", "fc_input_slot", "output_values", "slot_key", "system_buffer"]
+__all__ = ["SystemBuffer", "fc_input_in_place", "fc_input_slot", "output_values", "slot_key", "system_buffer"]
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,26 @@ def slot_key(value: str, acts: Activations, hardware: set[str]) -> str:
     return value
 
 
+def fc_input_in_place(leg: LegLayers, acts: Activations, hardware: set[str]) -> str | None:
+    """The slot an fc leg reads its input from in place (a conv-module or adder output),
+    or None when the input is staged (the network input, a host layer's output)."""
+    source = acts.source(leg.costed[0].inputs[0])
+    producer = acts.producer.get(source)
+    if producer is None or producer.name not in hardware or producer.kind == LayerKind.FC:
+        return None
+    return slot_key(source, acts, hardware)
+
+
 def system_buffer(
-    legs: list[LegLayers], infos: Mapping[str, LayerInfo], acts: Activations, hardware: set[str], bytes_per_element: int
+    legs: list[LegLayers],
+    infos: Mapping[str, LayerInfo],
+    acts: Activations,
+    hardware: set[str],
+    config: ProcessorConfig,
 ) -> SystemBuffer:
     """The slots of the legs' DDR-resident activations, in execution order."""
-    b = bytes_per_element
+    v = config.word_bytes
+    unit = allocation_unit(config)
     slots: dict[str, tuple[int, int]] = {}
     size = 0
 
@@ -59,17 +77,18 @@ def system_buffer(
         nonlocal size
         if key not in slots:
             slots[key] = (size, int(nbytes))
-            size += align(nbytes)
+            size += align(nbytes, unit)
 
     for leg in legs:
         costed = leg.costed
         if leg.leg.module is Module.FC and costed:
-            add(fc_input_slot(leg.leg), infos[costed[0].name].fc_in_padded * b)
-            add(costed[-1].output, infos[costed[-1].name].fc_out_padded * b)
+            if fc_input_in_place(leg, acts, hardware) is None:
+                add(fc_input_slot(leg.leg), infos[costed[0].name].fc_in_padded * v)
+            add(costed[-1].output, infos[costed[-1].name].fc_out_padded * v)
         else:
             for layer in costed:
                 key = slot_key(layer.output, acts, hardware)
-                add(key, acts.padded_elements(key) * b)
+                add(key, acts.padded_elements(key) * v)
     return SystemBuffer(slots, size)
 
 

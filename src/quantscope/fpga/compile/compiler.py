@@ -7,6 +7,7 @@ from typing import Any
 
 from ...network import Network, prepare
 from ..config import ProcessorConfig, processor
+from ..cycles import LayerCost
 from .activations import Activations, chw
 from .buffers import output_values, system_buffer
 from .compiled import CompiledNetwork
@@ -14,10 +15,20 @@ from .costs import cost_legs
 from .instructions import encode_stream, stream_bytes
 from .memory import plan_memory
 from .placement import Placement, group_legs, layer_placements, place
-from .program import Addresses, DdrAddresses, build_program, scheduler_tiles
+from .program import Addresses, DdrAddresses, build_program, descriptor_count
 from .weights import weight_images
 
-__all__ = ["compile_network"]
+__all__ = ["compile_network", "cost_network"]
+
+
+def cost_network(network: Network, config: ProcessorConfig) -> list[LayerCost]:
+    """The cycle model's cost of every hardware layer of ``network`` on ``config`` (fused
+    ones included), in execution order: placement, legs and costs only, without the
+    weight images, the program and the map that :func:`compile_network` builds."""
+    acts = Activations(network, config)
+    where, _ = place(network, acts)
+    legs = group_legs([layer for layer in network.layers if where[layer.name] is Placement.HW])
+    return cost_legs(legs, acts, config)[1]
 
 
 def compile_network(
@@ -34,8 +45,10 @@ def compile_network(
         config: a :class:`ProcessorConfig` or a preset name (``"zcu102_int8"``...).
         quantized: for int8 bitstreams, the layers' int8 weights from the quantizer:
             ``{layer name: (int8 weights as stored in the model, int32 bias or None[,
-            exponent])}``. Layers absent get a stand-in (per-tensor power-of-two weights,
-            bias at the weight exponent); sizes and layout are the same either way.
+            exponent])}``, and the lookup table of each table activation
+            (``{layer name: (256 int8 outputs,)}``, :func:`quantscope.simulate.lut.plan_tables`).
+            Layers absent get a stand-in (per-tensor power-of-two weights, bias at the
+            weight exponent; a table on a fixed grid); sizes and layout are the same either way.
 
     Returns:
         a :class:`CompiledNetwork` (placement, legs, weight images, instructions, map).
@@ -53,8 +66,9 @@ def compile_network(
     hardware = [layer for layer in net.layers if where[layer.name] is Placement.HW]
     legs = group_legs(hardware)
     infos, costs = cost_legs(legs, acts, cfg)
-    images, weight_bytes = weight_images(net, cfg, hardware, infos, dict(quantized or {}))
-    buffer = system_buffer(legs, infos, acts, {layer.name for layer in hardware}, cfg.bytes_per_element)
+    cost_of = {c.name: c for c in costs}
+    images, weight_bytes = weight_images(net, cfg, hardware, infos, dict(quantized or {}), cost_of)
+    buffer = system_buffer(legs, infos, acts, {layer.name for layer in hardware}, cfg)
     output_elements = sum(acts.padded_elements(v) for v in output_values(net, where, acts))
 
     unplaced = build_program(net, legs, costs, Addresses())  # sizes the map; addresses come after
@@ -63,12 +77,13 @@ def compile_network(
         cfg,
         input_shape=input_shape,
         output_elements=output_elements,
-        scheduler_tiles=scheduler_tiles(unplaced),
+        descriptors=descriptor_count(costs),
         system_buffer_bytes=buffer.size,
         instruction_bytes=stream_bytes(len(unplaced)),
         weight_bytes=weight_bytes,
     )
-    program = build_program(net, legs, costs, DdrAddresses(mm, buffer, images, acts, where, net.input_name))
+    addresses = DdrAddresses(mm, buffer, images, acts, where, net.input_name, stream_bytes(len(unplaced)))
+    program = build_program(net, legs, costs, addresses)
     return CompiledNetwork(
         network=net,
         config=cfg,

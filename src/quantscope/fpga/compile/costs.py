@@ -4,18 +4,32 @@ its :class:`~quantscope.fpga.cycles.LayerCost` from the cycle model."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ...errors import UnsupportedModelError
 from ...network import LayerKind, OptimizedLayer
+from ...ops import ops_with
 from ..config import Module, ProcessorConfig
-from ..cycles import MODULE_OF, LayerCost, LayerInfo, layer_cost
+from ..cycles import (
+    CONV_WEIGHT_BUFFER_BYTES,
+    COSTS,
+    MODULE_OF,
+    LayerCost,
+    LayerInfo,
+    conv_cycles,
+    conv_transpose_cycles,
+    filter_bytes,
+    layer_cost,
+    pool_cycles,
+    resize_cycles,
+)
 from .activations import Activations
 from .memory import round_up
-from .placement import LegLayers
+from .placement import LegLayers, is_fused, row_label
 from .weights import fc_matrix
 
-__all__ = ["cost_legs", "layer_info"]
+__all__ = ["cost_legs", "layer_info", "prefetch_filters"]
 
 
 def _pairs(v: Any, default: tuple[int, int]) -> tuple[int, int]:
@@ -40,14 +54,21 @@ def layer_info(
     in_shapes = tuple(acts.chw(v, layer.name) for v in layer.inputs)
     out_shape = acts.chw(layer.output, layer.name)
     kw: dict[str, Any] = {}
-    if layer.kind in (LayerKind.CONV, "MaxPool", "AveragePool"):
+    windowed = COSTS.get(layer.kind) in (conv_cycles, pool_cycles, conv_transpose_cycles)
+    if windowed:
         attrs = net.node_attributes(layer.members[0])
-        if layer.kind == LayerKind.CONV:
-            wshape = net.constant(layer.weight).shape
+        if layer.kind == LayerKind.CONV or COSTS.get(layer.kind) is conv_transpose_cycles:
+            wvalue = layer.nodes[0].inputs[1] if layer.kind != LayerKind.CONV else None
+            if wvalue is not None and wvalue.const_value is None:
+                raise UnsupportedModelError(
+                    f"layer {layer.name!r}: the processor needs constant {layer.kind} weights",
+                    nodes=[(layer.name, layer.kind)],
+                )
+            wshape = net.constant(layer.weight).shape if wvalue is None else wvalue.const_value.shape
             if len(wshape) != 4:
                 raise UnsupportedModelError(
                     f"layer {layer.name!r}: only 2-D convolutions run on the conv module (weight shape {wshape})",
-                    nodes=[(layer.name, "Conv")],
+                    nodes=[(layer.name, layer.op_types[0])],
                 )
             kernel = (int(wshape[2]), int(wshape[3]))
             kw["groups"] = int(attrs.get("group", 1))
@@ -62,6 +83,10 @@ def layer_info(
             pads=pads,
             dilations=_pairs(attrs.get("dilations"), (1, 1)),
         )
+    if COSTS.get(layer.kind) is resize_cycles:
+        kw["scales"] = _resize_scales(layer, net, in_shapes[0], out_shape)
+    if layer.kind in CHANNEL_KINDS:
+        _check_channel_axis(layer, in_shapes, out_shape)
     if layer.kind == LayerKind.FC:
         fc_in, fc_out = fc_matrix(net, layer).shape
         c, h, w = in_shapes[0]
@@ -80,7 +105,7 @@ def layer_info(
         )
     info = LayerInfo(
         name=layer.name,
-        label=layer.members[0],
+        label=row_label(layer),
         kind=layer.kind,
         in_shapes=in_shapes,
         out_shape=out_shape,
@@ -102,6 +127,37 @@ def layer_info(
     return info
 
 
+#: Layers the processor runs by addressing parts of an activation in place (channels only).
+CHANNEL_KINDS = ops_with(fpga_channels=True)
+
+
+def _check_channel_axis(layer: OptimizedLayer, in_shapes, out_shape) -> None:
+    """Concat, Slice and Split run in place only along the channels: every input and the
+    output have the same height and width."""
+    if any(s[1:] != out_shape[1:] for s in in_shapes):
+        raise UnsupportedModelError(
+            f"layer {layer.name!r} ({layer.kind}) joins or cuts activations along their height or width "
+            f"({', '.join('x'.join(map(str, s)) for s in in_shapes)} -> {'x'.join(map(str, out_shape))}); "
+            "the processor writes and reads parts of an activation in place along the channels only",
+            nodes=[(layer.name, layer.kind)],
+        )
+
+
+def _resize_scales(layer: OptimizedLayer, net, in_shape, out_shape) -> tuple[int, int]:
+    """The integer ``(h, w)`` factors of a nearest Resize; anything else is unsupported."""
+    attrs = net.node_attributes(layer.members[0])
+    mode = attrs.get("mode", "nearest")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    (c, h, w), (co, ho, wo) = in_shape, out_shape
+    if mode != "nearest" or co != c or ho % h or wo % w:
+        raise UnsupportedModelError(
+            f"layer {layer.name!r}: the conv module resizes by nearest neighbour with integer factors; this "
+            f"Resize is {mode} from {c}x{h}x{w} to {co}x{ho}x{wo}",
+            nodes=[(layer.name, layer.kind)],
+        )
+    return (ho // h, wo // w)
+
+
 def cost_legs(
     legs: list[LegLayers], acts: Activations, config: ProcessorConfig
 ) -> tuple[dict[str, LayerInfo], list[LayerCost]]:
@@ -114,12 +170,32 @@ def cost_legs(
         costed = leg.costed
         first = costed[0].name if costed else None
         last = costed[-1].name if costed else None
+        leg_infos = [
+            layer_info(layer, acts, config, leg.leg.index, layer.name == first, layer.name == last)
+            for layer in leg.layers
+        ]
+        if leg.leg.module is Module.CONV:
+            leg_infos = prefetch_filters(leg_infos, config)
         prev: LayerCost | None = None
-        for layer in leg.layers:
-            info = layer_info(layer, acts, config, leg.leg.index, layer.name == first, layer.name == last)
-            infos[layer.name] = info
+        for info in leg_infos:
+            infos[info.name] = info
             cost = layer_cost(info, config, prev)
             costs.append(cost)
             if not cost.fused:
                 prev = cost
     return infos, costs
+
+
+def prefetch_filters(leg: list[LayerInfo], config: ProcessorConfig) -> list[LayerInfo]:
+    """The conv leg's layers with the weight-buffer prefetch marked: while a costed
+    layer runs, the filters (or table) of the next costed layer that has some are
+    fetched (when they fit CONV_WEIGHT_BUFFER_BYTES); that layer then starts without
+    waiting for them (docs/fpga.md)."""
+    out = list(leg)
+    costed = [i for i, info in enumerate(out) if not is_fused(info.kind)]
+    for here, there in zip(costed, costed[1:]):
+        nbytes = filter_bytes(out[there], config)
+        if 0 < nbytes <= CONV_WEIGHT_BUFFER_BYTES:
+            out[here] = dataclasses.replace(out[here], prefetch_bytes=nbytes)
+            out[there] = dataclasses.replace(out[there], weights_prefetched=True)
+    return out

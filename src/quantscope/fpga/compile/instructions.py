@@ -34,6 +34,7 @@ __all__ = [
     "Add",
     "AvgPool",
     "Conv",
+    "ConvTranspose",
     "End",
     "FcCompute",
     "FcLoadInput",
@@ -46,9 +47,11 @@ __all__ = [
     "LayerOp",
     "LegBegin",
     "LegEnd",
+    "Lut",
     "MaxPool",
     "Mul",
     "Opcode",
+    "Resize",
     "decode_stream",
     "encode_stream",
     "stream_bytes",
@@ -74,6 +77,9 @@ class Opcode(IntEnum):
     MAXPOOL = 0x11
     AVGPOOL = 0x12
     GLOBALPOOL = 0x13
+    LUT = 0x14
+    RESIZE = 0x15
+    CONV_TRANSPOSE = 0x16
     FC_LOAD_INPUT = 0x20
     FC_LOAD_WEIGHTS = 0x21
     FC_PREFETCH_WEIGHTS = 0x22
@@ -170,7 +176,8 @@ class LegEnd(Instruction):
 class LayerOp(Instruction):
     """One layer pass on the conv module or the adder: DDR addresses of up to two
     inputs and of the output, of the weight image and its bytes (0 without weights),
-    of the layer's first tile descriptor in the scheduler region, and its tile count."""
+    of the layer's first descriptor (scheduler region, or after the instructions), and
+    its tile count."""
 
     layer: int
     input: int
@@ -208,6 +215,28 @@ class GlobalPool(LayerOp):
     """A global average or max pooling."""
 
     OPCODE: ClassVar[Opcode] = Opcode.GLOBALPOOL
+
+
+@dataclass(frozen=True)
+class Lut(LayerOp):
+    """An activation by lookup table (Sigmoid, Tanh, HardSigmoid, HardSwish, Swish); its
+    table is the weight image."""
+
+    OPCODE: ClassVar[Opcode] = Opcode.LUT
+
+
+@dataclass(frozen=True)
+class Resize(LayerOp):
+    """A nearest Resize by integer factors."""
+
+    OPCODE: ClassVar[Opcode] = Opcode.RESIZE
+
+
+@dataclass(frozen=True)
+class ConvTranspose(LayerOp):
+    """A transposed convolution."""
+
+    OPCODE: ClassVar[Opcode] = Opcode.CONV_TRANSPOSE
 
 
 @dataclass(frozen=True)
@@ -290,6 +319,9 @@ INSTRUCTION_CLASSES: dict[Opcode, type[Instruction]] = {
         MaxPool,
         AvgPool,
         GlobalPool,
+        Lut,
+        Resize,
+        ConvTranspose,
         FcLoadInput,
         FcLoadWeights,
         FcPrefetchWeights,

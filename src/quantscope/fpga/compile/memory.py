@@ -17,14 +17,16 @@ __all__ = [
     "Region",
     "RegionName",
     "align",
+    "allocation_unit",
     "format_size",
     "plan_memory",
     "round_up",
 ]
 
-#: Every DDR region starts on and is sized to a multiple of 4 KiB (docs/fpga.md).
+#: Every DDR region starts on and is sized to a multiple of 4 KiB (docs/fpga.md), or of
+#: the configuration's ``ddr_allocation_bytes`` when larger.
 ALIGNMENT = 4096
-#: Bytes of one conv-module tile descriptor in the scheduler region.
+#: Bytes of one conv-module descriptor (one output row of one window-generator pass).
 SCHEDULER_DESCRIPTOR_BYTES = 64
 
 
@@ -138,40 +140,54 @@ class MemoryMap:
         return self.format()
 
 
+def allocation_unit(config: ProcessorConfig) -> int:
+    """The unit in which regions and system-buffer slots are allocated: 4 KiB, or the
+    configuration's ``ddr_allocation_bytes`` when larger."""
+    return max(ALIGNMENT, config.ddr_allocation_bytes)
+
+
 def plan_memory(
     config: ProcessorConfig,
     *,
     input_shape: tuple[int, int, int],
     output_elements: int,
-    scheduler_tiles: int,
+    descriptors: int,
     system_buffer_bytes: int,
     instruction_bytes: int,
     weight_bytes: Mapping[Module, int],
 ) -> MemoryMap:
-    """The map of one compiled network, region by region (``docs/fpga.md``; b = bytes
-    per element, F = InputFrameNumberLimit), each size rounded up to 4 KiB:
+    """The map of one compiled network, region by region (``docs/fpga.md``; v = DDR
+    bytes per activation element, F = InputFrameNumberLimit), each size rounded up to
+    the allocation unit (4 KiB, or ``ddr_allocation_bytes``):
 
-    - InputData: F x H x W x C' x b, C' = C padded to N;
-    - OutputResult: F x ``output_elements`` (padded in their layout) x b;
-    - SchedulerData: one 64-byte descriptor per conv-module tile;
+    - InputData: F x H x W x C' x v, C' = C padded to N;
+    - OutputResult: F x ``output_elements`` (padded in their layout) x v;
+    - SchedulerData: one 64-byte descriptor per output row of each window-generator
+      pass; on a configuration without ``scheduler_region`` the descriptors follow
+      the instructions in InstructionData and the map has no SchedulerData row;
     - SystemBuffer: ``system_buffer_bytes`` (the activation slots);
     - InstructionData: ``instruction_bytes`` (header and instructions);
     - ConvWeightData, FCWeightData: the weight images of each module in
       ``weight_bytes``, only for the modules listed there.
     """
     c, h, w = input_shape
-    frames, b = config.input_frame_number_limit, config.bytes_per_element
+    frames, v = config.input_frame_number_limit, config.word_bytes
+    descriptor_bytes = descriptors * SCHEDULER_DESCRIPTOR_BYTES
     sizes: list[tuple[RegionName, int]] = [
-        (RegionName.INPUT_DATA, frames * h * w * round_up(c, config.channel_multiple) * b),
-        (RegionName.OUTPUT_RESULT, frames * output_elements * b),
-        (RegionName.SCHEDULER_DATA, scheduler_tiles * SCHEDULER_DESCRIPTOR_BYTES),
+        (RegionName.INPUT_DATA, frames * h * w * round_up(c, config.channel_multiple) * v),
+        (RegionName.OUTPUT_RESULT, frames * output_elements * v),
+    ]
+    if config.scheduler_region:
+        sizes.append((RegionName.SCHEDULER_DATA, descriptor_bytes))
+    sizes += [
         (RegionName.SYSTEM_BUFFER, system_buffer_bytes),
-        (RegionName.INSTRUCTION_DATA, instruction_bytes),
+        (RegionName.INSTRUCTION_DATA, instruction_bytes + (0 if config.scheduler_region else descriptor_bytes)),
     ]
     sizes += [(WEIGHT_REGION[m], weight_bytes[m]) for m in (Module.CONV, Module.FC) if m in weight_bytes]
+    unit = allocation_unit(config)
     regions, at = [], 0
     for name, nbytes in sizes:
-        size = align(nbytes)
+        size = align(nbytes, unit)
         regions.append(Region(name, at, size))
         at += size
     return MemoryMap(tuple(regions))

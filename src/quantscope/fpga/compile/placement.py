@@ -3,8 +3,9 @@ how the hardware layers group into legs.
 
 The input layer and an input normalization run on the host (:attr:`Placement.SW`:
 the host normalizes and writes the frames to the input region); so does a tail of
-output layers (:data:`OUTPUT_SOFTWARE_KINDS`: Softmax, LogSoftmax, Sigmoid, Flatten,
-Reshape, Squeeze, Identity) after the last hardware layer. Every other layer is a
+output layers after the last hardware layer: of the kinds of
+:data:`OUTPUT_SOFTWARE_KINDS` (Softmax, LogSoftmax, Flatten, Reshape, Squeeze,
+Identity), or of any kind the processor lacks (MATLAB's "SW Layer", no cycles). Every other layer is a
 hardware layer (:attr:`Placement.HW`) and must have an entry in
 :data:`quantscope.fpga.cycles.COSTS`. Consecutive hardware layers on one module
 group (the conv module with its adder; the fc module) form a leg, executed as one
@@ -33,6 +34,7 @@ __all__ = [
     "is_fused",
     "layer_placements",
     "place",
+    "row_label",
 ]
 
 #: Layer kinds that may run on the host after the last hardware layer.
@@ -94,6 +96,14 @@ class LegLayers:
         return tuple(layer for layer in self.layers if not is_fused(layer.kind))
 
 
+def row_label(layer: OptimizedLayer) -> str:
+    """A layer's label in the profile, as MATLAB labels rows: its first member
+    (``conv_1`` of ``conv_1_relu_1``), or its name when that is the members' module
+    (``model.0.act`` for ``model.0.act/Sigmoid`` and ``model.0.act/Mul``)."""
+    first = layer.members[0]
+    return first if layer.name.startswith(first) else layer.name
+
+
 def is_fused(kind: str) -> bool:
     """A hardware layer kind without a pass of its own (its cost function is ``fused``)."""
     return COSTS[kind] is fused
@@ -121,11 +131,15 @@ def place(net: Network, acts: Activations) -> tuple[dict[str, Placement], dict[s
             where[layer.name] = Placement.SW
             notes[layer.name] = "normalized on the host"
     graph_outputs = set(net.output_names)
+
+    def host_tail_kind(kind: str) -> bool:
+        return kind in OUTPUT_SOFTWARE_KINDS or kind not in COSTS
+
     for layer in reversed(net.layers):
-        if layer.name in where or layer.kind not in OUTPUT_SOFTWARE_KINDS:
+        if layer.name in where or not host_tail_kind(layer.kind):
             continue
         users = acts.consumers(layer.output)
-        if all(where.get(u.name) is Placement.SW and u.kind in OUTPUT_SOFTWARE_KINDS for u in users) and (
+        if all(where.get(u.name) is Placement.SW and host_tail_kind(u.kind) for u in users) and (
             users or layer.output in graph_outputs
         ):
             where[layer.name] = Placement.SW
@@ -158,8 +172,11 @@ def place(net: Network, acts: Activations) -> tuple[dict[str, Placement], dict[s
             f"the deep-learning processor cannot run this network ({len(bad)} layer{'s' if len(bad) > 1 else ''}): "
             + "; ".join(messages)
             + f". Layer kinds it runs in hardware: {', '.join(sorted(COSTS))}; on the host: the input, "
-            "its normalization, and a tail of " + ", ".join(sorted(OUTPUT_SOFTWARE_KINDS)) + ". "
-            "Use activations the processor has (Relu, Clip/Relu6, LeakyRelu, PRelu) in their place, or "
+            "its normalization, and a tail of output layers after the last hardware layer ("
+            + ", ".join(sorted(OUTPUT_SOFTWARE_KINDS))
+            + ", or any kind it lacks). "
+            "Use activations the processor has (Relu, Clip/Relu6, LeakyRelu, PRelu, Sigmoid, Tanh, HardSigmoid, "
+            "HardSwish, SiLU) in their place, or "
             'quantize for the CPU target instead (quantize("cpu"), validate(..., target="cpu")).',
             nodes=bad,
         )
@@ -210,7 +227,7 @@ def layer_placements(
                 LayerPlacement(
                     i,
                     layer.name,
-                    layer.members[0],
+                    row_label(layer),
                     layer.kind,
                     Placement.SW,
                     None,
@@ -225,7 +242,7 @@ def layer_placements(
             LayerPlacement(
                 i,
                 layer.name,
-                layer.members[0],
+                row_label(layer),
                 layer.kind,
                 Placement.HW,
                 MODULE_OF.get(layer.kind),

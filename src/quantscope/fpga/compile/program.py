@@ -17,14 +17,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ...network import LayerKind, Network
+from ...ops import ops_with
 from ..config import Module
 from ..cycles import LayerCost
 from .activations import Activations
-from .buffers import SystemBuffer, fc_input_slot, slot_key
+from .buffers import SystemBuffer, fc_input_in_place, fc_input_slot, slot_key
 from .instructions import (
     Add,
     AvgPool,
     Conv,
+    ConvTranspose,
     End,
     FcCompute,
     FcLoadInput,
@@ -36,14 +38,16 @@ from .instructions import (
     LayerOp,
     LegBegin,
     LegEnd,
+    Lut,
     MaxPool,
     Mul,
+    Resize,
 )
 from .memory import SCHEDULER_DESCRIPTOR_BYTES, MemoryMap, RegionName
 from .placement import LegLayers, Placement
 from .weights import WeightImage
 
-__all__ = ["Addresses", "DdrAddresses", "build_program", "scheduler_tiles"]
+__all__ = ["Addresses", "DdrAddresses", "build_program", "descriptor_count"]
 
 #: The instruction of each layer kind the conv module or the adder runs.
 LAYER_OPS: dict[str, type[LayerOp]] = {
@@ -55,6 +59,9 @@ LAYER_OPS: dict[str, type[LayerOp]] = {
     "Add": Add,
     "Sum": Add,
     "Mul": Mul,
+    **dict.fromkeys(ops_with(fpga_cost="lut"), Lut),
+    **dict.fromkeys(ops_with(fpga_cost="resize"), Resize),
+    **dict.fromkeys(ops_with(fpga_cost="conv_transpose"), ConvTranspose),
 }
 
 
@@ -77,9 +84,14 @@ class Addresses:
         """Address and bytes of a layer's conv weight image; ``(0, 0)`` without one."""
         return (0, 0)
 
-    def descriptors(self, tile: int) -> int:
-        """Address of the ``tile``-th descriptor of the scheduler region."""
+    def descriptors(self, index: int) -> int:
+        """Address of the ``index``-th conv-module descriptor."""
         return 0
+
+    def fc_input(self, leg: LegLayers) -> tuple[int, int]:
+        """Address and bytes of an fc leg's input vector (its staging slot, or the
+        conv-module output it reads in place)."""
+        return (0, 0)
 
 
 class DdrAddresses(Addresses):
@@ -95,11 +107,18 @@ class DdrAddresses(Addresses):
         acts: Activations,
         where: Mapping[str, Placement],
         input_name: str,
+        instruction_bytes: int = 0,
     ):
         self.mm, self.buffer, self.images, self.acts, self.where = mm, buffer, images, acts, where
         self.input_name = input_name
         self.hardware = {name for name, p in where.items() if p is Placement.HW}
         self.system = mm[RegionName.SYSTEM_BUFFER].offset
+        # the descriptors: in their own region, or after the instructions
+        self.descriptor_base = (
+            mm[RegionName.SCHEDULER_DATA].offset
+            if RegionName.SCHEDULER_DATA in mm
+            else mm[RegionName.INSTRUCTION_DATA].offset + instruction_bytes
+        )
 
     def slot(self, key: str) -> tuple[int, int]:
         offset, nbytes = self.buffer.slots[key]
@@ -123,8 +142,12 @@ class DdrAddresses(Addresses):
         img = self.images[layer]
         return (self.mm.offset(RegionName.CONV_WEIGHT_DATA) + img.offset, img.nbytes)
 
-    def descriptors(self, tile: int) -> int:
-        return self.mm[RegionName.SCHEDULER_DATA].offset + tile * SCHEDULER_DESCRIPTOR_BYTES
+    def descriptors(self, index: int) -> int:
+        return self.descriptor_base + index * SCHEDULER_DESCRIPTOR_BYTES
+
+    def fc_input(self, leg: LegLayers) -> tuple[int, int]:
+        key = fc_input_in_place(leg, self.acts, self.hardware) or fc_input_slot(leg.leg)
+        return self.slot(key)
 
 
 def build_program(
@@ -134,13 +157,13 @@ def build_program(
     index = {layer.name: i for i, layer in enumerate(net.layers)}
     cost_of = {c.name: c for c in costs}
     program: list[Instruction] = []
-    tiles = 0
+    descriptors = 0
     for leg in legs:
         fc = leg.leg.module is Module.FC
         costed = leg.costed
         program.append(LegBegin(leg.leg.index, leg.leg.module))
         if fc and costed:
-            program.append(FcLoadInput(index[costed[0].name], *addresses.slot(fc_input_slot(leg.leg))))
+            program.append(FcLoadInput(index[costed[0].name], *addresses.fc_input(leg)))
         for layer in costed:
             c = cost_of[layer.name]
             i = index[layer.name]
@@ -157,11 +180,11 @@ def build_program(
                         inputs[1],
                         addresses.value(layer.output),
                         *addresses.conv_weights(layer.name),
-                        addresses.descriptors(tiles),
+                        addresses.descriptors(descriptors),
                         c.tiling.tiles,
                     )
                 )
-                tiles += c.tiling.tiles
+                descriptors += c.descriptors
         if fc and costed:
             program.append(FcStoreOutput(index[costed[-1].name], *addresses.slot(costed[-1].output)))
         program.append(LegEnd(leg.leg.index))
@@ -169,6 +192,6 @@ def build_program(
     return program
 
 
-def scheduler_tiles(program: list[Instruction]) -> int:
-    """Tile descriptors the program's conv-module and adder passes need."""
-    return sum(op.tiles for op in program if isinstance(op, LayerOp))
+def descriptor_count(costs: list[LayerCost]) -> int:
+    """The conv-module and adder descriptors of the costed layers (docs/fpga.md)."""
+    return sum(c.descriptors for c in costs)
