@@ -41,9 +41,10 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
         raise ConfigurationError(
             f"--out {args.out}: unknown format {Path(args.out).suffix!r}; use a .json or .csv file"
         )
-    network = prepare(args.model)
+    network = prepare(args.model, equalize=args.equalize)
     for note in network.log.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
+    _equalized_note(network, console)
     start = time.perf_counter()
     result = calibrate(
         network,
@@ -84,9 +85,10 @@ def _calibrated(args: argparse.Namespace, console: Console):
     from .calibrate import calibrate
     from .network import prepare
 
-    network = prepare(args.model)
+    network = prepare(args.model, equalize=getattr(args, "equalize", False))
     for note in network.log.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
+    _equalized_note(network, console)
     if getattr(args, "ranges", None):
         from .calibrate import Calibration
 
@@ -190,6 +192,87 @@ def _add_image_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_accuracy_options(p: argparse.ArgumentParser, command: str) -> None:
+    """The accuracy options (docs/accuracy.md) of validate, quantize, compile and profile."""
+    g = p.add_argument_group("accuracy", "int8 accuracy options (docs/accuracy.md)")
+    g.add_argument(
+        "--equalize",
+        action="store_true",
+        help="cross-layer equalization of the prepared network (the same float function, weights that suit one "
+        "scale per tensor)",
+    )
+    g.add_argument(
+        "--bias-correction",
+        action="store_true",
+        help="take each layer's mean output shift, measured on the --calibration data, out of its int32 bias",
+    )
+    g.add_argument(
+        "--exponent-method",
+        choices=("MinMax", "Histogram"),
+        help="fpga target: each activation's exponent from its max |x| (MinMax, default) or the one of least "
+        "squared error over its histogram",
+    )
+    g.add_argument(
+        "--per-channel",
+        action="store_true",
+        help="fpga target: one weight exponent per output channel (beyond MATLAB's processor: compile refuses it "
+        "on the presets)",
+    )
+    if command in ("validate", "quantize"):
+        g.add_argument(
+            "--range-method",
+            choices=("minmax", "percentile", "mse", "entropy"),
+            help="cpu target: each activation's clipping range from the one calibration pass (default minmax)",
+        )
+        g.add_argument(
+            "--percentile", type=float, metavar="P", help="with --range-method percentile: P%% of values in range"
+        )
+    if command == "validate":
+        g.add_argument(
+            "--max-drop",
+            type=float,
+            metavar="D",
+            help="keep in float the layers that cost most until the metric is within D of float (cpu); on the "
+            "fpga target, say which layers would have to change and each layer's better exponent method",
+        )
+
+
+def _print_fallback(console: Console, fallback) -> None:
+    """The path of --max-drop and its final set."""
+    t = Table(
+        title=f"Float fallback: {fallback.metric} within {fallback.max_drop:g} of float ({fallback.float_metric:.4g})",
+        header_style="bold",
+    )
+    for col in ("Step", "Layers in float", fallback.metric, "Quantized bytes"):
+        t.add_column(col, overflow="fold")
+    for step in fallback.steps:
+        t.add_row(
+            escape(step.action),
+            escape(", ".join(step.keep_float) or "-"),
+            f"{step.metric:.4g}",
+            f"{step.quantized_bytes:,}",
+        )
+    console.print(t)
+    kept = ", ".join(fallback.keep_float) or "none"
+    reached = "reached" if fallback.met else "NOT reached with every candidate layer in float"
+    if fallback.fpga:
+        console.print(
+            f"fpga target: every layer runs in int8 on the processor; to reach the target ({reached}) these layers "
+            f"would have to change (more bits, per-channel scales, or the host): {escape(kept)}"
+        )
+        if fallback.best_methods:
+            hist = sorted(k for k, v in fallback.best_methods.items() if v == "Histogram")
+            console.print(
+                f"better exponent method per layer: Histogram for {len(hist)} of {len(fallback.best_methods)} layers "
+                f"({escape(', '.join(hist[:8]))}{'...' if len(hist) > 8 else ''}); with them {fallback.metric} = "
+                f"{fallback.best_methods_metric:.4g}"
+            )
+    else:
+        console.print(f"target {reached}; layers in float: {escape(kept)}")
+        if fallback.keep_float:
+            console.print(f"reproduce with: {escape(fallback.flags)}")
+
+
 def _add_report_options(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument(
         "--report",
@@ -204,15 +287,46 @@ def _add_report_options(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _scheme(args: argparse.Namespace):
-    """The --target (and --reduce-range) as a scheme."""
+    """The --target with --reduce-range, --exponent-method, --per-channel, --range-method
+    and --percentile as a scheme."""
     from .errors import ConfigurationError
-    from .quantize import FloatScale
+    from .quantize import FloatScale, PowerOfTwo
 
-    if not args.reduce_range:
-        return args.target
-    if args.target != "cpu":
+    target = getattr(args, "target", "fpga")
+    if target == "cpu":
+        return FloatScale(
+            reduce_range=args.reduce_range,
+            range_method=getattr(args, "range_method", None) or "minmax",
+            percentile=99.999 if getattr(args, "percentile", None) is None else args.percentile,
+        )
+    if getattr(args, "reduce_range", False):
         raise ConfigurationError("--reduce-range applies to --target cpu only (the fpga scheme is power-of-two)")
-    return FloatScale(reduce_range=True)
+    return PowerOfTwo(
+        exponent_method=getattr(args, "exponent_method", None) or "MinMax",
+        per_channel=getattr(args, "per_channel", False),
+    )
+
+
+def _equalized_note(network, console: Console) -> None:
+    """One line on what --equalize did."""
+    if not getattr(network, "equalized", False):
+        return
+    pairs = network.log.equalized
+    ceilings = sum(1 for p in pairs if p.ceiling)
+    spread = max((p.spread_before for p in pairs), default=float("nan"))
+    after = max((p.spread_after for p in pairs), default=float("nan"))
+    console.print(
+        f"equalized {len(pairs)} pair(s) of layers"
+        + (f" ({ceilings} through a Relu6, whose ceilings are now per channel)" if ceilings else "")
+        + (f"; largest weight channel spread {spread:.3g} -> {after:.3g}" if pairs else "")
+    )
+
+
+def _bias_data(args: argparse.Namespace):
+    """The calibration data for --bias-correction (None without it)."""
+    if not getattr(args, "bias_correction", False):
+        return None
+    return _data(args, args.calibration)
 
 
 def _saturation_note(args: argparse.Namespace, console: Console) -> None:
@@ -245,7 +359,11 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
         progress=False if args.quiet else None,
         layout=args.layout,
         client=args.dask,
+        bias_correction=_bias_data(args),
+        max_metric_drop=args.max_drop,
     )
+    if result.fallback is not None:
+        _print_fallback(console, result.fallback)
     print_validation(console, result)
     _saturation_note(args, console)
     if args.out:
@@ -259,13 +377,25 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
     from .simulate import quantize_network
 
     cal = _calibrated(args, console)
-    qnet = quantize_network(cal, _scheme(args), args.keep_float or (), require_int8=args.require_int8 or ())
+    qnet = quantize_network(
+        cal,
+        _scheme(args),
+        args.keep_float or (),
+        require_int8=args.require_int8 or (),
+        bias_correction=_bias_data(args),
+    )
     t = Table(title=f"Quantized network ({args.target})", header_style="bold")
     for col in ("Layer", "Precision", "Reason"):
         t.add_column(col, overflow="fold")
     for row in qnet.layers.itertuples(index=False):
         t.add_row(escape(str(row[0])), str(row[1]), escape(str(row[2])))
     console.print(t)
+    if qnet.plan.bias_corrections:
+        shifts = qnet.layers["BiasShift"].dropna()
+        console.print(
+            f"bias correction: {len(qnet.plan.bias_corrections)} layer(s), largest mean shift taken out "
+            f"{shifts.max():.4g} ({qnet.layers.loc[shifts.idxmax(), 'Layer']})"
+        )
     _saturation_note(args, console)
     float_bytes, quant_bytes = qnet.memory
     console.print(f"LearnableParameterMemory: {float_bytes:,} bytes float -> {quant_bytes:,} bytes quantized")
@@ -285,9 +415,9 @@ def _workflow(args: argparse.Namespace, console: Console):
 
     if args.calibration or args.ranges:
         cal = _calibrated(args, console)
-        source = quantize_network(cal, "fpga")
+        source = quantize_network(cal, _scheme(args), bias_correction=_bias_data(args))
     else:
-        source = prepare(args.model)
+        source = prepare(args.model, equalize=args.equalize)
     return Workflow(
         source, args.bitstream, print_fn=lambda line: console.print(line, markup=False, highlight=False)
     ), source
@@ -384,6 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("model", help="ONNX model file")
         source = p.add_mutually_exclusive_group(required=True)
         source.add_argument("--calibration", help="calibration data: image folder, .npy or .npz")
+    p.add_argument(
+        "--equalize",
+        action="store_true",
+        help="cross-layer equalization before calibrating (the same float function; use it again with --ranges)",
+    )
         source.add_argument(
             "--ranges",
             metavar="RANGES.json",
@@ -438,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--bitstream", required=True, help="processor preset: zcu102_int8, zc706_int8, arria10soc_int8, *_single"
         )
+        _add_accuracy_options(p, name)
         source = p.add_mutually_exclusive_group()
         source.add_argument(
             "--calibration", help="calibration data: quantize with it (int8 weight images, measured profile)"
@@ -474,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the run's HTML report, its data as JSON beside it (default: %(default)s)",
     )
     p.add_argument(
+        _add_accuracy_options(p, name)
         "--report-date",
         metavar="YYYY-MM-DD",
         help="the date in the report's footer (default: SOURCE_DATE_EPOCH if set, else today)",

@@ -24,6 +24,7 @@ from ..simulate.lut import plan_tables
 from .compile import CompiledNetwork, RegionName, compile_network, format_size
 from .config import ProcessorConfig, processor
 from .profile import Profile, estimate_resources, profile_compiled
+from .per_channel import check_per_channel
 
 __all__ = ["QuantizedNetworkRequired", "SimulatedBoard", "Workflow"]
 
@@ -120,6 +121,7 @@ class Workflow:
         print_fn: Any = None,
     ):
         if hasattr(network, "plan") and hasattr(network, "predict"):  # a QuantizedNetwork
+        qnet = None
             qnet = network
             if getattr(qnet.plan.scheme, "exponent_method", None) is None:  # not PowerOfTwo
                 raise ConfigurationError(
@@ -143,6 +145,8 @@ class Workflow:
         self.target = target if target is not None else SimulatedBoard()
         self.run_int8 = run_int8
         self.quantized = quantized
+        if qnet is not None:
+            check_per_channel(qnet.plan, self.config)  # per-channel exponents or ceilings need the processor's support
         self._print = _printer(print_fn)
         self._compiled: CompiledNetwork | None = None
         self._deployed = False

@@ -287,6 +287,10 @@ class ProcessorConfig:
             conv-module descriptors; without one they follow the instructions in the
             ``InstructionDataOffset`` region.
         input_frame_number_limit: ``InputFrameNumberLimit``, frames the input region holds.
+        per_channel: the conv and fc modules hold per-output-channel parameters: a weight
+            exponent per channel (``PowerOfTwo(per_channel=True)``) and a ReLU ceiling per
+            channel (after cross-layer equalization through a Relu6). Beyond MATLAB's
+            processor: no preset has them (:mod:`quantscope.fpga.per_channel`).
         board: key of :data:`BOARDS` (the device whose resources ``estimate_resources``
             reports against).
         name: the bitstream name (a preset's name, or ``"custom"``).
@@ -302,6 +306,7 @@ class ProcessorConfig:
     input_frame_number_limit: int = 30
     board: str = "zcu102"
     name: str = "custom"
+    per_channel: bool = False
     activation_bandwidth_bytes_per_cycle: float = 16.0
     activation_word_bytes: int | None = None
     ddr_allocation_bytes: int = 4096
@@ -339,6 +344,8 @@ class ProcessorConfig:
         unit = self.ddr_allocation_bytes
         if isinstance(unit, bool) or not isinstance(unit, int) or unit < 64 or unit & (unit - 1):
             raise ConfigurationError(f"ddr_allocation_bytes must be a power of two of at least 64, got {unit!r}")
+        if not isinstance(self.per_channel, bool):
+            raise ConfigurationError(f"per_channel must be True or False, got {self.per_channel!r}")
         if not isinstance(self.scheduler_region, bool):
             raise ConfigurationError(f"scheduler_region must be True or False, got {self.scheduler_region!r}")
         if self.board not in BOARDS:
