@@ -296,7 +296,7 @@ def test_optimize_config_says_when_nothing_is_fast_enough():
     search = fpga.optimize_config(net, board="arria10soc", frames_per_second=1e6, conv_threads=[16, 64])
     assert search.chosen is None
     with pytest.raises(qs.ConfigurationError, match="no processor configuration reaches"):
-        search.config
+        _ = search.config
     with pytest.raises(qs.ConfigurationError, match="unknown board"):
         fpga.optimize_config(net, board="vcu118", frames_per_second=30)
     with pytest.raises(qs.ConfigurationError, match="positive"):
