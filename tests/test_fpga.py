@@ -900,8 +900,9 @@ def test_int8_weight_images_take_the_quantizer_weights(mnist):
 
 def yolov8n_conv_layers() -> list[cycles.LayerInfo]:
     """YOLOv8n at 640x640 (width 0.25, depth 0.33): its convolutions, SPPF max pools
-    and bottleneck adds as LayerInfo (no ONNX model: Upsample and SiLU are layers the
-    processor lacks, MATLAB ran them as custom layers)."""
+    and bottleneck adds as LayerInfo, without an ONNX model (the whole network, SiLU
+    and Resize included, is quantscope.zoo.yolov8n: tests/test_fpga_models.py and
+    benchmarks/fpga_published.py)."""
     layers: list[cycles.LayerInfo] = []
 
     def conv(cin, cout, k, s, size):
@@ -977,8 +978,8 @@ def yolov8n_conv_layers() -> list[cycles.LayerInfo]:
 
 
 def test_yolov8n_conv_layers_order_of_magnitude():
-    # Published: 34,269,889 cycles per frame (custom ZCU102 int8 bitstream, 64 threads, 250 MHz),
-    # with MATLAB's SiLU/upsample/DFL custom layers we do not model: only a sanity check.
+    # Published: 34,269,889 cycles per frame (custom ZCU102 int8 bitstream, 64 threads, 250 MHz) for the
+    # whole network; these layers alone are a sanity check (the whole network: benchmarks/fpga_published.py).
     cfg = fpga.processor("zcu102_int8")
     layers = yolov8n_conv_layers()
     macs = sum(
