@@ -502,6 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="batches between checkpoints (default 10)")
     p.add_argument("--restart", action="store_true", help="discard an existing --checkpoint and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--equalize",
+        action="store_true",
+        help="cross-layer equalization before calibrating (the same float function; use it again with --ranges)",
+    )
     _add_report_options(p, "the ranges: heat map, ranges table, coverage and layers with fpga windows")
     _add_image_options(p)
     p.set_defaults(func=_cmd_calibrate)
@@ -514,11 +519,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("model", help="ONNX model file")
         source = p.add_mutually_exclusive_group(required=True)
         source.add_argument("--calibration", help="calibration data: image folder, .npy or .npz")
-    p.add_argument(
-        "--equalize",
-        action="store_true",
-        help="cross-layer equalization before calibrating (the same float function; use it again with --ranges)",
-    )
         source.add_argument(
             "--ranges",
             metavar="RANGES.json",
@@ -561,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        _add_accuracy_options(p, name)
         _add_image_options(p)
         p.set_defaults(func=_cmd_validate if name == "validate" else _cmd_quantize)
 
@@ -573,7 +574,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--bitstream", required=True, help="processor preset: zcu102_int8, zc706_int8, arria10soc_int8, *_single"
         )
-        _add_accuracy_options(p, name)
         source = p.add_mutually_exclusive_group()
         source.add_argument(
             "--calibration", help="calibration data: quantize with it (int8 weight images, measured profile)"
@@ -587,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        _add_accuracy_options(p, name)
         _add_image_options(p)
         p.set_defaults(func=_cmd_compile if name == "compile" else _cmd_profile)
 
@@ -610,7 +611,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the run's HTML report, its data as JSON beside it (default: %(default)s)",
     )
     p.add_argument(
-        _add_accuracy_options(p, name)
         "--report-date",
         metavar="YYYY-MM-DD",
         help="the date in the report's footer (default: SOURCE_DATE_EPOCH if set, else today)",
@@ -646,6 +646,7 @@ def _check_args(args: argparse.Namespace) -> None:
             "--bitstream estimates Frames/s on an FPGA processor, which runs --target fpga; drop --bitstream "
             "or use --target fpga"
         )
+    _check_accuracy_args(args)
     for attr, flag, suffixes in _OUTPUTS.get(args.command, ()):
         value = getattr(args, attr, None)
         if value:
@@ -670,6 +671,45 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ConfigurationError(
                 f"--report-date {args.report_date!r}: give a date as YYYY-MM-DD (e.g. 2026-01-31)"
             ) from None
+
+
+def _check_accuracy_args(args: argparse.Namespace) -> None:
+    """The accuracy options that cannot work together (docs/accuracy.md)."""
+    from .errors import ConfigurationError
+
+    target = getattr(args, "target", "fpga")
+    for flag, attr in (("--exponent-method", "exponent_method"), ("--per-channel", "per_channel")):
+        if getattr(args, attr, None) and target == "cpu":
+            raise ConfigurationError(
+                f"{flag} is an option of the power-of-two scheme (--target fpga); the cpu target has per-channel "
+                "weights already and --range-method for activations"
+            )
+    for flag, attr in (("--range-method", "range_method"), ("--percentile", "percentile")):
+        if getattr(args, attr, None) is not None and target != "cpu":
+            raise ConfigurationError(
+                f"{flag} chooses the cpu target's activation ranges (--target cpu); for --target fpga use "
+                "--exponent-method MinMax|Histogram"
+            )
+    percentile = getattr(args, "percentile", None)
+    if percentile is not None:
+        if getattr(args, "range_method", None) != "percentile":
+            raise ConfigurationError("--percentile P goes with --range-method percentile")
+        if not 0 < percentile <= 100:
+            raise ConfigurationError(f"--percentile {percentile:g}: give a share of the values in (0, 100]")
+    if getattr(args, "bias_correction", False) and not getattr(args, "calibration", None):
+        raise ConfigurationError(
+            "--bias-correction measures each layer's output shift on the calibration data: give --calibration DATA"
+            + (" instead of --ranges" if getattr(args, "ranges", None) else "")
+        )
+    drop = getattr(args, "max_drop", None)
+    if drop is not None and not (0 <= drop < float("inf")):
+        raise ConfigurationError(f"--max-drop {drop:g}: give the largest metric drop to accept, a number >= 0")
+    if args.command in ("compile", "profile") and not (args.calibration or args.ranges):
+        for flag, attr in (("--per-channel", "per_channel"), ("--exponent-method", "exponent_method")):
+            if getattr(args, attr, None):
+                raise ConfigurationError(
+                    f"{flag} quantizes the network: give --calibration DATA or --ranges RANGES.json"
+                )
 
 
 def _check_output(value: str, flag: str, suffixes: tuple[str, ...], shown: str | None = None) -> None:

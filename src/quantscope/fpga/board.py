@@ -23,8 +23,8 @@ from ..network import Network, prepare
 from ..simulate.lut import plan_tables
 from .compile import CompiledNetwork, RegionName, compile_network, format_size
 from .config import ProcessorConfig, processor
-from .profile import Profile, estimate_resources, profile_compiled
 from .per_channel import check_per_channel
+from .profile import Profile, estimate_resources, profile_compiled
 
 __all__ = ["QuantizedNetworkRequired", "SimulatedBoard", "Workflow"]
 
@@ -120,8 +120,8 @@ class Workflow:
         quantized: Mapping[str, tuple] | None = None,
         print_fn: Any = None,
     ):
-        if hasattr(network, "plan") and hasattr(network, "predict"):  # a QuantizedNetwork
         qnet = None
+        if hasattr(network, "plan") and hasattr(network, "predict"):  # a QuantizedNetwork
             qnet = network
             if getattr(qnet.plan.scheme, "exponent_method", None) is None:  # not PowerOfTwo
                 raise ConfigurationError(
@@ -142,11 +142,11 @@ class Workflow:
                 quantized.update({name: (table,) for name, table in plan_tables(qnet.plan).items()})
         self.network: Network = network if isinstance(network, Network) else prepare(network)
         self.config = processor(bitstream)
+        if qnet is not None:
+            check_per_channel(qnet.plan, self.config)  # per-channel exponents or ceilings need the processor's support
         self.target = target if target is not None else SimulatedBoard()
         self.run_int8 = run_int8
         self.quantized = quantized
-        if qnet is not None:
-            check_per_channel(qnet.plan, self.config)  # per-channel exponents or ceilings need the processor's support
         self._print = _printer(print_fn)
         self._compiled: CompiledNetwork | None = None
         self._deployed = False
