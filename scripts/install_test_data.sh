@@ -19,3 +19,19 @@ if ! command -v chromium >/dev/null 2>&1; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
+
+# opencv-doc's example photos (fruits, butterfly, baboon, ...) for the accuracy benchmark
+# (benchmarks/_photos.py): apt-get downloads the 91 MB package and only its examples/data
+# folder is extracted, into ~/.cache/quantscope/opencv-doc; nothing is done when it is
+# already there. Without apt-get (or its network) the script goes on without them.
+OPENCV_DOC="${XDG_CACHE_HOME:-$HOME/.cache}/quantscope/opencv-doc"
+if [ ! -f "$OPENCV_DOC/usr/share/doc/opencv-doc/examples/data/fruits.jpg" ] && command -v apt-get >/dev/null 2>&1; then
+    tmp="$(mktemp -d)"
+    if (cd "$tmp" && apt-get download -qq opencv-doc >/dev/null 2>&1); then
+        mkdir -p "$OPENCV_DOC"
+        dpkg-deb --fsys-tarfile "$tmp"/opencv-doc_*.deb | tar x -C "$OPENCV_DOC" ./usr/share/doc/opencv-doc/examples/data
+    else
+        echo "note: 'apt-get download opencv-doc' failed; benchmarks/int8_accuracy.py needs its photos" >&2
+    fi
+    rm -rf "$tmp"
+fi

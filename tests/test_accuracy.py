@@ -354,7 +354,9 @@ def test_cli_accuracy_options_end_to_end(files, tmp_path, capsys):
     assert "equalized 4 pair(s) of layers (1 through a Relu6" in text
     saved = json.loads(out.read_text())
     assert saved["quantization"]["scheme"] == "PowerOfTwo"
-    assert main(argv + ["--target", "cpu", "--range-method", "percentile", "--percentile", "99.9", "--max-drop", "0"]) == 0
+    assert (
+        main(argv + ["--target", "cpu", "--range-method", "percentile", "--percentile", "99.9", "--max-drop", "0"]) == 0
+    )
     text = capsys.readouterr().out
     assert "Float fallback" in text and "all int8" in text
     onnx_out = tmp_path / "q.onnx"

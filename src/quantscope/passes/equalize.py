@@ -17,15 +17,14 @@ convolution between two pointwise ones) are swept pair by pair until no scale
 moves by more than ``tolerance`` (relative), at most ``iterations`` sweeps.
 
 Links that allow it, between the two layers (each value read by the next node only):
-
-- nothing, Relu, LeakyRelu, PRelu (``f(x / s) = f(x) / s`` for ``s > 0``), then any
-  number of MaxPool / AveragePool (per channel, positively homogeneous too);
-- Clip with ``min = 0`` (Relu6) or no ``min``: ``clip(x / s, 0, c) = clip(x, 0, c s) / s``,
-  so the ceiling becomes ``c / s_i`` per channel. ONNX's Clip takes one ceiling, so
-  the Clip becomes ``Relu`` (when ``min = 0``) followed by ``Min`` with a constant of
-  one ceiling per channel, shape ``(C, 1, 1)`` (``(C,)`` after a Gemm): the same
-  function. A Clip with another ``min`` is not positively homogeneous with one pair
-  of bounds; such a link is left alone and ``notes`` says so.
+any chain of positively homogeneous nodes (the op table's ``homogeneous``: Relu,
+LeakyRelu, PRelu, MaxPool, AveragePool; ``f(x / s) = f(x) / s`` for ``s > 0``), and at
+most one Clip with ``min = 0`` (Relu6) or no ``min``: ``clip(x / s, 0, c) = clip(x, 0,
+c s) / s``, so the ceiling becomes ``c / s_i`` per channel. ONNX's Clip takes one
+ceiling, so the Clip becomes ``Relu`` (when ``min = 0``) followed by ``Min`` with a
+constant of one ceiling per channel, shape ``(C, 1, 1)`` (``(C,)`` after a Gemm): the
+same function. A Clip with another ``min`` is not positively homogeneous with one pair
+of bounds; such a link is left alone and ``notes`` says so.
 
 Second layers: a Conv of any ``group`` (depthwise included) or a Gemm reading the
 first's output directly. The weights are computed in float64 and stored as float32.
