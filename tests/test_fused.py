@@ -134,6 +134,43 @@ def test_fused_add_refuses_exponents_too_far_apart():
     assert fast.FusedLayer.add(np.int8, np.int8, 0, -14, -8, Rounding.HALF_AWAY, -128, 127) is not None
 
 
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("exponents", [(-7, -6), (-6, -7), (-3, -9), (-9, -2), (0, 20), (5, -30)])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_fused_requantize_equals_reference(rounding, exponents, bits):
+    from quantscope.quantize.numerics import int_range
+
+    lo, hi = int_range(bits, True)
+    for dtype, (low, high) in ((np.int8, (-128, 128)), (np.uint8, (0, 256))):
+        q = np.arange(low, high).astype(dtype).reshape(2, -1, 4)
+        kernel = fast.FusedLayer.requantize(dtype, *exponents, rounding, lo, hi)
+        assert kernel is not None
+        want = requantize_pow2(q, *exponents, bits, rounding, Saturation.SATURATE)
+        got = kernel(q)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    assert fast.FusedLayer.requantize(np.int16, 0, 1, rounding, lo, hi) is None
+
+
+def test_fast_engine_requantizes_a_concat_in_a_graph():
+    """Concat inputs at other exponents than the output's are moved by the fused graph,
+    with the reference's integers."""
+    from quantscope.quantize.plan import QParams
+
+    net = qs.prepare(small_cnn(seed=4, with_bn=True))
+    cal = qs.calibrate(net, images(8, seed=9), progress=False)
+    for rounding in ROUNDINGS:
+        plan = make_plan(cal, PowerOfTwo(rounding=rounding))
+        fast_engine, ref_engine = Simulator(plan, "fast"), Simulator(plan, "reference")
+        q = np.random.default_rng(1).integers(-128, 128, (2, 3, 5, 5)).astype(np.int8)
+        for e_in, e_out in ((-5, -3), (-3, -5), (-4, -4)):
+            t = IntTensor(q, QParams.pow2(e_in))
+            got, want = fast_engine.requantize(t, QParams.pow2(e_out)), ref_engine.requantize(t, QParams.pow2(e_out))
+            assert got.qp.same_as(want.qp)
+            np.testing.assert_array_equal(got.q, want.q)
+        assert any(k.startswith("requantize|") and v[0] is not None for k, v in fast_engine._fused.items())
+
+
 @pytest.mark.parametrize(
     "attrs",
     [

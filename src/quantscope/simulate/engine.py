@@ -587,6 +587,30 @@ class FastEngine(ReferenceEngine):
                 self._fused[key] = (None, False)
         return self._fused[key]
 
+    def requantize(self, t: IntTensor, qp: QParams) -> IntTensor:
+        """Per-tensor power-of-two 8-bit integers moved to another exponent as one
+        onnxruntime graph (:meth:`~quantscope.simulate.fast.FusedLayer.requantize`,
+        the same integers); anything else as the reference does."""
+        plan = self.plan
+        if (
+            qp is None
+            or t.qp.same_as(qp)
+            or None in (t.qp.exponent, qp.exponent)
+            or t.qp.axis is not None
+            or qp.axis is not None
+            or int(t.qp.zero_point) != 0
+            or int(qp.zero_point) != 0
+            or qp.bits > 8
+            or plan.saturation is not Saturation.SATURATE
+        ):
+            return super().requantize(t, qp)
+        key = f"requantize|{t.q.dtype}|{t.qp.exponent}|{qp.exponent}|{qp.bits}"
+        if key not in self._fused:
+            fused = fast.FusedLayer.requantize(t.q.dtype, t.qp.exponent, qp.exponent, plan.rounding, qp.qmin, qp.qmax)
+            self._fused[key] = (fused, False)
+        fused = self._fused[key][0]
+        return IntTensor(fused(t.q), qp) if fused is not None else super().requantize(t, qp)
+
     def _fused_add(self, layer, a: IntTensor, b: IntTensor, out_qp: QParams) -> IntTensor | None:
         plan = self.plan
         if isinstance(plan.scheme, PowerOfTwo):

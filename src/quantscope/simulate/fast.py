@@ -167,17 +167,21 @@ def quantize_pow2(x: np.ndarray, exponent: int, bits: int, rounding: Rounding) -
     integers as :func:`quantscope.quantize.numerics.quantize` (eq. (2)) with fewer
     passes and temporaries (in place; float32 where that is exact, else float64).
 
-    ``x``: real values, any shape (float32 or float64). ``x * 2**-exponent`` is exact
-    (in float32 for float32 ``x`` and ``exponent <= 0``, which cannot underflow), each
-    rounding is exact (the fraction ``|v| - floor(|v|)`` is exact), and the clip
-    saturates (+-Inf included). NaN raises ``ValueError`` as the reference does.
+    ``x``: real values, any shape (float32 or float64). float32 ``x`` is computed in
+    float32 (half the bytes of float64) but for ``Rounding.FLOOR`` with ``exponent > 0``.
+    ``x * 2**-exponent`` is exact but where a float32 ``x`` scaled down (``exponent >
+    0``) underflows below ``2**-126``: that value and the exact one are both below 1/2
+    in magnitude with the same sign or zero, so half away, half even and toward zero
+    give 0 for both (floor would not: ``-2**-150`` may become ``-0.0``, hence float64
+    there). An overflow to +-Inf saturates as the exact value does. Each rounding is
+    exact (the fraction ``|v| - floor(|v|)`` is exact), and the clip saturates (+-Inf
+    included). NaN raises ``ValueError`` as the reference does.
     """
     from ..quantize.numerics import int_dtype, int_range, round_values
 
     x = np.asarray(x)
-    # float32 input scaled up (exponent <= 0: no underflow) is exact in float32, and so
-    # is everything below; anything else is computed in float64
-    dtype = np.float32 if x.dtype == np.float32 and int(exponent) <= 0 else np.float64
+    exact32 = int(exponent) <= 0 or Rounding(rounding) is not Rounding.FLOOR
+    dtype = np.float32 if x.dtype == np.float32 and exact32 else np.float64
     v = np.multiply(x, dtype(2.0 ** -int(exponent)), dtype=dtype)
     if v.ndim == 0:
         v = v.reshape(1)
@@ -444,6 +448,26 @@ class FusedLayer:
         ]
         consts = {"sa": np.array(2.0 ** (int(e_a) - int(e_out))), "sb": np.array(2.0 ** (int(e_b) - int(e_out)))}
         return cls._build(nodes, [("a", dtypes[0], None), ("b", dtypes[1], None)], consts, shift, rounding, lo, hi)
+
+    @classmethod
+    def requantize(
+        cls, dtype: np.dtype, e_in: int, e_out: int, rounding: Rounding, lo: int, hi: int
+    ) -> FusedLayer | None:
+        """8-bit integers at exponent ``e_in`` moved to exponent ``e_out`` (eq. (5):
+        ``clip(R(q * 2**(e_in - e_out)), lo, hi)`` as int8), the integers of
+        :func:`~quantscope.quantize.numerics.requantize_pow2`. Exact: ``q * 2**(e_in -
+        e_out)`` has at most 8 significant bits in float32 (shifts up to 100 bits)."""
+        from onnx import helper
+
+        dtype = np.dtype(dtype)
+        if dtype.kind not in "iu" or dtype.itemsize > 1:
+            return None
+        nodes = [
+            helper.make_node("Cast", ["x"], ["xf"], to=helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))),
+            helper.make_node("Mul", ["xf", "s"], ["v"]),
+        ]
+        consts = {"s": np.array(2.0 ** (int(e_in) - int(e_out)))}
+        return cls._build(nodes, [("x", dtype, None)], consts, int(e_out) - int(e_in), rounding, lo, hi)
 
     @classmethod
     def _build(cls, nodes, inputs, consts, shift, rounding, lo, hi) -> FusedLayer | None:
