@@ -400,6 +400,61 @@ def test_layer_error_of_integers_equals_that_of_their_real_values(monkeypatch, p
     assert by_ints.noise == pytest.approx(want["noise"], rel=1e-12) and by_ints.saturated == want["saturated"]
 
 
+def _layer_error_in_pieces(f, q_real, qp, rounding, saturation, piece):
+    """LayerError's sums as its definition computes them, in the same order: per piece
+    of ``piece`` values, float64 arrays summed by the same ``einsum``, so that the
+    result must be equal bit for bit, whatever passes produce the arrays."""
+    from quantscope.quantize.numerics import Rounding, Saturation
+
+    f, q_real = f.reshape(-1), q_real.reshape(-1)
+    s, lo, hi = float(qp.scale), qp.qmin - int(qp.zero_point), qp.qmax - int(qp.zero_point)
+    nearest = rounding in (Rounding.HALF_AWAY, Rounding.HALF_EVEN) and saturation is Saturation.SATURATE
+    signal = noise = grid = 0.0
+    for start in range(0, f.size, piece):
+        x = f[start : start + piece].astype(np.float64)
+        signal += float(np.einsum("i,i->", x, x))
+        d = x - q_real[start : start + piece]
+        noise += float(np.einsum("i,i->", d, d))
+        # nearest: either tie rule leaves the same |f - g|, hence the same squares
+        g = np.clip(np.rint(x / s), lo, hi) * s if nearest else qp.dequantize(qp.quantize(x, rounding, saturation))
+        d = x - g
+        grid += float(np.einsum("i,i->", d, d))
+    return signal, noise, grid
+
+
+@pytest.mark.parametrize("piece", [1 << 18, 1000, 333])
+@pytest.mark.parametrize("exponent", [-4, 0, 3])
+@pytest.mark.parametrize("rounding", ["half_away", "half_even", "floor"])
+def test_layer_error_sums_equal_their_definition_bit_for_bit(monkeypatch, piece, exponent, rounding):
+    """The sums of an int8 power-of-two output, with and without saturated values in a
+    piece, equal those of the definition computed in the same order, exactly."""
+    import importlib
+
+    from quantscope.quantize.numerics import Rounding, Saturation
+    from quantscope.quantize.plan import QParams
+    from quantscope.simulate.engine import IntTensor
+
+    V = importlib.import_module("quantscope.validate.measure")
+    monkeypatch.setattr(V, "_PIECE", piece)
+    rounding = Rounding(rounding)
+    qp = QParams.pow2(exponent)
+    s = float(qp.scale)
+    rng = np.random.default_rng(exponent + 10)
+    ties = (np.arange(-140, 140) + 0.5) * s
+    special = [0.0, -0.0, 1e-45, -1e-45, 1e-30, -1e-30, 0.5 * s, -0.5 * s, 127.5 * s, -128.5 * s, 1e30, -1e30]
+    inside = rng.normal(0, 30 * s, 4000)  # pieces of these saturate nothing
+    wide = rng.normal(0, 100 * s, 2000)
+    f = np.concatenate([inside, ties, special, wide]).astype(np.float32)
+    q = rng.integers(-128, 128, f.size).astype(np.int8)
+    plan = type("Plan", (), {"rounding": rounding, "saturation": Saturation.SATURATE})()
+    err = V.LayerError()
+    err.update(f, IntTensor(q, qp), qp, plan, V._Scratch())
+    want = _layer_error_in_pieces(f, q.astype(np.float64) * s, qp, rounding, Saturation.SATURATE, piece)
+    assert (err.signal, err.noise, err.grid_noise) == want
+    counts = _layer_error_by_definition(f, q.astype(np.float64) * s, qp, rounding, Saturation.SATURATE)
+    assert (err.saturated, err.flushed, err.count) == (counts["saturated"], counts["flushed"], counts["count"])
+
+
 def test_nan_in_a_float_layer_is_named():
     import importlib
 

@@ -137,13 +137,31 @@ class _Grid:
         ``a`` are scratch (float64 and float32, ``fc``'s size)."""
         s, lo, hi = self.s, self.lo, self.hi
         if self.float32 and fc.dtype == np.float32:
-            a = np.abs(fc, out=a)
-            err.flushed += int(np.count_nonzero(a < np.float32(0.5 * s))) - int(np.count_nonzero(fc == 0))
-            err.saturated += int(np.count_nonzero(fc > np.float32((hi + 0.5) * s)))
-            err.saturated += int(np.count_nonzero(fc < np.float32((lo - 0.5) * s)))
-            g = np.multiply(fc, np.float32(1.0 / s), out=a)
-            np.multiply(np.clip(np.rint(g, out=g), np.float32(lo), np.float32(hi), out=g), np.float32(s), out=g)
-            g = np.subtract(x, g, out=d)
+            # t = f / s on the integer grid, in float32: exact (a power of two) but where
+            # it underflows (|t| far below 1/2 then, as the exact quotient) or overflows
+            # (+-Inf, beyond the range as the exact quotient), so the comparisons with
+            # the half-integer thresholds are those of f with (k + 1/2) * s
+            t = np.multiply(fc, np.float32(1.0 / s), out=a)
+            saturated = int(np.count_nonzero(t > np.float32(hi + 0.5))) + int(
+                np.count_nonzero(t < np.float32(lo - 0.5))
+            )
+            err.saturated += saturated
+            # nonzero values in (-1/2, 1/2)
+            err.flushed += (
+                int(np.count_nonzero(t < np.float32(0.5)))
+                - int(np.count_nonzero(t <= np.float32(-0.5)))
+                - int(np.count_nonzero(fc == 0))
+            )
+            g = np.multiply(np.clip(np.rint(t, out=t), np.float32(lo), np.float32(hi), out=t), np.float32(s), out=t)
+            if saturated:
+                np.copyto(d, g)
+                g = np.subtract(x, d, out=d)
+            else:
+                # nothing saturates: f - g = (t - k) * s with |t - k| <= 1/2 holds in 24
+                # bits, so the float32 difference is exact, the float64 one's value
+                np.subtract(fc, g, out=g)
+                np.copyto(d, g)
+                g = d
         else:
             t = np.divide(x, s, out=d)  # f on the integer grid, as quantize divides
             err.saturated += int(np.count_nonzero(t > hi + 0.5)) + int(np.count_nonzero(t < lo - 0.5))
