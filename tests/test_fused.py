@@ -254,3 +254,25 @@ def test_fast_quantize_equals_reference(rounding, bits, dtype, e):
     assert fast.quantize_pow2(np.float32(0.75), 0, bits, rounding) == quantize(np.float32(0.75), 1.0, 0, bits, rounding)
     with pytest.raises(ValueError, match="NaN"):
         fast.quantize_pow2(np.array([1.0, np.nan], dtype), e, bits, rounding)
+
+
+@pytest.mark.parametrize("kernels", ["fast", "reference"])
+def test_on_layer_announces_every_layer_value_once_as_collect_gives_it(kernels):
+    """``run(on_layer=...)`` hands each optimized layer's output to the callback once, the
+    same values ``collect`` returns (validation measures them meanwhile), also for a
+    model with a fixed batch run piece by piece."""
+    from test_fixed_batch import fixed_batch_cnn
+
+    for model, x in ((small_cnn(seed=4, with_bn=True), images(6, seed=9)), (fixed_batch_cnn(seed=1), None)):
+        net = qs.prepare(model)
+        if x is None:
+            x = np.random.default_rng(0).normal(0, 1, (3, *net.input_shape[1:])).astype(np.float32)
+        plan = make_plan(qs.calibrate(net, x, progress=False), "fpga")
+        seen: list[tuple[str, object]] = []
+        out, layers = Simulator(plan, kernels).run(
+            x, collect=True, on_layer=lambda n, v, seen=seen: seen.append((n, v))
+        )
+        assert sorted(n for n, _ in seen) == sorted(layer.name for layer in net.layers)
+        for name, value in seen:
+            got, want = (v.q if isinstance(v, IntTensor) else v for v in (value, layers[name]))
+            np.testing.assert_array_equal(got, want, err_msg=name)

@@ -28,6 +28,7 @@ exact (docs/int8.md (12)). Both give the same integers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -116,13 +117,20 @@ class ReferenceEngine:
                 self._float_dtypes[v.name] = v.dtype.numpy()
 
     # ---------------------------------------------------------------- public
-    def run(self, x: np.ndarray, collect: bool = False) -> tuple[np.ndarray, dict[str, Value]]:
+    def run(
+        self, x: np.ndarray, collect: bool = False, on_layer: Callable[[str, Value], None] | None = None
+    ) -> tuple[np.ndarray, dict[str, Value]]:
         """Run a batch ``x``: an array in the network's input layout (NCHW floats, token
         ids...), or :class:`~quantscope.network.Inputs` for a network with several inputs.
 
         Returns ``(output, layers)``: the network's first output as float64
         (dequantized), and, when ``collect``, every layer's output value
         (:class:`IntTensor` or float array) keyed by optimized layer name.
+
+        ``on_layer(name, value)``, when given, is called with each optimized layer's
+        output value as soon as it is computed (in the order of the schedule), while
+        the rest of the network runs on: validation measures a layer meanwhile. The
+        value must not be modified.
         """
         fixed = self.network.fixed_batch
         if fixed is not None and len(x) != fixed:
@@ -133,18 +141,32 @@ class ReferenceEngine:
                 # whose batch axis is not first, such as an LSTM's (T, N, ...), stays whole)
                 (out[:count], {k: _first(v, count) for k, v in layers.items()}) if count < fixed else (out, layers)
                 for piece, count in batch_pieces(x if isinstance(x, Inputs) else np.asarray(x), fixed, fixed=True)
-                for out, layers in [self.run(piece, collect)]
+                for out, layers in [self.run(piece, collect or on_layer is not None)]
             ]
             outputs = np.concatenate([p[0] for p in parts])
-            merged = {k: _concat([p[1][k] for p in parts]) for k in parts[0][1]} if collect else {}
-            return outputs, merged
+            merged = {k: _concat([p[1][k] for p in parts]) for k in parts[0][1]} if collect or on_layer else {}
+            if on_layer is not None:
+                for name, value in merged.items():
+                    on_layer(name, value)
+            return outputs, merged if collect else {}
         if self._steps is None:
             self._steps = schedule(self.network, self._int_layers(), set(self.plan.activations))
             self._proto = self.network.to_proto()
         env: dict[str, Value] = {}
+        layers_of: dict[str, list[str]] = {}  # value name -> the layers whose output it is
+        if on_layer is not None:
+            for layer in self.network.layers:
+                layers_of.setdefault(layer.output, []).append(layer.name)
+
+        def done(*names: str) -> None:
+            for name in names:
+                for layer_name in layers_of.get(name, ()):
+                    on_layer(layer_name, env[name])
+
         for name, array in self.network.feeds(x).items():
             in_qp = self.plan.activations.get(name)
             env[name] = IntTensor(self._quantize(array, in_qp), in_qp) if in_qp is not None else array
+            done(name)
         self._env = env
         # One BLAS thread: the products here are small, and a multi-threaded BLAS
         # that competes with onnxruntime's threads for 2 cores runs 10-100x slower.
@@ -152,8 +174,10 @@ class ReferenceEngine:
             for step in self._steps:
                 if isinstance(step, Segment):
                     self._run_segment(step, env)
+                    done(*step.outputs)
                 else:
                     env[step.output] = self._run_int(step, env)
+                    done(step.output)
         self._env = {}
         collected = {layer.name: env[layer.output] for layer in self.network.layers} if collect else {}
         return _as_float(env[self.network.output_names[0]]), collected

@@ -7,6 +7,7 @@ or a Dask worker); the parts are added in data order by the caller."""
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,6 +206,12 @@ class BatchValidator:
     """Runs batches through the float network (every layer output, onnxruntime) and
     the int8 emulation of ``plan``, and measures each layer: :class:`BatchPart`.
 
+    Each layer is measured (:meth:`LayerError.update`) in a second thread as soon as
+    the emulation has computed its output, while the emulation goes on with the next
+    layers (onnxruntime and numpy release the GIL): the two overlap on two cores. One
+    thread measures the layers one after another, each with the same arithmetic as in
+    one thread, so the sums are the same bit for bit.
+
     ``threads``: onnxruntime threads of the float network (0: one per core)."""
 
     def __init__(self, plan: QuantPlan, kernels: str | Kernels = Kernels.FAST, threads: int = 0):
@@ -215,7 +222,9 @@ class BatchValidator:
         names += [name for name in network.output_names if name not in names]  # an int64 output
         session = create_session(network.session_model(names), spinning=False, threads=threads)
         self.float_outputs = _FloatOutputs(session, network, names)
-        self.scratch = _Scratch()
+        self.scratch = _Scratch()  # the measuring thread's buffers
+        self._measuring = ThreadPoolExecutor(1, thread_name_prefix="quantscope-measure")
+        self._outputs = {layer.name: layer.output for layer in network.layers}
 
     def __call__(self, batch: Any) -> BatchPart:
         network, plan = self.network, self.plan
@@ -223,13 +232,26 @@ class BatchValidator:
         x = Inputs(feeds) if len(feeds) > 1 else feeds[network.input_name]
         outs = self.float_outputs(x)
         outs.update(feeds)
-        result, layers = self.sim.run(x, collect=True)
-        errors = {}
-        for layer in network.layers:
-            value = layers[layer.name]
+        parts: dict[str, LayerError] = {}
+        pending: dict[str, Future] = {}
+
+        def measure(name: str, value: Any) -> None:
+            if name in parts:
+                return
             qp = value.qp if isinstance(value, IntTensor) else None
-            errors[layer.name] = e = LayerError()
-            e.update(outs[layer.output], value, qp, plan, self.scratch, layer.name)
+            parts[name] = e = LayerError()
+            f = outs[self._outputs[name]]
+            pending[name] = self._measuring.submit(e.update, f, value, qp, plan, self.scratch, name)
+
+        try:
+            result, layers = self.sim.run(x, collect=True, on_layer=measure)
+            for layer in network.layers:  # any layer the emulation did not announce
+                measure(layer.name, layers[layer.name])
+        finally:
+            wait(pending.values())  # the float buffers and the scratch are reused by the next batch
+        for layer in network.layers:  # the first layer in network order that failed raises
+            pending[layer.name].result()
+        errors = {layer.name: parts[layer.name] for layer in network.layers}
         return BatchPart(
             errors=errors,
             float_scores=np.array(outs[network.output_names[0]]),  # a copy: the buffers are reused
