@@ -206,11 +206,12 @@ class BatchValidator:
     """Runs batches through the float network (every layer output, onnxruntime) and
     the int8 emulation of ``plan``, and measures each layer: :class:`BatchPart`.
 
-    Each layer is measured (:meth:`LayerError.update`) in a second thread as soon as
-    the emulation has computed its output, while the emulation goes on with the next
-    layers (onnxruntime and numpy release the GIL): the two overlap on two cores. One
-    thread measures the layers one after another, each with the same arithmetic as in
-    one thread, so the sums are the same bit for bit.
+    A second thread runs the float network, then measures each layer
+    (:meth:`LayerError.update`) as soon as the emulation has computed its output; the
+    emulation runs meanwhile in the calling thread (onnxruntime and numpy release the
+    GIL), so the three overlap on two cores. The one measuring thread measures the
+    layers one after another, each with the same arithmetic as in one thread, so the
+    sums are the same bit for bit.
 
     ``threads``: onnxruntime threads of the float network (0: one per core)."""
 
@@ -230,25 +231,39 @@ class BatchValidator:
         network, plan = self.network, self.plan
         feeds = network.feeds(batch.x)
         x = Inputs(feeds) if len(feeds) > 1 else feeds[network.input_name]
-        outs = self.float_outputs(x)
-        outs.update(feeds)
         parts: dict[str, LayerError] = {}
         pending: dict[str, Future] = {}
+
+        def fetch() -> dict[str, np.ndarray]:
+            outs = self.float_outputs(x)
+            outs.update(feeds)
+            return outs
+
+        # the float network first in the measuring thread, beside the emulation here;
+        # then each layer's measure, queued behind it as the emulation announces them
+        fetched = self._measuring.submit(fetch)
 
         def measure(name: str, value: Any) -> None:
             if name in parts:
                 return
             qp = value.qp if isinstance(value, IntTensor) else None
             parts[name] = e = LayerError()
-            f = outs[self._outputs[name]]
-            pending[name] = self._measuring.submit(e.update, f, value, qp, plan, self.scratch, name)
+            pending[name] = self._measuring.submit(
+                lambda: e.update(fetched.result()[self._outputs[name]], value, qp, plan, self.scratch, name)
+            )
 
         try:
             result, layers = self.sim.run(x, collect=True, on_layer=measure)
             for layer in network.layers:  # any layer the emulation did not announce
                 measure(layer.name, layers[layer.name])
+        except BaseException:
+            wait([fetched])
+            if fetched.exception() is not None:  # the float network's error comes first, as it runs first
+                raise fetched.exception() from None
+            raise
         finally:
-            wait(pending.values())  # the float buffers and the scratch are reused by the next batch
+            wait([fetched, *pending.values()])  # the float buffers and the scratch are reused by the next batch
+        outs = fetched.result()
         for layer in network.layers:  # the first layer in network order that failed raises
             pending[layer.name].result()
         errors = {layer.name: parts[layer.name] for layer in network.layers}
