@@ -276,3 +276,24 @@ def test_on_layer_announces_every_layer_value_once_as_collect_gives_it(kernels):
         for name, value in seen:
             got, want = (v.q if isinstance(v, IntTensor) else v for v in (value, layers[name]))
             np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_layer_sessions_are_shared_by_engines_of_the_same_plan_and_bounded(monkeypatch):
+    """A second fast engine of the same plan reuses the first one's layer sessions (same
+    integers); the cache keeps at most SESSION_CACHE_BYTES of models."""
+    net = qs.prepare(small_cnn(seed=4, with_bn=True))
+    x = images(6, seed=9)
+    plan = make_plan(qs.calibrate(net, x, progress=False), "fpga")
+    first, second = Simulator(plan, "fast"), Simulator(plan, "fast")
+    out1, layers1 = first.run(x, collect=True)
+    out2, layers2 = second.run(x, collect=True)
+    np.testing.assert_array_equal(out1, out2)
+    shared = [k for k, (kernel, _) in first._fused.items() if kernel is not None]
+    assert shared and all(first._fused[k][0]._session is second._fused[k][0]._session for k in shared)
+    from collections import OrderedDict
+
+    monkeypatch.setattr(fast, "SESSION_CACHE_BYTES", 1)
+    monkeypatch.setattr(fast, "_CACHE", OrderedDict())
+    out3, _ = Simulator(plan, "fast").run(x)
+    assert len(fast._CACHE) == 1
+    np.testing.assert_array_equal(out3, out1)

@@ -19,6 +19,8 @@ its accumulator in float32, used only where it is provably exact (docs/int8.md (
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -245,18 +247,51 @@ def _shared_arena() -> bool:
 
 
 def _session(graph):
-    """An onnxruntime CPU session (opset 13, threads that do not spin) for ``graph``."""
-    import onnxruntime as ort
+    """An onnxruntime CPU session (opset 13, threads that do not spin) for ``graph``.
+
+    Sessions are kept by the sha256 of the model's bytes, the most recently used
+    first, up to :data:`SESSION_CACHE_BYTES` of models: another engine of the same
+    plan (a second validation, the float-fallback search that validates plan after
+    plan with most layers unchanged) runs the same layer graphs without building and
+    initializing them again. A session is read-only and its runs are independent, so
+    sharing one changes no result."""
+    import hashlib
+
     from onnx import helper
 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7
+    data = model.SerializeToString()
+    key = hashlib.sha256(data).digest()
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key][0]
+    session = _new_session(data)
+    with _CACHE_LOCK:
+        _CACHE[key] = (session, len(data))
+        total = sum(size for _, size in _CACHE.values())
+        while total > SESSION_CACHE_BYTES and len(_CACHE) > 1:
+            total -= _CACHE.popitem(last=False)[1][1]
+    return session
+
+
+#: Bytes of layer models (their weights, mostly) whose sessions :func:`_session` keeps.
+SESSION_CACHE_BYTES = 256 * 2**20
+_CACHE: OrderedDict[bytes, tuple] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _new_session(model: bytes):
+    """An onnxruntime session of the serialized layer ``model`` (see :func:`_session`)."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if _shared_arena():
         options.add_session_config_entry("session.use_env_allocators", "1")
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 # ------------------------------------------------------ fused power-of-two layers
