@@ -17,6 +17,7 @@ from tinymodels import make_model, small_cnn, tensor
 
 import quantscope
 from quantscope import ConfigurationError, QuantscopeError, UnsupportedModelError, fpga
+from quantscope.errors import INTERFACE
 from quantscope.fpga import cycles
 from quantscope.fpga.config import CONV_THREAD_NUMBERS
 from quantscope.zoo import squeezenet
@@ -612,6 +613,15 @@ def test_every_unsupported_layer_is_named_at_once_grouped_by_kind():
     assert "2 Elu layers, which the processor has no module for ('act0', 'act1')" in text
     assert 'target="cpu"' in text
     assert sorted(err.value.nodes) == [("act0", "Elu"), ("act1", "Elu"), ("act2", "Softplus")]
+    # on the command line the advice names the flags, not Python calls
+    token = INTERFACE.set("cli")
+    try:
+        with pytest.raises(UnsupportedModelError) as err:
+            fpga.compile_network(quantscope.prepare(model), "zcu102_int8")
+    finally:
+        INTERFACE.reset(token)
+    assert "--target cpu, without --bitstream" in str(err.value)
+    assert "quantize(" not in str(err.value) and "target=" not in str(err.value)
 
 
 def test_cost_table_never_counts_an_unknown_kind_as_zero():

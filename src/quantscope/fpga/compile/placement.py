@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ...errors import UnsupportedModelError
+from ...errors import UnsupportedModelError, option
 from ...network import LayerKind, Network, OptimizedLayer
 from ...ops import ops_with
 from ..config import Module
@@ -176,8 +176,11 @@ def place(net: Network, acts: Activations) -> tuple[dict[str, Placement], dict[s
             + ", ".join(sorted(OUTPUT_SOFTWARE_KINDS))
             + ", or any kind it lacks). "
             "Use activations the processor has (Relu, Clip/Relu6, LeakyRelu, PRelu, Sigmoid, Tanh, HardSigmoid, "
-            "HardSwish, SiLU) in their place, or "
-            'quantize for the CPU target instead (quantize("cpu"), validate(..., target="cpu")).',
+            "HardSwish, SiLU) in their place, or quantize for the CPU target instead ("
+            + option(
+                'quantize("cpu"), validate(..., target="cpu")', "quantscope validate --target cpu, without --bitstream"
+            )
+            + ").",
             nodes=bad,
         )
     if Placement.HW not in where.values():
