@@ -313,6 +313,8 @@ def test_cli_report_flags(cli_files, tmp_path, capsys):
         (["--report", "r.html", "--out", "r.json"], "also --out"),
         (["--report", "r.html", "--report-date", "tomorrow"], "--report-date 'tomorrow': give a date"),
         (["--report-date", DATE], "add --report"),
+        (["--report", ""], "--report '': give a file name"),  # an empty $VAR: not silently no report
+        (["--out", ""], "--out '': give a file name"),
     ],
 )
 def test_cli_report_flags_are_checked_before_work(cli_files, tmp_path, capsys, monkeypatch, extra, message):

@@ -649,7 +649,7 @@ def _check_args(args: argparse.Namespace) -> None:
     _check_accuracy_args(args)
     for attr, flag, suffixes in _OUTPUTS.get(args.command, ()):
         value = getattr(args, attr, None)
-        if value:
+        if value is not None:
             _check_output(value, flag, suffixes)
     report = getattr(args, "report", None)
     if report:
@@ -717,6 +717,8 @@ def _check_output(value: str, flag: str, suffixes: tuple[str, ...], shown: str |
     from .errors import ConfigurationError
 
     shown = shown or value
+    if not value.strip():
+        raise ConfigurationError(f"{flag} {value!r}: give a file name (an empty path writes nothing)")
     path = Path(value)
     if shown == value and path.suffix.lower() not in suffixes:
         kinds = " or ".join(suffixes)
