@@ -209,6 +209,23 @@ def test_image_folder_flags_and_messages_in_command_line_words(tmp_path, capsys)
     assert main(["calibrate", str(model), str(folder), "--size", "8", "8", "--skip-bad", "--quiet"]) == 2
     assert "--no-labels" in capsys.readouterr().err
     assert main(["calibrate", str(model), str(folder), "--size", "8", "8", "--skip-bad", "--no-labels", "--quiet"]) == 0
+    assert main(["calibrate", str(model), str(folder), "--skip-bad", "--no-labels", "--layout", "NHWC", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--layout NHWC" in err and "layout=" not in err and "ImageDatastore" not in err
+
+
+@pytest.mark.parametrize(
+    "extra, flag",
+    [
+        (["--bitstream", "zcu102"], "unknown bitstream 'zcu102'"),
+        (["--bitstream", "zcu102_int8", "--frames", "0"], "--frames"),
+    ],
+)
+def test_fpga_flag_messages_in_command_line_words(model_and_data, capsys, extra, flag):
+    model, _ = model_and_data
+    assert main(["profile", str(model), *extra]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and "ProcessorConfig" not in err and "error: frames" not in err
 
 
 def test_folder_classes_against_the_networks_classes(tmp_path, capsys):
