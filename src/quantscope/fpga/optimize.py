@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import ConfigurationError, UnsupportedModelError
 from ..network import LayerKind, Network, prepare
 from .compile import cost_network
+from .compile.compiler import is_quantized_network
 from .config import BOARDS, CONV_THREAD_NUMBERS, FC_THREAD_NUMBERS, PRESETS, DataType, ProcessorConfig
 from .cycles import FRAME_OVERHEAD_CYCLES, NETWORK_OVERHEAD_CYCLES
 from .profile import estimate_resources
@@ -219,6 +220,8 @@ def optimize_config(
     except ValueError:
         raise ConfigurationError(f"data_type must be 'int8' or 'single', got {data_type!r}") from None
     base = PRESETS[f"{board}_{dtype.value}"]
+    if is_quantized_network(network):  # the cycles depend on the shapes only
+        network = network.network
     net = network if isinstance(network, Network) else prepare(network)
     has_fc = any(layer.kind == LayerKind.FC for layer in net.layers)
     conv_options = sorted(set(conv_threads or CONV_THREAD_NUMBERS))
