@@ -235,3 +235,31 @@ def test_cli_validate_on_dask(tmp_path, calibrated, capsys):
     assert main([*common, "--out", str(tmp_path / "one.json")]) == 0
     assert main([*common, "--dask", "local:2", "--out", str(tmp_path / "two.json")]) == 0
     assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
+
+
+def _deep_chain(layers: int) -> onnx.ModelProto:
+    """``layers`` 1x1 convolutions with ReLUs in a row: an onnx_ir graph that pickles
+    node by node would exceed Python's recursion limit."""
+    rng = np.random.default_rng(0)
+    nodes, inits, prev = [], {}, "x"
+    for i in range(layers):
+        w = (np.eye(3, dtype=np.float32) + 0.01 * rng.standard_normal((3, 3), dtype=np.float32)).reshape(3, 3, 1, 1)
+        inits[f"w{i}"] = w
+        nodes += [helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], name=f"conv{i}")]
+        nodes += [helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        prev = f"r{i}"
+    return make_model(nodes, [tensor("x", [None, 3, 4, 4])], [tensor(prev, [None, 3, 4, 4])], inits)
+
+
+def test_a_deep_network_pickles_and_validates_on_dask(client):
+    import pickle
+
+    net = qs.prepare(_deep_chain(60))
+    again = pickle.loads(pickle.dumps(net))
+    assert again.layers == net.layers and again.fingerprint == net.fingerprint
+    assert again.to_proto().SerializeToString() == net.to_proto().SerializeToString()
+    assert all(tuple(n.name for n in layer.nodes) == layer.members for layer in again.layers[1:])
+    x = images(16, seed=5)[:, :, :4, :4] / 255
+    cal = qs.calibrate(net, x, batch_size=8, progress=False)
+    local = qs.validate(cal, x, batch_size=8, progress=False)
+    same_validation(qs.validate(cal, x, batch_size=8, client=client, progress=False), local)

@@ -342,6 +342,38 @@ class Network:
             store = self.__dict__["_store"] = ExternalStore(self.model)
         return store
 
+    # ---- pickling (Dask ships plans to workers) ----------------------------------------
+    def __getstate__(self) -> dict:
+        """The model as ONNX bytes and the layers without their graph references: an
+        ``onnx_ir`` graph pickles node by node, recursively, and a deep network (a few
+        hundred layers) exceeds Python's recursion limit. The lazily built caches are left
+        out; a large network's weights stay in its private folder."""
+        if self.large:
+            self._external_store()
+        keep = ("_fingerprint",)
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_") or k in keep}
+        state["model"] = ir.to_proto(self.model).SerializeToString()
+        state["layers"] = [
+            (dataclasses.replace(layer, nodes=(), value=None), len(layer.nodes)) for layer in self.layers
+        ]
+        state["_large"] = self.large
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        model = ir.from_proto(onnx.load_from_string(state.pop("model")))
+        nodes = {node.name: node for node in model.graph}
+        values: dict[str, ir.Value] = {v.name: v for v in model.graph.inputs}
+        values.update(model.graph.initializers)
+        for node in model.graph:
+            values.update((out.name, out) for out in node.outputs)
+        layers = []
+        for layer, count in state.pop("layers"):
+            members = tuple(nodes[m] for m in layer.members[:count])  # the member nodes, in order
+            layers.append(dataclasses.replace(layer, nodes=members, value=values.get(layer.output)))
+        self.__dict__.update(state, model=model, layers=layers)
+        self._by_name = {layer.name: layer for layer in layers}
+
     @property
     def fingerprint(self) -> str:
         """sha256 (hex) of the prepared model: the same model file gives the same
