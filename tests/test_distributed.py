@@ -179,6 +179,41 @@ def test_bad_options(monkeypatch):
         qs.calibrate(MODEL, X[:4], client="local:0", progress=False)
     with pytest.raises(qs.ConfigurationError, match="client"):
         qs.calibrate(MODEL, X[:4], shards=2, progress=False)
+    with pytest.raises(qs.ConfigurationError, match="would start 100000 worker processes"):
+        qs.calibrate(MODEL, X[:4], client="local:100000", progress=False)  # not a fork storm
+
+
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("local:0", "--dask 'local:0': the number of local workers"),
+        ("local:100000", "--dask 'local:100000' would start 100000 worker processes"),
+        (" ", "--dask ' ': give a scheduler address"),
+    ],
+)
+def test_cli_bad_dask_addresses_are_refused_before_any_work(tmp_path, monkeypatch, capsys, address, message):
+    def no_work(*a, **k):  # pragma: no cover - must not be reached
+        raise AssertionError("work started before --dask was checked")
+
+    monkeypatch.setattr("quantscope.network.prepare", no_work)
+    onnx.save(MODEL, tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", X[:4])
+    for command in (
+        ["calibrate", str(tmp_path / "m.onnx"), str(tmp_path / "x.npy")],
+        [
+            "validate",
+            str(tmp_path / "m.onnx"),
+            "--calibration",
+            str(tmp_path / "x.npy"),
+            "--validation",
+            str(tmp_path / "x.npy"),
+        ],
+    ):
+        assert main([*command, "--dask", address, "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_missing_dask_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask were not installed
     with pytest.raises(qs.ConfigurationError, match=r"pip install 'quantscope\[dask\]'"):
         qs.calibrate(MODEL, X[:4], client="local:2", progress=False)

@@ -647,6 +647,12 @@ def _check_args(args: argparse.Namespace) -> None:
             "or use --target fpga"
         )
     _check_accuracy_args(args)
+    if getattr(args, "dask", None) is not None:
+        from .calibrate.distributed import parse_local
+
+        if not args.dask.strip():
+            raise ConfigurationError(f"--dask {args.dask!r}: give a scheduler address (tcp://host:8786) or local:N")
+        parse_local(args.dask)  # local:N malformed or too many processes: before any work
     for attr, flag, suffixes in _OUTPUTS.get(args.command, ()):
         value = getattr(args, attr, None)
         if value is not None:
