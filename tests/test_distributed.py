@@ -298,3 +298,25 @@ def test_a_deep_network_pickles_and_validates_on_dask(client):
     cal = qs.calibrate(net, x, batch_size=8, progress=False)
     local = qs.validate(cal, x, batch_size=8, progress=False)
     same_validation(qs.validate(cal, x, batch_size=8, client=client, progress=False), local)
+
+
+def test_cli_several_inputs_on_dask_refused_before_calibrating(tmp_path, monkeypatch, capsys):
+    """A network of several inputs: validate --dask says so before the calibration runs,
+    calibrate --dask/--checkpoint names the flags."""
+    from tinymodels import encoder_data, tiny_encoder
+
+    onnx.save(tiny_encoder(), tmp_path / "enc.onnx")
+    np.savez(tmp_path / "d.npz", **encoder_data(4))
+
+    def no_calibration(*a, **k):  # pragma: no cover - must not be reached
+        raise AssertionError("calibrated before refusing --dask")
+
+    monkeypatch.setattr(importlib.import_module("quantscope.calibrate"), "calibrate", no_calibration)
+    data = str(tmp_path / "d.npz")
+    args = ["validate", str(tmp_path / "enc.onnx"), "--calibration", data, "--validation", data, "--quiet"]
+    assert main([*args, "--dask", "local:2"]) == 2
+    assert "Validate it in one process (without --dask)" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["calibrate", str(tmp_path / "enc.onnx"), data, "--checkpoint", str(tmp_path / "c"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "without --dask and --checkpoint" in err and "client" not in err

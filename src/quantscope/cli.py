@@ -89,6 +89,10 @@ def _calibrated(args: argparse.Namespace, console: Console):
     for note in network.log.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
     _equalized_note(network, console)
+    if args.command == "validate" and getattr(args, "dask", None):
+        from .validate.validate import check_dask_inputs
+
+        check_dask_inputs(network)  # before calibrating, not after
     if getattr(args, "ranges", None):
         from .calibrate import Calibration
 
