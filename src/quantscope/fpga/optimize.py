@@ -17,6 +17,7 @@ board's DSPs, block RAM and LUTs, then the lowest clock.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,7 +91,13 @@ class ConfigSearch:
         fitting = [c for c in self.candidates if c.verdict == "too slow"]
         best = max(fitting, key=lambda c: c.frames_per_second, default=None)
         if best is None:
-            return f"no processor configuration of this search fits the network on {self.board}"
+            message = f"no processor configuration of this search fits the network on {self.board}"
+            reasons = Counter(c.reason for c in self.candidates if c.verdict == "does not fit" and c.reason)
+            if reasons:  # the commonest reason: one of the network (a symbolic size) is every candidate's
+                reason, count = max(reasons.items(), key=lambda item: (item[1], item[0]))
+                share = "every one" if count == len(self.candidates) else f"{count} of {len(self.candidates)}"
+                message += f" ({share}: {reason.rstrip('.')})"
+            return message
         return (
             f"no processor configuration reaches {self.frames_per_second:g} Frames/s on {self.board}: the fastest "
             f"that fits the board gives {best.frames_per_second:.1f} Frames/s at "
