@@ -624,6 +624,21 @@ def test_every_unsupported_layer_is_named_at_once_grouped_by_kind():
     assert "quantize(" not in str(err.value) and "target=" not in str(err.value)
 
 
+def test_a_channels_last_input_names_the_export_option():
+    """tf2onnx's default export transposes NHWC frames first: the error says how to
+    export NCHW input instead of only listing Transpose as a kind without a module."""
+    init = {"cw": (np.random.default_rng(0).standard_normal((4, 3, 3, 3)) * 0.2).astype(np.float32)}
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2], name="model/conv2d/Conv2D__6"),
+        helper.make_node("Conv", ["t", "cw"], ["c"], name="conv1", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["y"], name="relu1"),
+    ]
+    model = make_model(nodes, [tensor("x", [None, 16, 16, 3])], [tensor("y", [None, 4, 16, 16])], init)
+    with pytest.raises(UnsupportedModelError, match="--inputs-as-nchw") as err:
+        fpga.compile_network(quantscope.prepare(model), "zcu102_int8")
+    assert "'model/conv2d/Conv2D__6'" in str(err.value)
+
+
 def test_cost_table_never_counts_an_unknown_kind_as_zero():
     info = cycles.LayerInfo(name="x", label="x", kind="LSTM", in_shapes=((4, 1, 1),), out_shape=(4, 1, 1))
     with pytest.raises(UnsupportedModelError, match="LSTM"):
