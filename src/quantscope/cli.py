@@ -734,6 +734,10 @@ def _check_output(value: str, flag: str, suffixes: tuple[str, ...], shown: str |
         kinds = " or ".join(suffixes)
         raise ConfigurationError(f"{flag} {value}: unknown format {path.suffix!r}; write a {kinds} file")
     if Path(shown).is_dir() or path.is_dir():
+        if shown != value and not Path(shown).is_dir():  # the data file beside the page
+            raise ConfigurationError(
+                f"{flag} {shown} writes its data to {value}, which is a folder; give the report another name"
+            )
         raise ConfigurationError(f"{flag} {shown} is a folder; give a file name")
     folder = path.parent if str(path.parent) else Path(".")
     existing = folder
