@@ -95,8 +95,9 @@ class ConfigSearch:
             reasons = Counter(c.reason for c in self.candidates if c.verdict == "does not fit" and c.reason)
             if reasons:  # the commonest reason: one of the network (a symbolic size) is every candidate's
                 reason, count = max(reasons.items(), key=lambda item: (item[1], item[0]))
-                share = "every one" if count == len(self.candidates) else f"{count} of {len(self.candidates)}"
-                message += f" ({share}: {reason.rstrip('.')})"
+                if count == len(self.candidates):  # the network's, not a configuration's
+                    return reason
+                message += f" ({count} of {len(self.candidates)}: {reason.rstrip('.')})"
             return message
         return (
             f"no processor configuration reaches {self.frames_per_second:g} Frames/s on {self.board}: the fastest "
