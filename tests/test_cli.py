@@ -265,3 +265,24 @@ def test_ctrl_c_during_start_up_is_a_message(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert main(["--help"]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_markup_in_names_and_paths_is_printed_as_text(tmp_path, capsys):
+    """rich markup in node names or output paths: printed as it is, never a
+    MarkupError traceback ('[/]' closes nothing)."""
+    model = small_cnn()
+    for node in model.graph.node:
+        if node.name == "conv1":
+            node.name = "[/]"
+        elif node.name == "relu_conv1":
+            node.name = "[bold red]evil[/bold red]"
+    onnx.save(model, tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", images(8))
+    out = tmp_path / "[red]r.json"
+    assert main(["calibrate", str(tmp_path / "m.onnx"), str(tmp_path / "x.npy"), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out.replace("\n", "")
+    assert "[bold red]evil[/bold red]" in printed and "[red]r.json" in printed and out.exists()
+    args = ["validate", str(tmp_path / "m.onnx"), "--calibration", str(tmp_path / "x.npy")]
+    assert main([*args, "--validation", str(tmp_path / "x.npy"), "--keep-float", "nosuch", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--keep-float names 'nosuch'" in err and "keep_float" not in err

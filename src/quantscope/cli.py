@@ -63,7 +63,7 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     console.print(f"{result.num_samples} samples, {len(result)} tensors, {elapsed:.2f} s")
     if args.out:
         path = result.save(args.out)
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}")
     _write_report(args, console, result)
     return 0
 
@@ -78,7 +78,7 @@ def _write_report(args: argparse.Namespace, console: Console, *results, **option
 
     command = shlex.join(["quantscope", *args.argv])
     path = write_report(*results, path=args.report, command=command, date=args.report_date, **options)
-    console.print(f"wrote {path} (report) and {json_path_of(path)} (its data)")
+    console.print(f"wrote {escape(str(path))} (report) and {escape(str(json_path_of(path)))} (its data)")
 
 
 def _calibrated(args: argparse.Namespace, console: Console):
@@ -372,7 +372,7 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     _saturation_note(args, console)
     if args.out:
         path = write_atomic(args.out, json.dumps(result.to_dict(), indent=1, default=float, allow_nan=False))
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}")
     _write_report(args, console, result)
     return 0
 
@@ -398,7 +398,7 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
         shifts = qnet.layers["BiasShift"].dropna()
         console.print(
             f"bias correction: {len(qnet.plan.bias_corrections)} layer(s), largest mean shift taken out "
-            f"{shifts.max():.4g} ({qnet.layers.loc[shifts.idxmax(), 'Layer']})"
+            f"{shifts.max():.4g} ({escape(str(qnet.layers.loc[shifts.idxmax(), 'Layer']))})"
         )
     _saturation_note(args, console)
     float_bytes, quant_bytes = qnet.memory
@@ -408,7 +408,7 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
     with warnings.catch_warnings():  # the saturation note above already said it
         warnings.filterwarnings("ignore", message="this CPU is x86 without VNNI", category=UserWarning)
         onnx_path, json_path = qnet.save(args.output)
-    console.print(f"wrote {onnx_path} (QDQ ONNX) and {json_path} (exponents/scales)")
+    console.print(f"wrote {escape(str(onnx_path))} (QDQ ONNX) and {escape(str(json_path))} (exponents/scales)")
     return 0
 
 
@@ -442,7 +442,7 @@ def _cmd_profile(args: argparse.Namespace, console: Console) -> int:
         batch = next(as_source(data, layout=args.layout, input_shape=workflow.network.input_shape).batches(args.frames))
         workflow.deploy()
         _, profile = workflow.predict(batch.x, profile=True)
-        console.print(f"Measured on the simulated board with {len(batch.x)} frame(s) of {args.calibration}:")
+        console.print(f"Measured on the simulated board with {len(batch.x)} frame(s) of {escape(args.calibration)}:")
     else:
         profile = workflow.estimate_performance(frames=args.frames)
         console.print(
