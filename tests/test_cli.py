@@ -286,3 +286,8 @@ def test_markup_in_names_and_paths_is_printed_as_text(tmp_path, capsys):
     assert main([*args, "--validation", str(tmp_path / "x.npy"), "--keep-float", "nosuch", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "--keep-float names 'nosuch'" in err and "keep_float" not in err
+    layer = "[/]_[bold red]evil[/bold red]"  # the conv and its ReLU, one layer
+    both = ["--validation", str(tmp_path / "x.npy"), "--keep-float", layer, "--require-int8", layer, "--quiet"]
+    assert main([*args, *both]) == 2
+    err = capsys.readouterr().err
+    assert "both in --keep-float and --require-int8" in err and "keep_float" not in err

@@ -355,7 +355,8 @@ def make_plan(
     required = _layer_names(network, require_int8, option("require_int8", "--require-int8"))
     if keep & required:
         raise ConfigurationError(
-            f"layer(s) {', '.join(sorted(keep & required))} are both in keep_float and require_int8"
+            f"layer(s) {', '.join(sorted(keep & required))} are both in "
+            + option("keep_float and require_int8", "--keep-float and --require-int8")
         )
     if any(layer.name in keep for layer in network.input_layers):
         raise ConfigurationError("the input layer cannot be kept in float alone; keep the layers after it instead")
