@@ -347,19 +347,22 @@ class Network:
         """The model as ONNX bytes and the layers without their graph references: an
         ``onnx_ir`` graph pickles node by node, recursively, and a deep network (a few
         hundred layers) exceeds Python's recursion limit. The lazily built caches are left
-        out; a large network's weights stay in its private folder."""
-        if self.large:
-            self._external_store()
+        out. A large network (more than one protobuf message holds) is pickled as it is."""
+        if self.large:  # more than a protobuf holds: pickled as it is (its weights are external)
+            return dict(self.__dict__)
         keep = ("_fingerprint",)
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_") or k in keep}
         state["model"] = ir.to_proto(self.model).SerializeToString()
         state["layers"] = [
             (dataclasses.replace(layer, nodes=(), value=None), len(layer.nodes)) for layer in self.layers
         ]
-        state["_large"] = self.large
+        state["_large"] = False
         return state
 
     def __setstate__(self, state: dict) -> None:
+        if not isinstance(state.get("model"), bytes):  # a large network, pickled as it was
+            self.__dict__.update(state)
+            return
         state = dict(state)
         model = ir.from_proto(onnx.load_from_string(state.pop("model")))
         nodes = {node.name: node for node in model.graph}
