@@ -165,6 +165,20 @@ def test_use_gpu_without_gpu_is_a_clear_error():
         qs.calibrate(small_cnn(), images(2), use_gpu=True, progress=False)
 
 
+def test_gpu_without_gpu_on_the_command_line_names_the_flag(tmp_path, capsys):
+    import onnxruntime as ort
+
+    from quantscope.cli import main
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has a GPU provider")
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", images(2))
+    assert main(["calibrate", str(tmp_path / "m.onnx"), str(tmp_path / "x.npy"), "--gpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--gpu was asked for" in err and "use_gpu" not in err
+
+
 def test_bad_batch_size():
     with pytest.raises(qs.CalibrationDataError, match="batch_size"):
         qs.calibrate(small_cnn(), images(2), batch_size=0, progress=False)

@@ -209,6 +209,23 @@ def test_image_folder_flags_and_messages_in_command_line_words(tmp_path, capsys)
     assert main(["calibrate", str(model), str(folder), "--size", "8", "8", "--skip-bad", "--quiet"]) == 2
     assert "--no-labels" in capsys.readouterr().err
     assert main(["calibrate", str(model), str(folder), "--size", "8", "8", "--skip-bad", "--no-labels", "--quiet"]) == 0
+    assert main(["calibrate", str(model), str(folder), "--skip-bad", "--no-labels", "--layout", "NHWC", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--layout NHWC" in err and "layout=" not in err and "ImageDatastore" not in err
+
+
+@pytest.mark.parametrize(
+    "extra, flag",
+    [
+        (["--bitstream", "zcu102"], "unknown bitstream 'zcu102'"),
+        (["--bitstream", "zcu102_int8", "--frames", "0"], "--frames"),
+    ],
+)
+def test_fpga_flag_messages_in_command_line_words(model_and_data, capsys, extra, flag):
+    model, _ = model_and_data
+    assert main(["profile", str(model), *extra]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and "ProcessorConfig" not in err and "error: frames" not in err
 
 
 def test_folder_classes_against_the_networks_classes(tmp_path, capsys):
@@ -248,3 +265,29 @@ def test_ctrl_c_during_start_up_is_a_message(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert main(["--help"]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_markup_in_names_and_paths_is_printed_as_text(tmp_path, capsys):
+    """rich markup in node names or output paths: printed as it is, never a
+    MarkupError traceback ('[/]' closes nothing)."""
+    model = small_cnn()
+    for node in model.graph.node:
+        if node.name == "conv1":
+            node.name = "[/]"
+        elif node.name == "relu_conv1":
+            node.name = "[bold red]evil[/bold red]"
+    onnx.save(model, tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", images(8))
+    out = tmp_path / "[red]r.json"
+    assert main(["calibrate", str(tmp_path / "m.onnx"), str(tmp_path / "x.npy"), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out.replace("\n", "")
+    assert "[bold red]evil[/bold red]" in printed and "[red]r.json" in printed and out.exists()
+    args = ["validate", str(tmp_path / "m.onnx"), "--calibration", str(tmp_path / "x.npy")]
+    assert main([*args, "--validation", str(tmp_path / "x.npy"), "--keep-float", "nosuch", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--keep-float names 'nosuch'" in err and "keep_float" not in err
+    layer = "[/]_[bold red]evil[/bold red]"  # the conv and its ReLU, one layer
+    both = ["--validation", str(tmp_path / "x.npy"), "--keep-float", layer, "--require-int8", layer, "--quiet"]
+    assert main([*args, *both]) == 2
+    err = capsys.readouterr().err
+    assert "both in --keep-float and --require-int8" in err and "keep_float" not in err

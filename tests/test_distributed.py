@@ -179,6 +179,41 @@ def test_bad_options(monkeypatch):
         qs.calibrate(MODEL, X[:4], client="local:0", progress=False)
     with pytest.raises(qs.ConfigurationError, match="client"):
         qs.calibrate(MODEL, X[:4], shards=2, progress=False)
+    with pytest.raises(qs.ConfigurationError, match="would start 100000 worker processes"):
+        qs.calibrate(MODEL, X[:4], client="local:100000", progress=False)  # not a fork storm
+
+
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("local:0", "--dask 'local:0': the number of local workers"),
+        ("local:100000", "--dask 'local:100000' would start 100000 worker processes"),
+        (" ", "--dask ' ': give a scheduler address"),
+    ],
+)
+def test_cli_bad_dask_addresses_are_refused_before_any_work(tmp_path, monkeypatch, capsys, address, message):
+    def no_work(*a, **k):  # pragma: no cover - must not be reached
+        raise AssertionError("work started before --dask was checked")
+
+    monkeypatch.setattr("quantscope.network.prepare", no_work)
+    onnx.save(MODEL, tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", X[:4])
+    for command in (
+        ["calibrate", str(tmp_path / "m.onnx"), str(tmp_path / "x.npy")],
+        [
+            "validate",
+            str(tmp_path / "m.onnx"),
+            "--calibration",
+            str(tmp_path / "x.npy"),
+            "--validation",
+            str(tmp_path / "x.npy"),
+        ],
+    ):
+        assert main([*command, "--dask", address, "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_missing_dask_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask were not installed
     with pytest.raises(qs.ConfigurationError, match=r"pip install 'quantscope\[dask\]'"):
         qs.calibrate(MODEL, X[:4], client="local:2", progress=False)
@@ -235,3 +270,53 @@ def test_cli_validate_on_dask(tmp_path, calibrated, capsys):
     assert main([*common, "--out", str(tmp_path / "one.json")]) == 0
     assert main([*common, "--dask", "local:2", "--out", str(tmp_path / "two.json")]) == 0
     assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
+
+
+def _deep_chain(layers: int) -> onnx.ModelProto:
+    """``layers`` 1x1 convolutions with ReLUs in a row: an onnx_ir graph that pickles
+    node by node would exceed Python's recursion limit."""
+    rng = np.random.default_rng(0)
+    nodes, inits, prev = [], {}, "x"
+    for i in range(layers):
+        w = (np.eye(3, dtype=np.float32) + 0.01 * rng.standard_normal((3, 3), dtype=np.float32)).reshape(3, 3, 1, 1)
+        inits[f"w{i}"] = w
+        nodes += [helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], name=f"conv{i}")]
+        nodes += [helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        prev = f"r{i}"
+    return make_model(nodes, [tensor("x", [None, 3, 4, 4])], [tensor(prev, [None, 3, 4, 4])], inits)
+
+
+def test_a_deep_network_pickles_and_validates_on_dask(client):
+    import pickle
+
+    net = qs.prepare(_deep_chain(60))
+    again = pickle.loads(pickle.dumps(net))
+    assert again.layers == net.layers and again.fingerprint == net.fingerprint
+    assert again.to_proto().SerializeToString() == net.to_proto().SerializeToString()
+    assert all(tuple(n.name for n in layer.nodes) == layer.members for layer in again.layers[1:])
+    x = images(16, seed=5)[:, :, :4, :4] / 255
+    cal = qs.calibrate(net, x, batch_size=8, progress=False)
+    local = qs.validate(cal, x, batch_size=8, progress=False)
+    same_validation(qs.validate(cal, x, batch_size=8, client=client, progress=False), local)
+
+
+def test_cli_several_inputs_on_dask_refused_before_calibrating(tmp_path, monkeypatch, capsys):
+    """A network of several inputs: validate --dask says so before the calibration runs,
+    calibrate --dask/--checkpoint names the flags."""
+    from tinymodels import encoder_data, tiny_encoder
+
+    onnx.save(tiny_encoder(), tmp_path / "enc.onnx")
+    np.savez(tmp_path / "d.npz", **encoder_data(4))
+
+    def no_calibration(*a, **k):  # pragma: no cover - must not be reached
+        raise AssertionError("calibrated before refusing --dask")
+
+    monkeypatch.setattr(importlib.import_module("quantscope.calibrate"), "calibrate", no_calibration)
+    data = str(tmp_path / "d.npz")
+    args = ["validate", str(tmp_path / "enc.onnx"), "--calibration", data, "--validation", data, "--quiet"]
+    assert main([*args, "--dask", "local:2"]) == 2
+    assert "Validate it in one process (without --dask)" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["calibrate", str(tmp_path / "enc.onnx"), data, "--checkpoint", str(tmp_path / "c"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "without --dask and --checkpoint" in err and "client" not in err

@@ -17,6 +17,7 @@ from tinymodels import make_model, small_cnn, tensor
 
 import quantscope
 from quantscope import ConfigurationError, QuantscopeError, UnsupportedModelError, fpga
+from quantscope.errors import INTERFACE
 from quantscope.fpga import cycles
 from quantscope.fpga.config import CONV_THREAD_NUMBERS
 from quantscope.zoo import squeezenet
@@ -612,6 +613,30 @@ def test_every_unsupported_layer_is_named_at_once_grouped_by_kind():
     assert "2 Elu layers, which the processor has no module for ('act0', 'act1')" in text
     assert 'target="cpu"' in text
     assert sorted(err.value.nodes) == [("act0", "Elu"), ("act1", "Elu"), ("act2", "Softplus")]
+    # on the command line the advice names the flags, not Python calls
+    token = INTERFACE.set("cli")
+    try:
+        with pytest.raises(UnsupportedModelError) as err:
+            fpga.compile_network(quantscope.prepare(model), "zcu102_int8")
+    finally:
+        INTERFACE.reset(token)
+    assert "--target cpu, without --bitstream" in str(err.value)
+    assert "quantize(" not in str(err.value) and "target=" not in str(err.value)
+
+
+def test_a_channels_last_input_names_the_export_option():
+    """tf2onnx's default export transposes NHWC frames first: the error says how to
+    export NCHW input instead of only listing Transpose as a kind without a module."""
+    init = {"cw": (np.random.default_rng(0).standard_normal((4, 3, 3, 3)) * 0.2).astype(np.float32)}
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2], name="model/conv2d/Conv2D__6"),
+        helper.make_node("Conv", ["t", "cw"], ["c"], name="conv1", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["y"], name="relu1"),
+    ]
+    model = make_model(nodes, [tensor("x", [None, 16, 16, 3])], [tensor("y", [None, 4, 16, 16])], init)
+    with pytest.raises(UnsupportedModelError, match="--inputs-as-nchw") as err:
+        fpga.compile_network(quantscope.prepare(model), "zcu102_int8")
+    assert "'model/conv2d/Conv2D__6'" in str(err.value)
 
 
 def test_cost_table_never_counts_an_unknown_kind_as_zero():
@@ -646,6 +671,10 @@ def test_dynamic_spatial_size_is_unsupported():
     )
     with pytest.raises(UnsupportedModelError, match="fixed input size"):
         fpga.compile_network(quantscope.prepare(model), "zcu102_int8")
+    # the configuration search says why nothing fits, not only that nothing does
+    search = fpga.optimize_config(quantscope.prepare(model), "zcu102", 10, conv_threads=[4, 16])
+    with pytest.raises(ConfigurationError, match=r"^the shape of 'x'.*fixed input size"):
+        _ = search.config
 
 
 # ------------------------------------------------------------------ properties of the cycle model

@@ -8,6 +8,7 @@ import pytest
 from tinymodels import images, small_cnn
 
 import quantscope as qs
+from quantscope import fpga
 from quantscope.cli import main
 from quantscope.fpga import Workflow
 
@@ -32,6 +33,23 @@ def test_predict_is_the_int8_emulation_and_profiles(calibrated):
     image = workflow.compiled.weight_images["conv1_relu_conv1"]
     qw = qnet.plan.weights["conv1_relu_conv1"][0]
     np.testing.assert_array_equal(image.weights[tuple(slice(0, s) for s in qw.shape)], qw)
+
+
+def test_estimate_compile_and_optimize_take_a_quantized_network(calibrated):
+    """A QuantizedNetwork goes where a network goes (as Workflow takes it): the same
+    cycles as its float network, the quantizer's weights in compile's weight images,
+    a CPU-quantized one refused with the reason."""
+    net, cal, x = calibrated
+    qnet = qs.quantize_network(cal, "fpga")
+    float_profile = fpga.estimate_performance(net, "zc706_int8", frames=2)
+    assert fpga.estimate_performance(qnet, "zc706_int8", frames=2).network_cycles == float_profile.network_cycles
+    compiled = fpga.compile_network(qnet, "zcu102_int8")
+    qw = qnet.plan.weights["conv1_relu_conv1"][0]
+    image = compiled.weight_images["conv1_relu_conv1"]
+    np.testing.assert_array_equal(image.weights[tuple(slice(0, s) for s in qw.shape)], qw)
+    assert fpga.optimize_config(qnet, "zcu102", 30).config == fpga.optimize_config(net, "zcu102", 30).config
+    with pytest.raises(qs.ConfigurationError, match="CPU target"):
+        fpga.compile_network(qs.quantize_network(cal, "cpu"), "zcu102_int8")
 
 
 def test_validate_reports_frames_per_second(calibrated):

@@ -192,6 +192,10 @@ def test_a_large_model_keeps_its_weights_external_and_gives_the_same_results(tmp
     monkeypatch.setattr(storage, "LARGE_BYTES", 1000)
     net = qs.prepare(tmp_path / "m.onnx")
     assert net.large and not small.large
+    import pickle
+
+    again = pickle.loads(pickle.dumps(net))  # a large network pickles as it is (its weights external)
+    assert again.large and again.layers == net.layers and again.fingerprint == net.fingerprint
     cal = qs.calibrate(net, x, batch_size=16, progress=False)
     assert cal.table.equals(ref_cal.table)
     val = qs.validate(cal, (x, y), batch_size=16, progress=False)

@@ -313,11 +313,15 @@ def test_cli_report_flags(cli_files, tmp_path, capsys):
         (["--report", "r.html", "--out", "r.json"], "also --out"),
         (["--report", "r.html", "--report-date", "tomorrow"], "--report-date 'tomorrow': give a date"),
         (["--report-date", DATE], "add --report"),
+        (["--report", ""], "--report '': give a file name"),  # an empty $VAR: not silently no report
+        (["--report", "taken.html"], "--report taken.html writes its data to taken.json, which is a folder"),
+        (["--out", ""], "--out '': give a file name"),
     ],
 )
 def test_cli_report_flags_are_checked_before_work(cli_files, tmp_path, capsys, monkeypatch, extra, message):
     model, data = cli_files
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken.json").mkdir()
 
     def no_work(*a, **k):  # pragma: no cover - must not be reached
         raise AssertionError("work started before the flags were checked")

@@ -206,3 +206,25 @@ def test_the_watch_sees_errors_and_requests(browser, pages, tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_long_names_wrap_in_the_tables(browser, tmp_path):
+    """A 600-character node name wraps inside its cell: no table grows thousands of
+    pixels wide (the ranges table's Network Layer Name column did)."""
+    import onnx
+    from tinymodels import images, small_cnn
+
+    import quantscope as qs
+
+    model = small_cnn()
+    for node in model.graph.node:
+        if node.name == "relu_conv1":
+            node.name = "a" * 600
+    onnx.save(model, tmp_path / "long.onnx")
+    cal = qs.calibrate(qs.prepare(tmp_path / "long.onnx"), images(8), progress=False)
+    path = qs.validate(cal, images(8, seed=2), target="fpga", progress=False).report(tmp_path / "long.html", date=DATE)
+    context, page, watch = _open(browser, path)
+    widths = page.evaluate("[...document.querySelectorAll('table')].map(t => [t.id, t.getBoundingClientRect().width])")
+    assert watch.errors == []
+    assert all(width < 2000 for _, width in widths), widths
+    context.close()

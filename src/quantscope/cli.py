@@ -63,7 +63,7 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     console.print(f"{result.num_samples} samples, {len(result)} tensors, {elapsed:.2f} s")
     if args.out:
         path = result.save(args.out)
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}")
     _write_report(args, console, result)
     return 0
 
@@ -78,7 +78,7 @@ def _write_report(args: argparse.Namespace, console: Console, *results, **option
 
     command = shlex.join(["quantscope", *args.argv])
     path = write_report(*results, path=args.report, command=command, date=args.report_date, **options)
-    console.print(f"wrote {path} (report) and {json_path_of(path)} (its data)")
+    console.print(f"wrote {escape(str(path))} (report) and {escape(str(json_path_of(path)))} (its data)")
 
 
 def _calibrated(args: argparse.Namespace, console: Console):
@@ -89,6 +89,10 @@ def _calibrated(args: argparse.Namespace, console: Console):
     for note in network.log.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
     _equalized_note(network, console)
+    if args.command == "validate" and getattr(args, "dask", None):
+        from .validate.validate import check_dask_inputs
+
+        check_dask_inputs(network)  # before calibrating, not after
     if getattr(args, "ranges", None):
         from .calibrate import Calibration
 
@@ -368,7 +372,7 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     _saturation_note(args, console)
     if args.out:
         path = write_atomic(args.out, json.dumps(result.to_dict(), indent=1, default=float, allow_nan=False))
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}")
     _write_report(args, console, result)
     return 0
 
@@ -394,7 +398,7 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
         shifts = qnet.layers["BiasShift"].dropna()
         console.print(
             f"bias correction: {len(qnet.plan.bias_corrections)} layer(s), largest mean shift taken out "
-            f"{shifts.max():.4g} ({qnet.layers.loc[shifts.idxmax(), 'Layer']})"
+            f"{shifts.max():.4g} ({escape(str(qnet.layers.loc[shifts.idxmax(), 'Layer']))})"
         )
     _saturation_note(args, console)
     float_bytes, quant_bytes = qnet.memory
@@ -404,7 +408,7 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
     with warnings.catch_warnings():  # the saturation note above already said it
         warnings.filterwarnings("ignore", message="this CPU is x86 without VNNI", category=UserWarning)
         onnx_path, json_path = qnet.save(args.output)
-    console.print(f"wrote {onnx_path} (QDQ ONNX) and {json_path} (exponents/scales)")
+    console.print(f"wrote {escape(str(onnx_path))} (QDQ ONNX) and {escape(str(json_path))} (exponents/scales)")
     return 0
 
 
@@ -438,7 +442,7 @@ def _cmd_profile(args: argparse.Namespace, console: Console) -> int:
         batch = next(as_source(data, layout=args.layout, input_shape=workflow.network.input_shape).batches(args.frames))
         workflow.deploy()
         _, profile = workflow.predict(batch.x, profile=True)
-        console.print(f"Measured on the simulated board with {len(batch.x)} frame(s) of {args.calibration}:")
+        console.print(f"Measured on the simulated board with {len(batch.x)} frame(s) of {escape(args.calibration)}:")
     else:
         profile = workflow.estimate_performance(frames=args.frames)
         console.print(
@@ -647,9 +651,15 @@ def _check_args(args: argparse.Namespace) -> None:
             "or use --target fpga"
         )
     _check_accuracy_args(args)
+    if getattr(args, "dask", None) is not None:
+        from .calibrate.distributed import parse_local
+
+        if not args.dask.strip():
+            raise ConfigurationError(f"--dask {args.dask!r}: give a scheduler address (tcp://host:8786) or local:N")
+        parse_local(args.dask)  # local:N malformed or too many processes: before any work
     for attr, flag, suffixes in _OUTPUTS.get(args.command, ()):
         value = getattr(args, attr, None)
-        if value:
+        if value is not None:
             _check_output(value, flag, suffixes)
     report = getattr(args, "report", None)
     if report:
@@ -717,11 +727,17 @@ def _check_output(value: str, flag: str, suffixes: tuple[str, ...], shown: str |
     from .errors import ConfigurationError
 
     shown = shown or value
+    if not value.strip():
+        raise ConfigurationError(f"{flag} {value!r}: give a file name (an empty path writes nothing)")
     path = Path(value)
     if shown == value and path.suffix.lower() not in suffixes:
         kinds = " or ".join(suffixes)
         raise ConfigurationError(f"{flag} {value}: unknown format {path.suffix!r}; write a {kinds} file")
     if Path(shown).is_dir() or path.is_dir():
+        if shown != value and not Path(shown).is_dir():  # the data file beside the page
+            raise ConfigurationError(
+                f"{flag} {shown} writes its data to {value}, which is a folder; give the report another name"
+            )
         raise ConfigurationError(f"{flag} {shown} is a folder; give a file name")
     folder = path.parent if str(path.parent) else Path(".")
     existing = folder

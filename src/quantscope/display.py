@@ -32,7 +32,7 @@ def print_ranges(console: Console, table, title: str = "Calibration ranges", max
         if max_rows is not None and i >= max_rows:
             t.add_row("...", "", "", "", "")
             break
-        t.add_row(str(row[0]), str(row[1]), str(row[2]), format_number(row[3]), format_number(row[4]))
+        t.add_row(escape(str(row[0])), escape(str(row[1])), str(row[2]), format_number(row[3]), format_number(row[4]))
     console.print(t)
 
 

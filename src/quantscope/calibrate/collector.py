@@ -16,6 +16,7 @@ from ..errors import (
     DeviceError,
     NonFiniteActivationError,
     UnsupportedModelError,
+    option,
 )
 from ..network import Network
 from ..network.network import Inputs, batch_pieces
@@ -52,9 +53,9 @@ def create_session(
         gpu = [p for p in ("CUDAExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider") if p in available]
         if not gpu:
             raise DeviceError(
-                "use_gpu was asked for, but this onnxruntime has no GPU execution provider "
-                f"(available: {', '.join(available)}). Install onnxruntime-gpu on a machine "
-                "with a CUDA GPU, or calibrate on the CPU (drop --gpu / use_gpu=True)."
+                f"{option('use_gpu=True', '--gpu')} was asked for, but this onnxruntime has no GPU execution "
+                f"provider (available: {', '.join(available)}). Install onnxruntime-gpu on a machine "
+                f"with a CUDA GPU, or calibrate on the CPU (drop {option('use_gpu=True', '--gpu')})."
             )
         providers = [gpu[0], "CPUExecutionProvider"]
     else:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._progress import progress_bar
-from ..errors import CalibrationDataError, ConfigurationError, QuantscopeError
+from ..errors import CalibrationDataError, ConfigurationError, QuantscopeError, option
 from ..network import Network
 from .collector import StatsCollector
 from .data import Batch, DataSource, check_not_empty
@@ -78,20 +78,39 @@ def import_distributed():
     return distributed
 
 
-def _parse_local(spec: str) -> int | None:
-    """``"local"`` -> cpu count, ``"local:N"`` -> N, anything else -> None."""
+#: The most worker processes ``local:N`` starts, per CPU of this machine (a typo such
+#: as local:1000 would otherwise start a thousand Python processes).
+LOCAL_WORKERS_PER_CPU = 8
+
+
+def parse_local(spec: str) -> int | None:
+    """``"local"`` -> cpu count, ``"local:N"`` -> N, anything else -> None.
+
+    Raises:
+        ConfigurationError: N is not a positive integer, or more than
+            :data:`LOCAL_WORKERS_PER_CPU` processes per CPU of this machine.
+    """
+    spec = spec.strip()
+    cpus = max(1, os.cpu_count() or 1)
     if spec == "local":
-        return max(1, os.cpu_count() or 1)
+        return cpus
     if not spec.startswith("local:"):
         return None
     text = spec[len("local:") :]
+    flag = option("client=", "--dask")
     try:
         n = int(text)
     except ValueError:
         n = 0
     if n < 1:
         raise ConfigurationError(
-            f"--dask {spec!r}: the number of local workers must be a positive integer, e.g. local:4"
+            f"{flag} {spec!r}: the number of local workers must be a positive integer, e.g. local:4"
+        )
+    if n > LOCAL_WORKERS_PER_CPU * cpus:
+        raise ConfigurationError(
+            f"{flag} {spec!r} would start {n} worker processes on this machine, which has {cpus} CPU(s); "
+            f"give at most local:{LOCAL_WORKERS_PER_CPU * cpus} (local:{cpus}, one per CPU, is usually best), or "
+            "connect to a scheduler (tcp://host:8786) whose workers run elsewhere"
         )
     return n
 
@@ -120,7 +139,7 @@ def dask_client(client: Any) -> Iterator[Any]:
         return
     spec = client.strip()
     distributed = import_distributed()
-    n_local = _parse_local(spec)
+    n_local = parse_local(spec)
     if n_local is not None:
         import logging
 

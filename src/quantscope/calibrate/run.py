@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._progress import progress_bar
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, option
 from ..network import Network, prepare
 from .checkpoint import Resumer, calibrate_resumable
 from .collector import StatsCollector
@@ -200,6 +200,6 @@ def calibrate(
         raise ConfigurationError(
             f"this network has {len(network.input_names)} inputs ({', '.join(network.input_names)}); "
             "checkpoints and Dask runs take networks with one input for now. Calibrate it in one process "
-            "(without a client, checkpoint or shards)."
+            f"({option('without a client, checkpoint or shards', 'without --dask and --checkpoint')})."
         )
     return runner.run(network, data, options)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CalibrationDataError, ConfigurationError
+from ..errors import CalibrationDataError, ConfigurationError, option
 from .arrays import ArraySource
 from .data import (
     NUMPY_FILE_ERRORS,
@@ -183,7 +183,12 @@ def as_source(
 
         if isinstance(data, ImageDatastore):
             if layout != "NCHW":
-                raise ConfigurationError("an ImageDatastore yields NCHW batches; drop layout='NHWC'")
+                raise ConfigurationError(
+                    option(
+                        "an ImageDatastore yields NCHW batches; drop layout='NHWC'",
+                        "an image folder is read as NCHW batches; drop --layout NHWC (it is for .npy/.npz arrays)",
+                    )
+                )
             if input_shape is not None and (data.size is None or data.channels is None):
                 data = data.with_input_shape(input_shape, fill_only=True)
         if input_shape is None and labels is None and layout == "NCHW" and np.dtype(dtype) == np.float32:

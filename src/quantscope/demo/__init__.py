@@ -109,6 +109,8 @@ def run_demo(
         path = write_report(
             result, profile, workflow=workflow, quantized=qnet, path=report, command=command, date=report_date
         )
-        console.print(f"Report: {path.resolve()} (open it in a browser; its data: {json_path_of(path).name})")
+        console.print(
+            f"Report: {escape(str(path.resolve()))} (open it in a browser; its data: {escape(json_path_of(path).name)})"
+        )
         done["report"] = path
     return done

@@ -20,10 +20,9 @@ import numpy as np
 
 from ..errors import ConfigurationError, QuantscopeError
 from ..network import Network, prepare
-from ..simulate.lut import plan_tables
 from .compile import CompiledNetwork, RegionName, compile_network, format_size
+from .compile.compiler import is_quantized_network, unwrap_quantized
 from .config import ProcessorConfig, processor
-from .per_channel import check_per_channel
 from .profile import Profile, estimate_resources, profile_compiled
 
 __all__ = ["QuantizedNetworkRequired", "SimulatedBoard", "Workflow"]
@@ -120,30 +119,13 @@ class Workflow:
         quantized: Mapping[str, tuple] | None = None,
         print_fn: Any = None,
     ):
-        qnet = None
-        if hasattr(network, "plan") and hasattr(network, "predict"):  # a QuantizedNetwork
-            qnet = network
-            if getattr(qnet.plan.scheme, "exponent_method", None) is None:  # not PowerOfTwo
-                raise ConfigurationError(
-                    f"the deep-learning processor computes with power-of-two scales, but this network was "
-                    f"quantized with {type(qnet.plan.scheme).__name__} (the CPU target): quantize it for the "
-                    'FPGA with quantscope.quantize_network(calibration, "fpga") (or pass the float network to estimate '
-                    "performance only)"
-                )
-            network = qnet.network
-            if run_int8 is None:
-                run_int8 = qnet.predict
-            if quantized is None:
-                quantized = {
-                    name: (qw, qnet.plan.biases[name][0] if name in qnet.plan.biases else None, qp.exponent)
-                    for name, (qw, qp) in qnet.plan.weights.items()
-                }
-                # the activations' lookup tables, as the emulation applies them
-                quantized.update({name: (table,) for name, table in plan_tables(qnet.plan).items()})
-        self.network: Network = network if isinstance(network, Network) else prepare(network)
         self.config = processor(bitstream)
-        if qnet is not None:
-            check_per_channel(qnet.plan, self.config)  # per-channel exponents or ceilings need the processor's support
+        if is_quantized_network(network):
+            # its int8 weights and tables; per-channel exponents or ceilings need the processor's support
+            if run_int8 is None:
+                run_int8 = network.predict
+            network, quantized = unwrap_quantized(network, self.config, quantized)
+        self.network: Network = network if isinstance(network, Network) else prepare(network)
         self.target = target if target is not None else SimulatedBoard()
         self.run_int8 = run_int8
         self.quantized = quantized

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, option
 
 __all__ = [
     "BOARDS",
@@ -500,7 +500,7 @@ def processor(name: str | ProcessorConfig) -> ProcessorConfig:
         return name
     if not isinstance(name, str) or name not in PRESETS:
         raise ConfigurationError(
-            f"unknown bitstream {name!r}; known bitstreams: {', '.join(PRESETS)} "
-            "(or pass a quantscope.fpga.ProcessorConfig)"
+            f"unknown bitstream {name!r}; known bitstreams: {', '.join(PRESETS)}"
+            + option(" (or pass a quantscope.fpga.ProcessorConfig)", "")
         )
     return PRESETS[name]

@@ -17,6 +17,7 @@ board's DSPs, block RAM and LUTs, then the lowest clock.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 from ..errors import ConfigurationError, UnsupportedModelError
 from ..network import LayerKind, Network, prepare
 from .compile import cost_network
+from .compile.compiler import is_quantized_network
 from .config import BOARDS, CONV_THREAD_NUMBERS, FC_THREAD_NUMBERS, PRESETS, DataType, ProcessorConfig
 from .cycles import FRAME_OVERHEAD_CYCLES, NETWORK_OVERHEAD_CYCLES
 from .profile import estimate_resources
@@ -89,7 +91,14 @@ class ConfigSearch:
         fitting = [c for c in self.candidates if c.verdict == "too slow"]
         best = max(fitting, key=lambda c: c.frames_per_second, default=None)
         if best is None:
-            return f"no processor configuration of this search fits the network on {self.board}"
+            message = f"no processor configuration of this search fits the network on {self.board}"
+            reasons = Counter(c.reason for c in self.candidates if c.verdict == "does not fit" and c.reason)
+            if reasons:  # the commonest reason: one of the network (a symbolic size) is every candidate's
+                reason, count = max(reasons.items(), key=lambda item: (item[1], item[0]))
+                if count == len(self.candidates):  # the network's, not a configuration's
+                    return reason
+                message += f" ({count} of {len(self.candidates)}: {reason.rstrip('.')})"
+            return message
         return (
             f"no processor configuration reaches {self.frames_per_second:g} Frames/s on {self.board}: the fastest "
             f"that fits the board gives {best.frames_per_second:.1f} Frames/s at "
@@ -219,6 +228,8 @@ def optimize_config(
     except ValueError:
         raise ConfigurationError(f"data_type must be 'int8' or 'single', got {data_type!r}") from None
     base = PRESETS[f"{board}_{dtype.value}"]
+    if is_quantized_network(network):  # the cycles depend on the shapes only
+        network = network.network
     net = network if isinstance(network, Network) else prepare(network)
     has_fc = any(layer.kind == LayerKind.FC for layer in net.layers)
     conv_options = sorted(set(conv_threads or CONV_THREAD_NUMBERS))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UnsupportedModelError
+from ..errors import UnsupportedModelError, option
 from ..quantize.plan import QuantPlan
 
 __all__ = ["check_per_channel", "per_channel_needs"]
@@ -53,20 +53,28 @@ def check_per_channel(plan: QuantPlan, config) -> None:
     if needs["weights"]:
         parts.append(
             f"{len(needs['weights'])} layer(s) have one weight exponent per output channel "
-            f"(PowerOfTwo(per_channel=True), --per-channel: {_listing(needs['weights'])})"
+            f"({option('PowerOfTwo(per_channel=True)', '--per-channel')}: {_listing(needs['weights'])})"
         )
     if needs["ceilings"]:
         parts.append(
             f"{len(needs['ceilings'])} layer(s) clip at a ceiling per channel, which cross-layer equalization "
-            f"through their Relu6 left (--equalize: {_listing(needs['ceilings'])})"
+            f"through their Relu6 left ({option('prepare(..., equalize=True)', '--equalize')}: "
+            f"{_listing(needs['ceilings'])})"
         )
     if not parts:
         return
+    flags = " and ".join(flag for flag, k in (("--per-channel", "weights"), ("--equalize", "ceilings")) if needs[k])
     raise UnsupportedModelError(
         f"the processor {config.name!r} applies one weight exponent per layer and one ceiling per clipped ReLU, "
-        f"as MATLAB's deep-learning processor does, but {' and '.join(parts)}. Quantize per tensor (drop "
-        "--per-channel / per_channel=True), prepare without equalization, or compile for a processor whose "
-        "configuration has per-channel parameters (ProcessorConfig(..., per_channel=True), beyond MATLAB's).",
+        f"as MATLAB's deep-learning processor does, but {' and '.join(parts)}. "
+        + option(
+            "Quantize per tensor (drop per_channel=True), prepare without equalization, or compile for a processor "
+            "whose configuration has per-channel parameters (ProcessorConfig(..., per_channel=True), beyond "
+            "MATLAB's).",
+            f"Drop {flags} "
+            "(the presets have no per-channel parameters; a configuration with them, beyond MATLAB's, is a "
+            "Python ProcessorConfig(..., per_channel=True)).",
+        ),
         nodes=[(name, "per-channel") for name in needs["weights"] + needs["ceilings"]],
     )
 

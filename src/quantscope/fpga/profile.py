@@ -196,9 +196,9 @@ def _rows(costs: list[LayerCost], legs, network_cycles: int) -> tuple[ProfileRow
 def profile_compiled(compiled: CompiledNetwork, frames: int = 1) -> Profile:
     """The :class:`Profile` of an already compiled network for ``frames`` frames."""
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
-        from ..errors import ConfigurationError
+        from ..errors import ConfigurationError, option
 
-        raise ConfigurationError(f"frames must be a positive integer, got {frames!r}")
+        raise ConfigurationError(f"{option('frames', '--frames')} must be a positive integer, got {frames!r}")
     costed = tuple(c for c in compiled.costs if not c.fused)
     network_cycles = sum(c.cycles for c in costed) + NETWORK_OVERHEAD_CYCLES
     return Profile(

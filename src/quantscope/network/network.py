@@ -342,6 +342,41 @@ class Network:
             store = self.__dict__["_store"] = ExternalStore(self.model)
         return store
 
+    # ---- pickling (Dask ships plans to workers) ----------------------------------------
+    def __getstate__(self) -> dict:
+        """The model as ONNX bytes and the layers without their graph references: an
+        ``onnx_ir`` graph pickles node by node, recursively, and a deep network (a few
+        hundred layers) exceeds Python's recursion limit. The lazily built caches are left
+        out. A large network (more than one protobuf message holds) is pickled as it is."""
+        if self.large:  # more than a protobuf holds: pickled as it is (its weights are external)
+            return dict(self.__dict__)
+        keep = ("_fingerprint",)
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_") or k in keep}
+        state["model"] = ir.to_proto(self.model).SerializeToString()
+        state["layers"] = [
+            (dataclasses.replace(layer, nodes=(), value=None), len(layer.nodes)) for layer in self.layers
+        ]
+        state["_large"] = False
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if not isinstance(state.get("model"), bytes):  # a large network, pickled as it was
+            self.__dict__.update(state)
+            return
+        state = dict(state)
+        model = ir.from_proto(onnx.load_from_string(state.pop("model")))
+        nodes = {node.name: node for node in model.graph}
+        values: dict[str, ir.Value] = {v.name: v for v in model.graph.inputs}
+        values.update(model.graph.initializers)
+        for node in model.graph:
+            values.update((out.name, out) for out in node.outputs)
+        layers = []
+        for layer, count in state.pop("layers"):
+            members = tuple(nodes[m] for m in layer.members[:count])  # the member nodes, in order
+            layers.append(dataclasses.replace(layer, nodes=members, value=values.get(layer.output)))
+        self.__dict__.update(state, model=model, layers=layers)
+        self._by_name = {layer.name: layer for layer in layers}
+
     @property
     def fingerprint(self) -> str:
         """sha256 (hex) of the prepared model: the same model file gives the same

@@ -18,7 +18,7 @@ import numpy as np
 from ..calibrate.ranges import RangeMethod, clipping_range
 from ..calibrate.result import Calibration
 from ..calibrate.stats import NUM_BINS, TensorStats, bin_edges
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, option
 from ..network import Network, OptimizedLayer
 from ..ops import info
 from .numerics import (
@@ -351,11 +351,12 @@ def make_plan(
             "Calibration.load(path, network=model) or call calibration.attach(quantscope.prepare(model))"
         )
     methods = _range_methods(network, scheme, range_methods or {})
-    keep = _layer_names(network, keep_float, "keep_float")
-    required = _layer_names(network, require_int8, "require_int8")
+    keep = _layer_names(network, keep_float, option("keep_float", "--keep-float"))
+    required = _layer_names(network, require_int8, option("require_int8", "--require-int8"))
     if keep & required:
         raise ConfigurationError(
-            f"layer(s) {', '.join(sorted(keep & required))} are both in keep_float and require_int8"
+            f"layer(s) {', '.join(sorted(keep & required))} are both in "
+            + option("keep_float and require_int8", "--keep-float and --require-int8")
         )
     if any(layer.name in keep for layer in network.input_layers):
         raise ConfigurationError("the input layer cannot be kept in float alone; keep the layers after it instead")
@@ -530,7 +531,7 @@ def _range_methods(
     return out
 
 
-def _layer_names(network: Network, names: Iterable[str], option: str) -> set[str]:
+def _layer_names(network: Network, names: Iterable[str], what: str) -> set[str]:
     """The optimized-layer names of ``names`` (optimized or network layer names)."""
     if isinstance(names, str):
         names = [names]
@@ -550,7 +551,7 @@ def _layer_names(network: Network, names: Iterable[str], option: str) -> set[str
             else ""
         )
         raise ConfigurationError(
-            f"{option} names {', '.join(repr(n) for n in unknown)}, which {'is' if len(unknown) == 1 else 'are'} "
+            f"{what} names {', '.join(repr(n) for n in unknown)}, which {'is' if len(unknown) == 1 else 'are'} "
             f"not a layer of the network{why}; layers are: {', '.join(layer.name for layer in network.layers)}"
         )
     return out

@@ -28,6 +28,7 @@ exact (docs/int8.md (12)). Both give the same integers.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -37,7 +38,7 @@ import numpy as np
 import onnx
 from threadpoolctl import threadpool_limits
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, option
 from ..network import Inputs, Network, OptimizedLayer
 from ..network.network import batch_pieces
 from ..ops import ops_with
@@ -212,8 +213,11 @@ class ReferenceEngine:
         except AccumulatorOverflowError as exc:
             raise AccumulatorOverflowError(
                 f"layer {layer.name!r} ({'/'.join(layer.op_types)}): {exc} To go on: keep this layer in "
-                f"float (keep_float=[{layer.name!r}]), or emulate hardware whose accumulator wraps with "
-                "Simulator(plan, overflow=Overflow.WRAP)."
+                + option(
+                    f"float (keep_float=[{layer.name!r}]), or emulate hardware whose accumulator wraps with "
+                    "Simulator(plan, overflow=Overflow.WRAP).",
+                    f"float (--keep-float {shlex.quote(layer.name)}).",
+                )
             ) from None
 
     def _quantize(self, x: np.ndarray, qp: QParams) -> np.ndarray:

@@ -197,6 +197,20 @@ def _channel_spread(plan: QuantPlan, layer_name: str) -> float:
     return float(per_channel.max() / median) if median > 0 else math.inf
 
 
+def check_dask_inputs(network: Any) -> None:
+    """Refuse a network of several inputs for validation on Dask (not supported yet).
+
+    Raises:
+        ConfigurationError: naming the inputs and what to do instead.
+    """
+    if len(network.input_names) > 1:
+        raise ConfigurationError(
+            f"this network has {len(network.input_names)} inputs ({', '.join(network.input_names)}); "
+            "validation on Dask takes networks with one input for now. Validate it in one process "
+            f"({option('without client=', 'without --dask')})."
+        )
+
+
 def validate(
     calibration: Calibration | QuantPlan,
     data: Any,
@@ -323,12 +337,7 @@ def validate(
         totals.add(part)
 
     if client is not None:
-        if len(network.input_names) > 1:
-            raise ConfigurationError(
-                f"this network has {len(network.input_names)} inputs ({', '.join(network.input_names)}); "
-                "validation on Dask takes networks with one input for now. Validate it in one process "
-                f"({option('without client=', 'without --dask')})."
-            )
+        check_dask_inputs(network)
         from .distributed import validate_on_dask  # Dask is an optional extra
 
         classes = validate_on_dask(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ...errors import ConfigurationError
 from ...network import Network, prepare
 from ..config import ProcessorConfig, processor
 from ..cycles import LayerCost
@@ -31,6 +32,44 @@ def cost_network(network: Network, config: ProcessorConfig) -> list[LayerCost]:
     return cost_legs(legs, acts, config)[1]
 
 
+def is_quantized_network(network: Any) -> bool:
+    """Whether ``network`` is a :class:`~quantscope.QuantizedNetwork` (duck-typed: the
+    fpga stage sits above quantize and needs only its plan and emulation)."""
+    return hasattr(network, "plan") and hasattr(network, "predict") and hasattr(network, "network")
+
+
+def unwrap_quantized(
+    qnet: Any, config: ProcessorConfig, quantized: Mapping[str, tuple] | None = None
+) -> tuple[Network, dict[str, tuple]]:
+    """The float network of a power-of-two :class:`~quantscope.QuantizedNetwork` and the
+    int8 weights (and lookup tables) its weight images carry, checked against the
+    processor's per-channel support.
+
+    Raises:
+        ConfigurationError: the network was quantized for the CPU target.
+        UnsupportedModelError: per-channel parameters on a processor without them.
+    """
+    from ...simulate.lut import plan_tables
+    from ..per_channel import check_per_channel
+
+    if getattr(qnet.plan.scheme, "exponent_method", None) is None:  # not PowerOfTwo
+        raise ConfigurationError(
+            f"the deep-learning processor computes with power-of-two scales, but this network was "
+            f"quantized with {type(qnet.plan.scheme).__name__} (the CPU target): quantize it for the "
+            'FPGA with quantscope.quantize_network(calibration, "fpga") (or pass the float network to estimate '
+            "performance only)"
+        )
+    check_per_channel(qnet.plan, config)
+    if quantized is None:
+        quantized = {
+            name: (qw, qnet.plan.biases[name][0] if name in qnet.plan.biases else None, qp.exponent)
+            for name, (qw, qp) in qnet.plan.weights.items()
+        }
+        # the activations' lookup tables, as the emulation applies them
+        quantized.update({name: (table,) for name, table in plan_tables(qnet.plan).items()})
+    return qnet.network, dict(quantized)
+
+
 def compile_network(
     network: Any,
     config: ProcessorConfig | str,
@@ -41,7 +80,9 @@ def compile_network(
 
     Args:
         network: a prepared :class:`~quantscope.Network` (or anything
-            :func:`quantscope.prepare` accepts). Input ``(N, C, H, W)`` with fixed C, H, W.
+            :func:`quantscope.prepare` accepts), or a :class:`~quantscope.QuantizedNetwork`
+            for the FPGA (its int8 weights fill the weight images). Input ``(N, C, H, W)``
+            with fixed C, H, W.
         config: a :class:`ProcessorConfig` or a preset name (``"zcu102_int8"``...).
         quantized: for int8 bitstreams, the layers' int8 weights from the quantizer:
             ``{layer name: (int8 weights as stored in the model, int32 bias or None[,
@@ -58,8 +99,10 @@ def compile_network(
             not the last layer), an activation above FeatureSizeLimit, a row that does not
             fit the conv memories, unknown shapes.
     """
-    net = prepare(network) if not isinstance(network, Network) else network
     cfg = processor(config)
+    if is_quantized_network(network):
+        network, quantized = unwrap_quantized(network, cfg, quantized)
+    net = prepare(network) if not isinstance(network, Network) else network
     acts = Activations(net, cfg)
 
     where, notes = place(net, acts)

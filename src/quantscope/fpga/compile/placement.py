@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ...errors import UnsupportedModelError
+from ...errors import UnsupportedModelError, option
 from ...network import LayerKind, Network, OptimizedLayer
 from ...ops import ops_with
 from ..config import Module
@@ -159,6 +159,18 @@ def place(net: Network, acts: Activations) -> tuple[dict[str, Placement], dict[s
             else:
                 no_module.setdefault(layer.kind, []).append(repr(layer.name))
     if bad:
+        # a Transpose of a network input: a channels-last (NHWC) model, as tf2onnx exports by default
+        layout = [
+            name for name, kind in bad if kind == "Transpose" and set(net.layer(name).inputs) & set(net.input_names)
+        ]
+        layout_hint = (
+            f" The network transposes its input ({_listing([repr(n) for n in layout])}): it takes channels-last "
+            "(NHWC) frames, and the processor reads channel-planar (NCHW) frames; export it with NCHW input "
+            "(tf2onnx: --inputs-as-nchw INPUT_NAME) so that the "
+            "Transpose goes."
+            if layout
+            else ""
+        )
         messages = [
             f"{len(names)} {kind} layer{'s' if len(names) > 1 else ''}, which the processor has no module for "
             f"({_listing(names)})"
@@ -176,8 +188,12 @@ def place(net: Network, acts: Activations) -> tuple[dict[str, Placement], dict[s
             + ", ".join(sorted(OUTPUT_SOFTWARE_KINDS))
             + ", or any kind it lacks). "
             "Use activations the processor has (Relu, Clip/Relu6, LeakyRelu, PRelu, Sigmoid, Tanh, HardSigmoid, "
-            "HardSwish, SiLU) in their place, or "
-            'quantize for the CPU target instead (quantize("cpu"), validate(..., target="cpu")).',
+            "HardSwish, SiLU) in their place, or quantize for the CPU target instead ("
+            + option(
+                'quantize("cpu"), validate(..., target="cpu")', "quantscope validate --target cpu, without --bitstream"
+            )
+            + ")."
+            + layout_hint,
             nodes=bad,
         )
     if Placement.HW not in where.values():
