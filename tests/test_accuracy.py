@@ -292,6 +292,10 @@ def test_equalized_relu6_ceilings_need_a_processor_with_per_channel_parameters()
     out_ref = qs.simulate.Simulator(qnet.plan, "reference").run(x)[0]
     assert np.array_equal(out_ref, qnet.predict(x))
     assert "outputs / s" in qnet.layers.set_index("Layer").loc["conv0_relu6_0", "Equalized"]
+    # the float network too: an estimate for a processor that cannot run it is refused
+    with pytest.raises(qs.UnsupportedModelError, match=r"ceiling per channel.*\(equalize=True: conv0_relu6_0\)"):
+        fpga.Workflow(cal.network, "zcu102_int8")
+    fpga.Workflow(qs.prepare(depthwise_net()), "zcu102_int8")  # accepted without equalization
 
 
 def test_range_methods_per_layer_and_from_the_one_calibration():
@@ -395,7 +399,15 @@ def test_cli_bias_correction_needs_calibration_data_and_compile_refuses_per_chan
     assert main(argv + ["--bias-correction"]) == 2
     assert "give --calibration DATA instead of --ranges" in capsys.readouterr().err
     assert main(["compile", str(model), "--bitstream", "zcu102_int8", "--calibration", str(cal), "--per-channel"]) == 2
-    assert "one weight exponent per output channel" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "one weight exponent per output channel (--per-channel: " in err and "(drop --per-channel)" in err
+    assert "per_channel=True)," not in err.replace("ProcessorConfig(..., per_channel=True)", "")  # flags, not keywords
+    assert "equaliz" not in err  # the per-channel weights are the reason, not equalization
+    # without data (an estimate) the equalized Relu6's per-channel ceilings are refused as well
+    for command in ("compile", "profile"):
+        assert main([command, str(model), "--bitstream", "zcu102_int8", "--equalize"]) == 2
+        err = capsys.readouterr().err
+        assert "clip at a ceiling per channel" in err and "(drop --equalize)" in err and "equalize=" not in err
 
 
 # ----------------------------------------------------------------------------- a real network

@@ -142,8 +142,8 @@ class Workflow:
                 quantized.update({name: (table,) for name, table in plan_tables(qnet.plan).items()})
         self.network: Network = network if isinstance(network, Network) else prepare(network)
         self.config = processor(bitstream)
-        if qnet is not None:
-            check_per_channel(qnet.plan, self.config)  # per-channel exponents or ceilings need the processor's support
+        # per-channel exponents or ceilings need the processor's support (an estimate too)
+        check_per_channel(qnet.plan if qnet is not None else self.network, self.config)
         self.target = target if target is not None else SimulatedBoard()
         self.run_int8 = run_int8
         self.quantized = quantized
