@@ -254,6 +254,29 @@ def test_max_drop_on_the_fpga_target_reports_and_keeps_everything_int8():
     assert fb.best_methods_metric is not None
 
 
+def test_max_drop_of_a_whole_metric_is_refused_and_the_fpga_advice_reads_right(tmp_path, capsys):
+    """--max-drop 2 (meant as 2 points) on a metric of at most 1 would accept anything."""
+    model, x = sensitive_net()
+    cal = qs.calibrate(qs.prepare(model), x[:48], progress=False)
+    with pytest.raises(qs.ConfigurationError, match=r"max_metric_drop=1: top1_agreement is at most 1"):
+        qs.validate(cal, x[48:], target="cpu", max_metric_drop=1, progress=False)
+    path = tmp_path / "sensitive.onnx"
+    onnx.save(model, path)
+    np.save(tmp_path / "cal.npy", x[:48])
+    np.save(tmp_path / "val.npy", x[48:])
+    argv = ["validate", str(path), "--calibration", str(tmp_path / "cal.npy"), "--validation"]
+    argv += [str(tmp_path / "val.npy"), "--quiet", "--max-drop"]
+    assert main([*argv, "2"]) == 2
+    assert "--max-drop 2: top1_agreement is at most 1" in capsys.readouterr().err
+    assert main([*argv, "0.005"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "top1_agreement within 0.005 of float (in the emulation) with these 1 layer(s) changed" in out
+    assert "(reached)" not in out
+    assert main([*argv, "0.99"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "top1_agreement within 0.99 of float all in int8: no layer has to change" in out
+
+
 # ----------------------------------------------------------------------------- schemes
 
 

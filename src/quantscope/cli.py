@@ -249,16 +249,27 @@ def _print_fallback(console: Console, fallback) -> None:
         t.add_row(
             escape(step.action),
             escape(", ".join(step.keep_float) or "-"),
-            f"{step.metric:.4g}",
+            f"{step.metric:.6g}",
             f"{step.quantized_bytes:,}",
         )
     console.print(t)
     kept = ", ".join(fallback.keep_float) or "none"
     reached = "reached" if fallback.met else "NOT reached with every candidate layer in float"
     if fallback.fpga:
+        target = f"{fallback.metric} within {fallback.max_drop:g} of float"
+        if not fallback.keep_float:
+            change = f"{target} all in int8: no layer has to change"
+        elif fallback.met:
+            change = (
+                f"{target} (in the emulation) with these {len(fallback.keep_float)} layer(s) changed (more bits, "
+                f"per-channel scales, or the host): {escape(kept)}"
+            )
+        else:
+            change = (
+                f"{target} NOT reached even with these {len(fallback.keep_float)} layer(s) in float: {escape(kept)}"
+            )
         console.print(
-            f"fpga target: every layer runs in int8 on the processor; to reach the target ({reached}) these layers "
-            f"would have to change (more bits, per-channel scales, or the host): {escape(kept)}"
+            f"fpga target: every layer runs in int8 on the processor (the results below are all int8); {change}"
         )
         if fallback.best_methods:
             hist = sorted(k for k, v in fallback.best_methods.items() if v == "Histogram")

@@ -21,11 +21,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, option
 from ..quantize.numerics import ExponentMethod, PowerOfTwo
 from ..quantize.plan import int8_family, resolve_scheme
 
 __all__ = ["FallbackResult", "FallbackStep"]
+
+#: Metrics whose values are fractions up to 1: a drop of 1 or more accepts anything.
+_FRACTIONS = frozenset({"top1_accuracy", "top5_accuracy", "top1_agreement", "cosine_similarity"})
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,13 @@ def search(run, target: Any, max_metric_drop: float, keep_float: tuple[str, ...]
     fpga = isinstance(scheme, PowerOfTwo)
     base = run(tuple(keep_float), None)
     name, float_value, value = _metric(base)
+    if name in _FRACTIONS and max_metric_drop >= 1:
+        flag = option(f"max_metric_drop={max_metric_drop:g}", f"--max-drop {max_metric_drop:g}")
+        raise ConfigurationError(
+            f"{flag}: {name} is at most 1, so a drop of {max_metric_drop:g} accepts any int8 network; give the "
+            f"drop in the metric's units, below 1 ({option('max_metric_drop=0.02', '--max-drop 0.02')} for 2 "
+            "percentage points)"
+        )
     report = FallbackResult(name, float_value, max_metric_drop, fpga=fpga)
     report.steps.append(FallbackStep((), value, base.memory[1], "all int8"))
 
