@@ -393,6 +393,27 @@ def test_cli_accuracy_options_end_to_end(files, tmp_path, capsys):
     assert onnx.load(str(onnx_out)).graph.node
 
 
+def test_cli_equalize_says_when_there_is_nothing_to_equalize(tmp_path, capsys):
+    """A network whose convolutions are linked by a non-homogeneous activation (SiLU here)."""
+    rng = np.random.default_rng(0)
+    init = {"w0": rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w1": rng.standard_normal((2, 4, 1, 1))}
+    init["w1"] = init["w1"].astype(np.float32)
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        n("Sigmoid", ["c0"], ["s0"], name="sig0"),
+        n("Mul", ["c0", "s0"], ["a0"], name="silu0"),
+        n("Conv", ["a0", "w1"], ["y"], name="conv1"),
+    ]
+    path = tmp_path / "silu.onnx"
+    onnx.save(make_model(nodes, [tensor("x", ["N", 3, 6, 6])], [tensor("y", ["N", 2, 6, 6])], init), path)
+    np.save(tmp_path / "cal.npy", rng.uniform(-1, 1, (8, 3, 6, 6)).astype(np.float32))
+    assert main(["calibrate", str(path), str(tmp_path / "cal.npy"), "--quiet", "--equalize"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--equalize found no pair of layers to equalize, so the network is unchanged" in out
+    assert "equalized 0 pair(s)" not in out
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -323,6 +323,14 @@ def _equalized_note(network, console: Console) -> None:
     if not getattr(network, "equalized", False):
         return
     pairs = network.log.equalized
+    if not pairs:
+        console.print(
+            "[yellow]note:[/] --equalize found no pair of layers to equalize, so the network is unchanged: it needs "
+            "a Conv or Gemm feeding only another Conv or Gemm, directly or through Relu, LeakyRelu, PRelu, MaxPool, "
+            "AveragePool or one Relu6 (docs/accuracy.md (1)); other activations between them (SiLU, HardSwish, GELU, "
+            "Sigmoid...) are not scale-invariant"
+        )
+        return
     ceilings = sum(1 for p in pairs if p.ceiling)
     spread = max((p.spread_before for p in pairs), default=float("nan"))
     after = max((p.spread_after for p in pairs), default=float("nan"))
