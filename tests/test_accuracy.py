@@ -442,6 +442,20 @@ def test_cli_bias_correction_needs_calibration_data_and_compile_refuses_per_chan
     capsys.readouterr()
     assert main(argv + ["--bias-correction"]) == 2
     assert "give --calibration DATA instead of --ranges" in capsys.readouterr().err
+    # ranges of the equalized network on the network as it is, and the other way round: a
+    # .csv has no fingerprint of the model, so the weights tell (they used to be taken silently)
+    assert main(argv[:-1]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "prepared without --equalize here: if the ranges were measured with it, add --equalize" in err
+    plain = tmp_path / "plain.csv"
+    assert main(["calibrate", str(model), str(cal), "--out", str(plain), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main([*argv[:3], str(plain), *argv[4:]]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "measured on other weights than " in err and "dw.onnx's (layer " in err
+    assert "prepared with --equalize here: if the ranges were measured without it, drop --equalize" in err
+    assert main([*argv[:3], str(plain), *argv[4:-1]]) == 0  # the same network: accepted
+    capsys.readouterr()
     assert main(["compile", str(model), "--bitstream", "zcu102_int8", "--calibration", str(cal), "--per-channel"]) == 2
     err = capsys.readouterr().err
     assert "one weight exponent per output channel (--per-channel: " in err and "(drop --per-channel)" in err
