@@ -461,6 +461,12 @@ def test_cli_bias_correction_needs_calibration_data_and_compile_refuses_per_chan
     assert "one weight exponent per output channel (--per-channel: " in err and "(drop --per-channel)" in err
     assert "per_channel=True)," not in err.replace("ProcessorConfig(..., per_channel=True)", "")  # flags, not keywords
     assert "equaliz" not in err  # the per-channel weights are the reason, not equalization
+    # validate's Frames/s on the processor too (it used to estimate them for a network it cannot run)
+    argv = ["validate", str(model), "--calibration", str(cal), "--validation", str(val), "--quiet"]
+    assert main([*argv, "--bitstream", "zcu102_int8", "--per-channel"]) == 2
+    assert "one weight exponent per output channel (--per-channel: " in capsys.readouterr().err
+    assert main([*argv, "--bitstream", "zcu102_int8", "--equalize"]) == 2
+    assert "clip at a ceiling per channel" in capsys.readouterr().err
     # without data (an estimate) the equalized Relu6's per-channel ceilings are refused as well
     for command in ("compile", "profile"):
         assert main([command, str(model), "--bitstream", "zcu102_int8", "--equalize"]) == 2
