@@ -221,14 +221,25 @@ def sensitive_net() -> tuple[onnx.ModelProto, np.ndarray]:
     return model, x[:96]
 
 
-def test_max_drop_keeps_exactly_the_sensitive_layer_in_float():
+def test_max_drop_keeps_exactly_the_sensitive_layer_in_float(monkeypatch):
+    import sys
+
+    module = sys.modules[qs.validate.__module__]  # quantscope.validate.validate, the module
     model, x = sensitive_net()
     net = qs.prepare(model)
     cal = qs.calibrate(net, x[:48], progress=False)
     plain = qs.validate(cal, x[48:], target="cpu", progress=False)
     assert plain.layer_errors.iloc[0]["Layer"] == "mid"  # the layer that costs most
     assert plain.top1_agreement < 0.9
-    result = qs.validate(cal, x[48:], target="cpu", max_metric_drop=0.005, progress=False)
+    calls, real = [], module.validate
+
+    def counted(*args, **kwargs):
+        calls.append(frozenset(kwargs["keep_float"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "validate", counted)  # the search's validations
+    result = real(cal, x[48:], target="cpu", max_metric_drop=0.005, progress=False)
+    assert len(calls) == len(set(calls)) == 2  # "mid back to int8" is the all-int8 run: not validated again
     fb = result.fallback
     assert fb.met and fb.keep_float == ("mid",)
     assert set(result.plan.float_layers) == {"mid"}

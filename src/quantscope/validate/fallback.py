@@ -118,7 +118,15 @@ def search(run, target: Any, max_metric_drop: float, keep_float: tuple[str, ...]
     the validation of the final set (all int8 on the FPGA target) and the path."""
     scheme = resolve_scheme(target)
     fpga = isinstance(scheme, PowerOfTwo)
-    base = run(tuple(keep_float), None)
+    seen: dict[frozenset, Any] = {}  # float sets already validated (the last one back is all int8)
+
+    def validated(layers: tuple[str, ...]):
+        key = frozenset(layers)
+        if key not in seen:
+            seen[key] = run(layers, None)
+        return seen[key]
+
+    base = validated(tuple(keep_float))
     name, float_value, value = _metric(base)
     if name in _FRACTIONS and max_metric_drop >= 1:
         flag = option(f"max_metric_drop={max_metric_drop:g}", f"--max-drop {max_metric_drop:g}")
@@ -143,13 +151,13 @@ def search(run, target: Any, max_metric_drop: float, keep_float: tuple[str, ...]
             break
         layer = str(candidates.iloc[0]["Layer"])
         kept.append(layer)
-        result = run(tuple(keep_float) + tuple(kept), None)
+        result = validated(tuple(keep_float) + tuple(kept))
         value = _metric(result)[2]
         report.steps.append(FallbackStep(tuple(kept), value, result.memory[1], f"keep {layer} in float"))
     if ok(value):
         for layer in reversed(list(kept)):
             trial = [k for k in kept if k != layer]
-            attempt = run(tuple(keep_float) + tuple(trial), None)
+            attempt = validated(tuple(keep_float) + tuple(trial))
             v = _metric(attempt)[2]
             if ok(v):
                 kept, result, value = trial, attempt, v
