@@ -467,6 +467,18 @@ def test_cli_bias_correction_needs_calibration_data_and_compile_refuses_per_chan
     assert "prepared with --equalize here: if the ranges were measured without it, drop --equalize" in err
     assert main([*argv[:3], str(plain), *argv[4:-1]]) == 0  # the same network: accepted
     capsys.readouterr()
+    # a .csv has no histograms: the methods that need them say so (they used to give minmax silently)
+    for extra, flag in (
+        (["--target", "cpu", "--range-method", "mse"], "--range-method"),
+        (["--exponent-method", "Histogram"], "--exponent-method"),
+    ):
+        assert main([*argv[:3], str(plain), *argv[4:-1], *extra]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "method needs each activation's histogram, and these ranges have none" in err
+        assert f"or drop {flag}" in err
+    assert main([*argv[:3], str(plain), *argv[4:-1], "--max-drop", "0.5"]) == 0  # fpga: the advice without methods
+    out = " ".join(capsys.readouterr().out.split())
+    assert "note: no better exponent method per layer: layer " in out
     assert main(["compile", str(model), "--bitstream", "zcu102_int8", "--calibration", str(cal), "--per-channel"]) == 2
     err = capsys.readouterr().err
     assert "one weight exponent per output channel (--per-channel: " in err and "(drop --per-channel)" in err

@@ -273,10 +273,14 @@ def _print_fallback(console: Console, fallback) -> None:
         )
         if fallback.best_methods:
             hist = sorted(k for k, v in fallback.best_methods.items() if v == "Histogram")
+            listed = f" ({escape(', '.join(hist[:8]))}{'...' if len(hist) > 8 else ''})" if hist else ""
             console.print(
-                f"better exponent method per layer: Histogram for {len(hist)} of {len(fallback.best_methods)} layers "
-                f"({escape(', '.join(hist[:8]))}{'...' if len(hist) > 8 else ''}); with them {fallback.metric} = "
-                f"{fallback.best_methods_metric:.4g}"
+                f"better exponent method per layer: Histogram for {len(hist)} of {len(fallback.best_methods)} layers"
+                f"{listed}, MinMax for the others; with them {fallback.metric} = {fallback.best_methods_metric:.6g}"
+            )
+        elif fallback.best_methods_skipped:
+            console.print(
+                f"[yellow]note:[/] no better exponent method per layer: {escape(fallback.best_methods_skipped)}"
             )
     else:
         console.print(f"target {reached}; layers in float: {escape(kept)}")

@@ -18,7 +18,7 @@ import numpy as np
 from ..calibrate.ranges import RangeMethod, clipping_range
 from ..calibrate.result import Calibration
 from ..calibrate.stats import NUM_BINS, TensorStats, bin_edges
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, option
 from ..network import Network, OptimizedLayer
 from ..ops import info
 from .numerics import (
@@ -373,6 +373,9 @@ def make_plan(
         if not stats.finite:
             raise ConfigurationError(f"layer {layer.name!r} has a non-finite calibrated range")
         method = methods.get(layer.name)
+        chosen = method or (scheme.exponent_method if isinstance(scheme, PowerOfTwo) else scheme.range_method)
+        if stats.hist is None and stats.count and chosen not in (ExponentMethod.MINMAX, RangeMethod.MINMAX):
+            raise ConfigurationError(_no_histogram(layer.name, chosen))
         if isinstance(scheme, PowerOfTwo):
             if (method or scheme.exponent_method) is ExponentMethod.HISTOGRAM:
                 return QParams.pow2(histogram_exponent(stats, wl), wl)
@@ -504,6 +507,22 @@ def _saturated_bias(plan: QuantPlan, layer: OptimizedLayer, x_q: QParams) -> str
         f"{b[i] / scale:.3g}, beyond int32, because its input's calibrated range is tiny (input scale "
         f"{float(np.ravel(x_q.scale)[0]):.3g}); it computes in float. Check that the calibration data "
         "reaches this layer with realistic values"
+    )
+
+
+def _no_histogram(layer: str, method: ExponentMethod | RangeMethod) -> str:
+    """The message for a histogram method on statistics without a histogram."""
+    exponent = isinstance(method, ExponentMethod)
+    flag = "--exponent-method" if exponent else "--range-method"
+    return (
+        f"layer {layer!r}: the {method.value!r} {'exponent' if exponent else 'range'} method needs each "
+        "activation's histogram, and these ranges have none (a ranges .csv keeps the min and max only): "
+        + option(
+            "calibrate again, or load ranges saved as .json (Calibration.save('ranges.json')), or use the "
+            "MinMax/minmax method",
+            f"give --calibration DATA, or --ranges with a .json saved by 'quantscope calibrate --out ranges.json', "
+            f"or drop {flag}",
+        )
     )
 
 

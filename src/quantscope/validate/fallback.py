@@ -64,6 +64,8 @@ class FallbackResult:
             returned result; ``keep_float`` is advice).
         best_methods: FPGA target: each int8 layer's better exponent method.
         best_methods_metric: FPGA target: the metric with ``best_methods``.
+        best_methods_skipped: FPGA target: why ``best_methods`` is empty when it could
+            not be computed (ranges without histograms).
     """
 
     metric: str
@@ -75,6 +77,7 @@ class FallbackResult:
     fpga: bool = False
     best_methods: dict[str, str] = field(default_factory=dict)
     best_methods_metric: float | None = None
+    best_methods_skipped: str = ""
 
     @property
     def flags(self) -> str:
@@ -92,6 +95,7 @@ class FallbackResult:
             "fpga": self.fpga,
             "best_methods": dict(self.best_methods),
             "best_methods_metric": self.best_methods_metric,
+            "best_methods_skipped": self.best_methods_skipped,
         }
 
 
@@ -171,7 +175,11 @@ def search(run, target: Any, max_metric_drop: float, keep_float: tuple[str, ...]
         return result, report  # the validation of the final set
     # FPGA: every layer stays int8; report the layers and the better exponent methods
     other = ExponentMethod.HISTOGRAM if scheme.exponent_method is ExponentMethod.MINMAX else ExponentMethod.MINMAX
-    alt = run(tuple(keep_float), {layer.name: other.value for layer in _int8_layers(base)})
+    try:
+        alt = run(tuple(keep_float), {layer.name: other.value for layer in _int8_layers(base)})
+    except ConfigurationError as exc:  # ranges without histograms (a .csv): no Histogram exponents
+        report.best_methods_skipped = str(exc)
+        return base, report
     own = base.layer_errors.set_index("Layer")["OutputSQNR(dB)"]
     theirs = alt.layer_errors.set_index("Layer")["OutputSQNR(dB)"]
     best: dict[str, str] = {}
