@@ -404,6 +404,18 @@ def test_cli_accuracy_options_end_to_end(files, tmp_path, capsys):
     assert onnx.load(str(onnx_out)).graph.node
 
 
+def test_cli_method_names_in_any_case(files, capsys):
+    """--exponent-method histogram and --range-method MSE, as the Python API takes them."""
+    model, cal, val = files
+    argv = ["quantize", str(model), "--calibration", str(cal), "-o", str(model.with_suffix(".q.onnx")), "--quiet"]
+    assert main([*argv, "--exponent-method", "histogram"]) == 0
+    assert main([*argv, "--target", "cpu", "--range-method", "MSE"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*argv, "--exponent-method", "mse"])
+    assert "invalid choice: 'mse' (choose from 'MinMax', 'Histogram')" in capsys.readouterr().err
+
+
 def test_cli_equalize_says_when_there_is_nothing_to_equalize(tmp_path, capsys):
     """A network whose convolutions are linked by a non-homogeneous activation (SiLU here)."""
     rng = np.random.default_rng(0)

@@ -209,6 +209,7 @@ def _add_accuracy_options(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument(
         "--exponent-method",
         choices=("MinMax", "Histogram"),
+        type=lambda v: {"minmax": "MinMax", "histogram": "Histogram"}.get(v.lower(), v),  # any case
         help="fpga target: each activation's exponent from its max |x| (MinMax, default) or the one of least "
         "squared error over its histogram",
     )
@@ -222,6 +223,7 @@ def _add_accuracy_options(p: argparse.ArgumentParser, command: str) -> None:
         g.add_argument(
             "--range-method",
             choices=("minmax", "percentile", "mse", "entropy"),
+            type=str.lower,  # any case, as the Python API
             help="cpu target: each activation's clipping range from the one calibration pass (default minmax)",
         )
         g.add_argument(
