@@ -253,6 +253,25 @@ def test_max_drop_keeps_exactly_the_sensitive_layer_in_float(monkeypatch):
     assert result.to_dict()["fallback"]["keep_float"] == ["mid"]
 
 
+def test_max_drop_with_the_users_keep_float_and_require_int8(capsys):
+    """--require-int8 layers are never candidates (the search used to pick one and fail on
+    'both in keep_float and require_int8'); --keep-float layers are in every step and in
+    the final set that --keep-float reproduces."""
+    model, x = sensitive_net()
+    cal = qs.calibrate(qs.prepare(model), x[:48], progress=False)
+    result = qs.validate(cal, x[48:], target="cpu", max_metric_drop=0.005, require_int8="mid", progress=False)
+    fb = result.fallback
+    assert "mid" not in fb.keep_float and "mid" not in result.plan.float_layers
+    given = qs.validate(cal, x[48:], target="cpu", max_metric_drop=0.005, keep_float=["fc"], progress=False)
+    fb = given.fallback
+    assert fb.steps[0].action == "start: the keep_float layers in float" and fb.steps[0].keep_float == ("fc",)
+    assert fb.keep_float == ("fc", "mid") and fb.flags == "--keep-float fc --keep-float mid"
+    again = qs.validate(cal, x[48:], target="cpu", keep_float=fb.keep_float, progress=False)
+    assert np.array_equal(again.int8_scores, given.int8_scores)
+    with pytest.raises(qs.ConfigurationError, match="are both in keep_float and require_int8"):
+        qs.validate(cal, x[48:], target="cpu", keep_float=["mid"], require_int8=["mid"], progress=False)
+
+
 def test_max_drop_on_the_fpga_target_reports_and_keeps_everything_int8():
     model, x = sensitive_net()
     cal = qs.calibrate(qs.prepare(model), x[:48], progress=False)
@@ -446,6 +465,8 @@ def test_cli_equalize_says_when_there_is_nothing_to_equalize(tmp_path, capsys):
         (["--target", "cpu", "--percentile", "99"], "--percentile P goes with --range-method percentile"),
         (["--target", "cpu", "--range-method", "percentile", "--percentile", "120"], "give a share of the values"),
         (["--max-drop", "-1"], "--max-drop -1: give the largest metric drop"),
+        (["--keep-float", "dw1", "--require-int8", "dw1"], "both in --keep-float and --require-int8"),
+        (["--keep-float", "nope"], "--keep-float names 'nope', which is not a layer of the network"),
     ],
 )
 def test_cli_refuses_options_that_cannot_work(files, capsys, extra, message):

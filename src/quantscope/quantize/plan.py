@@ -351,11 +351,12 @@ def make_plan(
             "Calibration.load(path, network=model) or call calibration.attach(quantscope.prepare(model))"
         )
     methods = _range_methods(network, scheme, range_methods or {})
-    keep = _layer_names(network, keep_float, "keep_float")
-    required = _layer_names(network, require_int8, "require_int8")
+    keep = _layer_names(network, keep_float, option("keep_float", "--keep-float"))
+    required = _layer_names(network, require_int8, option("require_int8", "--require-int8"))
     if keep & required:
         raise ConfigurationError(
-            f"layer(s) {', '.join(sorted(keep & required))} are both in keep_float and require_int8"
+            f"layer(s) {', '.join(sorted(keep & required))} are both in "
+            f"{option('keep_float and require_int8', '--keep-float and --require-int8')}"
         )
     if any(layer.name in keep for layer in network.input_layers):
         raise ConfigurationError("the input layer cannot be kept in float alone; keep the layers after it instead")
@@ -450,8 +451,9 @@ def make_plan(
     refused = [f"{name} ({plan.float_layers[name]})" for name in sorted(required) if name in plan.float_layers]
     if refused:
         raise ConfigurationError(
-            f"require_int8 asks for {len(refused)} layer(s) that cannot run in int8: {'; '.join(refused)}. "
-            "Leave them in float (drop them from require_int8), or change the network."
+            f"{option('require_int8', '--require-int8')} asks for {len(refused)} layer(s) that cannot run in "
+            f"int8: {'; '.join(refused)}. Leave them in float (drop them from "
+            f"{option('require_int8', '--require-int8')}), or change the network."
         )
     return plan
 

@@ -115,11 +115,15 @@ def _metric(result) -> tuple[str, float, float]:
     return name, float(values[0]), float(values[1])
 
 
-def search(run, target: Any, max_metric_drop: float, keep_float: tuple[str, ...] = ()):
+def search(
+    run, target: Any, max_metric_drop: float, keep_float: tuple[str, ...] = (), require_int8: tuple[str, ...] = ()
+):
     """The search of the module docstring. ``run(keep_float, range_methods)`` validates
-    with those layers (plus the user's ``keep_float``) in float and returns the
-    :class:`~quantscope.validate.ValidationResult`. Returns ``(result, FallbackResult)``:
-    the validation of the final set (all int8 on the FPGA target) and the path."""
+    with those layers in float and returns the :class:`~quantscope.validate.ValidationResult`.
+    The user's ``keep_float`` stay in float throughout (and are in every step's and the
+    final set), the ``require_int8`` layers are never candidates. Returns ``(result,
+    FallbackResult)``: the validation of the final set (all int8 on the FPGA target) and
+    the path."""
     scheme = resolve_scheme(target)
     fpga = isinstance(scheme, PowerOfTwo)
     seen: dict[frozenset, Any] = {}  # float sets already validated (the last one back is all int8)
@@ -140,7 +144,10 @@ def search(run, target: Any, max_metric_drop: float, keep_float: tuple[str, ...]
             "percentage points)"
         )
     report = FallbackResult(name, float_value, max_metric_drop, fpga=fpga)
-    report.steps.append(FallbackStep((), value, base.memory[1], "all int8"))
+    given = tuple(keep_float)
+    start = f"start: the {option('keep_float', '--keep-float')} layers in float" if given else "all int8"
+    report.steps.append(FallbackStep(given, value, base.memory[1], start))
+    required = {base.plan.network.layer(n).name for n in require_int8}  # optimized names
 
     def ok(v: float) -> bool:
         return float_value - v <= max_metric_drop + 1e-12
@@ -151,13 +158,14 @@ def search(run, target: Any, max_metric_drop: float, keep_float: tuple[str, ...]
         table = result.layer_errors
         candidates = table[(table["Precision"] == "int8") & (table["Kind"] != "input")]
         candidates = candidates[[not math.isnan(d) for d in candidates["SQNRDrop(dB)"]]]
+        candidates = candidates[~candidates["Layer"].isin(required)]
         if candidates.empty:
             break
         layer = str(candidates.iloc[0]["Layer"])
         kept.append(layer)
         result = validated(tuple(keep_float) + tuple(kept))
         value = _metric(result)[2]
-        report.steps.append(FallbackStep(tuple(kept), value, result.memory[1], f"keep {layer} in float"))
+        report.steps.append(FallbackStep(given + tuple(kept), value, result.memory[1], f"keep {layer} in float"))
     if ok(value):
         for layer in reversed(list(kept)):
             trial = [k for k in kept if k != layer]
@@ -168,8 +176,8 @@ def search(run, target: Any, max_metric_drop: float, keep_float: tuple[str, ...]
                 action = f"{layer} back to int8"
             else:
                 action = f"{layer} back to int8 reaches only {v:.4g}: kept in float"
-            report.steps.append(FallbackStep(tuple(trial), v, attempt.memory[1], action))
-    report.keep_float = tuple(kept)
+            report.steps.append(FallbackStep(given + tuple(trial), v, attempt.memory[1], action))
+    report.keep_float = given + tuple(kept)
     report.met = ok(value)
     if not fpga:
         return result, report  # the validation of the final set

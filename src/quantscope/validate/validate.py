@@ -298,7 +298,8 @@ def validate(
                 range_methods=merged or None,
             )
 
-        result, report = search(run, target, drop, tuple(keep_float))
+        names = lambda v: (v,) if isinstance(v, str) else tuple(v or ())  # noqa: E731
+        result, report = search(run, target, drop, names(keep_float), names(require_int8))
         result.fallback = report
         result.extra["fallback"] = report.to_dict()
         return result
