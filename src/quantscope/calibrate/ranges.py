@@ -296,6 +296,8 @@ def _quantile(lo: np.ndarray, hi: np.ndarray, c: np.ndarray, q: float) -> float:
 
 
 def _percentile_range(stats: TensorStats, p: float, symmetric: bool) -> tuple[float, float]:
+    if p >= 100.0:  # every value: the exact range (a strided histogram may have missed the extremes)
+        return _clip(stats, stats.min, stats.max)
     if symmetric:
         lo, hi, c = _side_bins(stats, "abs")
         return _sym(stats, _quantile(lo, hi, c, p / 100.0))
