@@ -171,6 +171,33 @@ def test_bias_correction_removes_the_analytic_shift():
     assert np.abs(after).max() <= out_step / 2  # gone, to within half an output step
 
 
+def _conv_net(batch: int) -> onnx.ModelProto:
+    """x (batch, 3, 6, 6) -> Conv 3x3 (3 -> 4) -> Relu, exported with a fixed batch."""
+    rng = np.random.default_rng(4)
+    init = {
+        "w": (rng.standard_normal((4, 3, 3, 3)) * 0.37).astype(np.float32),
+        "b": rng.uniform(-0.2, 0.2, 4).astype(np.float32),
+    }
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w", "b"], ["c"], name="conv"), n("Relu", ["c"], ["y"], name="relu")]
+    return make_model(nodes, [tensor("x", [batch, 3, 6, 6])], [tensor("y", [batch, 4, 4, 4])], init, name="conv")
+
+
+def test_bias_correction_of_a_fixed_batch_network_uses_every_sample():
+    """A network exported with batch 1 runs the samples one at a time: the int8 mean of
+    the correction came from the first sample only (ddddocr's recognizer, batch 1, lost
+    cosine 0.99 -> 0.59 with --bias-correction; also its Gemm's float mean came from the
+    first time step only, its rows being time steps)."""
+    x = np.random.default_rng(6).uniform(-1, 1, (8, 3, 6, 6)).astype(np.float32)
+    shifts = []
+    for batch in (8, 1):  # one run of the 8 samples, and eight runs of one
+        net = qs.prepare(_conv_net(batch))
+        assert net.fixed_batch == batch
+        plan = make_plan(qs.calibrate(net, x, progress=False), "fpga")
+        shifts.append(correct_biases(plan, x).bias_corrections["conv_relu"])
+    np.testing.assert_allclose(shifts[1], shifts[0], rtol=1e-9, atol=1e-12)
+
+
 def test_bias_correction_needs_the_calibration_data():
     cal = qs.calibrate(qs.prepare(depthwise_net()), np.zeros((4, 3, 8, 8), np.float32), progress=False)
     with pytest.raises(qs.ConfigurationError, match="bias_correction=calibration_data"):
