@@ -234,8 +234,9 @@ def _add_accuracy_options(p: argparse.ArgumentParser, command: str) -> None:
             "--max-drop",
             type=float,
             metavar="D",
-            help="keep in float the layers that cost most until the metric is within D of float (cpu); on the "
-            "fpga target, say which layers would have to change and each layer's better exponent method",
+            help="keep in float the layers that cost most until the metric is within D of float (cpu; D in the "
+            "metric's units, 0.02 = 2 points of top-1); on the fpga target, say which layers would have to change "
+            "and each layer's better exponent method",
         )
 
 
