@@ -462,6 +462,22 @@ def test_cli_method_names_in_any_case(files, capsys):
     assert "invalid choice: 'mse' (choose from 'MinMax', 'Histogram')" in capsys.readouterr().err
 
 
+def test_cli_bias_correction_says_when_no_layer_has_a_bias(tmp_path, capsys):
+    """PP-OCR's text detector has no conv bias: --bias-correction used to change nothing, silently."""
+    rng = np.random.default_rng(0)
+    init = {"w0": rng.standard_normal((4, 3, 3, 3)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0"), helper.make_node("Relu", ["c0"], ["y"])]
+    path = tmp_path / "nobias.onnx"
+    onnx.save(make_model(nodes, [tensor("x", ["N", 3, 6, 6])], [tensor("y", ["N", 4, 4, 4])], init), path)
+    np.save(tmp_path / "cal.npy", rng.uniform(-1, 1, (8, 3, 6, 6)).astype(np.float32))
+    argv = ["validate", str(path), "--calibration", str(tmp_path / "cal.npy"), "--validation"]
+    assert main([*argv, str(tmp_path / "cal.npy"), "--quiet", "--bias-correction"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "note: --bias-correction changed nothing: no int8 conv/fc layer of this network has an int32 bias" in out
+    assert main([*argv, str(tmp_path / "cal.npy"), "--quiet"]) == 0
+    assert "--bias-correction changed nothing" not in capsys.readouterr().out
+
+
 def test_cli_equalize_says_when_there_is_nothing_to_equalize(tmp_path, capsys):
     """A network whose convolutions are linked by a non-homogeneous activation (SiLU here)."""
     rng = np.random.default_rng(0)

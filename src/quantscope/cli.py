@@ -355,6 +355,15 @@ def _bias_data(args: argparse.Namespace):
     return _data(args, args.calibration)
 
 
+def _bias_note(args: argparse.Namespace, plan, console: Console) -> None:
+    """--bias-correction that found no int32 bias to correct says so (it changes nothing)."""
+    if getattr(args, "bias_correction", False) and plan is not None and not plan.bias_corrections:
+        console.print(
+            "[yellow]note:[/] --bias-correction changed nothing: no int8 conv/fc layer of this network has an int32 "
+            "bias to correct (layers exported without a bias, or kept in float)"
+        )
+
+
 def _saturation_note(args: argparse.Namespace, console: Console) -> None:
     from .quantize import cpu_int8_saturates
 
@@ -391,6 +400,7 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     if result.fallback is not None:
         _print_fallback(console, result.fallback)
     print_validation(console, result)
+    _bias_note(args, result.plan, console)
     _saturation_note(args, console)
     if args.out:
         path = write_atomic(args.out, json.dumps(result.to_dict(), indent=1, default=float, allow_nan=False))
@@ -416,6 +426,7 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
     for row in qnet.layers.itertuples(index=False):
         t.add_row(escape(str(row[0])), str(row[1]), escape(str(row[2])))
     console.print(t)
+    _bias_note(args, qnet.plan, console)
     if qnet.plan.bias_corrections:
         shifts = qnet.layers["BiasShift"].dropna()
         console.print(
@@ -442,6 +453,7 @@ def _workflow(args: argparse.Namespace, console: Console):
     if args.calibration or args.ranges:
         cal = _calibrated(args, console)
         source = quantize_network(cal, _scheme(args), bias_correction=_bias_data(args))
+        _bias_note(args, source.plan, console)
     else:
         source = prepare(args.model, equalize=args.equalize)
     return Workflow(
