@@ -171,6 +171,33 @@ def test_bias_correction_removes_the_analytic_shift():
     assert np.abs(after).max() <= out_step / 2  # gone, to within half an output step
 
 
+def _conv_net(batch: int) -> onnx.ModelProto:
+    """x (batch, 3, 6, 6) -> Conv 3x3 (3 -> 4) -> Relu, exported with a fixed batch."""
+    rng = np.random.default_rng(4)
+    init = {
+        "w": (rng.standard_normal((4, 3, 3, 3)) * 0.37).astype(np.float32),
+        "b": rng.uniform(-0.2, 0.2, 4).astype(np.float32),
+    }
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w", "b"], ["c"], name="conv"), n("Relu", ["c"], ["y"], name="relu")]
+    return make_model(nodes, [tensor("x", [batch, 3, 6, 6])], [tensor("y", [batch, 4, 4, 4])], init, name="conv")
+
+
+def test_bias_correction_of_a_fixed_batch_network_uses_every_sample():
+    """A network exported with batch 1 runs the samples one at a time: the int8 mean of
+    the correction came from the first sample only (ddddocr's recognizer, batch 1, lost
+    cosine 0.99 -> 0.59 with --bias-correction; also its Gemm's float mean came from the
+    first time step only, its rows being time steps)."""
+    x = np.random.default_rng(6).uniform(-1, 1, (8, 3, 6, 6)).astype(np.float32)
+    shifts = []
+    for batch in (8, 1):  # one run of the 8 samples, and eight runs of one
+        net = qs.prepare(_conv_net(batch))
+        assert net.fixed_batch == batch
+        plan = make_plan(qs.calibrate(net, x, progress=False), "fpga")
+        shifts.append(correct_biases(plan, x).bias_corrections["conv_relu"])
+    np.testing.assert_allclose(shifts[1], shifts[0], rtol=1e-9, atol=1e-12)
+
+
 def test_bias_correction_needs_the_calibration_data():
     cal = qs.calibrate(qs.prepare(depthwise_net()), np.zeros((4, 3, 8, 8), np.float32), progress=False)
     with pytest.raises(qs.ConfigurationError, match="bias_correction=calibration_data"):
@@ -221,14 +248,25 @@ def sensitive_net() -> tuple[onnx.ModelProto, np.ndarray]:
     return model, x[:96]
 
 
-def test_max_drop_keeps_exactly_the_sensitive_layer_in_float():
+def test_max_drop_keeps_exactly_the_sensitive_layer_in_float(monkeypatch):
+    import sys
+
+    module = sys.modules[qs.validate.__module__]  # quantscope.validate.validate, the module
     model, x = sensitive_net()
     net = qs.prepare(model)
     cal = qs.calibrate(net, x[:48], progress=False)
     plain = qs.validate(cal, x[48:], target="cpu", progress=False)
     assert plain.layer_errors.iloc[0]["Layer"] == "mid"  # the layer that costs most
     assert plain.top1_agreement < 0.9
-    result = qs.validate(cal, x[48:], target="cpu", max_metric_drop=0.005, progress=False)
+    calls, real = [], module.validate
+
+    def counted(*args, **kwargs):
+        calls.append(frozenset(kwargs["keep_float"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "validate", counted)  # the search's validations
+    result = real(cal, x[48:], target="cpu", max_metric_drop=0.005, progress=False)
+    assert len(calls) == len(set(calls)) == 2  # "mid back to int8" is the all-int8 run: not validated again
     fb = result.fallback
     assert fb.met and fb.keep_float == ("mid",)
     assert set(result.plan.float_layers) == {"mid"}
@@ -242,6 +280,25 @@ def test_max_drop_keeps_exactly_the_sensitive_layer_in_float():
     assert result.to_dict()["fallback"]["keep_float"] == ["mid"]
 
 
+def test_max_drop_with_the_users_keep_float_and_require_int8(capsys):
+    """--require-int8 layers are never candidates (the search used to pick one and fail on
+    'both in keep_float and require_int8'); --keep-float layers are in every step and in
+    the final set that --keep-float reproduces."""
+    model, x = sensitive_net()
+    cal = qs.calibrate(qs.prepare(model), x[:48], progress=False)
+    result = qs.validate(cal, x[48:], target="cpu", max_metric_drop=0.005, require_int8="mid", progress=False)
+    fb = result.fallback
+    assert "mid" not in fb.keep_float and "mid" not in result.plan.float_layers
+    given = qs.validate(cal, x[48:], target="cpu", max_metric_drop=0.005, keep_float=["fc"], progress=False)
+    fb = given.fallback
+    assert fb.steps[0].action == "start: the keep_float layers in float" and fb.steps[0].keep_float == ("fc",)
+    assert fb.keep_float == ("fc", "mid") and fb.flags == "--keep-float fc --keep-float mid"
+    again = qs.validate(cal, x[48:], target="cpu", keep_float=fb.keep_float, progress=False)
+    assert np.array_equal(again.int8_scores, given.int8_scores)
+    with pytest.raises(qs.ConfigurationError, match="are both in keep_float and require_int8"):
+        qs.validate(cal, x[48:], target="cpu", keep_float=["mid"], require_int8=["mid"], progress=False)
+
+
 def test_max_drop_on_the_fpga_target_reports_and_keeps_everything_int8():
     model, x = sensitive_net()
     cal = qs.calibrate(qs.prepare(model), x[:48], progress=False)
@@ -252,6 +309,29 @@ def test_max_drop_on_the_fpga_target_reports_and_keeps_everything_int8():
     assert set(fb.best_methods) == {"first_first_relu", "mid", "last_last_relu", "fc"}
     assert set(fb.best_methods.values()) <= {"MinMax", "Histogram"}
     assert fb.best_methods_metric is not None
+
+
+def test_max_drop_of_a_whole_metric_is_refused_and_the_fpga_advice_reads_right(tmp_path, capsys):
+    """--max-drop 2 (meant as 2 points) on a metric of at most 1 would accept anything."""
+    model, x = sensitive_net()
+    cal = qs.calibrate(qs.prepare(model), x[:48], progress=False)
+    with pytest.raises(qs.ConfigurationError, match=r"max_metric_drop=1: top1_agreement is at most 1"):
+        qs.validate(cal, x[48:], target="cpu", max_metric_drop=1, progress=False)
+    path = tmp_path / "sensitive.onnx"
+    onnx.save(model, path)
+    np.save(tmp_path / "cal.npy", x[:48])
+    np.save(tmp_path / "val.npy", x[48:])
+    argv = ["validate", str(path), "--calibration", str(tmp_path / "cal.npy"), "--validation"]
+    argv += [str(tmp_path / "val.npy"), "--quiet", "--max-drop"]
+    assert main([*argv, "2"]) == 2
+    assert "--max-drop 2: top1_agreement is at most 1" in capsys.readouterr().err
+    assert main([*argv, "0.005"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "top1_agreement within 0.005 of float (in the emulation) with these 1 layer(s) changed" in out
+    assert "(reached)" not in out
+    assert main([*argv, "0.99"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "top1_agreement within 0.99 of float all in int8: no layer has to change" in out
 
 
 # ----------------------------------------------------------------------------- schemes
@@ -292,6 +372,10 @@ def test_equalized_relu6_ceilings_need_a_processor_with_per_channel_parameters()
     out_ref = qs.simulate.Simulator(qnet.plan, "reference").run(x)[0]
     assert np.array_equal(out_ref, qnet.predict(x))
     assert "outputs / s" in qnet.layers.set_index("Layer").loc["conv0_relu6_0", "Equalized"]
+    # the float network too: an estimate for a processor that cannot run it is refused
+    with pytest.raises(qs.UnsupportedModelError, match=r"ceiling per channel.*\(equalize=True: conv0_relu6_0\)"):
+        fpga.Workflow(cal.network, "zcu102_int8")
+    fpga.Workflow(qs.prepare(depthwise_net()), "zcu102_int8")  # accepted without equalization
 
 
 def test_range_methods_per_layer_and_from_the_one_calibration():
@@ -366,6 +450,55 @@ def test_cli_accuracy_options_end_to_end(files, tmp_path, capsys):
     assert onnx.load(str(onnx_out)).graph.node
 
 
+def test_cli_method_names_in_any_case(files, capsys):
+    """--exponent-method histogram and --range-method MSE, as the Python API takes them."""
+    model, cal, val = files
+    argv = ["quantize", str(model), "--calibration", str(cal), "-o", str(model.with_suffix(".q.onnx")), "--quiet"]
+    assert main([*argv, "--exponent-method", "histogram"]) == 0
+    assert main([*argv, "--target", "cpu", "--range-method", "MSE"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*argv, "--exponent-method", "mse"])
+    assert "invalid choice: 'mse' (choose from 'MinMax', 'Histogram')" in capsys.readouterr().err
+
+
+def test_cli_bias_correction_says_when_no_layer_has_a_bias(tmp_path, capsys):
+    """PP-OCR's text detector has no conv bias: --bias-correction used to change nothing, silently."""
+    rng = np.random.default_rng(0)
+    init = {"w0": rng.standard_normal((4, 3, 3, 3)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0"), helper.make_node("Relu", ["c0"], ["y"])]
+    path = tmp_path / "nobias.onnx"
+    onnx.save(make_model(nodes, [tensor("x", ["N", 3, 6, 6])], [tensor("y", ["N", 4, 4, 4])], init), path)
+    np.save(tmp_path / "cal.npy", rng.uniform(-1, 1, (8, 3, 6, 6)).astype(np.float32))
+    argv = ["validate", str(path), "--calibration", str(tmp_path / "cal.npy"), "--validation"]
+    assert main([*argv, str(tmp_path / "cal.npy"), "--quiet", "--bias-correction"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "note: --bias-correction changed nothing: no int8 conv/fc layer of this network has an int32 bias" in out
+    assert main([*argv, str(tmp_path / "cal.npy"), "--quiet"]) == 0
+    assert "--bias-correction changed nothing" not in capsys.readouterr().out
+
+
+def test_cli_equalize_says_when_there_is_nothing_to_equalize(tmp_path, capsys):
+    """A network whose convolutions are linked by a non-homogeneous activation (SiLU here)."""
+    rng = np.random.default_rng(0)
+    init = {"w0": rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w1": rng.standard_normal((2, 4, 1, 1))}
+    init["w1"] = init["w1"].astype(np.float32)
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        n("Sigmoid", ["c0"], ["s0"], name="sig0"),
+        n("Mul", ["c0", "s0"], ["a0"], name="silu0"),
+        n("Conv", ["a0", "w1"], ["y"], name="conv1"),
+    ]
+    path = tmp_path / "silu.onnx"
+    onnx.save(make_model(nodes, [tensor("x", ["N", 3, 6, 6])], [tensor("y", ["N", 2, 6, 6])], init), path)
+    np.save(tmp_path / "cal.npy", rng.uniform(-1, 1, (8, 3, 6, 6)).astype(np.float32))
+    assert main(["calibrate", str(path), str(tmp_path / "cal.npy"), "--quiet", "--equalize"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--equalize found no pair of layers to equalize, so the network is unchanged" in out
+    assert "equalized 0 pair(s)" not in out
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -375,6 +508,8 @@ def test_cli_accuracy_options_end_to_end(files, tmp_path, capsys):
         (["--target", "cpu", "--percentile", "99"], "--percentile P goes with --range-method percentile"),
         (["--target", "cpu", "--range-method", "percentile", "--percentile", "120"], "give a share of the values"),
         (["--max-drop", "-1"], "--max-drop -1: give the largest metric drop"),
+        (["--keep-float", "dw1", "--require-int8", "dw1"], "both in --keep-float and --require-int8"),
+        (["--keep-float", "nope"], "--keep-float names 'nope', which is not a layer of the network"),
     ],
 )
 def test_cli_refuses_options_that_cannot_work(files, capsys, extra, message):
@@ -394,10 +529,48 @@ def test_cli_bias_correction_needs_calibration_data_and_compile_refuses_per_chan
     capsys.readouterr()
     assert main(argv + ["--bias-correction"]) == 2
     assert "give --calibration DATA instead of --ranges" in capsys.readouterr().err
+    # ranges of the equalized network on the network as it is, and the other way round: a
+    # .csv has no fingerprint of the model, so the weights tell (they used to be taken silently)
+    assert main(argv[:-1]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "prepared without --equalize here: if the ranges were measured with it, add --equalize" in err
+    plain = tmp_path / "plain.csv"
+    assert main(["calibrate", str(model), str(cal), "--out", str(plain), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main([*argv[:3], str(plain), *argv[4:]]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "measured on other weights than " in err and "dw.onnx's (layer " in err
+    assert "prepared with --equalize here: if the ranges were measured without it, drop --equalize" in err
+    assert main([*argv[:3], str(plain), *argv[4:-1]]) == 0  # the same network: accepted
+    capsys.readouterr()
+    # a .csv has no histograms: the methods that need them say so (they used to give minmax silently)
+    for extra, flag in (
+        (["--target", "cpu", "--range-method", "mse"], "--range-method"),
+        (["--exponent-method", "Histogram"], "--exponent-method"),
+    ):
+        assert main([*argv[:3], str(plain), *argv[4:-1], *extra]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "method needs each activation's histogram, and these ranges have none" in err
+        assert f"or drop {flag}" in err
+    assert main([*argv[:3], str(plain), *argv[4:-1], "--max-drop", "0.5"]) == 0  # fpga: the advice without methods
+    out = " ".join(capsys.readouterr().out.split())
+    assert "note: no better exponent method per layer: layer " in out
     assert main(["compile", str(model), "--bitstream", "zcu102_int8", "--calibration", str(cal), "--per-channel"]) == 2
     err = capsys.readouterr().err
-    assert "one weight exponent per output channel (--per-channel: " in err and "Drop --per-channel (" in err
-    assert "PowerOfTwo(" not in err and "--equalize" not in err  # command-line words; only what applies
+    assert "one weight exponent per output channel (--per-channel: " in err and "(drop --per-channel)" in err
+    assert "per_channel=True)," not in err.replace("ProcessorConfig(..., per_channel=True)", "")  # flags, not keywords
+    assert "equaliz" not in err  # the per-channel weights are the reason, not equalization
+    # validate's Frames/s on the processor too (it used to estimate them for a network it cannot run)
+    argv = ["validate", str(model), "--calibration", str(cal), "--validation", str(val), "--quiet"]
+    assert main([*argv, "--bitstream", "zcu102_int8", "--per-channel"]) == 2
+    assert "one weight exponent per output channel (--per-channel: " in capsys.readouterr().err
+    assert main([*argv, "--bitstream", "zcu102_int8", "--equalize"]) == 2
+    assert "clip at a ceiling per channel" in capsys.readouterr().err
+    # without data (an estimate) the equalized Relu6's per-channel ceilings are refused as well
+    for command in ("compile", "profile"):
+        assert main([command, str(model), "--bitstream", "zcu102_int8", "--equalize"]) == 2
+        err = capsys.readouterr().err
+        assert "clip at a ceiling per channel" in err and "(drop --equalize)" in err and "equalize=" not in err
 
 
 # ----------------------------------------------------------------------------- a real network

@@ -255,6 +255,27 @@ def test_entropy_search_equals_a_direct_loop():
         assert _entropy_index(h, 64) == int(np.flatnonzero(kl == kl.min())[-1])
 
 
+def test_percentile_100_is_the_exact_range_even_when_the_histogram_is_strided():
+    """A histogram of every 7th value missed the maximum: percentile 100 gave the top of
+    the histogram's last bin (9.0 for a max of 9.38 on the MNIST CNN's conv2 output)."""
+    x = np.random.default_rng(1).uniform(0, 8, 7000).astype(np.float32)
+    x[3] = 9.38  # not at a multiple of 7
+    stats = TensorStats.of(x)
+    sampled = TensorStats.of(x[::7])
+    stats = TensorStats(min=stats.min, max=stats.max, count=stats.count, hist=sampled.hist, hist_stride=7)
+    assert clipping_range(stats, "percentile", percentile=100) == (float(x.min()), float(x.max()))
+    assert clipping_range(stats, "percentile", percentile=100, symmetric=False) == (float(x.min()), float(x.max()))
+
+
+def test_entropy_keeps_a_narrow_band_away_from_zero():
+    """A sigmoid gate's outputs in [0.40, 0.62]: the KL minimum used to sit at the band's
+    lower edge (P and Q one bin each, KL 0), saturating every value."""
+    x = np.random.default_rng(0).uniform(0.40, 0.62, 20000).astype(np.float32)
+    lo, hi = clipping_range(TensorStats.of(x), "entropy")
+    assert lo == float(x.min()) and hi >= float(np.median(x))
+    assert np.mean(x > hi) < 0.01
+
+
 def test_entropy_threshold_near_direct_kl_on_raw_values(onnx_large):
     """The KL threshold from the log histogram vs the same search on a 2048-bin linear
     histogram of the raw values, on >= 10^6 values: with fewer, the raw computation

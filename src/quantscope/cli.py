@@ -213,6 +213,7 @@ def _add_accuracy_options(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument(
         "--exponent-method",
         choices=("MinMax", "Histogram"),
+        type=lambda v: {"minmax": "MinMax", "histogram": "Histogram"}.get(v.lower(), v),  # any case
         help="fpga target: each activation's exponent from its max |x| (MinMax, default) or the one of least "
         "squared error over its histogram",
     )
@@ -226,6 +227,7 @@ def _add_accuracy_options(p: argparse.ArgumentParser, command: str) -> None:
         g.add_argument(
             "--range-method",
             choices=("minmax", "percentile", "mse", "entropy"),
+            type=str.lower,  # any case, as the Python API
             help="cpu target: each activation's clipping range from the one calibration pass (default minmax)",
         )
         g.add_argument(
@@ -236,8 +238,9 @@ def _add_accuracy_options(p: argparse.ArgumentParser, command: str) -> None:
             "--max-drop",
             type=float,
             metavar="D",
-            help="keep in float the layers that cost most until the metric is within D of float (cpu); on the "
-            "fpga target, say which layers would have to change and each layer's better exponent method",
+            help="keep in float the layers that cost most until the metric is within D of float (cpu; D in the "
+            "metric's units, 0.02 = 2 points of top-1); on the fpga target, say which layers would have to change "
+            "and each layer's better exponent method",
         )
 
 
@@ -253,23 +256,38 @@ def _print_fallback(console: Console, fallback) -> None:
         t.add_row(
             escape(step.action),
             escape(", ".join(step.keep_float) or "-"),
-            f"{step.metric:.4g}",
+            f"{step.metric:.6g}",
             f"{step.quantized_bytes:,}",
         )
     console.print(t)
     kept = ", ".join(fallback.keep_float) or "none"
     reached = "reached" if fallback.met else "NOT reached with every candidate layer in float"
     if fallback.fpga:
+        target = f"{fallback.metric} within {fallback.max_drop:g} of float"
+        if not fallback.keep_float:
+            change = f"{target} all in int8: no layer has to change"
+        elif fallback.met:
+            change = (
+                f"{target} (in the emulation) with these {len(fallback.keep_float)} layer(s) changed (more bits, "
+                f"per-channel scales, or the host): {escape(kept)}"
+            )
+        else:
+            change = (
+                f"{target} NOT reached even with these {len(fallback.keep_float)} layer(s) in float: {escape(kept)}"
+            )
         console.print(
-            f"fpga target: every layer runs in int8 on the processor; to reach the target ({reached}) these layers "
-            f"would have to change (more bits, per-channel scales, or the host): {escape(kept)}"
+            f"fpga target: every layer runs in int8 on the processor (the results below are all int8); {change}"
         )
         if fallback.best_methods:
             hist = sorted(k for k, v in fallback.best_methods.items() if v == "Histogram")
+            listed = f" ({escape(', '.join(hist[:8]))}{'...' if len(hist) > 8 else ''})" if hist else ""
             console.print(
-                f"better exponent method per layer: Histogram for {len(hist)} of {len(fallback.best_methods)} layers "
-                f"({escape(', '.join(hist[:8]))}{'...' if len(hist) > 8 else ''}); with them {fallback.metric} = "
-                f"{fallback.best_methods_metric:.4g}"
+                f"better exponent method per layer: Histogram for {len(hist)} of {len(fallback.best_methods)} layers"
+                f"{listed}, MinMax for the others; with them {fallback.metric} = {fallback.best_methods_metric:.6g}"
+            )
+        elif fallback.best_methods_skipped:
+            console.print(
+                f"[yellow]note:[/] no better exponent method per layer: {escape(fallback.best_methods_skipped)}"
             )
     else:
         console.print(f"target {reached}; layers in float: {escape(kept)}")
@@ -316,6 +334,14 @@ def _equalized_note(network, console: Console) -> None:
     if not getattr(network, "equalized", False):
         return
     pairs = network.log.equalized
+    if not pairs:
+        console.print(
+            "[yellow]note:[/] --equalize found no pair of layers to equalize, so the network is unchanged: it needs "
+            "a Conv or Gemm feeding only another Conv or Gemm, directly or through Relu, LeakyRelu, PRelu, MaxPool, "
+            "AveragePool or one Relu6 (docs/accuracy.md (1)); other activations between them (SiLU, HardSwish, GELU, "
+            "Sigmoid...) are not scale-invariant"
+        )
+        return
     ceilings = sum(1 for p in pairs if p.ceiling)
     spread = max((p.spread_before for p in pairs), default=float("nan"))
     after = max((p.spread_after for p in pairs), default=float("nan"))
@@ -331,6 +357,15 @@ def _bias_data(args: argparse.Namespace):
     if not getattr(args, "bias_correction", False):
         return None
     return _data(args, args.calibration)
+
+
+def _bias_note(args: argparse.Namespace, plan, console: Console) -> None:
+    """--bias-correction that found no int32 bias to correct says so (it changes nothing)."""
+    if getattr(args, "bias_correction", False) and plan is not None and not plan.bias_corrections:
+        console.print(
+            "[yellow]note:[/] --bias-correction changed nothing: no int8 conv/fc layer of this network has an int32 "
+            "bias to correct (layers exported without a bias, or kept in float)"
+        )
 
 
 def _saturation_note(args: argparse.Namespace, console: Console) -> None:
@@ -369,6 +404,7 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     if result.fallback is not None:
         _print_fallback(console, result.fallback)
     print_validation(console, result)
+    _bias_note(args, result.plan, console)
     _saturation_note(args, console)
     if args.out:
         path = write_atomic(args.out, json.dumps(result.to_dict(), indent=1, default=float, allow_nan=False))
@@ -394,6 +430,7 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
     for row in qnet.layers.itertuples(index=False):
         t.add_row(escape(str(row[0])), str(row[1]), escape(str(row[2])))
     console.print(t)
+    _bias_note(args, qnet.plan, console)
     if qnet.plan.bias_corrections:
         shifts = qnet.layers["BiasShift"].dropna()
         console.print(
@@ -420,6 +457,7 @@ def _workflow(args: argparse.Namespace, console: Console):
     if args.calibration or args.ranges:
         cal = _calibrated(args, console)
         source = quantize_network(cal, _scheme(args), bias_correction=_bias_data(args))
+        _bias_note(args, source.plan, console)
     else:
         source = prepare(args.model, equalize=args.equalize)
     return Workflow(

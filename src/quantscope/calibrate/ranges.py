@@ -296,6 +296,8 @@ def _quantile(lo: np.ndarray, hi: np.ndarray, c: np.ndarray, q: float) -> float:
 
 
 def _percentile_range(stats: TensorStats, p: float, symmetric: bool) -> tuple[float, float]:
+    if p >= 100.0:  # every value: the exact range (a strided histogram may have missed the extremes)
+        return _clip(stats, stats.min, stats.max)
     if symmetric:
         lo, hi, c = _side_bins(stats, "abs")
         return _sym(stats, _quantile(lo, hi, c, p / 100.0))
@@ -469,7 +471,8 @@ def _linear_hist(lo: np.ndarray, hi: np.ndarray, c: np.ndarray, top: float, num_
 def _entropy_index(h: np.ndarray, nq: int) -> int:
     """TensorRT's KL-divergence search on a linear histogram ``h`` (float counts):
     the number of bins ``i`` (threshold ``i / len(h) * top``), ``nq <= i <= len(h)``,
-    with the least ``KL(P || Q)``; ties go to the largest ``i``.
+    with the least ``KL(P || Q)``; ties go to the largest ``i``. Candidates that leave
+    more than half of the values above the threshold are skipped (see the code).
 
     ``P``: ``h[:i]`` with the outliers ``sum(h[i:])`` added to its last bin.
     ``Q``: ``h[:i]`` merged into ``nq`` groups (bin ``j`` in group ``j * nq // i``),
@@ -506,6 +509,10 @@ def _entropy_index(h: np.ndarray, nq: int) -> int:
         plogq = plogq + np.where(out > 0, np.where(h[i - 1] > 0, out * logq[:, -1], -np.inf), 0.0) / total
         kl = plogp - plogq
     kl = np.where(np.isnan(kl) | (C[i] <= 0), np.inf, kl)
+    # KL is blind to how far the clipped values move: values in a narrow band away from 0
+    # (a sigmoid gate in [0.4, 0.62]) cut at the band's lower edge make P and Q one bin
+    # each (KL 0) and saturate them all. The method trims tails: keep at least half inside.
+    kl = np.where(2.0 * C[i] < total, np.inf, kl)
     return int(i[kl.size - 1 - int(np.argmin(kl[::-1]))])
 
 

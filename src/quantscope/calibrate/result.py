@@ -189,21 +189,56 @@ class Calibration:
     def attach(self, network) -> Calibration:
         """Use ``network`` (prepared) with these ranges; raises when its layers are not the
         ones the ranges were measured on. Returns self."""
+        names = {layer.name for layer in network.layers}
+        missing = [e.layer for e in self.entries if e.kind == "Activations" and e.layer not in names]
+        differ = "" if missing else self._learnables_differ(network)
         if self.model_sha256 and network.fingerprint != self.model_sha256:
             raise ConfigurationError(
                 f"these ranges were measured on another model ({self.model_name or 'unnamed'}, sha256 "
                 f"{self.model_sha256[:12]}...), not on {network.source_name or 'this model'} (sha256 "
-                f"{network.fingerprint[:12]}...); calibrate this model, or use the model the ranges were made for"
+                f"{network.fingerprint[:12]}...){differ or '; '}calibrate this model, or use the model the ranges "
+                "were made for"
             )
-        names = {layer.name for layer in network.layers}
-        missing = [e.layer for e in self.entries if e.kind == "Activations" and e.layer not in names]
         if missing:
             raise ConfigurationError(
                 f"these ranges do not belong to that network: it has no layer {', '.join(repr(m) for m in missing[:5])}"
                 f"{' ...' if len(missing) > 5 else ''}; prepare the model the ranges were calibrated on"
             )
+        if differ:  # a file without the fingerprint (.csv): the weights tell
+            raise ConfigurationError(
+                f"these ranges were measured on other weights than {network.source_name or 'this model'}'s{differ}"
+                "calibrate this model, or use the model the ranges were made for"
+            )
         self.network = network
         return self
+
+    def _learnables_differ(self, network) -> str:
+        """'' when every Weights/Bias range is that of ``network``'s constant; else a
+        clause saying where they differ and the likely cause (equalization)."""
+        from ..errors import option
+
+        for e in self.entries:
+            if e.kind not in ("Weights", "Bias"):
+                continue
+            layer = next((la for la in network.layers if la.name == e.layer), None)
+            name = None if layer is None else (layer.weight if e.kind == "Weights" else layer.bias)
+            if name is None:
+                return f" (layer {e.layer!r} has no {e.kind.lower()} here); "
+            w = np.asarray(network.constant(name), dtype=np.float32)
+            if not w.size or (float(w.min()), float(w.max())) == (float(e.stats.min), float(e.stats.max)):
+                continue
+            flag = option("equalize=True", "--equalize")
+            if network.equalized:
+                prepared, fix = "with", option("prepare with equalize=False", "drop --equalize")
+            else:
+                prepared, fix = "without", option("prepare with equalize=True", "add --equalize")
+            measured = "without" if network.equalized else "with"
+            return (
+                f" (layer {e.layer!r}: its {e.kind.lower()} span [{float(w.min()):.6g}, {float(w.max()):.6g}] here, "
+                f"the ranges say [{float(e.stats.min):.6g}, {float(e.stats.max):.6g}]). The network is prepared "
+                f"{prepared} {flag} here: if the ranges were measured {measured} it, {fix}; otherwise "
+            )
+        return ""
 
     @classmethod
     def _load(cls, path: Path) -> Calibration:

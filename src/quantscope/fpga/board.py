@@ -23,6 +23,7 @@ from ..network import Network, prepare
 from .compile import CompiledNetwork, RegionName, compile_network, format_size
 from .compile.compiler import is_quantized_network, unwrap_quantized
 from .config import ProcessorConfig, processor
+from .per_channel import check_per_channel
 from .profile import Profile, estimate_resources, profile_compiled
 
 __all__ = ["QuantizedNetworkRequired", "SimulatedBoard", "Workflow"]
@@ -125,7 +126,11 @@ class Workflow:
             if run_int8 is None:
                 run_int8 = network.predict
             network, quantized = unwrap_quantized(network, self.config, quantized)
-        self.network: Network = network if isinstance(network, Network) else prepare(network)
+            self.network: Network = network
+        else:
+            self.network = network if isinstance(network, Network) else prepare(network)
+            # per-channel ceilings of an equalized float network need the processor's support (an estimate too)
+            check_per_channel(self.network, self.config)
         self.target = target if target is not None else SimulatedBoard()
         self.run_int8 = run_int8
         self.quantized = quantized

@@ -17,19 +17,24 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UnsupportedModelError, option
+from ..network import Network
 from ..quantize.plan import QuantPlan
 
 __all__ = ["check_per_channel", "per_channel_needs"]
 
 
-def per_channel_needs(plan: QuantPlan) -> dict[str, list[str]]:
+def per_channel_needs(plan: QuantPlan | Network) -> dict[str, list[str]]:
     """``{"weights": [...], "ceilings": [...]}``: the int8 layers of ``plan`` with one
-    weight exponent per output channel, and those with a ceiling per channel."""
-    network = plan.network
-    weights = [name for name, (_, qp) in plan.weights.items() if qp.axis is not None and np.size(qp.scale) > 1]
+    weight exponent per output channel, and those with a ceiling per channel (a float
+    :class:`~quantscope.Network`, not quantized yet: its layers with a ceiling per channel)."""
+    if isinstance(plan, Network):
+        network, weights, float_layers = plan, [], ()
+    else:
+        network, float_layers = plan.network, plan.float_layers
+        weights = [name for name, (_, qp) in plan.weights.items() if qp.axis is not None and np.size(qp.scale) > 1]
     ceilings = []
     for layer in network.layers:
-        if layer.name in plan.float_layers:
+        if layer.name in float_layers:
             continue
         for node in layer.nodes:
             if node.op_type != "Min" or len(node.inputs) < 2:
@@ -40,8 +45,9 @@ def per_channel_needs(plan: QuantPlan) -> dict[str, list[str]]:
     return {"weights": weights, "ceilings": ceilings}
 
 
-def check_per_channel(plan: QuantPlan, config) -> None:
-    """Refuse a plan with per-channel parameters on a processor without them.
+def check_per_channel(plan: QuantPlan | Network, config) -> None:
+    """Refuse a plan (or a float network, for estimates) with per-channel parameters on
+    a processor without them.
 
     Raises:
         UnsupportedModelError: naming the layers, what they need, and what to do.
@@ -49,32 +55,33 @@ def check_per_channel(plan: QuantPlan, config) -> None:
     if getattr(config, "per_channel", False):
         return
     needs = per_channel_needs(plan)
-    parts = []
+    parts, ways = [], []
     if needs["weights"]:
         parts.append(
             f"{len(needs['weights'])} layer(s) have one weight exponent per output channel "
             f"({option('PowerOfTwo(per_channel=True)', '--per-channel')}: {_listing(needs['weights'])})"
         )
+        ways.append(f"quantize per tensor ({option('drop per_channel=True', 'drop --per-channel')})")
     if needs["ceilings"]:
         parts.append(
             f"{len(needs['ceilings'])} layer(s) clip at a ceiling per channel, which cross-layer equalization "
-            f"through their Relu6 left ({option('prepare(..., equalize=True)', '--equalize')}: "
-            f"{_listing(needs['ceilings'])})"
+            f"through their Relu6 left ({option('equalize=True', '--equalize')}: {_listing(needs['ceilings'])})"
         )
+        ways.append(f"prepare without equalization ({option('equalize=False', 'drop --equalize')})")
     if not parts:
         return
-    flags = " and ".join(flag for flag, k in (("--per-channel", "weights"), ("--equalize", "ceilings")) if needs[k])
+    ways.append(
+        option(
+            "compile for a processor whose configuration has per-channel parameters "
+            "(ProcessorConfig(..., per_channel=True), beyond MATLAB's)",
+            "use a processor configuration with per-channel parameters from Python "
+            "(ProcessorConfig(..., per_channel=True), beyond MATLAB's: no --bitstream preset has them)",
+        )
+    )
+    remedy = "; or ".join(ways)
     raise UnsupportedModelError(
         f"the processor {config.name!r} applies one weight exponent per layer and one ceiling per clipped ReLU, "
-        f"as MATLAB's deep-learning processor does, but {' and '.join(parts)}. "
-        + option(
-            "Quantize per tensor (drop per_channel=True), prepare without equalization, or compile for a processor "
-            "whose configuration has per-channel parameters (ProcessorConfig(..., per_channel=True), beyond "
-            "MATLAB's).",
-            f"Drop {flags} "
-            "(the presets have no per-channel parameters; a configuration with them, beyond MATLAB's, is a "
-            "Python ProcessorConfig(..., per_channel=True)).",
-        ),
+        f"as MATLAB's deep-learning processor does, but {' and '.join(parts)}. {remedy[0].upper()}{remedy[1:]}.",
         nodes=[(name, "per-channel") for name in needs["weights"] + needs["ceilings"]],
     )
 

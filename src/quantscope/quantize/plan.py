@@ -356,7 +356,7 @@ def make_plan(
     if keep & required:
         raise ConfigurationError(
             f"layer(s) {', '.join(sorted(keep & required))} are both in "
-            + option("keep_float and require_int8", "--keep-float and --require-int8")
+            f"{option('keep_float and require_int8', '--keep-float and --require-int8')}"
         )
     if any(layer.name in keep for layer in network.input_layers):
         raise ConfigurationError("the input layer cannot be kept in float alone; keep the layers after it instead")
@@ -374,6 +374,9 @@ def make_plan(
         if not stats.finite:
             raise ConfigurationError(f"layer {layer.name!r} has a non-finite calibrated range")
         method = methods.get(layer.name)
+        chosen = method or (scheme.exponent_method if isinstance(scheme, PowerOfTwo) else scheme.range_method)
+        if stats.hist is None and stats.count and chosen not in (ExponentMethod.MINMAX, RangeMethod.MINMAX):
+            raise ConfigurationError(_no_histogram(layer.name, chosen))
         if isinstance(scheme, PowerOfTwo):
             if (method or scheme.exponent_method) is ExponentMethod.HISTOGRAM:
                 return QParams.pow2(histogram_exponent(stats, wl), wl)
@@ -448,8 +451,9 @@ def make_plan(
     refused = [f"{name} ({plan.float_layers[name]})" for name in sorted(required) if name in plan.float_layers]
     if refused:
         raise ConfigurationError(
-            f"require_int8 asks for {len(refused)} layer(s) that cannot run in int8: {'; '.join(refused)}. "
-            "Leave them in float (drop them from require_int8), or change the network."
+            f"{option('require_int8', '--require-int8')} asks for {len(refused)} layer(s) that cannot run in "
+            f"int8: {'; '.join(refused)}. Leave them in float (drop them from "
+            f"{option('require_int8', '--require-int8')}), or change the network."
         )
     return plan
 
@@ -508,6 +512,22 @@ def _saturated_bias(plan: QuantPlan, layer: OptimizedLayer, x_q: QParams) -> str
     )
 
 
+def _no_histogram(layer: str, method: ExponentMethod | RangeMethod) -> str:
+    """The message for a histogram method on statistics without a histogram."""
+    exponent = isinstance(method, ExponentMethod)
+    flag = "--exponent-method" if exponent else "--range-method"
+    return (
+        f"layer {layer!r}: the {method.value!r} {'exponent' if exponent else 'range'} method needs each "
+        "activation's histogram, and these ranges have none (a ranges .csv keeps the min and max only): "
+        + option(
+            "calibrate again, or load ranges saved as .json (Calibration.save('ranges.json')), or use the "
+            "MinMax/minmax method",
+            f"give --calibration DATA, or --ranges with a .json saved by 'quantscope calibrate --out ranges.json', "
+            f"or drop {flag}",
+        )
+    )
+
+
 def _range_methods(
     network: Network, scheme: PowerOfTwo | FloatScale, methods: Mapping[str, str]
 ) -> dict[str, ExponentMethod | RangeMethod]:
@@ -531,7 +551,7 @@ def _range_methods(
     return out
 
 
-def _layer_names(network: Network, names: Iterable[str], what: str) -> set[str]:
+def _layer_names(network: Network, names: Iterable[str], option: str) -> set[str]:
     """The optimized-layer names of ``names`` (optimized or network layer names)."""
     if isinstance(names, str):
         names = [names]
@@ -551,7 +571,7 @@ def _layer_names(network: Network, names: Iterable[str], what: str) -> set[str]:
             else ""
         )
         raise ConfigurationError(
-            f"{what} names {', '.join(repr(n) for n in unknown)}, which {'is' if len(unknown) == 1 else 'are'} "
+            f"{option} names {', '.join(repr(n) for n in unknown)}, which {'is' if len(unknown) == 1 else 'are'} "
             f"not a layer of the network{why}; layers are: {', '.join(layer.name for layer in network.layers)}"
         )
     return out

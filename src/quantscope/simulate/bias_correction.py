@@ -75,6 +75,9 @@ def correct_biases(
     if not targets:
         return corrected
     x = _samples(plan, data, max_samples, batch_size, layout)
+    fixed = network.fixed_batch
+    if fixed is not None and len(x) > fixed:  # whole batches only: no padded copies in either mean
+        x = x[: len(x) // fixed * fixed]
     float_means = _float_means(plan, targets, x, batch_size)
     engine = _CorrectingEngine(corrected, float_means)
     engine.run(x)
@@ -126,8 +129,12 @@ def _float_means(plan: QuantPlan, targets: list[OptimizedLayer], x, batch_size: 
     size = fixed or batch_size
     for piece, count in batch_pieces(x, size, fixed=fixed is not None):
         outs = run_checked(lambda piece=piece: session.run(names, network.feeds(piece)))
+        n = len(piece)
         for layer, out in zip(targets, outs):
-            s, c = _channel_means(out[:count], layer.op_types[0])
+            # the real samples of a padded piece, where the batch axis is first (an LSTM's
+            # (T, N, ...) and the Gemm after it, (T * N, C), are taken whole)
+            out = out[:count] if count < n and len(out) == n else out
+            s, c = _channel_means(out, layer.op_types[0])
             sums[layer.name] = sums.get(layer.name, 0.0) + s
             counts[layer.name] = counts.get(layer.name, 0) + c
     return {name: sums[name] / counts[name] for name in sums}
@@ -140,9 +147,11 @@ class _CorrectingEngine(FastEngine):
     def __init__(self, plan: QuantPlan, float_means: dict[str, np.ndarray]):
         super().__init__(plan)
         self.float_means = float_means
+        self._original = dict(plan.biases)  # the biases before correction
+        self._sums: dict[str, tuple[np.ndarray, int]] = {}  # int8 output sums so far (original bias)
 
     def _run_int(self, layer, env):
-        if layer.name in self.float_means and layer.name not in self.plan.bias_corrections:
+        if layer.name in self.float_means:
             name = layer.inputs[0]
             out_qp = self.plan.activations.get(layer.output)
             xin = self._as_int(env[name], self.plan.activations.get(name, out_qp))
@@ -150,9 +159,11 @@ class _CorrectingEngine(FastEngine):
         return super()._run_int(layer, env)
 
     def _correct(self, layer: OptimizedLayer, x: np.ndarray) -> None:
+        """Correct from every sample run so far: a network with a fixed batch runs the
+        samples a batch at a time, each batch through the layer adding to its mean."""
         plan = self.plan
         qw, w_qp = plan.weights[layer.name]
-        qb, b_qp = plan.biases[layer.name]
+        qb, b_qp = self._original[layer.name]
         w = w_qp.dequantize(qw).astype(np.float32)
         b = b_qp.dequantize(qb)
         op = layer.op_types[0]
@@ -161,6 +172,11 @@ class _CorrectingEngine(FastEngine):
         if op == "MatMul":
             y = y.astype(np.float64) + b.reshape(-1)
         sums, count = _channel_means(y, op)
+        if layer.name in self._sums:
+            before, n = self._sums[layer.name]
+            sums, count = before + sums, n + count
+            self._fused = {k: v for k, v in self._fused.items() if not k.startswith(f"{layer.name}|")}  # new bias
+        self._sums[layer.name] = (sums, count)
         shift = self.float_means[layer.name] - sums / count
         scale = np.broadcast_to(b_qp.scale, qb.shape).astype(np.float64)
         if op == "Gemm":

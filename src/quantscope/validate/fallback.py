@@ -21,11 +21,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, option
 from ..quantize.numerics import ExponentMethod, PowerOfTwo
 from ..quantize.plan import int8_family, resolve_scheme
 
 __all__ = ["FallbackResult", "FallbackStep"]
+
+#: Metrics whose values are fractions up to 1: a drop of 1 or more accepts anything.
+_FRACTIONS = frozenset({"top1_accuracy", "top5_accuracy", "top1_agreement", "cosine_similarity"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class FallbackResult:
             returned result; ``keep_float`` is advice).
         best_methods: FPGA target: each int8 layer's better exponent method.
         best_methods_metric: FPGA target: the metric with ``best_methods``.
+        best_methods_skipped: FPGA target: why ``best_methods`` is empty when it could
+            not be computed (ranges without histograms).
     """
 
     metric: str
@@ -72,6 +77,7 @@ class FallbackResult:
     fpga: bool = False
     best_methods: dict[str, str] = field(default_factory=dict)
     best_methods_metric: float | None = None
+    best_methods_skipped: str = ""
 
     @property
     def flags(self) -> str:
@@ -89,6 +95,7 @@ class FallbackResult:
             "fpga": self.fpga,
             "best_methods": dict(self.best_methods),
             "best_methods_metric": self.best_methods_metric,
+            "best_methods_skipped": self.best_methods_skipped,
         }
 
 
@@ -108,17 +115,39 @@ def _metric(result) -> tuple[str, float, float]:
     return name, float(values[0]), float(values[1])
 
 
-def search(run, target: Any, max_metric_drop: float, keep_float: tuple[str, ...] = ()):
+def search(
+    run, target: Any, max_metric_drop: float, keep_float: tuple[str, ...] = (), require_int8: tuple[str, ...] = ()
+):
     """The search of the module docstring. ``run(keep_float, range_methods)`` validates
-    with those layers (plus the user's ``keep_float``) in float and returns the
-    :class:`~quantscope.validate.ValidationResult`. Returns ``(result, FallbackResult)``:
-    the validation of the final set (all int8 on the FPGA target) and the path."""
+    with those layers in float and returns the :class:`~quantscope.validate.ValidationResult`.
+    The user's ``keep_float`` stay in float throughout (and are in every step's and the
+    final set), the ``require_int8`` layers are never candidates. Returns ``(result,
+    FallbackResult)``: the validation of the final set (all int8 on the FPGA target) and
+    the path."""
     scheme = resolve_scheme(target)
     fpga = isinstance(scheme, PowerOfTwo)
-    base = run(tuple(keep_float), None)
+    seen: dict[frozenset, Any] = {}  # float sets already validated (the last one back is all int8)
+
+    def validated(layers: tuple[str, ...]):
+        key = frozenset(layers)
+        if key not in seen:
+            seen[key] = run(layers, None)
+        return seen[key]
+
+    base = validated(tuple(keep_float))
     name, float_value, value = _metric(base)
+    if name in _FRACTIONS and max_metric_drop >= 1:
+        flag = option(f"max_metric_drop={max_metric_drop:g}", f"--max-drop {max_metric_drop:g}")
+        raise ConfigurationError(
+            f"{flag}: {name} is at most 1, so a drop of {max_metric_drop:g} accepts any int8 network; give the "
+            f"drop in the metric's units, below 1 ({option('max_metric_drop=0.02', '--max-drop 0.02')} for 2 "
+            "percentage points)"
+        )
     report = FallbackResult(name, float_value, max_metric_drop, fpga=fpga)
-    report.steps.append(FallbackStep((), value, base.memory[1], "all int8"))
+    given = tuple(keep_float)
+    start = f"start: the {option('keep_float', '--keep-float')} layers in float" if given else "all int8"
+    report.steps.append(FallbackStep(given, value, base.memory[1], start))
+    required = {base.plan.network.layer(n).name for n in require_int8}  # optimized names
 
     def ok(v: float) -> bool:
         return float_value - v <= max_metric_drop + 1e-12
@@ -129,31 +158,36 @@ def search(run, target: Any, max_metric_drop: float, keep_float: tuple[str, ...]
         table = result.layer_errors
         candidates = table[(table["Precision"] == "int8") & (table["Kind"] != "input")]
         candidates = candidates[[not math.isnan(d) for d in candidates["SQNRDrop(dB)"]]]
+        candidates = candidates[~candidates["Layer"].isin(required)]
         if candidates.empty:
             break
         layer = str(candidates.iloc[0]["Layer"])
         kept.append(layer)
-        result = run(tuple(keep_float) + tuple(kept), None)
+        result = validated(tuple(keep_float) + tuple(kept))
         value = _metric(result)[2]
-        report.steps.append(FallbackStep(tuple(kept), value, result.memory[1], f"keep {layer} in float"))
+        report.steps.append(FallbackStep(given + tuple(kept), value, result.memory[1], f"keep {layer} in float"))
     if ok(value):
         for layer in reversed(list(kept)):
             trial = [k for k in kept if k != layer]
-            attempt = run(tuple(keep_float) + tuple(trial), None)
+            attempt = validated(tuple(keep_float) + tuple(trial))
             v = _metric(attempt)[2]
             if ok(v):
                 kept, result, value = trial, attempt, v
                 action = f"{layer} back to int8"
             else:
                 action = f"{layer} back to int8 reaches only {v:.4g}: kept in float"
-            report.steps.append(FallbackStep(tuple(trial), v, attempt.memory[1], action))
-    report.keep_float = tuple(kept)
+            report.steps.append(FallbackStep(given + tuple(trial), v, attempt.memory[1], action))
+    report.keep_float = given + tuple(kept)
     report.met = ok(value)
     if not fpga:
         return result, report  # the validation of the final set
     # FPGA: every layer stays int8; report the layers and the better exponent methods
     other = ExponentMethod.HISTOGRAM if scheme.exponent_method is ExponentMethod.MINMAX else ExponentMethod.MINMAX
-    alt = run(tuple(keep_float), {layer.name: other.value for layer in _int8_layers(base)})
+    try:
+        alt = run(tuple(keep_float), {layer.name: other.value for layer in _int8_layers(base)})
+    except ConfigurationError as exc:  # ranges without histograms (a .csv): no Histogram exponents
+        report.best_methods_skipped = str(exc)
+        return base, report
     own = base.layer_errors.set_index("Layer")["OutputSQNR(dB)"]
     theirs = alt.layer_errors.set_index("Layer")["OutputSQNR(dB)"]
     best: dict[str, str] = {}

@@ -312,7 +312,8 @@ def validate(
                 range_methods=merged or None,
             )
 
-        result, report = search(run, target, drop, tuple(keep_float))
+        names = lambda v: (v,) if isinstance(v, str) else tuple(v or ())  # noqa: E731
+        result, report = search(run, target, drop, names(keep_float), names(require_int8))
         result.fallback = report
         result.extra["fallback"] = report.to_dict()
         return result
@@ -328,7 +329,7 @@ def validate(
     network = plan.network
     metric_fns = resolve_metrics(metrics) if metrics is not None else None
     # the processor's estimate first: a network it cannot run fails before any work
-    fps = _frames_per_second(network, processor) if processor is not None else None
+    fps = _frames_per_second(plan, processor) if processor is not None else None
     totals = Totals(network)
 
     def add(part: BatchPart) -> None:
@@ -441,12 +442,17 @@ def _check_unlabelled(metric_fns: dict) -> None:
         )
 
 
-def _frames_per_second(network, processor) -> tuple[float, float, str]:
-    """Estimated Frames/s of one frame on ``processor`` (int8) and on its ``_single`` twin."""
+def _frames_per_second(plan: QuantPlan, processor) -> tuple[float, float, str]:
+    """Estimated Frames/s of one frame on ``processor`` (int8) and on its ``_single`` twin;
+    refuses a plan whose per-channel parameters the processor does not have."""
     from ..fpga import PRESETS, estimate_performance
     from ..fpga import processor as get_processor
+    from ..fpga.per_channel import check_per_channel
 
+    network = plan.network
     cfg = get_processor(processor)
+    if isinstance(plan.scheme, PowerOfTwo):  # the scheme the processor runs
+        check_per_channel(plan, cfg)
     fps = estimate_performance(network, cfg, frames=1).frames_per_second
     twin = cfg.name.replace("_int8", "_single") if cfg.name.endswith("_int8") else None
     fps_float = (
