@@ -453,3 +453,50 @@ def test_token_ids_outside_the_vocabulary_get_a_message(encoder, tmp_path, capsy
     assert main(["calibrate", str(tmp_path / "enc.onnx"), str(tmp_path / "bad.npz"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "onnxruntime failed running the model on this data" in err and "Traceback" not in err
+
+
+def _time_major_gemm(output_shape: list | None) -> onnx.ModelProto:
+    """(N, C, T) -> Transpose (T, N, C) -> Reshape (T*N, C) -> Gemm -> Relu: a value whose
+    first axis is time steps x batch, not the batch (an RNN-style head); the graph
+    output declared with ``output_shape`` (None: no shape at all)."""
+    w = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[2, 0, 1]),
+        helper.make_node("Reshape", ["t", "shape"], ["r"]),
+        helper.make_node("Gemm", ["r", "W", "b"], ["g"]),
+        helper.make_node("Relu", ["g"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "time_major",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)],
+        [
+            onnx.numpy_helper.from_array(w, "W"),
+            onnx.numpy_helper.from_array(np.zeros(5, np.float32), "b"),
+            onnx.numpy_helper.from_array(np.array([-1, 8], np.int64), "shape"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("output_shape", [None, ["TN", 5]])
+def test_time_major_values_and_outputs_without_shape(tmp_path, capsys, output_shape):
+    """An output declared without a shape (onnxruntime runs it; the checker alone
+    refused it) loads, and a value whose first axis is time x batch calibrates and
+    validates (the reused output buffers assumed the batch first: onnxruntime refused
+    the run, blamed on the data)."""
+    model = _time_major_gemm(output_shape)
+    path = tmp_path / "tm.onnx"
+    onnx.save(model, path)
+    x = np.random.default_rng(1).standard_normal((20, 8, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    cal = qs.calibrate(str(path), x, batch_size=7, progress=False)
+    assert cal.stats("Gemm_1_Relu_1").max == pytest.approx(float(_float_outputs(model, {"x": x}).max()))
+    qnet = qs.quantize_network(cal, "cpu")
+    y = qnet.predict(x)
+    assert y.shape == (120, 5)
+    ref = _float_outputs(model, {"x": x})
+    assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max()  # int8: within a few steps of float
+    argv = ["validate", str(path), "--calibration", str(tmp_path / "x.npy"), "--validation", str(tmp_path / "x.npy")]
+    assert main([*argv, "--quiet"]) == 0, capsys.readouterr().err

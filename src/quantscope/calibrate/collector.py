@@ -262,7 +262,15 @@ class StatsCollector:
             return run_checked(lambda: self.session.run(self.output_names, feeds))
         if self._bound is None:
             self._bound = BoundOutputs(self.session, self.output_names, self.shapes[self.k :])
-        return self._bound(feeds)
+        try:
+            return self._bound(feeds)
+        except CalibrationDataError:
+            # A measured output whose first axis is not the batch (time steps x batch
+            # before a Gemm, a symbol shape inference could not tie to the input's) does
+            # not fit a buffer of (samples, ...): run without binding from now on; a
+            # failure of the data itself is raised again by the plain run.
+            self._bind, self._bound = False, None
+            return run_checked(lambda: self.session.run(self.output_names, feeds))
 
     def update(self, batch) -> None:
         """Run the network on ``batch`` (a :class:`~quantscope.calibrate.data.Batch`) and

@@ -174,7 +174,21 @@ def _check_external_data(model: onnx.ModelProto, base_dir: Path | None, where: s
         raise ModelLoadError(f"{where}: cannot read external data: {exc}") from None
 
 
+def _fill_output_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the shapes of graph outputs declared without one (a tensor type
+    with no ``shape`` field, which onnxruntime accepts and the checker refuses) filled
+    in by shape inference; ``model`` itself when every output has one or inference
+    cannot tell. The graph is unchanged."""
+    if not any(o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape") for o in model.graph.output):
+        return model
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except Exception:  # the checker and the strict inference below give the reason
+        return model
+
+
 def _checked(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    model = _fill_output_shapes(model)
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:  # UnicodeDecodeError is a ValueError
