@@ -13,6 +13,7 @@ from tinymodels import make_model, tensor
 import quantscope as qs
 from quantscope.cli import main
 from quantscope.quantize import make_plan
+from quantscope.quantize.numerics import pow2_exponent
 from quantscope.simulate import Simulator, correct_biases
 
 
@@ -610,3 +611,28 @@ def test_ccexam_mnist_int8_accuracy_does_not_fall_with_any_option():
         ("cpu", {"equalize": True, "bias_correction": cal_x}),
     ):
         assert accuracy(target, **options) >= cpu - 1 / 1000, (target, options)
+
+
+@pytest.mark.parametrize("method", ["mse", "percentile"])
+def test_network_outputs_keep_their_whole_range_unless_asked(method):
+    """A range method that clips applies inside the network; the layers that make the
+    network's outputs keep min/max (a classifier's top logits, a softmax near 1, are
+    what the user reads), unless range_methods names them. The power-of-two scheme's
+    Histogram exponent method follows the same rule."""
+    model = depthwise_net()
+    x = np.random.default_rng(2).uniform(-3, 3, (24, 3, 8, 8)).astype(np.float32)
+    x[0] *= 6  # one sample far out: a tail worth clipping everywhere
+    cal = qs.calibrate(qs.prepare(model), x, progress=False)
+    net = cal.network
+    outputs = [layer for layer in net.layers if layer.output in net.output_names]
+    assert outputs
+    scheme = qs.FloatScale(range_method=method, percentile=99.0)
+    plain, clipped = make_plan(cal, "cpu"), make_plan(cal, scheme)
+    inner = [k for k in plain.activations if k not in net.output_names]
+    assert any(not plain.activations[k].same_as(clipped.activations[k]) for k in inner)  # clipped inside
+    pow2 = make_plan(cal, qs.PowerOfTwo(exponent_method="Histogram"))
+    for layer in outputs:
+        assert plain.activations[layer.output].same_as(clipped.activations[layer.output])  # the output: min/max
+        asked = make_plan(cal, scheme, range_methods={layer.name: method})
+        assert not plain.activations[layer.output].same_as(asked.activations[layer.output])
+        assert pow2.activations[layer.output].exponent == pow2_exponent(cal.stats(layer.name).max_abs, 8)

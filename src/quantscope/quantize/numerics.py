@@ -530,7 +530,8 @@ class PowerOfTwo:
 
     ``word_length``: bits of weights and activations (8). ``exponent_method``:
     ``"MinMax"`` (eq. (1) on the collected max |x|) or ``"Histogram"`` (the
-    exponent minimising the expected squared error over the histogram).
+    exponent minimising the expected squared error over the histogram; the network's
+    outputs keep MinMax unless ``range_methods`` names their layers).
     ``rounding``/``saturation``: used to quantize and requantize.
     ``per_channel``: one weight exponent per output channel (eq. (1) on each
     channel's max |w|, docs/accuracy.md (6)) instead of one per tensor: beyond what
@@ -585,7 +586,9 @@ class FloatScale:
     See docs/int8.md (9) and :func:`cpu_int8_saturates`.
     ``range_method``: how each activation's clipping range is chosen from its
     calibration statistics (:class:`~quantscope.calibrate.RangeMethod`: ``"minmax"``,
-    ``"percentile"`` with ``percentile``, ``"mse"``, ``"entropy"``; docs/ranges.md).
+    ``"percentile"`` with ``percentile``, ``"mse"``, ``"entropy"``; docs/ranges.md);
+    the network's outputs keep min/max unless ``range_methods`` names their layers
+    (docs/accuracy.md).
     """
 
     per_channel: bool = True

@@ -351,6 +351,14 @@ def make_plan(
             "Calibration.load(path, network=model) or call calibration.attach(quantscope.prepare(model))"
         )
     methods = _range_methods(network, scheme, range_methods or {})
+    # The network's outputs keep their whole range (min/max) unless a layer's method is
+    # given: clipping them (a classifier's top logits, a softmax near 1) is an error the
+    # user reads directly, where inside the network the clipped tail costs less than
+    # the finer grid gains.
+    default = ExponentMethod.MINMAX if isinstance(scheme, PowerOfTwo) else RangeMethod.MINMAX
+    for layer in network.layers:
+        if layer.output in network.output_names and layer.name not in methods:
+            methods[layer.name] = default
     keep = _layer_names(network, keep_float, option("keep_float", "--keep-float"))
     required = _layer_names(network, require_int8, option("require_int8", "--require-int8"))
     if keep & required:
