@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import write_atomic
-from ..errors import CalibrationDataError, ConfigurationError
+from ..errors import CalibrationDataError, ConfigurationError, option
 from .stats import TensorStats
 
 __all__ = ["COLUMNS", "Calibration", "RangeEntry"]
@@ -215,12 +215,11 @@ class Calibration:
     def _learnables_differ(self, network) -> str:
         """'' when every Weights/Bias range is that of ``network``'s constant; else a
         clause saying where they differ and the likely cause (equalization)."""
-        from ..errors import option
-
+        layers = {layer.name: layer for layer in network.layers}
         for e in self.entries:
             if e.kind not in ("Weights", "Bias"):
                 continue
-            layer = next((la for la in network.layers if la.name == e.layer), None)
+            layer = layers.get(e.layer)
             name = None if layer is None else (layer.weight if e.kind == "Weights" else layer.bias)
             if name is None:
                 return f" (layer {e.layer!r} has no {e.kind.lower()} here); "

@@ -381,15 +381,15 @@ def make_plan(
             ) from None
         if not stats.finite:
             raise ConfigurationError(f"layer {layer.name!r} has a non-finite calibrated range")
-        method = methods.get(layer.name)
-        chosen = method or (scheme.exponent_method if isinstance(scheme, PowerOfTwo) else scheme.range_method)
-        if stats.hist is None and stats.count and chosen not in (ExponentMethod.MINMAX, RangeMethod.MINMAX):
-            raise ConfigurationError(_no_histogram(layer.name, chosen))
-        if isinstance(scheme, PowerOfTwo):
-            if (method or scheme.exponent_method) is ExponentMethod.HISTOGRAM:
+        pow2 = isinstance(scheme, PowerOfTwo)
+        method = methods.get(layer.name) or (scheme.exponent_method if pow2 else scheme.range_method)
+        if stats.hist is None and stats.count and method not in (ExponentMethod.MINMAX, RangeMethod.MINMAX):
+            raise ConfigurationError(_no_histogram(layer.name, method))
+        if pow2:
+            if method is ExponentMethod.HISTOGRAM:
                 return QParams.pow2(histogram_exponent(stats, wl), wl)
             return QParams.pow2(pow2_exponent(stats.max_abs, wl), wl)
-        return _float_activation_qparams(stats, scheme.symmetric_activations, method or scheme.range_method, scheme)
+        return _float_activation_qparams(stats, scheme.symmetric_activations, method, scheme)
 
     producers = {layer.output: layer for layer in network.layers}
     data_values = network.data_values()

@@ -312,8 +312,7 @@ def validate(
                 range_methods=merged or None,
             )
 
-        names = lambda v: (v,) if isinstance(v, str) else tuple(v or ())  # noqa: E731
-        result, report = search(run, target, drop, names(keep_float), names(require_int8))
+        result, report = search(run, target, drop, _names(keep_float), _names(require_int8))
         result.fallback = report
         result.extra["fallback"] = report.to_dict()
         return result
@@ -440,6 +439,11 @@ def _check_unlabelled(metric_fns: dict) -> None:
             f"class), or {option('leave metrics unset', 'drop --metric')} to measure the agreement of int8 with "
             f"the float network{option(', or pass a metric function that accepts labels=None', '')}."
         )
+
+
+def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """A layer name or a collection of them as a tuple (None: none)."""
+    return (value,) if isinstance(value, str) else tuple(value or ())
 
 
 def _frames_per_second(plan: QuantPlan, processor) -> tuple[float, float, str]:
