@@ -436,6 +436,7 @@ def test_layer_error_sums_equal_their_definition_bit_for_bit(monkeypatch, piece,
 
     V = importlib.import_module("quantscope.validate.measure")
     monkeypatch.setattr(V, "_PIECE", piece)
+    monkeypatch.setenv("QUANTSCOPE_KERNELS", "numpy")  # the numpy path's order of additions
     rounding = Rounding(rounding)
     qp = QParams.pow2(exponent)
     s = float(qp.scale)
@@ -499,3 +500,86 @@ def test_the_verdict_of_a_first_layer_gives_no_nan():
     row.update({"WeightSQNR(dB)": 37.1, "WeightChannelSpread": 1.0, "Saturated": 0.0, "FlushedToZero": 0.016})
     verdict = V._verdict(pd.DataFrame([row]))
     assert verdict.startswith("embedding costs most: its output is at 37.2 dB") and "nan" not in verdict
+
+
+def _layer_errors_both_ways(monkeypatch, f, q, qp, rounding="half_away"):
+    """LayerError.update through the compiled kernel and through numpy."""
+    import importlib
+
+    from quantscope._compiled import kernel
+    from quantscope.quantize.numerics import Rounding, Saturation
+
+    V = importlib.import_module("quantscope.validate.measure")
+    assert kernel("quantscope.validate._numba_diagnostics", "layer_sums") is not None, "numba must load"
+    plan = type("Plan", (), {"rounding": Rounding(rounding), "saturation": Saturation.SATURATE})()
+    compiled = V.LayerError()
+    compiled.update(f, q, qp, plan, V._Scratch(), "conv7")
+    with monkeypatch.context() as m:
+        m.setenv("QUANTSCOPE_KERNELS", "numpy")
+        plain = V.LayerError()
+        plain.update(f, q, qp, plan, V._Scratch(), "conv7")
+    return compiled, plain
+
+
+@pytest.mark.parametrize("size", [1, 999, 300_001])
+@pytest.mark.parametrize(
+    "case",
+    ["pow2-int8", "pow2-float", "scale-zero-point-int8", "scale-ties-int8", "no-grid", "per-channel", "no-int8-output"],
+)
+def test_compiled_diagnostics_equal_the_numpy_path(monkeypatch, case, size):
+    """The one-pass kernel counts exactly what the numpy passes count, and its sums are
+    the same terms added in another order (equal within 1e-11 relative)."""
+    from quantscope.quantize.plan import QParams
+    from quantscope.simulate.engine import IntTensor
+
+    rng = np.random.default_rng(size)
+    if case.startswith("pow2"):
+        qp = QParams.pow2(-4)
+    elif case == "per-channel":
+        qp = QParams(np.array([0.02, 0.5, 0.1]), np.zeros(3, np.int64), axis=1)
+    elif case == "scale-ties-int8":  # ties (k + 1/2) * s exact in float32 and float64
+        qp = QParams(np.array(0.25), np.array(-3, np.int64))
+    else:
+        qp = QParams(np.array(0.0371), np.array(5, np.int64))
+    s = float(np.max(qp.scale))
+    shape = (size, 3) if case == "per-channel" else (size,)
+    f = rng.normal(0, 60 * s, shape).astype(np.float32)
+    f.reshape(-1)[: min(size, 40)] = ((np.arange(min(size, 40)) - 20) + 0.5) * s  # ties
+    f.reshape(-1)[-1] = 0.0
+    if size > 3 and qp.axis is None:  # the edges of saturation, exactly
+        z = int(qp.zero_point)
+        f.reshape(-1)[-3:-1] = [(qp.qmax - z + 0.5) * s, (qp.qmin - z - 0.5) * s]
+    ints = rng.integers(-128, 128, shape).astype(np.int8)
+    q = {
+        "pow2-int8": IntTensor(ints, qp),
+        "pow2-float": ints.astype(np.float64) * s,
+        "scale-zero-point-int8": IntTensor(ints, qp),
+        "scale-ties-int8": IntTensor(ints, qp),
+        "no-grid": ints.astype(np.float32) * 0.1,
+        "per-channel": IntTensor(ints, qp),
+        "no-int8-output": None,
+    }[case]
+    grid = None if case == "no-grid" else qp
+    for rounding in ("half_away", "half_even"):
+        compiled, plain = _layer_errors_both_ways(monkeypatch, f, q, grid, rounding)
+        assert (compiled.count, compiled.saturated, compiled.flushed) == (plain.count, plain.saturated, plain.flushed)
+        for k in ("signal", "noise", "grid_noise"):
+            assert getattr(compiled, k) == pytest.approx(getattr(plain, k), rel=1e-11, abs=0), k
+    if size > 1000 and grid is not None and grid.axis is None:  # a per-channel output has no grid sums
+        assert compiled.saturated > 0 and compiled.flushed > 0 and compiled.grid_noise > 0  # the data reach both
+
+
+def test_compiled_diagnostics_leave_infinities_to_the_numpy_path_and_name_nan(monkeypatch):
+    """An attention mask's -inf is compared where the output is finite, as by the numpy
+    path (the same numbers, exactly); a NaN names the layer."""
+    from quantscope.quantize.plan import QParams
+
+    rng = np.random.default_rng(0)
+    f = rng.normal(0, 1, 5000).astype(np.float32)
+    f[::7] = -np.inf
+    q = np.where(np.isfinite(f), f + 0.01, 0.0)
+    compiled, plain = _layer_errors_both_ways(monkeypatch, f, q, QParams.pow2(-5))
+    assert compiled == plain and math.isfinite(compiled.signal) and compiled.signal > 0
+    f[3] = np.nan
+    with pytest.raises(qs.NonFiniteActivationError, match="'conv7'"):
+        _layer_errors_both_ways(monkeypatch, f, q, QParams.pow2(-5))

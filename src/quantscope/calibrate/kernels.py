@@ -14,17 +14,17 @@ vectorizes, NaN is detected exactly (no fast-math), and the min and max are the
 exact float32 values numpy gives. Tested equal to the numpy path
 (``tests/test_stats.py``).
 
-numba is a dependency of quantscope (a wheel from the package registry); it is
-imported on first use, so ``import quantscope`` stays light. Where it cannot be
-imported, or with the environment variable ``QUANTSCOPE_KERNELS=numpy``, the numpy
-path runs instead, with the same results.
+numba is a dependency of quantscope (a wheel from the package registry), imported on
+first use (:mod:`quantscope._compiled`); where it cannot be imported, or with the
+environment variable ``QUANTSCOPE_KERNELS=numpy``, the numpy path runs instead, with
+the same results.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from .._compiled import kernel
 
 __all__ = ["KEY_MAX", "KEY_MIN", "compiled_rows_stats", "key_to_float"]
 
@@ -34,8 +34,6 @@ KEY_MAX = np.int32(np.iinfo(np.int32).max)
 #: Keys of +inf and -inf: a max key above the first or a min key below the second is NaN.
 _KEY_POS_INF = 0x7F800000
 _KEY_NEG_INF = int(np.array([0xFF800000], np.uint32).view(np.int32)[0] ^ 0x7FFFFFFF)
-
-_kernel: object = None  # None: not tried yet; False: unavailable
 
 
 def key_to_float(key: int) -> float:
@@ -63,17 +61,4 @@ def compiled_rows_stats():
 
     It releases the GIL while it runs.
     """
-    global _kernel
-    if os.environ.get("QUANTSCOPE_KERNELS", "").strip().lower() == "numpy":
-        return None
-    if _kernel is None:
-        _kernel = _build() or False
-    return _kernel or None
-
-
-def _build():
-    try:
-        from ._numba_rows import rows_stats
-    except Exception:  # numba not installed, or not for this numpy: the numpy path runs
-        return None
-    return rows_stats
+    return kernel("quantscope.calibrate._numba_rows", "rows_stats")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .._compiled import kernel
 from ..calibrate.collector import BoundOutputs, create_session, run_checked
 from ..errors import NonFiniteActivationError
 from ..network.network import Inputs, batch_pieces
@@ -48,10 +49,11 @@ class LayerError:
         shape; None for nothing to compare), ``qp`` the parameters of the output's
         integer grid (None for a float layer).
 
-        Computed piece by piece (:data:`_PIECE` values at a time) in float64 in small
-        reused buffers (``scratch``): each piece stays in the processor's cache, and
-        no copy of a whole activation is made. The sums are accumulated in a fixed
-        order, so the same data gives the same numbers.
+        Computed in one compiled pass over the values where numba is installed
+        (:meth:`_compiled`), else piece by piece (:data:`_PIECE` values at a time) in
+        float64 in small reused buffers (``scratch``): each piece stays in the
+        processor's cache, and no copy of a whole activation is made. Either way the
+        sums are accumulated in a fixed order, so the same data gives the same numbers.
 
         Raises:
             NonFiniteActivationError: ``f`` holds NaN (``layer`` names it).
@@ -67,6 +69,8 @@ class LayerError:
         qscale = float(q.qp.scale) if ints else None
         qzero = int(q.qp.zero_point) if ints else 0
         grid = _Grid(qp, plan, f.dtype) if qp is not None and qp.axis is None else None
+        if self._compiled(f, qv, ints, qscale, qzero, grid, layer):
+            return
         for start in range(0, f.size, _PIECE):
             fc = f[start : start + _PIECE]
             x, d, a = scratch.take(fc.size)
@@ -103,6 +107,49 @@ class LayerError:
                 grid.add(self, fc, x, d, a)
         self.count += f.size
 
+    def _compiled(self, f, qv, ints: bool, qscale, qzero: int, grid: _Grid | None, layer: str) -> bool:
+        """:meth:`update` in one compiled pass (``validate/_numba_diagnostics.py``) where
+        numba is installed, the arrays are of the kernel's types and the grid rounds to
+        nearest: True when done. The same counts as the numpy path, and the same sums
+        but for the order of their additions (within about 1e-11 relative). An output
+        with NaN raises; one with an infinity (an attention mask's fill) is left to the
+        numpy path, which compares where it is finite."""
+        if grid is not None and not grid.nearest:
+            return False
+        if f.dtype not in _KERNEL_FLOATS or (qv is not None and qv.dtype not in _KERNEL_VALUES):
+            return False
+        sums = kernel("quantscope.validate._numba_diagnostics", "layer_sums")
+        if sums is None:
+            return False
+        mode = 0 if grid is None else (1 if grid.float32 and f.dtype == np.float32 else 2)
+        signal, noise, grid_noise, saturated, flushed = sums(
+            f,
+            f if qv is None else qv,
+            qv is not None,
+            ints,
+            1.0 if qscale is None else qscale,
+            float(qzero),
+            mode,
+            1.0 if grid is None else grid.s,
+            0.0 if grid is None else float(grid.lo),
+            0.0 if grid is None else float(grid.hi),
+        )
+        if math.isnan(signal):
+            raise NonFiniteActivationError(
+                f"NaN in the float network's output of layer {layer!r} during validation; check the "
+                "input data and that layer's weights.",
+                layer=layer,
+            )
+        if math.isinf(signal):
+            return False
+        self.signal += signal
+        self.noise += noise
+        self.grid_noise += grid_noise
+        self.saturated += int(saturated)
+        self.flushed += int(flushed)
+        self.count += f.size
+        return True
+
     def merge(self, other: LayerError) -> None:
         """Add ``other``'s sums (another batch's) to these."""
         self.signal += other.signal
@@ -115,6 +162,9 @@ class LayerError:
 
 #: Values per piece of :meth:`LayerError.update` (2 MB of float64: stays in cache).
 _PIECE = 1 << 18
+#: Array types the compiled diagnostics take (others run the numpy path).
+_KERNEL_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_KERNEL_VALUES = tuple(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.int32, np.int64, np.float32, np.float64))
 
 
 class _Grid:
