@@ -95,7 +95,7 @@ def _numpy_path():
     """Statistics through numpy instead of the compiled kernel, inside the block."""
     from quantscope.calibrate import kernels
 
-    assert kernels.compiled_rows_stats() is not None, "numba is a dependency: the compiled kernel must load"
+    assert kernels.compiled_rows_stats(wait=True) is not None, "numba is a dependency: the compiled kernel must load"
     os.environ["QUANTSCOPE_KERNELS"] = "numpy"
     try:
         assert kernels.compiled_rows_stats() is None
@@ -106,6 +106,9 @@ def _numpy_path():
 
 def _both_paths(x: np.ndarray, stride: int) -> tuple[TensorStats, TensorStats]:
     """The statistics of ``x`` through the compiled kernel and through numpy."""
+    from quantscope.calibrate import kernels
+
+    assert kernels.compiled_rows_stats(wait=True) is not None
     compiled = TensorStats(hist_stride=stride).update(x)
     with _numpy_path():
         plain = TensorStats(hist_stride=stride).update(x)
@@ -146,6 +149,9 @@ def test_compiled_kernel_accumulates_like_numpy_over_batches():
     over exactly (the collector adds a run's outputs a piece at a time)."""
     rng = np.random.default_rng(3)
     batches = [(rng.standard_normal((2, 8, 30, 31)) * (i + 1)).astype(np.float32) for i in range(4)]
+    from quantscope.calibrate import kernels
+
+    assert kernels.compiled_rows_stats(wait=True) is not None
     compiled = TensorStats(hist_stride=7)
     for b in batches:
         compiled.update(b)

@@ -1,31 +1,71 @@
-"""Compiled kernels (numba), loaded on first use; numpy is every kernel's fallback.
+"""Compiled kernels (numba), loaded in the background on first use; numpy is every
+kernel's fallback.
 
 A kernel lives in a module of its subsystem that imports numba at its top
-(``calibrate/_numba_rows.py``, ``validate/_numba_diagnostics.py``); :func:`kernel`
-imports it the first time it is asked for, so ``import quantscope`` never loads numba.
-Where numba cannot be imported, or with the environment variable
-``QUANTSCOPE_KERNELS=numpy``, :func:`kernel` returns None and the caller runs its
-numpy path, which gives the same results (each kernel is tested against it).
+(``calibrate/_numba_rows.py``, ``validate/_numba_diagnostics.py``), with a
+``warm_up()`` that calls it once on tiny arrays. Importing numba and loading a
+compiled kernel from numba's cache takes about a second of Python work, so
+:func:`prepare` starts it in a background thread (``import quantscope`` never loads
+numba), and :func:`kernel` either waits for it or, with ``wait=False``, returns None
+until it is ready: the caller then runs its numpy path, which must give the same
+results bit for bit (the calibration statistics do; their first batches run while
+numba loads). Where numba cannot be imported, or with the environment variable
+``QUANTSCOPE_KERNELS=numpy``, :func:`kernel` returns None.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import threading
 
-__all__ = ["kernel"]
+__all__ = ["disabled", "kernel", "prepare"]
 
+_lock = threading.Lock()
+_loading: dict[tuple[str, str], threading.Thread] = {}
 _loaded: dict[tuple[str, str], object] = {}
 
 
-def kernel(module: str, name: str):
-    """The compiled function ``name`` of ``module`` (a full module name), or None."""
-    if os.environ.get("QUANTSCOPE_KERNELS", "").strip().lower() == "numpy":
+def disabled() -> bool:
+    """``QUANTSCOPE_KERNELS=numpy``: every kernel's numpy path runs."""
+    return os.environ.get("QUANTSCOPE_KERNELS", "").strip().lower() == "numpy"
+
+
+def prepare(module: str, name: str) -> None:
+    """Start loading the kernel ``name`` of ``module`` (a full module name) in a
+    background thread, unless it is loaded or loading; returns at once."""
+    if disabled():
+        return
+    key = (module, name)
+    with _lock:
+        if key in _loaded or key in _loading:
+            return
+        thread = threading.Thread(target=_load, args=(key,), name="quantscope-kernels", daemon=True)
+        _loading[key] = thread
+        thread.start()
+
+
+def kernel(module: str, name: str, wait: bool = True):
+    """The compiled function ``name`` of ``module``, or None: numba unavailable,
+    ``QUANTSCOPE_KERNELS=numpy``, or (``wait=False``) not loaded yet."""
+    if disabled():
         return None
     key = (module, name)
     if key not in _loaded:
-        try:
-            _loaded[key] = getattr(importlib.import_module(module), name)
-        except Exception:  # numba not installed, or not for this numpy: the numpy path runs
-            _loaded[key] = None
+        prepare(module, name)
+        if not wait:
+            return None
+        _loading[key].join()
     return _loaded[key]
+
+
+def _load(key: tuple[str, str]) -> None:
+    try:
+        mod = importlib.import_module(key[0])
+        fn = getattr(mod, key[1])
+        warm_up = getattr(mod, "warm_up", None)
+        if warm_up is not None:
+            warm_up()
+    except Exception:  # numba not installed, or not for this numpy: the numpy path runs
+        fn = None
+    _loaded[key] = fn

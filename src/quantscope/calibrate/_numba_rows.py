@@ -30,3 +30,8 @@ def rows_stats(bits, stride, hist, keys):  # pragma: no cover - compiled
             hist[np.uint32(row[j]) >> _SHIFT] += 1
     keys[0] = lo
     keys[1] = hi
+
+
+def warm_up() -> None:
+    """Load (or compile) the kernel for the types the statistics pass it."""
+    rows_stats(np.zeros((1, 2), np.int32), 1, np.zeros(2 << (8 + MANTISSA_BITS), np.int64), np.zeros(2, np.int32))

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._compiled import kernel
+from .._compiled import kernel, prepare
 
-__all__ = ["KEY_MAX", "KEY_MIN", "compiled_rows_stats", "key_to_float"]
+__all__ = ["KEY_MAX", "KEY_MIN", "compiled_rows_stats", "key_to_float", "prepare_rows_stats"]
 
 #: Start values of the running min key and max key.
 KEY_MIN = np.int32(np.iinfo(np.int32).min)
@@ -46,9 +46,11 @@ def key_to_float(key: int) -> float:
     return float(np.array([bits], np.int32).view(np.float32)[0])
 
 
-def compiled_rows_stats():
-    """The compiled kernel, or None where numba is unavailable or
-    ``QUANTSCOPE_KERNELS=numpy``.
+def compiled_rows_stats(wait: bool = False):
+    """The compiled kernel, or None where numba is unavailable,
+    ``QUANTSCOPE_KERNELS=numpy``, or (``wait=False``, the default) while it is still
+    loading in the background (:mod:`quantscope._compiled`; the numpy path gives the
+    same statistics meanwhile).
 
     ``kernel(bits, stride, hist, keys)``:
 
@@ -61,4 +63,12 @@ def compiled_rows_stats():
 
     It releases the GIL while it runs.
     """
-    return kernel("quantscope.calibrate._numba_rows", "rows_stats")
+    return kernel(_MODULE, "rows_stats", wait=wait)
+
+
+def prepare_rows_stats() -> None:
+    """Start loading the kernel in the background (a calibration does at its start)."""
+    prepare(_MODULE, "rows_stats")
+
+
+_MODULE = "quantscope.calibrate._numba_rows"

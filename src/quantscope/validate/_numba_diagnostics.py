@@ -73,3 +73,11 @@ def layer_sums(f, q, has_q, ints, qscale, qzero, mode, s, lo, hi):  # pragma: no
             e = x - r * s
             grid += e * e
     return signal, noise, grid, saturated, flushed
+
+
+def warm_up() -> None:
+    """Load (or compile) the kernel for the commonest types: float32 outputs against
+    int8 integers, float32 values (a float layer) and float64 values (per channel)."""
+    f = np.zeros(2, np.float32)
+    for q in (np.zeros(2, np.int8), f, np.zeros(2, np.float64)):
+        layer_sums(f, q, True, q.dtype == np.int8, 1.0, 0.0, 1, 1.0, -128.0, 127.0)

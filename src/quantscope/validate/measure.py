@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .._compiled import kernel
+from .._compiled import kernel, prepare
 from ..calibrate.collector import BoundOutputs, create_session, run_checked
 from ..errors import NonFiniteActivationError
 from ..network.network import Inputs, batch_pieces
@@ -118,7 +118,7 @@ class LayerError:
             return False
         if f.dtype not in _KERNEL_FLOATS or (qv is not None and qv.dtype not in _KERNEL_VALUES):
             return False
-        sums = kernel("quantscope.validate._numba_diagnostics", "layer_sums")
+        sums = kernel(_DIAGNOSTICS, "layer_sums")
         if sums is None:
             return False
         mode = 0 if grid is None else (1 if grid.float32 and f.dtype == np.float32 else 2)
@@ -162,6 +162,8 @@ class LayerError:
 
 #: Values per piece of :meth:`LayerError.update` (2 MB of float64: stays in cache).
 _PIECE = 1 << 18
+#: The compiled diagnostics' module (loaded by quantscope._compiled).
+_DIAGNOSTICS = "quantscope.validate._numba_diagnostics"
 #: Array types the compiled diagnostics take (others run the numpy path).
 _KERNEL_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _KERNEL_VALUES = tuple(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.int32, np.int64, np.float32, np.float64))
@@ -267,6 +269,7 @@ class BatchValidator:
 
     def __init__(self, plan: QuantPlan, kernels: str | Kernels = Kernels.FAST, threads: int = 0):
         network = self.network = plan.network
+        prepare(_DIAGNOSTICS, "layer_sums")  # numba loads while the first batch's float network runs
         self.plan = plan
         self.sim = Simulator(plan, kernels=kernels)
         names = [layer.output for layer in network.layers if layer.kind != "input"]
