@@ -55,7 +55,8 @@ def absorb_biases(network: Network, data: Any, *, batch_size: int = 32, layout: 
     if network.bias_absorbed:
         return network
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigurationError(f"batch_size must be a positive integer, got {batch_size!r}")
+        flag = option("batch_size", "--batch-size")
+        raise ConfigurationError(f"{flag} must be a positive integer, got {batch_size!r}")
     targets, _ = absorption_targets(network)
     names = sorted({t.value for t in targets})
     ranges = _channel_ranges(network, data, names, batch_size, layout) if names else {}
