@@ -783,7 +783,9 @@ def test_ccexam_mnist_int8_accuracy_does_not_fall_with_any_option():
 
     def accuracy(target, equalize=False, **options):
         if equalize not in calibrations:
-            net = qs.prepare(module, example_input=torch.zeros(1, 1, 28, 28), equalize=equalize)
+            net = qs.prepare(module, example_input=torch.zeros(1, 1, 28, 28), equalize=bool(equalize))
+            if equalize == "absorb":
+                net = qs.absorb_biases(net, cal_x)
             calibrations[equalize] = qs.calibrate(net, cal_x, progress=False)
         res = qs.validate(calibrations[equalize], val, target=target, progress=False, **options)
         return float(res.metric_results["top1_accuracy"]["MetricOutput"].iloc[1])
@@ -794,6 +796,7 @@ def test_ccexam_mnist_int8_accuracy_does_not_fall_with_any_option():
         ("fpga", {"bias_correction": cal_x}),
         (qs.PowerOfTwo(exponent_method="Histogram"), {"equalize": True, "bias_correction": cal_x}),
         (qs.PowerOfTwo(per_channel=True), {}),
+        ("fpga", {"equalize": "absorb", "bias_correction": cal_x}),
     ):
         assert accuracy(target, **options) >= fpga, (target, options)
     for target, options in (
@@ -801,6 +804,7 @@ def test_ccexam_mnist_int8_accuracy_does_not_fall_with_any_option():
         (qs.FloatScale(range_method="percentile"), {}),
         (qs.FloatScale(range_method="entropy"), {}),
         ("cpu", {"equalize": True, "bias_correction": cal_x}),
+        ("cpu", {"equalize": "absorb", "bias_correction": cal_x}),
     ):
         assert accuracy(target, **options) >= cpu - 1 / 1000, (target, options)
 
