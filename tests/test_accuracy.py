@@ -286,6 +286,28 @@ def test_bias_absorption_keeps_mobilenetv2_on_its_calibration_data():
     assert any("padded convolution(s)" in n for n in ab.log.notes)
 
 
+def test_bias_absorption_of_a_large_network_outlives_the_original(monkeypatch):
+    """A network too large for one protobuf keeps its weights in a private folder; the
+    absorbed copy has its own, and works once the original is gone."""
+    import gc
+
+    from quantscope.network import storage
+
+    monkeypatch.setattr(storage, "LARGE_BYTES", 1000)
+    x = np.random.default_rng(1).uniform(-3, 3, (16, 3, 8, 8)).astype(np.float32)
+    eq = qs.prepare(depthwise_net(), equalize=True)
+    assert eq.large
+    session = ort.InferenceSession(eq.session_model(), providers=["CPUExecutionProvider"])
+    reference = session.run(None, {eq.input_name: x})[0]
+    ab = qs.absorb_biases(eq, x)
+    del eq, session
+    gc.collect()
+    assert ab.large and len(ab.log.absorbed) == 1
+    session = ort.InferenceSession(ab.session_model(), providers=["CPUExecutionProvider"])
+    assert _relative(reference, session.run(None, {ab.input_name: x})[0]) <= 1e-5
+    assert len(qs.calibrate(ab, x, progress=False).table)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

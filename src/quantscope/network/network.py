@@ -470,8 +470,9 @@ def absorbed_copy(network: Network, ranges: dict[str, tuple[np.ndarray, np.ndarr
     as it is). ``ranges``: each target's pre-activation value name -> its per-channel
     (minimum, maximum) on the data, arrays of shape ``(C,)``."""
     model = ir.from_proto(network.to_proto())
-    if network.large:
+    if network.large:  # its weights live in the original's private folder: read them in, as the copy's own
         ir.external_data.set_base_dir(model.graph, network._external_store().folder)
+        model = ir.external_data.load_to_model(model)
     log = dataclasses.replace(
         network.log,
         folded=dict(network.log.folded),
