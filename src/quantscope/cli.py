@@ -82,6 +82,10 @@ def _prepared(args: argparse.Namespace, console: Console, data: str | None):
     from .network import prepare
 
     network = prepare(args.model, equalize=getattr(args, "equalize", False))
+    if args.command == "validate" and getattr(args, "dask", None):
+        from .validate.validate import check_dask_inputs
+
+        check_dask_inputs(network)  # before any pass over the data, not after
     if getattr(args, "absorb_bias", False) and data is not None:
         from .calibrate.absorb import absorb_biases
 
@@ -96,10 +100,6 @@ def _calibrated(args: argparse.Namespace, console: Console):
     from .calibrate import calibrate
 
     network = _prepared(args, console, getattr(args, "calibration", None))
-    if args.command == "validate" and getattr(args, "dask", None):
-        from .validate.validate import check_dask_inputs
-
-        check_dask_inputs(network)  # before calibrating, not after
     if getattr(args, "ranges", None):
         from .calibrate import Calibration
 
