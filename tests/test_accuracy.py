@@ -128,6 +128,220 @@ def test_a_clip_from_a_negative_min_is_not_equalized():
     assert any("Clip 'relu6_0' has min -1" in note for note in eq.log.notes)
 
 
+# ----------------------------------------------------------------------------- bias absorption
+
+
+def _absorb_net(link: str = "relu", pads: int = 0, kernel: int = 1) -> onnx.ModelProto:
+    """conv (3->4, 3x3, weights >= 0) -> link -> conv (4->2, ``kernel``, ``pads``): with
+    inputs >= 0 each pre-activation channel stays above its bias b0 = [2, 0.5, -1, 3],
+    its minimum over data holding an all-zero sample. Channel 3's bias (3) is above
+    the Relu6 ceiling of ``link="relu6"`` when the ceiling is 2.5."""
+    rng = np.random.default_rng(0)
+    init = {
+        "w0": (rng.uniform(0.0, 1.0, (4, 3, 3, 3)) * np.array([1.0, 10.0, 0.1, 1.0]).reshape(4, 1, 1, 1)).astype(
+            np.float32
+        ),
+        "b0": np.array([2.0, 0.5, -1.0, 3.0], np.float32),
+        "w1": rng.standard_normal((2, 4, kernel, kernel)).astype(np.float32),
+        "b1": np.array([0.25, -0.5], np.float32),
+        "lo": np.array(0.0, np.float32),
+        "hi": np.array(2.5, np.float32),
+    }
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w0", "b0"], ["c0"], name="conv0")]
+    if link == "relu":
+        nodes.append(n("Relu", ["c0"], ["a0"], name="relu0"))
+    elif link == "relu6":
+        nodes.append(n("Clip", ["c0", "lo", "hi"], ["a0"], name="clip0"))
+    else:
+        nodes.append(n("Identity", ["c0"], ["a0"], name="same0"))  # dropped by prepare: no link
+    nodes.append(n("Conv", ["a0", "w1", "b1"], ["y"], name="conv1", pads=[pads] * 4))
+    size = 6 - 2 - (kernel - 1) + 2 * pads
+    return make_model(nodes, [tensor("x", ["N", 3, 6, 6])], [tensor("y", ["N", 2, size, size])], init, name="absorb")
+
+
+def _absorb_data(n: int = 16, seed: int = 3) -> np.ndarray:
+    x = np.random.default_rng(seed).uniform(0.0, 1.0, (n, 3, 6, 6)).astype(np.float32)
+    x[0] = 0.0  # the pre-activation's minimum: the bias itself
+    return x
+
+
+def _biases(network, name):
+    node = network.node(name)
+    return network.constant(node.inputs[2].name).astype(np.float64)
+
+
+def test_bias_absorption_moves_the_known_minimum_through_a_relu():
+    x = _absorb_data()
+    eq = qs.prepare(_absorb_net("relu"), equalize=True)
+    ab = qs.absorb_biases(eq, x)
+    assert ab.bias_absorbed and ab.equalized and not eq.bias_absorbed
+    b0, b1 = _biases(eq, "conv0"), _biases(eq, "conv1")
+    w1 = eq.constant(eq.node("conv1").inputs[1].name).astype(np.float64)
+    c = np.maximum(b0, 0.0)  # the minimum of each channel (weights, inputs >= 0; one zero sample)
+    assert c[2] == 0 and (c[[0, 1, 3]] > 0).all()
+    np.testing.assert_allclose(_biases(ab, "conv0"), b0 - c, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_biases(ab, "conv1"), b1 + w1[:, :, 0, 0] @ c, rtol=1e-6, atol=1e-6)
+    (pair,) = ab.log.absorbed
+    assert (pair.first, pair.second, pair.link, pair.channels, pair.total) == ("conv0", "conv1", ("Relu",), 3, 4)
+    assert pair.amount == pytest.approx(c.max(), rel=1e-6)
+    # the same function on the data, and on any input >= 0 (the pre-activations stay above c)
+    assert _relative(_run(eq, x), _run(ab, x)) <= 1e-5
+    other = np.random.default_rng(9).uniform(0.0, 2.0, (8, 3, 6, 6)).astype(np.float32)
+    assert _relative(_run(eq, other), _run(ab, other)) <= 1e-5
+    # the activation's range per channel drops by the amount moved, and so does the layer's calibrated max
+    before, after = _run_value(eq, x, "a0"), _run_value(ab, x, "a0")
+    top_before, top_after = before.max(axis=(0, 2, 3)), after.max(axis=(0, 2, 3))
+    np.testing.assert_allclose(top_after, top_before - c, rtol=1e-5, atol=1e-5)
+    assert pair.range_before == pytest.approx(top_before.max(), rel=1e-5)
+    assert pair.range_after == pytest.approx(top_after.max(), rel=1e-5)
+    t_before, t_after = (qs.calibrate(n, x, progress=False).table for n in (eq, ab))
+    name = eq.layer_of["relu0"]
+
+    def max_of(table):
+        rows = table[(table["Optimized Layer Name"] == name) & (table["Learnables / Activations"] == "Activations")]
+        return float(rows["MaxValue"].iloc[0])
+
+    assert max_of(t_after) == pytest.approx(top_after.max(), rel=1e-5) and max_of(t_after) < max_of(t_before)
+    # absorbing again returns the network as it is; qnet.layers says what moved
+    assert qs.absorb_biases(ab, x) is ab
+    equalized = qs.quantize_network(qs.calibrate(ab, x, progress=False), "fpga").layers.set_index("Layer")["Equalized"]
+    assert "absorbed by conv1" in equalized[name] and "bias + W c absorbed from" in equalized["conv1"]
+
+
+def test_bias_absorption_through_a_relu6_lowers_its_ceilings():
+    x = _absorb_data()
+    eq = qs.prepare(_absorb_net("relu6"), equalize=True)
+    ab = qs.absorb_biases(eq, x)
+    (pair,) = ab.log.absorbed
+    assert pair.link == ("Relu", "Min")
+    assert _relative(_run(eq, x), _run(ab, x)) <= 1e-5
+    ceiling_before = eq.constant(eq.node(eq.log.equalized[0].ceiling).inputs[1].name).reshape(-1)
+    ceiling_after = ab.constant(ab.node(eq.log.equalized[0].ceiling).inputs[1].name).reshape(-1)
+    b0 = _biases(eq, "conv0")
+    c = np.minimum(np.maximum(b0, 0.0), ceiling_before)  # channel 3 always saturates: all of it moves
+    np.testing.assert_allclose(ceiling_after, ceiling_before - c, rtol=1e-5, atol=1e-6)
+    assert ceiling_after[3] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_bias_absorption_without_an_activation_centres_each_channel_for_any_input():
+    x = _absorb_data()
+    eq = qs.prepare(_absorb_net("none"), equalize=True)
+    ab = qs.absorb_biases(eq, x)
+    (pair,) = ab.log.absorbed
+    assert pair.link == () and pair.channels == 4
+    pre = _run_value(ab, x, "c0")
+    np.testing.assert_allclose(pre.max(axis=(0, 2, 3)), -pre.min(axis=(0, 2, 3)), rtol=1e-5, atol=1e-5)
+    assert pair.range_after < pair.range_before
+    other = np.random.default_rng(9).uniform(-5.0, 5.0, (8, 3, 6, 6)).astype(np.float32)  # negative too: exact anyway
+    assert _relative(_run(eq, other), _run(ab, other)) <= 1e-5
+
+
+@pytest.mark.parametrize("pads", [0, 1])
+def test_bias_absorption_leaves_a_padded_second_convolution(pads):
+    """Into a 3x3 convolution: absorbed without padding, left with padding (its zero
+    border would stand for c), with a note; the function is the same either way."""
+    x = _absorb_data()
+    eq = qs.prepare(_absorb_net("relu", pads=pads, kernel=3), equalize=True)
+    ab = qs.absorb_biases(eq, x)
+    assert _relative(_run(eq, x), _run(ab, x)) <= 1e-5
+    if pads:
+        assert ab.log.absorbed == []
+        assert any("bias not absorbed into 1 padded convolution(s) (conv0 -> conv1)" in n for n in ab.log.notes)
+        np.testing.assert_array_equal(_biases(ab, "conv0"), _biases(eq, "conv0"))
+    else:
+        assert [p.second for p in ab.log.absorbed] == ["conv1"]
+
+
+def test_bias_absorption_keeps_the_depthwise_network_and_leaves_what_it_cannot():
+    model = depthwise_net()
+    x = np.random.default_rng(1).uniform(-3, 3, (16, 3, 8, 8)).astype(np.float32)
+    eq = qs.prepare(model, equalize=True)
+    ab = qs.absorb_biases(eq, x)
+    assert _relative(_run(eq, x), _run(ab, x)) <= 1e-5
+    assert {(p.first, p.second) for p in ab.log.absorbed} == {("fc4", "fc5")}
+    assert any("pw2 not absorbed into conv3: its link LeakyRelu/MaxPool" in n for n in ab.log.notes)
+    assert any("padded convolution(s) (conv0 -> dw1)" in n for n in ab.log.notes)
+    assert [layer.name for layer in ab.layers] == [layer.name for layer in eq.layers]
+    with pytest.raises(qs.ConfigurationError, match="equalize=True"):
+        qs.absorb_biases(qs.prepare(model), x)
+    with pytest.raises(qs.ConfigurationError, match="prepared network"):
+        qs.absorb_biases(model, x)
+
+
+def test_bias_absorption_keeps_mobilenetv2_on_its_calibration_data():
+    torch = pytest.importorskip("torch")
+    from realdata import imagenet_inputs, mobilenet_v2_module
+
+    proto = qs.load_model(mobilenet_v2_module(), torch.zeros(1, 3, 224, 224))
+    x = imagenet_inputs(8)
+    eq = qs.prepare(proto, equalize=True)
+    ab = qs.absorb_biases(eq, x)
+    assert _relative(_run(eq, x), _run(ab, x)) <= 1e-5
+    assert len(ab.log.absorbed) >= 5 and sum(p.channels for p in ab.log.absorbed) >= 100
+    # the projection -> expansion pairs (no activation) are absorbed; expansion -> depthwise (padded) are not
+    assert any(p.link == () for p in ab.log.absorbed)
+    seconds = {p.second for p in ab.log.absorbed}
+    assert all(ab.node(s).op_type != "Conv" or not any(ab.node_attributes(s).get("pads", [0])) for s in seconds)
+    assert any("padded convolution(s)" in n for n in ab.log.notes)
+
+
+def test_bias_absorption_of_a_large_network_outlives_the_original(monkeypatch):
+    """A network too large for one protobuf keeps its weights in a private folder; the
+    absorbed copy has its own, and works once the original is gone."""
+    import gc
+
+    from quantscope.network import storage
+
+    monkeypatch.setattr(storage, "LARGE_BYTES", 1000)
+    x = np.random.default_rng(1).uniform(-3, 3, (16, 3, 8, 8)).astype(np.float32)
+    eq = qs.prepare(depthwise_net(), equalize=True)
+    assert eq.large
+    session = ort.InferenceSession(eq.session_model(), providers=["CPUExecutionProvider"])
+    reference = session.run(None, {eq.input_name: x})[0]
+    ab = qs.absorb_biases(eq, x)
+    del eq, session
+    gc.collect()
+    assert ab.large and len(ab.log.absorbed) == 1
+    session = ort.InferenceSession(ab.session_model(), providers=["CPUExecutionProvider"])
+    assert _relative(reference, session.run(None, {ab.input_name: x})[0]) <= 1e-5
+    assert len(qs.calibrate(ab, x, progress=False).table)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["calibrate", "{model}", "{cal}", "--absorb-bias"], "--absorb-bias moves biases between the layers"),
+        (
+            ["calibrate", "{model}", "{cal}", "--equalize", "--absorb-bias", "--out", "{tmp}/r.json"],
+            "--ranges cannot reproduce them",
+        ),
+        (
+            ["validate", "{model}", "--ranges", "{tmp}/r.json", "--validation", "{val}", "--equalize", "--absorb-bias"],
+            "give --calibration DATA instead of --ranges",
+        ),
+        (["profile", "{model}", "--bitstream", "zcu102_int8", "--equalize", "--absorb-bias"], "give --calibration"),
+    ],
+)
+def test_cli_absorb_bias_refused_where_it_cannot_apply(files, tmp_path, capsys, argv, message):
+    model, cal, val = files
+    argv = [a.format(model=model, cal=cal, val=val, tmp=tmp_path) for a in argv]
+    assert main([*argv, "--quiet"] if argv[0] != "profile" else argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_absorb_bias(files, capsys):
+    model, cal, val = files
+    argv = ["validate", str(model), "--calibration", str(cal), "--validation", str(val), "--quiet", "--equalize"]
+    assert main([*argv, "--absorb-bias", "--bias-correction"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "absorbed the biases of" in out and "channel(s) in 1 pair(s) into the next layer" in out
+    assert "largest activation range drop: fc4_relu4" in out
+    assert main(["calibrate", str(model), str(cal), "--quiet", "--equalize", "--absorb-bias"]) == 0
+    assert "absorbed the biases of" in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------- bias correction
 
 
@@ -591,7 +805,9 @@ def test_ccexam_mnist_int8_accuracy_does_not_fall_with_any_option():
 
     def accuracy(target, equalize=False, **options):
         if equalize not in calibrations:
-            net = qs.prepare(module, example_input=torch.zeros(1, 1, 28, 28), equalize=equalize)
+            net = qs.prepare(module, example_input=torch.zeros(1, 1, 28, 28), equalize=bool(equalize))
+            if equalize == "absorb":
+                net = qs.absorb_biases(net, cal_x)
             calibrations[equalize] = qs.calibrate(net, cal_x, progress=False)
         res = qs.validate(calibrations[equalize], val, target=target, progress=False, **options)
         return float(res.metric_results["top1_accuracy"]["MetricOutput"].iloc[1])
@@ -602,6 +818,7 @@ def test_ccexam_mnist_int8_accuracy_does_not_fall_with_any_option():
         ("fpga", {"bias_correction": cal_x}),
         (qs.PowerOfTwo(exponent_method="Histogram"), {"equalize": True, "bias_correction": cal_x}),
         (qs.PowerOfTwo(per_channel=True), {}),
+        ("fpga", {"equalize": "absorb", "bias_correction": cal_x}),
     ):
         assert accuracy(target, **options) >= fpga, (target, options)
     for target, options in (
@@ -609,6 +826,7 @@ def test_ccexam_mnist_int8_accuracy_does_not_fall_with_any_option():
         (qs.FloatScale(range_method="percentile"), {}),
         (qs.FloatScale(range_method="entropy"), {}),
         ("cpu", {"equalize": True, "bias_correction": cal_x}),
+        ("cpu", {"equalize": "absorb", "bias_correction": cal_x}),
     ):
         assert accuracy(target, **options) >= cpu - 1 / 1000, (target, options)
 

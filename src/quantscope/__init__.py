@@ -3,6 +3,7 @@
 The public API, at a glance (explicit re-exports; everything else is private)::
 
     net = quantscope.prepare("model.onnx")          # load + prepareNetwork
+    # (equalize=True, then quantscope.absorb_biases(net, data): docs/accuracy.md)
     cal = quantscope.calibrate(net, data)           # MATLAB's calibrate
     cal.table                                       # pandas DataFrame, MATLAB's columns
     cal.save("ranges.json")
@@ -35,6 +36,7 @@ _LAZY = {
     **dict.fromkeys(("Batch", "Calibration", "DataSource", "ImageDatastore", "TensorStats"), "quantscope.calibrate"),
     "CalibrationOptions": "quantscope.calibrate",
     **dict.fromkeys(("as_source", "calibrate"), "quantscope.calibrate"),
+    "absorb_biases": "quantscope.calibrate.absorb",
     **dict.fromkeys(("Network", "OptimizedLayer", "load_model", "prepare"), "quantscope.network"),
     **dict.fromkeys(("FloatScale", "PowerOfTwo", "Rounding", "Saturation"), "quantscope.quantize"),
     "cpu_int8_saturates": "quantscope.quantize",
@@ -92,6 +94,7 @@ __all__ = [
     "UnsupportedModelError",
     "ValidationResult",
     "__version__",
+    "absorb_biases",
     "as_source",
     "calibrate",
     "load_model",

@@ -1,6 +1,6 @@
 """The ``quantscope`` command: a thin layer over the library.
 
-quantscope calibrate MODEL DATA [--batch-size N] [--out ranges.json|ranges.csv]
+quantscope calibrate MODEL DATA [--batch-size N] [--out ranges.json|ranges.csv] [--equalize [--absorb-bias]]
                      [--dask ADDRESS|local:N] [--checkpoint PATH] [--report report.html]
 quantscope validate MODEL (--calibration DATA | --ranges RANGES.json) --validation DATA
                     [--target fpga|cpu] [--metric top1] [--out result.json] [--report report.html]
@@ -33,7 +33,6 @@ __all__ = ["main"]
 
 def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     from .calibrate import calibrate
-    from .network import prepare
 
     if args.out and Path(args.out).suffix.lower() not in (".json", ".csv"):
         from .errors import ConfigurationError
@@ -41,10 +40,7 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
         raise ConfigurationError(
             f"--out {args.out}: unknown format {Path(args.out).suffix!r}; use a .json or .csv file"
         )
-    network = prepare(args.model, equalize=args.equalize)
-    for note in network.log.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}")
-    _equalized_note(network, console)
+    network = _prepared(args, console, args.data)
     start = time.perf_counter()
     result = calibrate(
         network,
@@ -81,18 +77,29 @@ def _write_report(args: argparse.Namespace, console: Console, *results, **option
     console.print(f"wrote {escape(str(path))} (report) and {escape(str(json_path_of(path)))} (its data)")
 
 
-def _calibrated(args: argparse.Namespace, console: Console):
-    from .calibrate import calibrate
+def _prepared(args: argparse.Namespace, console: Console, data: str | None):
+    """The prepared network (--equalize, then --absorb-bias on ``data``), its notes printed."""
     from .network import prepare
 
     network = prepare(args.model, equalize=getattr(args, "equalize", False))
-    for note in network.log.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}")
-    _equalized_note(network, console)
     if args.command == "validate" and getattr(args, "dask", None):
         from .validate.validate import check_dask_inputs
 
-        check_dask_inputs(network)  # before calibrating, not after
+        check_dask_inputs(network)  # before any pass over the data, not after
+    if getattr(args, "absorb_bias", False) and data is not None:
+        from .calibrate.absorb import absorb_biases
+
+        network = absorb_biases(network, _data(args, data), batch_size=args.batch_size, layout=args.layout)
+    for note in network.log.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    _equalized_note(network, console)
+    return network
+
+
+def _calibrated(args: argparse.Namespace, console: Console):
+    from .calibrate import calibrate
+
+    network = _prepared(args, console, getattr(args, "calibration", None))
     if getattr(args, "ranges", None):
         from .calibrate import Calibration
 
@@ -204,6 +211,12 @@ def _add_accuracy_options(p: argparse.ArgumentParser, command: str) -> None:
         action="store_true",
         help="cross-layer equalization of the prepared network (the same float function, weights that suit one "
         "scale per tensor)",
+    )
+    g.add_argument(
+        "--absorb-bias",
+        action="store_true",
+        help="with --equalize: move what each channel never drops below on the --calibration data out of its bias "
+        "into the next layer's (narrower activation ranges; the same float function on that data)",
     )
     g.add_argument(
         "--bias-correction",
@@ -350,6 +363,23 @@ def _equalized_note(network, console: Console) -> None:
         + (f" ({ceilings} through a Relu6, whose ceilings are now per channel)" if ceilings else "")
         + (f"; largest weight channel spread {spread:.3g} -> {after:.3g}" if pairs else "")
     )
+    if not getattr(network, "bias_absorbed", False):
+        return
+    moved = network.log.absorbed
+    if not moved:
+        console.print(
+            "[yellow]note:[/] --absorb-bias moved no bias: no equalized pair linked by nothing, Relu or Relu6 "
+            "(into an unpadded convolution or a Gemm) has a channel whose pre-activation stays above 0 on the "
+            "calibration data (docs/accuracy.md (3a))"
+        )
+        return
+    top = max(moved, key=lambda p: p.range_before - p.range_after)
+    layer_of = network.layer_of
+    console.print(
+        f"absorbed the biases of {sum(p.channels for p in moved)} channel(s) in {len(moved)} pair(s) into the next "
+        f"layer (largest amount {max(p.amount for p in moved):.3g}); largest activation range drop: "
+        f"{escape(layer_of.get(top.first, top.first))} {top.range_before:.3g} -> {top.range_after:.3g}"
+    )
 
 
 def _bias_data(args: argparse.Namespace):
@@ -451,7 +481,6 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
 
 def _workflow(args: argparse.Namespace, console: Console):
     from .fpga import Workflow
-    from .network import prepare
     from .simulate import quantize_network
 
     if args.calibration or args.ranges:
@@ -459,7 +488,7 @@ def _workflow(args: argparse.Namespace, console: Console):
         source = quantize_network(cal, _scheme(args), bias_correction=_bias_data(args))
         _bias_note(args, source.plan, console)
     else:
-        source = prepare(args.model, equalize=args.equalize)
+        source = _prepared(args, console, None)
     return Workflow(
         source, args.bitstream, print_fn=lambda line: console.print(line, markup=False, highlight=False)
     ), source
@@ -548,6 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--equalize",
         action="store_true",
         help="cross-layer equalization before calibrating (the same float function; use it again with --ranges)",
+    )
+    p.add_argument(
+        "--absorb-bias",
+        action="store_true",
+        help="with --equalize: move what each channel never drops below on DATA out of its bias into the next "
+        "layer's, before calibrating (narrower activation ranges; the same float function on DATA)",
     )
     _add_report_options(p, "the ranges: heat map, ranges table, coverage and layers with fpga windows")
     _add_image_options(p)
@@ -749,6 +784,28 @@ def _check_accuracy_args(args: argparse.Namespace) -> None:
             "--bias-correction measures each layer's output shift on the calibration data: give --calibration DATA"
             + (" instead of --ranges" if getattr(args, "ranges", None) else "")
         )
+    if getattr(args, "absorb_bias", False):
+        if not getattr(args, "equalize", False):
+            raise ConfigurationError(
+                "--absorb-bias moves biases between the layers cross-layer equalization pairs: add --equalize"
+            )
+        if args.command == "calibrate":
+            if args.out:
+                raise ConfigurationError(
+                    "--absorb-bias --out: the biases moved depend on DATA, and --ranges cannot reproduce them; "
+                    "drop --out, or give the data to validate/quantize/compile/profile with --calibration DATA "
+                    "--equalize --absorb-bias"
+                )
+        elif not getattr(args, "calibration", None):
+            raise ConfigurationError(
+                "--absorb-bias measures each channel's smallest pre-activation on the calibration data: give "
+                "--calibration DATA"
+                + (
+                    " instead of --ranges (ranges saved without the data cannot say what was moved)"
+                    if getattr(args, "ranges", None)
+                    else ""
+                )
+            )
     drop = getattr(args, "max_drop", None)
     if drop is not None and not (0 <= drop < float("inf")):
         raise ConfigurationError(f"--max-drop {drop:g}: give the largest metric drop to accept, a number >= 0")

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from ..errors import ConfigurationError, UnsupportedModelError
 from ..ops import check_not_quantized, info
-from ..passes import PrepareLog, equalize_model, run_prepare_passes
+from ..passes import BiasTarget, PrepareLog, absorb_biases, bias_targets, equalize_model, run_prepare_passes
 from . import storage
 from .load import load_model
 from .storage import ExternalStore, initializer_bytes
@@ -132,6 +133,9 @@ class Network:
         #: whether cross-layer equalization ran (``prepare(..., equalize=True)``); what it
         #: did is in ``log.equalized``
         self.equalized = False
+        #: whether bias absorption ran on the equalized network
+        #: (:func:`quantscope.absorb_biases`); what it did is in ``log.absorbed``
+        self.bias_absorbed = False
 
     @property
     def input_spec(self) -> dict[str, tuple[tuple[int | None, ...], np.dtype]]:
@@ -451,6 +455,38 @@ def _equalized_copy(network: Network) -> Network:
     equalize_model(model, log)
     copy = Network(model, _group_layers(model, log), log, source_name=network.source_name)
     copy.equalized = True
+    return copy
+
+
+def absorption_targets(network: Network) -> tuple[list[BiasTarget], list[str]]:
+    """The equalized pairs of ``network`` whose bias can be absorbed
+    (:func:`~quantscope.passes.bias_targets`), and a note for each that cannot."""
+    return bias_targets(network.model, list(network.log.equalized))
+
+
+def absorbed_copy(network: Network, ranges: dict[str, tuple[np.ndarray, np.ndarray]]) -> Network:
+    """A copy of the equalized ``network`` with the biases of its absorbable pairs moved
+    into the next layer (:func:`~quantscope.passes.absorb_biases`; the original is left
+    as it is). ``ranges``: each target's pre-activation value name -> its per-channel
+    (minimum, maximum) on the data, arrays of shape ``(C,)``."""
+    model = ir.from_proto(network.to_proto())
+    if network.large:  # its weights live in the original's private folder: read them in, as the copy's own
+        ir.external_data.set_base_dir(model.graph, network._external_store().folder)
+        model = ir.external_data.load_to_model(model)
+    log = dataclasses.replace(
+        network.log,
+        folded=dict(network.log.folded),
+        notes=list(network.log.notes),
+        onnx_names=dict(network.log.onnx_names),
+        equalized=list(network.log.equalized),
+    )
+    targets, notes = bias_targets(model, log.equalized)
+    log.absorbed = absorb_biases(model, targets, ranges)
+    log.notes.extend(notes)
+    RemoveUnusedNodesPass()(model)  # the biases and ceilings it replaced
+    copy = Network(model, _group_layers(model, log), log, source_name=network.source_name)
+    copy.equalized = network.equalized
+    copy.bias_absorbed = True
     return copy
 
 

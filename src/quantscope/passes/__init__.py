@@ -17,6 +17,7 @@ from onnx_ir.passes.common import (
     TopologicalSortPass,
 )
 
+from .absorb import AbsorbedBias, BiasTarget, absorb_biases, bias_targets
 from .drop_dropout import DropDropoutPass
 from .equalize import EqualizedPair, EqualizePass
 from .fold_batchnorm import FoldBatchNormPass
@@ -28,6 +29,8 @@ from .readable_names import ReadableNamesPass
 from .reduce_mean_to_pool import ReduceMeanToPoolPass
 
 __all__ = [
+    "AbsorbedBias",
+    "BiasTarget",
     "DropDropoutPass",
     "EqualizePass",
     "EqualizedPair",
@@ -39,6 +42,8 @@ __all__ = [
     "PrepareLog",
     "ReadableNamesPass",
     "ReduceMeanToPoolPass",
+    "absorb_biases",
+    "bias_targets",
     "equalize_model",
     "run_prepare_passes",
 ]
@@ -57,6 +62,7 @@ class PrepareLog:
     notes: list[str] = field(default_factory=list)  # why a rewrite did not apply
     onnx_names: dict[str, str] = field(default_factory=dict)  # readable node name -> the ONNX node name
     equalized: list[EqualizedPair] = field(default_factory=list)  # cross-layer equalization (equalize=True)
+    absorbed: list[AbsorbedBias] = field(default_factory=list)  # bias absorption after it (absorb_biases)
 
 
 def run_prepare_passes(model: ir.Model, equalize: bool = False) -> PrepareLog:

@@ -28,10 +28,12 @@ of bounds; such a link is left alone and ``notes`` says so.
 
 Second layers: a Conv of any ``group`` (depthwise included) or a Gemm reading the
 first's output directly. The weights are computed in float64 and stored as float32.
-Bias absorption (moving part of a bias into the next layer) is not done: through a
-ReLU-family link it is exact only where the pre-activation stays above the moved
-amount, which depends on the data; bias correction (quantscope's ``bias_correction``)
-removes the shift quantization leaves instead.
+This pass needs no data and keeps the function for every input. Bias absorption
+(moving part of a bias into the next layer, Nagel's section 4.1.2) is not part of it:
+through a ReLU-family link it is exact only where the pre-activation stays above the
+moved amount, which depends on the data, so it is a separate step on the calibration
+data after this one (:mod:`quantscope.passes.absorb`, ``quantscope.absorb_biases``,
+``--absorb-bias``; docs/accuracy.md (3a)-(3c)).
 """
 
 from __future__ import annotations

@@ -50,8 +50,10 @@ class QuantizedNetwork:
         ``ONNXNodes``: its nodes' names in the model file, ``Equalized``: what
         cross-layer equalization did to it (``prepare(..., equalize=True)``: its output
         channels divided by ``s``, or its input channels multiplied, and the range of
-        ``s``), and ``BiasShift``: the largest |shift| bias correction took out of its
-        output (``bias_correction=``), in the output's units."""
+        ``s``; with :func:`~quantscope.absorb_biases`, the bias moved out of it or into
+        it and its activation's largest |value| before -> after), and ``BiasShift``:
+        the largest |shift| bias correction took out of its output
+        (``bias_correction=``), in the output's units."""
         equalized = _equalized_by_layer(self.network)
         rows = []
         for name, precision, reason in self.plan.summary():
@@ -152,4 +154,11 @@ def _equalized_by_layer(network) -> dict[str, list[str]]:
             f"{pair.spread_after:.3g}"
         )
         out.setdefault(second, []).append(f"inputs * s ({span}) from {first}")
+    for pair in getattr(network.log, "absorbed", ()):
+        first, second = layer_of.get(pair.first, pair.first), layer_of.get(pair.second, pair.second)
+        out.setdefault(first, []).append(
+            f"bias - c in {pair.channels} of {pair.total} channels (c up to {pair.amount:.3g}) absorbed by {second}; "
+            f"activation range {pair.range_before:.3g} -> {pair.range_after:.3g}"
+        )
+        out.setdefault(second, []).append(f"bias + W c absorbed from {first}")
     return out
