@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -88,75 +85,3 @@ def test_one_pass_rows_update_equals_plain_definition(stride, block, monkeypatch
     assert not TensorStats(hist_stride=stride).update(y).finite
     y[0, 0, 0, 0] = np.nan  # NaN in the first chunk, then finite chunks
     assert not TensorStats(hist_stride=stride).update(y).finite
-
-
-@contextlib.contextmanager
-def _numpy_path():
-    """Statistics through numpy instead of the compiled kernel, inside the block."""
-    from quantscope.calibrate import kernels
-
-    assert kernels.compiled_rows_stats(wait=True) is not None, "numba is a dependency: the compiled kernel must load"
-    os.environ["QUANTSCOPE_KERNELS"] = "numpy"
-    try:
-        assert kernels.compiled_rows_stats() is None
-        yield
-    finally:
-        del os.environ["QUANTSCOPE_KERNELS"]
-
-
-def _both_paths(x: np.ndarray, stride: int) -> tuple[TensorStats, TensorStats]:
-    """The statistics of ``x`` through the compiled kernel and through numpy."""
-    from quantscope.calibrate import kernels
-
-    assert kernels.compiled_rows_stats(wait=True) is not None
-    compiled = TensorStats(hist_stride=stride).update(x)
-    with _numpy_path():
-        plain = TensorStats(hist_stride=stride).update(x)
-    return compiled, plain
-
-
-special = st.sampled_from(
-    [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3.4028235e38, -3.4028235e38, 1.0, -1.0, 0.75, -6.0]
-)
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    shape=st.tuples(st.integers(1, 5), st.integers(1, 4), st.integers(1, 9), st.integers(1, 13)),
-    stride=st.sampled_from([1, 2, 5, 7, 61]),
-    seed=st.integers(0, 2**32 - 1),
-    specials=st.lists(st.tuples(st.integers(0, 10**6), special), max_size=4),
-)
-def test_compiled_kernel_equals_numpy_path(shape, stride, seed, specials):
-    """The compiled one-pass kernel gives the numpy path's min, max, count and histogram,
-    with zeros of both signs, subnormals, infinities and NaN anywhere."""
-    rng = np.random.default_rng(seed)
-    x = (rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 1e4])).astype(np.float32)
-    flat = x.reshape(-1)
-    for pos, value in specials:
-        flat[pos % flat.size] = value
-    compiled, plain = _both_paths(x, stride)
-    assert compiled == plain
-    assert compiled.finite == plain.finite
-    has_nan = bool(np.isnan(x).any())
-    assert np.isnan(compiled.min) == has_nan
-    if not has_nan:
-        assert (compiled.min, compiled.max) == (float(x.min()), float(x.max()))
-
-
-def test_compiled_kernel_accumulates_like_numpy_over_batches():
-    """Batches added one after another: the running min/max keys and the histogram carry
-    over exactly (the collector adds a run's outputs a piece at a time)."""
-    rng = np.random.default_rng(3)
-    batches = [(rng.standard_normal((2, 8, 30, 31)) * (i + 1)).astype(np.float32) for i in range(4)]
-    from quantscope.calibrate import kernels
-
-    assert kernels.compiled_rows_stats(wait=True) is not None
-    compiled = TensorStats(hist_stride=7)
-    for b in batches:
-        compiled.update(b)
-    with _numpy_path():
-        plain = TensorStats(hist_stride=7)
-        for b in batches:
-            plain.update(b)
-    assert compiled == plain and compiled.count == sum(b.size for b in batches)

@@ -2,15 +2,13 @@
 kernel's fallback.
 
 A kernel lives in a module of its subsystem that imports numba at its top
-(``calibrate/_numba_rows.py``, ``validate/_numba_diagnostics.py``), with a
-``warm_up()`` that calls it once on tiny arrays. Importing numba and loading a
-compiled kernel from numba's cache takes about a second of Python work, so
-:func:`prepare` starts it in a background thread (``import quantscope`` never loads
-numba), and :func:`kernel` either waits for it or, with ``wait=False``, returns None
-until it is ready: the caller then runs its numpy path, which must give the same
-results bit for bit (the calibration statistics do; their first batches run while
-numba loads). Where numba cannot be imported, or with the environment variable
-``QUANTSCOPE_KERNELS=numpy``, :func:`kernel` returns None.
+(``validate/_numba_diagnostics.py``), with a ``warm_up()`` that calls it once on tiny
+arrays. Importing numba and loading a compiled kernel from numba's cache takes about
+a second of Python work, so :func:`prepare` starts it in a background thread
+(``import quantscope`` never loads numba), and :func:`kernel` waits for it. Where
+numba cannot be imported, or with the environment variable
+``QUANTSCOPE_KERNELS=numpy``, :func:`kernel` returns None and the caller runs its
+numpy path.
 """
 
 from __future__ import annotations
@@ -45,16 +43,14 @@ def prepare(module: str, name: str) -> None:
         thread.start()
 
 
-def kernel(module: str, name: str, wait: bool = True):
-    """The compiled function ``name`` of ``module``, or None: numba unavailable,
-    ``QUANTSCOPE_KERNELS=numpy``, or (``wait=False``) not loaded yet."""
+def kernel(module: str, name: str):
+    """The compiled function ``name`` of ``module`` (waiting for it to load), or None:
+    numba unavailable, or ``QUANTSCOPE_KERNELS=numpy``."""
     if disabled():
         return None
     key = (module, name)
     if key not in _loaded:
         prepare(module, name)
-        if not wait:
-            return None
         _loading[key].join()
     return _loaded[key]
 

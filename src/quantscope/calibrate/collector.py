@@ -21,7 +21,6 @@ from ..errors import (
 from ..network import Network
 from ..network.network import Inputs, batch_pieces
 from ..ops import ops_with
-from .kernels import prepare_rows_stats
 from .result import Calibration, RangeEntry
 from .stats import TensorStats
 
@@ -206,7 +205,6 @@ class StatsCollector:
         session: ort.InferenceSession | None = None,
     ):
         self.network = network
-        prepare_rows_stats()  # numba loads in the background; numpy counts the same meanwhile
         self.derived = derived_layers(network)
         # a derived tensor merges its sources' histograms, which needs one stride for
         # all of them: measure it directly where the sources' strides differ

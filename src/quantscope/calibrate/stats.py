@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .kernels import KEY_MAX, KEY_MIN, compiled_rows_stats, key_to_float
-
 __all__ = ["MANTISSA_BITS", "NUM_BINS", "TensorStats", "bin_edges"]
 
 #: Mantissa bits kept in the bin index: 2**MANTISSA_BITS bins per octave.
@@ -122,22 +120,9 @@ class TensorStats:
         """:meth:`update` for contiguous float32 ``(samples, values)``, a block of rows
         at a time (at most ``_BLOCK_VALUES`` values): min and max of the block, and the
         histogram of its sampled positions ``0, s, 2s, ...`` of every row, through few
-        numpy calls, or in one compiled pass (:mod:`~quantscope.calibrate.kernels`) where
-        numba is installed. Same results as the plain path, bit for bit."""
+        numpy calls. Same results as the plain path, bit for bit."""
         s = self.hist_stride
         n, m = rows.shape
-        kernel = compiled_rows_stats()
-        if kernel is not None:  # one pass, compiled (calibrate/kernels.py)
-            if n and m:
-                keys = np.array([KEY_MAX, KEY_MIN], dtype=np.int32)
-                kernel(rows.view(np.int32), s, self.hist, keys)
-                lo, hi = key_to_float(int(keys[0])), key_to_float(int(keys[1]))
-                if np.isnan(lo) or np.isnan(hi) or np.isnan(self.min):
-                    self.min = self.max = float("nan")
-                else:
-                    self.min, self.max = min(self.min, lo), max(self.max, hi)
-            self.count += int(rows.size)
-            return self
         per_block = max(1, _BLOCK_VALUES // max(m, 1))
         lo, hi, nan = self.min, self.max, False
         hist = self.hist
