@@ -172,8 +172,6 @@ def child_run(args) -> dict:
         import quantscope
         from quantscope.calibrate.collector import StatsCollector
 
-        # no statistics here, so the statistics kernel must not load in the background
-        os.environ["QUANTSCOPE_KERNELS"] = "numpy"
         network = quantscope.prepare(str(original))
         rss_start = _rss_mib()
         start = time.perf_counter()
