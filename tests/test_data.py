@@ -366,3 +366,48 @@ def test_data_module_does_not_import_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_read_ahead_gives_the_same_batches_and_raises_where_the_plain_loop_does(tmp_path):
+    """Batches read one ahead in a background thread: the same batches in the same
+    order; a file that cannot be decoded raises the same error, after the batches before
+    it; a user's generator is read in the caller's thread."""
+    import threading
+
+    from PIL import Image
+
+    from quantscope.calibrate.source import as_source, read_ahead
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(23, 3, 5, 4)).astype(np.float32)
+    source = as_source(x)
+    plain = list(source.batches(4))
+    ahead = list(read_ahead(source, 4))
+    assert [b.index.tolist() for b in ahead] == [b.index.tolist() for b in plain]
+    assert all(np.array_equal(a.x, b.x) for a, b in zip(ahead, plain))
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(7):
+        Image.fromarray(rng.integers(0, 255, (6, 5, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "9.png").write_bytes(b"not a png")
+    images = as_source(str(folder))
+    got = []
+    with pytest.raises(CalibrationDataError, match="9.png") as plain_error:
+        for b in images.batches(3):
+            got.append(b.index.tolist())
+    seen = []
+    with pytest.raises(CalibrationDataError, match="9.png") as ahead_error:
+        for b in read_ahead(images, 3):
+            seen.append(b.index.tolist())
+    assert seen == got == [[0, 1, 2], [3, 4, 5]] and str(ahead_error.value) == str(plain_error.value)
+
+    threads = []
+
+    def generator():
+        for i in range(3):
+            threads.append(threading.current_thread())
+            yield x[i * 2 : i * 2 + 2]
+
+    assert len(list(read_ahead(as_source(generator()), 2))) == 3
+    assert set(threads) == {threading.current_thread()}

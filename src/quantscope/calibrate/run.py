@@ -17,7 +17,7 @@ from .checkpoint import Resumer, calibrate_resumable
 from .collector import StatsCollector
 from .options import CalibrationOptions, HistogramStride
 from .result import Calibration
-from .source import as_source
+from .source import as_source, read_ahead
 
 __all__ = ["Local", "OnDask", "Resumable", "Runner", "calibrate"]
 
@@ -49,7 +49,7 @@ class Local(Runner):
         )
         collector = StatsCollector(network, use_gpu=options.use_gpu, histogram_stride=options.histogram_stride)
         with progress_bar("Calibrating", source.num_samples, enabled=options.progress) as bar:
-            for batch in source.batches(options.batch_size):
+            for batch in read_ahead(source, options.batch_size):
                 collector.update(batch)
                 bar.advance(len(batch.x))
         return collector.result()

@@ -33,7 +33,35 @@ from .data import (
 from .npz import member_names, open_member
 from .streams import CheckedSource, StreamSource
 
-__all__ = ["as_source"]
+__all__ = ["as_source", "read_ahead"]
+
+_END = object()
+
+
+def read_ahead(source: DataSource, batch_size: int) -> Iterator[Batch]:
+    """``source.batches(batch_size)``, each next batch read in a background thread while
+    the caller works on the current one (image decoding, ``.npz`` inflating and
+    ``.npy`` pages overlap the network's runs). Same batches, same order; a reading
+    error is raised where the plain loop would raise it. Only for quantscope's own
+    readers (image folders, arrays and array files); a user's iterator or data source
+    is read in the caller's thread, as it may expect."""
+    from .images import ImageDatastore
+
+    batches = iter(source.batches(batch_size))
+    reader = source.inner if isinstance(source, CheckedSource) else source
+    if not isinstance(reader, (ArraySource, ImageDatastore)):
+        yield from batches
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="quantscope-read") as pool:
+        pending = pool.submit(next, batches, _END)
+        while True:
+            batch = pending.result()
+            if batch is _END:
+                return
+            pending = pool.submit(next, batches, _END)
+            yield batch
 
 
 def _describe(data: Any) -> str:

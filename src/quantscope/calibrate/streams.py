@@ -270,6 +270,11 @@ class CheckedSource:
         return self._inner.num_samples
 
     @property
+    def inner(self) -> DataSource:
+        """The source it checks."""
+        return self._inner
+
+    @property
     def has_labels(self) -> bool:
         return self._labels is not None or self._inner.has_labels
 

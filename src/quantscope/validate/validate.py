@@ -20,7 +20,7 @@ import pandas as pd
 
 from .._progress import progress_bar
 from ..calibrate.result import Calibration
-from ..calibrate.source import as_source
+from ..calibrate.source import as_source, read_ahead
 from ..errors import CalibrationDataError, ConfigurationError, option
 from ..quantize.numerics import FloatScale, PowerOfTwo
 from ..quantize.plan import QuantPlan, Target, make_plan
@@ -357,7 +357,7 @@ def validate(
         )
         validator = BatchValidator(plan, kernels)
         with progress_bar("Validating", source.num_samples, enabled=progress) as bar:
-            for batch in source.batches(batch_size):
+            for batch in read_ahead(source, batch_size):
                 if totals.count == 0 and batch.y is None and metric_fns is not None:
                     _check_unlabelled(metric_fns)  # before any work
                 part = validator(batch)
