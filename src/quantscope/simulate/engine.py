@@ -443,12 +443,20 @@ class ReferenceEngine:
         power of two ``sat(R(S * 2^(e_x - e_y) / n))``; float scales
         ``sat(R(S' * s_x / (n * s_y)) + z_y)`` with ``S'`` the window sum of ``q - z_x``."""
         plan = self.plan
-        x = t.q.astype(np.int64) - np.asarray(t.qp.zero_point, dtype=np.int64)
-        if layer.kind == "AveragePool":
-            keys = ("auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides")
-            total, n = reference.average_pool_sums(x, **{a: attrs[a] for a in keys if a in attrs})
+        zero = np.asarray(t.qp.zero_point, dtype=np.int64)
+        if layer.kind != "AveragePool" and zero.ndim == 0 and t.q.ndim >= 3 and t.q.dtype.kind in "iu":
+            # global: the window sums straight from the integers, in int64 (no int64 copy
+            # of the tensor), less the zero point once per value summed; the same sums
+            axes = tuple(range(2, t.q.ndim))
+            n = int(np.prod(t.q.shape[2:]))
+            total = t.q.sum(axis=axes, keepdims=True, dtype=np.int64) - int(zero) * n
         else:
-            total, n = reference.global_average_pool_sums(x)
+            x = t.q.astype(np.int64) - zero
+            if layer.kind == "AveragePool":
+                keys = ("auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides")
+                total, n = reference.average_pool_sums(x, **{a: attrs[a] for a in keys if a in attrs})
+            else:
+                total, n = reference.global_average_pool_sums(x)
         if out_qp is None:
             return self.requantize(IntTensor(divide_round(total, n, plan.rounding), t.qp), out_qp)
         if t.qp.exponent is not None and out_qp.exponent is not None:
