@@ -9,6 +9,7 @@ network with several inputs, mappings keyed by input name
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -60,12 +61,14 @@ def read_ahead(source: DataSource, batch_size: int) -> Iterator[Batch]:
         return batch
 
     with ThreadPoolExecutor(1, thread_name_prefix="quantscope-read") as pool:
-        pending = pool.submit(read)
+        # in the caller's context: a reading error names the options of the caller's
+        # interface (errors.INTERFACE: flags on the command line)
+        pending = pool.submit(contextvars.copy_context().run, read)
         while True:
             batch = pending.result()
             if batch is _END:
                 return
-            pending = pool.submit(read)
+            pending = pool.submit(contextvars.copy_context().run, read)
             yield batch
 
 

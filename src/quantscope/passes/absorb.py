@@ -121,7 +121,11 @@ def bias_targets(model: ir.Model, pairs: list[EqualizedPair]) -> tuple[list[Bias
             link.append(node)
             value = node.outputs[0]
         ops = tuple(n.op_type for n in link)
-        if not ok or ops not in ((), ("Relu",), ("Relu", "Min")):
+        # no activation, a Relu, or a Relu then the Min of the ceilings equalization
+        # made of a Relu6 (a Clip from 0)
+        relu = len(link) >= 1 and link[0].op_type == "Relu"
+        relu6 = relu and len(link) == 2 and link[1].op_type == "Min"
+        if not ok or not (not link or (relu and len(link) == 1) or relu6):
             why = "its link " + ("/".join(ops) or "changed") if ok else "a value read twice"
             notes.append(
                 f"bias of {pair.first} not absorbed into {pair.second}: {why} does not let a shift through "
@@ -134,7 +138,7 @@ def bias_targets(model: ir.Model, pairs: list[EqualizedPair]) -> tuple[list[Bias
         if second.op_type == "Gemm" and len(second.inputs) > 2 and second.inputs[2] is not None:
             if float_attr(second, "beta", 1.0) == 0.0:
                 continue  # its bias is ignored
-        ceiling = link[1].name if ops == ("Relu", "Min") else None
+        ceiling = link[1].name if relu6 else None
         targets.append(BiasTarget(pair.first, pair.second, ops, first.outputs[0].name, ceiling))
     if padded:
         notes.append(
