@@ -134,7 +134,8 @@ def is_source(obj: Any) -> bool:
 def check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigurationError(
-            f"batch_size must be a positive integer, got {batch_size!r}; pass for example batch_size=32"
+            f"{option('batch_size', '--batch-size')} must be a positive integer, got {batch_size!r}; pass for "
+            f"example {option('batch_size=32', '--batch-size 32')}"
         )
     return int(batch_size)
 
