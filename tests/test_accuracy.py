@@ -308,6 +308,29 @@ def test_bias_absorption_of_a_large_network_outlives_the_original(monkeypatch):
     assert len(qs.calibrate(ab, x, progress=False).table)
 
 
+def test_equalizing_a_prepared_large_network_reads_its_weights(monkeypatch):
+    """prepare(net, equalize=True) on a network already prepared and too large for one
+    protobuf (weights in its private folder): the equalized copy reads them in, keeps
+    the float function and outlives the original."""
+    import gc
+
+    from quantscope.network import storage
+
+    monkeypatch.setattr(storage, "LARGE_BYTES", 1000)
+    x = np.random.default_rng(1).uniform(-3, 3, (16, 3, 8, 8)).astype(np.float32)
+    net = qs.prepare(depthwise_net())
+    assert net.large
+    reference = ort.InferenceSession(net.session_model(), providers=["CPUExecutionProvider"]).run(
+        None, {net.input_name: x}
+    )[0]
+    eq = qs.prepare(net, equalize=True)
+    del net
+    gc.collect()
+    assert eq.large and eq.equalized and len(eq.log.equalized) > 0
+    session = ort.InferenceSession(eq.session_model(), providers=["CPUExecutionProvider"])
+    assert _relative(reference, session.run(None, {eq.input_name: x})[0]) <= 1e-5
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -443,9 +443,19 @@ def prepare(source: Any, example_input: Any = None, *, equalize: bool = False) -
     return network
 
 
+def _model_copy(network: Network) -> ir.Model:
+    """A copy of ``network``'s model that owns its weights: those of a :attr:`large`
+    network live in the original's private folder and are read in."""
+    model = ir.from_proto(network.to_proto())
+    if network.large:
+        ir.external_data.set_base_dir(model.graph, network._external_store().folder)
+        model = ir.external_data.load_to_model(model)
+    return model
+
+
 def _equalized_copy(network: Network) -> Network:
     """An equalized copy of a prepared network (the original is left as it is)."""
-    model = ir.from_proto(network.to_proto())
+    model = _model_copy(network)
     log = dataclasses.replace(
         network.log,
         folded=dict(network.log.folded),
@@ -469,10 +479,7 @@ def absorbed_copy(network: Network, ranges: dict[str, tuple[np.ndarray, np.ndarr
     into the next layer (:func:`~quantscope.passes.absorb_biases`; the original is left
     as it is). ``ranges``: each target's pre-activation value name -> its per-channel
     (minimum, maximum) on the data, arrays of shape ``(C,)``."""
-    model = ir.from_proto(network.to_proto())
-    if network.large:  # its weights live in the original's private folder: read them in, as the copy's own
-        ir.external_data.set_base_dir(model.graph, network._external_store().folder)
-        model = ir.external_data.load_to_model(model)
+    model = _model_copy(network)
     log = dataclasses.replace(
         network.log,
         folded=dict(network.log.folded),
