@@ -443,25 +443,27 @@ def prepare(source: Any, example_input: Any = None, *, equalize: bool = False) -
     return network
 
 
-def _model_copy(network: Network) -> ir.Model:
-    """A copy of ``network``'s model that owns its weights: those of a :attr:`large`
-    network live in the original's private folder and are read in."""
+def _copy_parts(network: Network) -> tuple[ir.Model, PrepareLog]:
+    """A copy of ``network``'s model that owns its weights (those of a :attr:`large`
+    network live in the original's private folder and are read in) and a copy of its
+    log that a pass may extend, for a rewritten copy of the network."""
     model = ir.from_proto(network.to_proto())
     if network.large:
         ir.external_data.set_base_dir(model.graph, network._external_store().folder)
         model = ir.external_data.load_to_model(model)
-    return model
-
-
-def _equalized_copy(network: Network) -> Network:
-    """An equalized copy of a prepared network (the original is left as it is)."""
-    model = _model_copy(network)
     log = dataclasses.replace(
         network.log,
         folded=dict(network.log.folded),
         notes=list(network.log.notes),
         onnx_names=dict(network.log.onnx_names),
+        equalized=list(network.log.equalized),
     )
+    return model, log
+
+
+def _equalized_copy(network: Network) -> Network:
+    """An equalized copy of a prepared network (the original is left as it is)."""
+    model, log = _copy_parts(network)
     equalize_model(model, log)
     copy = Network(model, _group_layers(model, log), log, source_name=network.source_name)
     copy.equalized = True
@@ -479,14 +481,7 @@ def absorbed_copy(network: Network, ranges: dict[str, tuple[np.ndarray, np.ndarr
     into the next layer (:func:`~quantscope.passes.absorb_biases`; the original is left
     as it is). ``ranges``: each target's pre-activation value name -> its per-channel
     (minimum, maximum) on the data, arrays of shape ``(C,)``."""
-    model = _model_copy(network)
-    log = dataclasses.replace(
-        network.log,
-        folded=dict(network.log.folded),
-        notes=list(network.log.notes),
-        onnx_names=dict(network.log.onnx_names),
-        equalized=list(network.log.equalized),
-    )
+    model, log = _copy_parts(network)
     targets, notes = bias_targets(model, log.equalized)
     log.absorbed = absorb_biases(model, targets, ranges)
     log.notes.extend(notes)
