@@ -72,10 +72,19 @@ def test_fused_conv_refuses_what_float32_cannot_hold_exactly():
     assert fast.FusedLayer.conv(w, None, {}, np.int8, 8, Rounding.HALF_AWAY, -128, 127) is not None
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def scale_kernels(request, monkeypatch):
+    """Both float-scale Conv kernels: the compiled requantization (fast.ScaleConv) and,
+    with QUANTSCOPE_KERNELS=numpy, the all-onnxruntime graph."""
+    if request.param == "numpy":
+        monkeypatch.setenv("QUANTSCOPE_KERNELS", "numpy")
+    return fast.ScaleConv if request.param == "compiled" else fast.FusedLayer
+
+
 @pytest.mark.parametrize("rounding", [Rounding.HALF_EVEN, Rounding.FLOOR])
 @pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("bounds", [(-128, 127), (-90, 127), (-128, 40)])
-def test_fused_float_scale_conv_equals_reference(rounding, per_channel, bounds):
+def test_fused_float_scale_conv_equals_reference(rounding, per_channel, bounds, scale_kernels):
     rng = np.random.default_rng(300 + per_channel + bounds[0])
     lo, hi = bounds
     x = rng.integers(-128, 128, (2, 4, 7, 6)).astype(np.int8)
@@ -85,7 +94,7 @@ def test_fused_float_scale_conv_equals_reference(rounding, per_channel, bounds):
     m = rng.uniform(1e-4, 4e-3, 6) if per_channel else np.float64(1.7e-3)
     attrs = dict(pads=[1, 1, 0, 0], strides=[1, 2])
     kernel = fast.FusedLayer.conv_scale(w, 0, b, dict(attrs, kernel_shape=[3, 3]), np.int8, zx, m, z, rounding, lo, hi)
-    assert kernel is not None
+    assert isinstance(kernel, scale_kernels)
     acc = reference.conv(x, w, b, x_zero_point=zx, **attrs)
     q = requantize_scale(acc, m, z, 8, rounding, Saturation.SATURATE, axis=1 if per_channel else None)
     np.testing.assert_array_equal(kernel(x), np.clip(q, lo, hi).astype(np.int8))
@@ -96,6 +105,39 @@ def test_fused_float_scale_conv_equals_reference(rounding, per_channel, bounds):
     q = requantize_scale(acc, 0.5, 0, 8, rounding, Saturation.SATURATE)
     assert np.any(acc % 2 == 1)
     np.testing.assert_array_equal(kernel(x), q)
+
+
+@pytest.mark.parametrize(
+    "x_dtype, zx, attrs, shape",
+    [
+        # depthwise 3x3, stride 2, padding on every side: the zero point's border map
+        (np.int8, -128, dict(group=6, pads=[1, 1, 1, 1], strides=[2, 2]), (6, 1, 3, 3)),
+        # dilated, asymmetric padding, uint8 inputs with a zero point
+        (np.uint8, 131, dict(pads=[2, 0, 1, 3], dilations=[2, 1]), (5, 6, 3, 2)),
+        # 1x1 without padding: the zero point is the same everywhere, folded into the bias
+        (np.uint8, 97, dict(), (7, 6, 1, 1)),
+        # the same with zero point 0, and the ONNX auto_pad form
+        (np.int8, 0, dict(auto_pad="SAME_UPPER", strides=[2, 2]), (4, 6, 3, 3)),
+    ],
+)
+def test_float_scale_conv_kernels_agree(x_dtype, zx, attrs, shape, scale_kernels):
+    """Both float-scale kernels give the reference's integers on convolutions with padding
+    (where the input's zero point is not the same at every output position), groups,
+    dilations and uint8 inputs; twice, so the reused accumulator buffer and the cached
+    border map of the first call change nothing; and on another image size."""
+    rng = np.random.default_rng(sum(shape) + abs(zx))
+    info = np.iinfo(x_dtype)
+    w = rng.integers(-127, 128, shape).astype(np.int8)
+    b = rng.integers(-20000, 20000, shape[0]).astype(np.int32)
+    m = rng.uniform(2e-5, 1e-3, shape[0])
+    attrs = dict(attrs, kernel_shape=list(shape[2:]))
+    kernel = fast.FusedLayer.conv_scale(w, 0, b, attrs, x_dtype, zx, m, -3, Rounding.HALF_EVEN, -128, 127)
+    assert isinstance(kernel, scale_kernels)
+    for size in [(9, 11), (9, 11), (6, 7)]:
+        x = rng.integers(info.min, int(info.max) + 1, (3, 6, *size)).astype(x_dtype)
+        acc = reference.conv(x, w, b, x_zero_point=zx, **attrs)
+        expected = requantize_scale(acc, m, -3, 8, Rounding.HALF_EVEN, Saturation.SATURATE, axis=1)
+        np.testing.assert_array_equal(kernel(x), expected)
 
 
 def test_fused_float_scale_conv_refuses_other_roundings_and_large_sums():
