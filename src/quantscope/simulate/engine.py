@@ -38,12 +38,14 @@ import numpy as np
 import onnx
 from threadpoolctl import threadpool_limits
 
+from .._compiled import prepare
 from ..errors import ConfigurationError, option
 from ..network import Inputs, Network, OptimizedLayer
 from ..network.network import batch_pieces
 from ..ops import ops_with
 from ..quantize.numerics import (
     AccumulatorOverflowError,
+    FloatScale,
     Overflow,
     PowerOfTwo,
     Saturation,
@@ -546,6 +548,8 @@ class FastEngine(ReferenceEngine):
         #: Conv (and power-of-two Add) layers as one onnxruntime graph each where
         #: provably exact (key -> (FusedLayer or None: not applicable, clamps fused)).
         self._fused: dict[str, tuple] = {}
+        if isinstance(plan.scheme, FloatScale):
+            prepare(fast.REQUANTIZE_MODULE, "requantize_conv")  # numba loads while the input is read
 
     def _quantize(self, x: np.ndarray, qp: QParams) -> np.ndarray:
         """The in-place version of eq. (2) for per-tensor power-of-two parameters that

@@ -595,7 +595,7 @@ class ScaleConv:
         l1 = int(np.abs(w64).reshape(len(w64), -1).sum(axis=1).max(initial=0))
         if max(abs(int(info.min)), abs(int(info.max))) * l1 >= FLOAT32_EXACT:
             return None
-        requant = kernel(_REQUANTIZE, "requantize_conv")
+        requant = kernel(REQUANTIZE_MODULE, "requantize_conv")
         if requant is None:
             return None
         attrs = {k: v for k, v in attrs.items() if k in _CONV_ATTRS}
@@ -657,7 +657,7 @@ class ScaleConv:
 
 
 #: The compiled requantization's module (loaded by quantscope._compiled).
-_REQUANTIZE = "quantscope.simulate._numba_requantize"
+REQUANTIZE_MODULE = "quantscope.simulate._numba_requantize"
 _SCRATCH = threading.local()
 
 
