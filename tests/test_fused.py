@@ -107,6 +107,24 @@ def test_fused_float_scale_conv_equals_reference(rounding, per_channel, bounds, 
     np.testing.assert_array_equal(kernel(x), q)
 
 
+def test_compiled_float_scale_conv_exact_at_its_bound():
+    """The compiled kernel where only it applies (raw partial sums just below 2**23,
+    zero point -128): every input at an extreme, so the sums reach the bound."""
+    rng = np.random.default_rng(7)
+    w = rng.choice(np.array([-127, 127], np.int8), (3, 500, 1, 1))
+    w[:, -14:] = 0  # 128 * 486 * 127 = 7,900,416 < 2**23
+    x = rng.choice(np.array([-128, 127], np.int8), (2, 500, 3, 3))
+    x[:, :, 0, 0] = np.where(w[0, :, 0, 0] > 0, -128, 127)  # channel 0's most negative sum
+    m = np.array([1e-4, 3e-5, 7e-6])
+    kernel = fast.FusedLayer.conv_scale(
+        w, 0, None, {"kernel_shape": [1, 1]}, np.int8, -128, m, 5, Rounding.HALF_EVEN, -128, 127
+    )
+    assert isinstance(kernel, fast.ScaleConv)
+    acc = reference.conv(x, w, None, x_zero_point=-128)
+    expected = requantize_scale(acc, m, 5, 8, Rounding.HALF_EVEN, Saturation.SATURATE, axis=1)
+    np.testing.assert_array_equal(kernel(x), expected)
+
+
 @pytest.mark.parametrize(
     "x_dtype, zx, attrs, shape",
     [
@@ -140,12 +158,17 @@ def test_float_scale_conv_kernels_agree(x_dtype, zx, attrs, shape, scale_kernels
         np.testing.assert_array_equal(kernel(x), expected)
 
 
-def test_fused_float_scale_conv_refuses_other_roundings_and_large_sums():
+def test_fused_float_scale_conv_refuses_other_roundings_and_large_sums(scale_kernels):
     w = np.ones((2, 3, 1, 1), np.int8)
     for rounding in (Rounding.HALF_AWAY, Rounding.ZERO):
         assert fast.FusedLayer.conv_scale(w, 0, None, {}, np.int8, 0, 0.01, 0, rounding, -128, 127) is None
-    w = np.full((2, 300, 1, 1), 127, np.int8)  # 255 * 300 * 127 >= 2**23 with x - zx up to 255
-    assert fast.FusedLayer.conv_scale(w, 0, None, {}, np.int8, -128, 0.01, 0, Rounding.HALF_EVEN, -128, 127) is None
+    # the graph sums x - zx (up to 255 for int8): 255 * 300 * 127 >= 2**23; the compiled
+    # kernel sums the raw x (up to 128): 128 * 300 * 127 < 2**23, but 128 * 600 * 127 is not
+    w = np.full((2, 300, 1, 1), 127, np.int8)
+    kernel = fast.FusedLayer.conv_scale(w, 0, None, {}, np.int8, -128, 0.01, 0, Rounding.HALF_EVEN, -128, 127)
+    assert isinstance(kernel, fast.ScaleConv) if scale_kernels is fast.ScaleConv else kernel is None
+    w2 = np.full((2, 600, 1, 1), 127, np.int8)
+    assert fast.FusedLayer.conv_scale(w2, 0, None, {}, np.int8, -128, 0.01, 0, Rounding.HALF_EVEN, -128, 127) is None
     assert (
         fast.FusedLayer.conv_scale(w[:, :200], 0, None, {}, np.int8, 0, 0.01, 0, Rounding.HALF_EVEN, -128, 127)
         is not None

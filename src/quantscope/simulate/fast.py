@@ -430,11 +430,11 @@ class FusedLayer:
         info = np.iinfo(x_dtype)
         x_max = max(abs(int(info.min) - int(x_zero_point)), abs(int(info.max) - int(x_zero_point)))
         bound = x_max * int(np.abs(w64).reshape(len(w64), -1).sum(axis=1).max(initial=0))
-        if bound >= FLOAT32_EXACT or bound + int(np.abs(b64).max(initial=0)) >= 2**31:
-            return None  # not exact in float32, or the int32 accumulator could overflow
+        if bound + int(np.abs(b64).max(initial=0)) >= 2**31:
+            return None  # the int32 accumulator could overflow: the exact kernel decides
         compiled = ScaleConv.build(w64, b64, attrs, x_dtype, x_zero_point, multiplier, zero_point, rounding, lo, hi)
-        if compiled is not None:
-            return compiled
+        if compiled is not None or bound >= FLOAT32_EXACT:
+            return compiled  # None: not exact in float32
         m = np.asarray(multiplier, dtype=np.float64)
         if m.ndim == 1:
             m = m.reshape(1, -1, 1, 1)
