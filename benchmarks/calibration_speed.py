@@ -41,7 +41,8 @@ A second table gives validation speed: images per second of float inference
 (onnxruntime), of quantscope's int8 emulation fast path and of its reference
 kernels (``Simulator(make_plan(cal, "fpga"), kernels).run(x)``), and of the whole
 ``quantscope.validate`` (float network with every layer output, the emulation, the
-per-layer diagnostics).
+per-layer diagnostics) on the fpga target and on the cpu target (float scales,
+per-channel weights: ``make_plan(cal, "cpu")``).
 
 Models and data: ``benchmarks/_models.py`` (squeezenet: quantscope.zoo SqueezeNet 1.1
 at 227x227 with random weights; mobilenetv2: torchvision's ImageNet weights from
@@ -295,6 +296,7 @@ def child_validate(args) -> dict:
     network = quantscope.prepare(str(original))
     cal = quantscope.calibrate(network, iter(data), batch_size=batch, progress=False)
     plan = make_plan(cal, "fpga")
+    plan_cpu = make_plan(cal, "cpu")
     warm = data.batch(0)  # a whole batch: onnxruntime sizes its buffers on the first runs
 
     session = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"])
@@ -308,6 +310,7 @@ def child_validate(args) -> dict:
     # the whole of quantscope.validate (float network with every layer output, the fast
     # emulation, the per-layer diagnostics), after a warm-up batch
     quantscope.validate(plan, x[:batch], batch_size=batch, progress=False)
+    quantscope.validate(plan_cpu, x[:batch], batch_size=batch, progress=False)
     top1 = {}
 
     def run_float():
@@ -319,11 +322,15 @@ def child_validate(args) -> dict:
     def run_validate():
         quantscope.validate(plan, x, batch_size=batch, progress=False)
 
+    def run_validate_cpu():
+        quantscope.validate(plan_cpu, x, batch_size=batch, progress=False)
+
     # float, fast and validate in turn, --repeat rounds (the fastest of each counts):
     # a burst of load from another process then hits all three alike
-    times: dict[str, list[float]] = {"float": [], "fast": [], "validate": []}
+    times: dict[str, list[float]] = {"float": [], "fast": [], "validate": [], "validate_cpu": []}
     for _ in range(args.repeat):
-        for key, fn in (("float", run_float), ("fast", run_fast), ("validate", run_validate)):
+        steps = {"float": run_float, "fast": run_fast, "validate": run_validate, "validate_cpu": run_validate_cpu}
+        for key, fn in steps.items():
             start = time.perf_counter()
             fn()
             times[key].append(time.perf_counter() - start)
@@ -605,14 +612,17 @@ def validation_table(report: dict, markdown: bool) -> str:
         "fast / float",
         "qs.validate img/s",
         "validate / float",
+        "qs.validate img/s, cpu target",
+        "cpu validate / float",
         "top-1 = float (fast, reference)",
     ]
     rows = []
     for v in report["validation"]:
         if "float_s" not in v:
-            rows.append([v["model"], "-", "-", "-", "-", "-", "-", "-", "-", v.get("note", "")])
+            rows.append([v["model"], *["-"] * 10, v.get("note", "")])
             continue
         f, fa, whole = (v["images"] / v[k] for k in ("float_s", "fast_s", "validate_s"))
+        cpu = v["images"] / v["validate_cpu_s"] if "validate_cpu_s" in v else None
         re = f"{v['images'] / v['reference_s']:.1f}" if "reference_s" in v else "-"
         agree_ref = f"{v['reference_top1_agreement']:.0%}" if "reference_s" in v else "-"
         rows.append(
@@ -626,10 +636,12 @@ def validation_table(report: dict, markdown: bool) -> str:
                 f"{fa / f:.2f}",
                 f"{whole:.1f}",
                 f"{whole / f:.2f}",
+                f"{cpu:.1f}" if cpu else "-",
+                f"{cpu / f:.2f}" if cpu else "-",
                 f"{v['fast_top1_agreement']:.0%}, {agree_ref}",
             ]
         )
-    return _table(headers, rows, markdown, right={1, 2, 3, 4, 5, 6, 7, 8})
+    return _table(headers, rows, markdown, right={1, 2, 3, 4, 5, 6, 7, 8, 9, 10})
 
 
 def markdown_report(report: dict, args) -> str:
