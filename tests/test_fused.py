@@ -273,17 +273,20 @@ def _assert_fused_equals_reference(plan, x):
         if isinstance(value, IntTensor):
             np.testing.assert_array_equal(layers_fast[name].q, value.q, err_msg=name)
     assert any(kernel is not None for kernel, _ in sim._fused.values())
+    return sim
 
 
 @pytest.mark.parametrize(
     "scheme",
     [FloatScale(), FloatScale(per_channel=True), FloatScale(reduce_range=True), FloatScale(rounding=Rounding.FLOOR)],
 )
-def test_simulator_fast_equals_reference_for_float_scales(scheme):
+def test_simulator_fast_equals_reference_for_float_scales(scheme, scale_kernels):
     net = qs.prepare(small_cnn(seed=6, with_bn=True))
     x = images(24, seed=3)
     cal = qs.calibrate(net, x, progress=False)
-    _assert_fused_equals_reference(make_plan(cal, scheme), x)
+    sim = _assert_fused_equals_reference(make_plan(cal, scheme), x)
+    assert any(isinstance(kernel, scale_kernels) for kernel, _ in sim._fused.values())
+    assert not hasattr(fast._SCRATCH, "buf")  # the accumulator buffer is freed after each batch
 
 
 @pytest.mark.parametrize("rounding", ROUNDINGS)

@@ -551,6 +551,14 @@ class FastEngine(ReferenceEngine):
         if isinstance(plan.scheme, FloatScale):
             prepare(fast.REQUANTIZE_MODULE, "requantize_conv")  # numba loads while the input is read
 
+    def run(self, x, collect=False, on_layer=None):
+        """:meth:`ReferenceEngine.run`; the float-scale Conv layers' accumulator buffer is
+        freed when the batch is done."""
+        try:
+            return super().run(x, collect, on_layer)
+        finally:
+            fast.release_scratch()
+
     def _quantize(self, x: np.ndarray, qp: QParams) -> np.ndarray:
         """The in-place version of eq. (2) for per-tensor power-of-two parameters that
         saturate (the same integers)."""

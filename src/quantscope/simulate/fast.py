@@ -664,12 +664,17 @@ _SCRATCH = threading.local()
 def _scratch(shape: tuple[int, ...]) -> np.ndarray:
     """A float32 array of ``shape`` over this thread's reused buffer (grown as needed):
     an accumulator that lives only until it is requantized, so the pages are not
-    mapped afresh for every layer."""
+    mapped afresh for every layer. :func:`release_scratch` frees it."""
     size = int(np.prod(shape))
     buf = getattr(_SCRATCH, "buf", None)
     if buf is None or buf.size < size:
         buf = _SCRATCH.buf = np.empty(size, np.float32)
     return buf[:size].reshape(shape)
+
+
+def release_scratch() -> None:
+    """Free this thread's accumulator buffer (the engine does after each batch)."""
+    _SCRATCH.__dict__.pop("buf", None)
 
 
 def _graph(nodes, inputs, consts):
