@@ -365,3 +365,21 @@ def test_layer_sessions_are_shared_by_engines_of_the_same_plan_and_bounded(monke
     out3, _ = Simulator(plan, "fast").run(x)
     assert len(fast._CACHE) == 1
     np.testing.assert_array_equal(out3, out1)
+
+
+@pytest.mark.parametrize("e", [-126, -40, -7, 0, 5, 112])
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16])
+def test_float32_feed_of_power_of_two_integers_equals_dequantize(e, dtype):
+    """The float segments' inputs (engine._real): the one float32 product gives the
+    values of the float64 dequantization cast to float32, at the exponent range's ends."""
+    from quantscope.quantize.plan import QParams
+    from quantscope.simulate.engine import _real
+
+    info = np.iinfo(dtype)
+    q = np.random.default_rng(e + 200).integers(info.min, int(info.max) + 1, 1000).astype(dtype)
+    q[:3] = [info.min, info.max, 0]
+    t = IntTensor(q, QParams.pow2(e, 16 if dtype == np.int16 else 8))
+    got, want = _real(t, np.float32), t.dequantize().astype(np.float32)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))

@@ -76,6 +76,25 @@ class IntTensor:
 Value = IntTensor | np.ndarray
 
 
+def _real(t: IntTensor, dtype) -> np.ndarray:
+    """``t``'s real values in ``dtype``: :meth:`IntTensor.dequantize` then the cast, or,
+    for power-of-two integers of at most 16 bits going to float32, one float32 product
+    ``q * 2**e``: exact (at most 16 significant bits, ``2**-126 <= 2**e`` and ``2**(e+15)
+    < 2**128``), so the same values with a quarter of the memory traffic."""
+    qp = t.qp
+    if (
+        np.dtype(dtype) == np.float32
+        and qp.exponent is not None
+        and qp.axis is None
+        and int(qp.zero_point) == 0
+        and -126 <= qp.exponent <= 112
+        and t.q.dtype.kind in "iu"
+        and t.q.dtype.itemsize <= 2
+    ):
+        return np.multiply(t.q, np.float32(2.0**qp.exponent), dtype=np.float32)
+    return t.dequantize().astype(dtype)
+
+
 def _first(value: Value, count: int) -> Value:
     """The first ``count`` samples of a layer's value."""
     return IntTensor(value.q[:count], value.qp) if isinstance(value, IntTensor) else value[:count]
@@ -201,7 +220,7 @@ class ReferenceEngine:
         for name in segment.inputs:
             value = env[name]
             if isinstance(value, IntTensor):
-                value = value.dequantize().astype(self._float_dtypes.get(name, np.float32))
+                value = _real(value, self._float_dtypes.get(name, np.float32))
             feeds[name] = value
         for name, out in zip(segment.outputs, segment.run(self.network, self._proto, feeds)):
             qp = self.plan.activations.get(name)
