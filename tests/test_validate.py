@@ -583,3 +583,18 @@ def test_compiled_diagnostics_leave_infinities_to_the_numpy_path_and_name_nan(mo
     f[3] = np.nan
     with pytest.raises(qs.NonFiniteActivationError, match="'conv7'"):
         _layer_errors_both_ways(monkeypatch, f, q, QParams.pow2(-5))
+
+
+def test_top1_and_top5_refuse_outputs_without_one_score_per_class():
+    """A (N, tokens, features) output flattened would count positions as classes and
+    give a meaningless accuracy; (N, classes, 1, 1), as a global pooling leaves it, is fine."""
+    from quantscope.validate.metrics import top1_accuracy, top5_accuracy
+
+    labels = np.array([0, 3, 9, 2])
+    scores = np.random.default_rng(0).normal(size=(4, 10))
+    for fn in (top1_accuracy, top5_accuracy):
+        assert fn(scores[:, :, None, None], labels) == fn(scores, labels)
+        with pytest.raises(qs.ConfigurationError, match=r"one score per class .* shape \(4, 17, 64\)"):
+            fn(np.zeros((4, 17, 64)), labels)
+        with pytest.raises(qs.ConfigurationError, match=r"shape \(4,\)"):
+            fn(np.zeros(4), labels)

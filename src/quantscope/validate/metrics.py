@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigurationError, QuantscopeError
+from ..errors import ConfigurationError, QuantscopeError, option
 
 __all__ = [
     "LABEL_METRICS",
@@ -58,15 +58,33 @@ def _label_indices(labels: np.ndarray, num_classes: int | None = None) -> np.nda
     return idx
 
 
+def _class_scores(scores: np.ndarray) -> np.ndarray:
+    """``(N, classes)`` scores from ``(N, classes)`` or ``(N, classes, 1, 1)``-like
+    outputs. Any other output (a sequence, a feature map, boxes) has no one class per
+    sample: flattened, its positions would be counted as classes and the accuracy would
+    be a meaningless number, so a :class:`ConfigurationError` says so."""
+    scores = np.asarray(scores)
+    if scores.ndim < 2 or sum(1 for d in scores.shape[1:] if d != 1) > 1:
+        raise ConfigurationError(
+            f"top-1/top-5 accuracy needs one score per class for each sample, shape (N, classes), but the "
+            f"network's output has shape {scores.shape}. Validate without labels (the int8 output is then "
+            "compared with the float one: agreement, cosine similarity, SQNR), or "
+            + option("pass metric= a function suited to this output.", "use the Python API with a metric function.")
+        )
+    return scores.reshape(len(scores), -1)
+
+
 def top1_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of samples whose highest score is the label's class (0..1)."""
-    scores = np.asarray(scores).reshape(len(scores), -1)
+    """Fraction of samples whose highest score is the label's class (0..1). ``scores``:
+    ``(N, classes)`` (or with trailing axes of size 1)."""
+    scores = _class_scores(scores)
     return float(np.mean(scores.argmax(axis=1) == _label_indices(labels, scores.shape[1])))
 
 
 def top5_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of samples whose label is among the five highest scores (0..1)."""
-    scores = np.asarray(scores).reshape(len(scores), -1)
+    """Fraction of samples whose label is among the five highest scores (0..1). ``scores``
+    as :func:`top1_accuracy`'s."""
+    scores = _class_scores(scores)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :5]
     return float(np.mean((top == _label_indices(labels, scores.shape[1])[:, None]).any(axis=1)))
 
