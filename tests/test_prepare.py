@@ -309,3 +309,69 @@ def test_constant_subgraphs_fold_so_a_transposed_weight_is_an_int8_layer():
     cal = qs.calibrate(net, x, batch_size=6, progress=False)
     res = qs.validate(cal, x, target="cpu", batch_size=6, progress=False)
     assert "fc" in res.plan.weights
+
+
+def _bias_add_model(dead_channel: bool = False) -> onnx.ModelProto:
+    """Paddle2ONNX's form: conv_a (no bias) -> Add((1, 4, 1, 1) constant) -> Relu ->
+    conv_b (with bias) -> Add(scalar) -> out, plus conv_c whose output feeds an Add of a
+    (4,) constant (broadcast along the width, not the channels) and is also an output."""
+    rng = np.random.default_rng(5)
+    wa = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    if dead_channel:
+        wa[2] *= 1e-20  # a channel whose weights all but vanish beside a real bias
+    inits = {
+        "wa": wa,
+        "ca": rng.normal(size=(1, 4, 1, 1)).astype(np.float32),
+        "wb": rng.normal(size=(4, 4, 1, 1)).astype(np.float32),
+        "bb": rng.normal(size=4).astype(np.float32),
+        "cb": np.array(0.25, np.float32),
+        "wc": rng.normal(size=(4, 3, 1, 1)).astype(np.float32),
+        "cc": rng.normal(size=4).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "wa"], ["ya"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["ya", "ca"], ["za"], name="add_a"),
+        helper.make_node("Relu", ["za"], ["ra"], name="relu_a"),
+        helper.make_node("Conv", ["ra", "wb", "bb"], ["yb"], name="conv_b"),
+        helper.make_node("Add", ["cb", "yb"], ["out"], name="add_b"),
+        helper.make_node("Conv", ["x", "wc"], ["yc"], name="conv_c"),
+        helper.make_node("Add", ["yc", "cc"], ["out_c"], name="add_c"),
+    ]
+    outputs = [tensor("out", [None, 4, 4, 4]), tensor("out_c", [None, 4, 4, 4]), tensor("yc", [None, 4, 4, 4])]
+    return make_model(nodes, [tensor("x", [None, 3, 4, 4])], outputs, inits)
+
+
+def test_constant_bias_add_folds_into_the_conv():
+    """A constant Add after a Conv (one value per output channel, or one value) becomes
+    the Conv's bias: the same float outputs, no Add left, the Conv + Relu one layer with
+    an int32 bias; an Add that broadcasts along another axis, or after a Conv whose
+    output is used elsewhere, stays."""
+    model = _bias_add_model()
+    net = qs.prepare(model)
+    proto = net.to_proto()
+    adds = [n.name for n in proto.graph.node if n.op_type == "Add"]
+    assert adds == ["add_c"]
+    assert net.log.folded == {"add_a": "conv_a", "add_b": "conv_b"}
+    x = np.ascontiguousarray(images(3, seed=2)[:, :, :4, :4]) / np.float32(255)
+    wants = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    for want, got in zip(wants, ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x}), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    layer = next(layer for layer in net.layers if "conv_a" in layer.members)
+    assert layer.op_types == ("Conv", "Relu") and layer.bias is not None
+    qnet = qs.quantize_network(qs.calibrate(net, x, progress=False), "cpu")
+    assert qnet.layers.set_index("Layer").loc[layer.name, "Precision"] == "int8"
+
+
+def test_vanishing_weight_channel_beside_a_bias_stays_int8():
+    """A channel with weights ~1e-20 and a real bias: its weight scale is raised until the
+    int32 bias fits, instead of the layer computing in float."""
+    net = qs.prepare(_bias_add_model(dead_channel=True))
+    x = np.ascontiguousarray(images(3, seed=2)[:, :, :4, :4]) / np.float32(255)
+    cal = qs.calibrate(net, x, progress=False)
+    qnet = qs.quantize_network(cal, "cpu")
+    layer = next(layer for layer in net.layers if "conv_a" in layer.members)
+    assert qnet.layers.set_index("Layer").loc[layer.name, "Precision"] == "int8"
+    qb, b_q = qnet.plan.biases[layer.name]
+    assert np.abs(qb.astype(np.int64)).max() <= 2**30
+    res = qs.validate(cal, x, target="cpu", progress=False)
+    assert res.metric_results["output_sqnr_db"]["MetricOutput"].iloc[1] > 20

@@ -74,7 +74,8 @@ class OptimizedLayer:
             prepared model: Conv ``(M, C/group, kH, kW)``, Gemm/MatMul as stored, an
             embedding table ``(rows, width)``.
         bias: initializer name of the bias ``(M,)`` (conv/fc only, None if absent).
-        folded: names of BatchNormalization layers folded into this layer.
+        folded: names of the BatchNormalization (and constant bias Add) nodes folded into
+            this layer.
         nodes: the member nodes themselves, in the prepared ``onnx_ir`` graph (empty
             for an input layer); ``value``: the ``onnx_ir.Value`` of ``output``.
     """

@@ -21,6 +21,7 @@ from .absorb import AbsorbedBias, BiasTarget, absorb_biases, bias_targets
 from .drop_dropout import DropDropoutPass
 from .equalize import EqualizedPair, EqualizePass
 from .fold_batchnorm import FoldBatchNormPass
+from .fold_bias_add import FoldBiasAddPass
 from .fold_constants import FoldConstantsPass
 from .fold_shapes import FoldReshapeShapesPass
 from .merge_pad import MergePadPass
@@ -35,6 +36,7 @@ __all__ = [
     "EqualizePass",
     "EqualizedPair",
     "FoldBatchNormPass",
+    "FoldBiasAddPass",
     "FoldConstantsPass",
     "FoldReshapeShapesPass",
     "MergePadPass",
@@ -53,7 +55,8 @@ __all__ = [
 class PrepareLog:
     """What the passes did: folded BatchNormalizations, dropped nodes, and notes."""
 
-    folded: dict[str, str] = field(default_factory=dict)  # BN name -> Conv/Gemm name
+    # BatchNormalization or constant bias Add name -> the Conv/Gemm it was folded into
+    folded: dict[str, str] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)  # Dropout/Identity names
     pooled: list[str] = field(default_factory=list)  # ReduceMean nodes now GlobalAveragePool
     shapes: list[str] = field(default_factory=list)  # Reshape nodes whose computed shape was folded
@@ -66,7 +69,8 @@ class PrepareLog:
 
 
 def run_prepare_passes(model: ir.Model, equalize: bool = False) -> PrepareLog:
-    """Prepare ``model`` in place: name nodes, lift constants, drop Dropout/Identity, fold BN,
+    """Prepare ``model`` in place: name nodes, lift constants, drop Dropout/Identity, fold
+    constant bias Adds into the Conv before them, fold BN,
     rewrite spatial ReduceMean as GlobalAveragePool, fold computed Reshape shapes, merge
     zero Pads into the Conv/AveragePool after them; with ``equalize``, then equalize
     the layers (:class:`EqualizePass`)."""
@@ -85,6 +89,8 @@ def run_prepare_passes(model: ir.Model, equalize: bool = False) -> PrepareLog:
     drop(model)
     consts = FoldConstantsPass()
     consts(model)
+    bias_adds = FoldBiasAddPass()  # before the BNs: Conv -> Add(bias) -> BN folds whole
+    bias_adds(model)
     fold = FoldBatchNormPass()
     fold(model)
     pool = ReduceMeanToPoolPass()
@@ -105,7 +111,7 @@ def run_prepare_passes(model: ir.Model, equalize: bool = False) -> PrepareLog:
             )
     log.onnx_names = readable.renamed
     log.dropped = drop.dropped
-    log.folded = fold.folded
+    log.folded = {**bias_adds.folded, **fold.folded}
     log.pooled = pool.rewritten
     log.shapes = shapes.folded
     log.pads = pads.merged
