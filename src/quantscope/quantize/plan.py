@@ -601,6 +601,8 @@ def _plan_table(plan: QuantPlan, layer: OptimizedLayer, wl: int) -> None:
 
 #: Float-scale biases: at most this many accumulator steps in magnitude (int32 with room).
 _BIAS_STEPS = 2.0**30
+#: A weight channel whose largest value is at most this fraction of its layer's is dead.
+_DEAD_CHANNEL = 1e-6
 
 
 def _plan_learnables(plan: QuantPlan, layer: OptimizedLayer, x_q: QParams, wl: int) -> None:
@@ -630,19 +632,26 @@ def _plan_learnables(plan: QuantPlan, layer: OptimizedLayer, x_q: QParams, wl: i
     axis = _weight_axis(network, layer)
     # A channel whose weights all but vanish (max|w| ~ 1e-18) beside a real bias would
     # need an int32 bias far beyond range at s_w * s_x: its weight scale is raised until
-    # the bias fits in 2**30 steps (its weights round to 0 either way), as onnxruntime's
-    # quantizer does, rather than the whole layer computing in float.
+    # the bias fits in 2**30 steps, where its weights round to 0 at that scale anyway or
+    # are below a millionth of the layer's largest (so nothing that matters is lost),
+    # rather than the whole layer computing in float. Real weights keep their scale:
+    # their layer computes in float and says why.
     floor = 0.0
     if b is not None and np.ndim(x_q.scale) == 0 and float(x_q.scale) > 0:
         floor = np.abs(b.reshape(-1)) / (float(x_q.scale) * _BIAS_STEPS)
     if scheme.per_channel:
         reduce_axes = tuple(i for i in range(w.ndim) if i != axis)
         absmax = np.abs(w).max(axis=reduce_axes)
-        scale = np.maximum(np.where(absmax > 0, absmax / scheme.weight_qmax, 1.0), floor)
+        scale = np.where(absmax > 0, absmax / scheme.weight_qmax, 1.0)
+        dead = (absmax < np.asarray(floor) / 2) | (absmax <= _DEAD_CHANNEL * absmax.max(initial=0.0))
+        scale = np.where(dead, np.maximum(scale, floor), scale)
         w_q = QParams(scale, np.zeros(scale.shape, np.int64), 8, axis)
     else:
         absmax = float(np.abs(w).max())
-        scale = max(absmax / scheme.weight_qmax if absmax > 0 else 1.0, float(np.max(floor, initial=0.0)))
+        scale = absmax / scheme.weight_qmax if absmax > 0 else 1.0
+        top = float(np.max(floor, initial=0.0))
+        if absmax < top / 2:
+            scale = max(scale, top)
         w_q = QParams(np.array(scale), np.array(0, np.int64))
     qw = w_q.quantize(w, scheme.rounding, scheme.saturation)
     plan.weights[layer.name] = (qw, w_q)
