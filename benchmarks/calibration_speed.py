@@ -169,7 +169,9 @@ def child_run(args) -> dict:
 
     elif method == "fetch":
         # the floor of any calibration: onnxruntime handing over every layer output
-        # quantscope measures, as its collector asks for them, with no statistics
+        # quantscope measures, as its collector asks for them, with no statistics (nor
+        # its compiled statistics pass, whose loading would cost this row CPU time)
+        os.environ["QUANTSCOPE_KERNELS"] = "numpy"
         import quantscope
         from quantscope.calibrate.collector import StatsCollector
 

@@ -214,6 +214,33 @@ def test_runs_in_pieces_give_the_same_table_and_name_the_right_sample(monkeypatc
         qs.calibrate(model, xs, batch_size=8, progress=False)
 
 
+def test_compiled_statistics_pass_gives_the_numpy_table(monkeypatch):
+    """The collector asks for the compiled statistics pass once numpy has spent
+    COMPILE_AFTER_S on statistics (0 here: after the first run); the table is the same
+    as numpy's alone, and a NaN still names its layer through the compiled pass."""
+    collector = __import__("importlib").import_module("quantscope.calibrate.collector")
+    from quantscope._compiled import kernel
+
+    net = qs.prepare(small_cnn(seed=6))
+    x = images(30, seed=9)
+    monkeypatch.setenv("QUANTSCOPE_KERNELS", "numpy")
+    plain = qs.calibrate(net, x, batch_size=10, progress=False)
+    monkeypatch.delenv("QUANTSCOPE_KERNELS")
+    monkeypatch.setattr(collector, "COMPILE_AFTER_S", 0.0)
+    assert kernel("quantscope.calibrate._numba_stats", "row_stats") is not None  # loaded from now on
+    compiled = qs.calibrate(net, x, batch_size=10, progress=False)
+    assert compiled == plain and compiled.to_json() == plain.to_json()
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["g"], name="fc"),
+        helper.make_node("Log", ["g"], ["y"], name="log_layer"),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 2])], [tensor("y", ["N", 2])], {"w": np.eye(2, dtype=np.float32)})
+    xs = np.ones((4, 2), np.float32)
+    xs[3, 1] = -2.0  # log of a negative value in sample 3, the second batch
+    with pytest.raises(qs.NonFiniteActivationError, match="NaN in the output of layer 'log_layer'.*sample 3"):
+        qs.calibrate(model, xs, batch_size=2, progress=False)
+
+
 @pytest.mark.parametrize(
     "shape, stride",
     [

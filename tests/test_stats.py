@@ -8,7 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from quantscope._compiled import kernel
 from quantscope.calibrate.stats import NUM_BINS, TensorStats, bin_edges
+
+stats_module = __import__("importlib").import_module("quantscope.calibrate.stats")
 
 finite32 = st.floats(min_value=-(2.0**100), max_value=2.0**100, allow_nan=False, width=32)
 
@@ -66,11 +69,26 @@ def test_non_finite_detected():
     assert TensorStats().finite
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def stats_pass(request, monkeypatch):
+    """Runs a test with the compiled statistics pass (loaded first) and with numpy's."""
+    if request.param == "numpy":
+        monkeypatch.setenv("QUANTSCOPE_KERNELS", "numpy")
+    else:
+        monkeypatch.delenv("QUANTSCOPE_KERNELS", raising=False)
+        assert kernel(stats_module._KERNEL_MODULE, "row_stats") is not None  # numba is a dependency
+    return request.param
+
+
+def test_kernel_bins_like_stats():
+    from quantscope.calibrate import _numba_stats
+
+    assert _numba_stats.SHIFT == stats_module._SHIFT
+
+
 @pytest.mark.parametrize("block", [1, 30000, 1 << 22])
 @pytest.mark.parametrize("stride", [1, 5, 7, 61])
-def test_one_pass_rows_update_equals_plain_definition(stride, block, monkeypatch):
-    stats_module = __import__("importlib").import_module("quantscope.calibrate.stats")
-
+def test_one_pass_rows_update_equals_plain_definition(stride, block, monkeypatch, stats_pass):
     monkeypatch.setattr(stats_module, "_BLOCK_VALUES", block)  # one row, one row, all rows a block
     rng = np.random.default_rng(stride)
     x = (rng.standard_normal((3, 4, 70, 90)) * 3).astype(np.float32)  # > one chunk per sample
@@ -85,3 +103,47 @@ def test_one_pass_rows_update_equals_plain_definition(stride, block, monkeypatch
     assert not TensorStats(hist_stride=stride).update(y).finite
     y[0, 0, 0, 0] = np.nan  # NaN in the first chunk, then finite chunks
     assert not TensorStats(hist_stride=stride).update(y).finite
+
+
+def _bits(v: float) -> int:
+    return int(np.array([v], np.float64).view(np.uint64)[0])
+
+
+SPECIAL = np.array([0.0, -0.0, 1e-45, -1e-45, 1.2e-38, -3.4e38, 3.4e38, np.inf, -np.inf, 1.0, -1.0, 0.1], np.float32)
+
+
+@pytest.mark.parametrize("stride", [1, 3, 61, 5000])
+@pytest.mark.parametrize(
+    "case", ["random", "negative", "zeros", "signed zeros", "specials", "nan", "negative nan", "inf"]
+)
+def test_compiled_pass_equals_numpy_pass(stride, case, monkeypatch):
+    """The compiled pass gives the numpy pass's statistics, bit for bit (the sign of a zero
+    minimum included), on zeros of both signs, subnormals, the float32 extremes,
+    infinities and NaNs of either sign, rows shorter and longer than a chunk."""
+    rng = np.random.default_rng(len(case) * 100 + stride)
+    x = (rng.standard_normal((4, 3, 50, 70)) * 10.0 ** rng.integers(-6, 6, (4, 3, 50, 70))).astype(np.float32)
+    if case == "negative":
+        x = -np.abs(x) - np.float32(1e-30)
+    elif case == "zeros":
+        x[:] = 0.0
+    elif case == "signed zeros":
+        x = np.where(rng.random(x.shape) < 0.5, np.float32(0.0), np.float32(-0.0)).astype(np.float32)
+    elif case == "specials":
+        x.reshape(-1)[rng.integers(0, x.size, 200)] = rng.choice(SPECIAL, 200)
+    elif case == "nan":
+        x[3, 2, 49, 69] = np.nan
+    elif case == "negative nan":
+        x.reshape(-1)[4321] = -np.float32(np.nan)
+    elif case == "inf":
+        x[1, 0, 0, 0] = -np.inf
+    assert kernel(stats_module._KERNEL_MODULE, "row_stats") is not None
+    compiled = TensorStats(hist_stride=stride).update(x).update(x[:1])
+    monkeypatch.setenv("QUANTSCOPE_KERNELS", "numpy")
+    plain = TensorStats(hist_stride=stride).update(x).update(x[:1])
+    assert compiled == plain
+    assert (_bits(compiled.min), _bits(compiled.max)) == (_bits(plain.min), _bits(plain.max))
+    np.testing.assert_array_equal(compiled.hist, plain.hist)
+    if case not in ("nan", "negative nan"):
+        assert compiled.min == float(x.min()) and compiled.max == float(x.max())
+    else:
+        assert np.isnan(compiled.min) and not compiled.finite

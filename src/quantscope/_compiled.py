@@ -5,7 +5,8 @@ A kernel lives in a module of its subsystem that imports numba at its top
 (``validate/_numba_diagnostics.py``), with a ``warm_up()`` that calls it once on tiny
 arrays. Importing numba and loading a compiled kernel from numba's cache takes about
 a second of Python work, so :func:`prepare` starts it in a background thread
-(``import quantscope`` never loads numba), and :func:`kernel` waits for it. Where
+(``import quantscope`` never loads numba), and :func:`kernel` waits for it;
+:func:`loaded` does not wait (the caller runs numpy until the kernel is there). Where
 numba cannot be imported, or with the environment variable
 ``QUANTSCOPE_KERNELS=numpy``, :func:`kernel` returns None and the caller runs its
 numpy path.
@@ -17,7 +18,7 @@ import importlib
 import os
 import threading
 
-__all__ = ["disabled", "kernel", "prepare"]
+__all__ = ["disabled", "kernel", "loaded", "prepare"]
 
 _lock = threading.Lock()
 _loading: dict[tuple[str, str], threading.Thread] = {}
@@ -53,6 +54,15 @@ def kernel(module: str, name: str):
         prepare(module, name)
         _loading[key].join()
     return _loaded[key]
+
+
+def loaded(module: str, name: str):
+    """The compiled function ``name`` of ``module`` if :func:`prepare` has loaded it,
+    else None, without waiting or starting to load it: for a kernel whose numpy path
+    gives the same results, run by numpy until the kernel is there."""
+    if disabled():
+        return None
+    return _loaded.get((module, name))
 
 
 def _load(key: tuple[str, str]) -> None:

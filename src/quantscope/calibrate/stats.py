@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._compiled import loaded, prepare
+
 __all__ = ["MANTISSA_BITS", "NUM_BINS", "TensorStats", "bin_edges"]
 
 #: Mantissa bits kept in the bin index: 2**MANTISSA_BITS bins per octave.
@@ -33,6 +35,13 @@ _SHIFT = 23 - MANTISSA_BITS
 #: Bins per sign (magnitude bins); the index space with the sign bit is twice this.
 NUM_BINS = 1 << (8 + MANTISSA_BITS)
 
+
+#: The compiled pass of :meth:`TensorStats._update_rows` (numpy where it is missing).
+_KERNEL_MODULE = "quantscope.calibrate._numba_stats"
+#: Sortable int32 keys of -inf and +inf (see ``_numba_stats.row_stats``): a key
+#: beyond them is a NaN.
+_KEY_NEG_INF = -0x7F800001
+_KEY_POS_INF = 0x7F800000
 
 _CHUNK = 1 << 18
 #: Values per block in the row-wise update (whole rows; a row larger than this is a block).
@@ -48,6 +57,17 @@ def _add_bin_counts(hist: np.ndarray, bits: np.ndarray) -> None:
         idx = buf[: chunk.size]
         np.right_shift(chunk, _SHIFT, out=idx, casting="unsafe")
         hist += np.bincount(idx, minlength=hist.size)
+
+
+def _from_key(key: int) -> float:
+    """The float32 value (as a Python float) of a sortable int32 key."""
+    bits = key ^ 0x7FFFFFFF if key < 0 else key
+    return float(np.array([bits], dtype=np.int32).view(np.float32)[0])
+
+
+def prepare_kernel() -> None:
+    """Start loading the compiled pass in the background (returns at once)."""
+    prepare(_KERNEL_MODULE, "row_stats")
 
 
 def bin_edges() -> tuple[np.ndarray, np.ndarray]:
@@ -106,8 +126,8 @@ class TensorStats:
         if np.isnan(lo) or np.isnan(hi):
             self.min = self.max = float("nan")
         else:
-            self.min = min(self.min, lo)
-            self.max = max(self.max, hi)
+            self.min = min(self.min, lo) + 0.0
+            self.max = max(self.max, hi) + 0.0
         self.count += int(x.size)
         if self.hist is not None:
             if self.hist_stride > 1 and x.ndim > 1:
@@ -117,27 +137,38 @@ class TensorStats:
         return self
 
     def _update_rows(self, rows: np.ndarray) -> TensorStats:
-        """:meth:`update` for contiguous float32 ``(samples, values)``, a block of rows
-        at a time (at most ``_BLOCK_VALUES`` values): min and max of the block, and the
-        histogram of its sampled positions ``0, s, 2s, ...`` of every row, through few
-        numpy calls. Same results as the plain path, bit for bit."""
+        """:meth:`update` for contiguous float32 ``(samples, values)``: min and max of
+        every value and the histogram of positions ``0, s, 2s, ...`` of every row, in
+        one compiled pass (``calibrate/_numba_stats.py``) once numba has loaded, else
+        through few numpy calls a block of rows at a time (at most ``_BLOCK_VALUES``
+        values). Both give the same results, bit for bit."""
         s = self.hist_stride
         n, m = rows.shape
-        per_block = max(1, _BLOCK_VALUES // max(m, 1))
-        lo, hi, nan = self.min, self.max, False
-        hist = self.hist
-        for start in range(0, n, per_block):
-            block = rows[start : start + per_block]
-            cmin, cmax = block.min(), block.max()
-            if cmin != cmin or cmax != cmax:  # NaN
-                nan = True
-            lo = min(lo, float(cmin))
-            hi = max(hi, float(cmax))
-            sampled = block[:, ::s].view(np.uint32)
-            idx = np.empty(sampled.shape, dtype=np.intp)
-            np.right_shift(sampled, _SHIFT, out=idx, casting="unsafe")
-            hist += np.bincount(idx.reshape(-1), minlength=hist.size)
-        self.min, self.max = (float("nan"), float("nan")) if nan or np.isnan(self.min) else (lo, hi)
+        kernel = loaded(_KERNEL_MODULE, "row_stats")
+        if kernel is not None:
+            lo_key, hi_key = kernel(rows, s, self.hist)
+            nan = lo_key < _KEY_NEG_INF or hi_key > _KEY_POS_INF
+            lo = min(self.min, _from_key(lo_key))
+            hi = max(self.max, _from_key(hi_key))
+        else:
+            per_block = max(1, _BLOCK_VALUES // max(m, 1))
+            lo, hi, nan = self.min, self.max, False
+            hist = self.hist
+            for start in range(0, n, per_block):
+                block = rows[start : start + per_block]
+                cmin, cmax = block.min(), block.max()
+                if cmin != cmin or cmax != cmax:  # NaN
+                    nan = True
+                lo = min(lo, float(cmin))
+                hi = max(hi, float(cmax))
+                sampled = block[:, ::s].view(np.uint32)
+                idx = np.empty(sampled.shape, dtype=np.intp)
+                np.right_shift(sampled, _SHIFT, out=idx, casting="unsafe")
+                hist += np.bincount(idx.reshape(-1), minlength=hist.size)
+        if nan or np.isnan(self.min):
+            self.min = self.max = float("nan")
+        else:  # +0.0 for a zero of either sign: the same whichever pass found it
+            self.min, self.max = lo + 0.0, hi + 0.0
         self.count += int(rows.size)
         return self
 
