@@ -131,6 +131,16 @@ def test_npz_missing_x_lists_keys(tmp_path):
     assert "bad.npz" in msg and "'x'" in msg and "images" in msg and "labels" in msg
 
 
+@pytest.mark.parametrize("key", ["Y", "labels", "target"])
+def test_npz_labels_under_another_name_are_refused_not_ignored(tmp_path, key):
+    p = tmp_path / "misnamed.npz"
+    np.savez(p, x=X, **{key: Y})
+    with pytest.raises(CalibrationDataError, match=f"holds '{key}' next to the inputs 'x'.*named 'y'"):
+        as_source(p)
+    np.savez(p, x=X, y=Y, **{key: Y})  # 'y' is there: the other array is not read
+    assert as_source(p).has_labels
+
+
 def test_bad_paths(tmp_path):
     with pytest.raises(CalibrationDataError, match="does not exist"):
         as_source(tmp_path / "nope.npz")

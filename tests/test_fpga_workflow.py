@@ -60,6 +60,10 @@ def test_validate_reports_frames_per_second(calibrated):
     fps_float, fps_int8 = table["FramesPerSecond"]
     assert fps_int8 > fps_float > 0
     assert res.extra["processor"] == "arria10soc_int8"
+    # the float bitstream named instead: the same two columns, each on its own processor
+    single = qs.validate(cal, x, target="fpga", processor="arria10soc_single", progress=False)
+    assert list(single.metric_results["top1_agreement"]["FramesPerSecond"]) == [fps_float, fps_int8]
+    assert single.extra["processor"] == "arria10soc_int8"
 
 
 def test_cli_compile_and_profile(calibrated, tmp_path, capsys):

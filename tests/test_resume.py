@@ -185,7 +185,7 @@ def test_checkpoint_of_another_run_is_refused_unless_restart(tmp_path, monkeypat
         interrupt_after(m, 4)
         with pytest.raises(KeyboardInterrupt):
             qs.calibrate(MODEL, X, batch_size=8, checkpoint=ckpt, checkpoint_every=1, progress=False)
-    with pytest.raises(qs.ConfigurationError, match=r"differs in: model\b.*--restart"):
+    with pytest.raises(qs.ConfigurationError, match=r"differs in: model\b.*Pass restart=True "):
         qs.calibrate(small_cnn(seed=1), X, batch_size=8, checkpoint=ckpt, progress=False)
     with pytest.raises(qs.ConfigurationError, match="differs in: batch_size"):
         qs.calibrate(MODEL, X, batch_size=4, checkpoint=ckpt, progress=False)
@@ -230,5 +230,6 @@ def test_the_command_line_says_resuming_only_for_a_checkpoint_it_resumes(tmp_pat
     assert main([*argv[:2], str(tmp_path / "b.npy"), *argv[2:]]) == 2  # another data file
     err = capsys.readouterr().err
     assert "written by another calibration" in err and "resuming" not in err
+    assert "Pass --restart" in err and "restart=True" not in err  # the flag, not the keyword
     assert main([*argv[:2], str(tmp_path / "a.npy"), *argv[2:]]) == 0
     assert "resuming from checkpoint" in capsys.readouterr().err

@@ -61,6 +61,18 @@ def test_dict_round_trip_is_exact():
     assert TensorStats.from_dict(s.to_dict()) == s
 
 
+def test_non_finite_ranges_are_strict_json():
+    """An attention mask's -inf (or no values at all) is written as a string JSON can
+    hold, and read back the same."""
+    import json
+
+    for x in (np.array([1.0, -np.inf], np.float32), np.array([np.inf, 2.0], np.float32), np.zeros(0, np.float32)):
+        s = TensorStats.of(x)
+        text = json.dumps(s.to_dict(), allow_nan=False)
+        assert "Infinity" not in text
+        assert TensorStats.from_dict(json.loads(text)) == s
+
+
 def test_non_finite_detected():
     s = TensorStats.of(np.array([1.0, np.nan], np.float32))
     assert not s.finite

@@ -598,3 +598,22 @@ def test_top1_and_top5_refuse_outputs_without_one_score_per_class():
             fn(np.zeros((4, 17, 64)), labels)
         with pytest.raises(qs.ConfigurationError, match=r"shape \(4,\)"):
             fn(np.zeros(4), labels)
+
+
+def test_top1_on_an_output_without_classes_stops_after_the_first_batch(monkeypatch):
+    """The class-score check runs on the first batch's output, not after the whole pass."""
+    from onnx import helper
+    from tinymodels import make_model, tensor
+
+    measure = __import__("importlib").import_module("quantscope.validate.measure")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")]
+    w = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    model = make_model(nodes, [tensor("x", ["N", 3, 8])], [tensor("y", ["N", 3, 4])], {"w": w})
+    x = np.random.default_rng(1).normal(size=(40, 3, 8)).astype(np.float32)
+    cal = qs.calibrate(model, x, progress=False)
+    calls = []
+    original = measure.BatchValidator.__call__
+    monkeypatch.setattr(measure.BatchValidator, "__call__", lambda self, b: calls.append(1) or original(self, b))
+    with pytest.raises(qs.ConfigurationError, match=r"one score per class .* shape \(4, 3, 4\)"):
+        qs.validate(cal, (x, np.zeros(40, np.int64)), batch_size=4, progress=False)
+    assert len(calls) == 1

@@ -48,7 +48,7 @@ from typing import Any
 
 from .._io import write_atomic
 from .._progress import progress_bar
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, option
 from ..network import Network
 from .collector import StatsCollector
 from .data import Batch, DataSource, check_not_empty
@@ -95,12 +95,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict | None:
     if not ok:
         raise ConfigurationError(
             f"{path} is not a readable quantscope calibration checkpoint ({why}); delete it, choose "
-            "another checkpoint path, or pass restart=True (--restart) to overwrite it"
+            f"another checkpoint path, or pass {_restart()} to overwrite it"
         )
     if d.get("version") != VERSION:
         raise ConfigurationError(
             f"{path} is a calibration checkpoint of format version {d.get('version')}; this quantscope "
-            f"reads version {VERSION}. Pass restart=True (--restart) to start over"
+            f"reads version {VERSION}. Pass {_restart()} to start over"
         )
     try:
         fields = (d["partial"]["num_samples"], d["batches"], d["position"])
@@ -111,9 +111,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict | None:
     if not ok:
         raise ConfigurationError(
             f"{path} is a damaged calibration checkpoint (fields missing or of the wrong type); delete it or "
-            "pass restart=True (--restart) to start over"
+            f"pass {_restart()} to start over"
         )
     return d
+
+
+def _restart() -> str:
+    """The restart option in the words of the interface in use."""
+    return option("restart=True", "--restart")
 
 
 def describe_checkpoint(path: str | os.PathLike) -> str | None:
@@ -212,7 +217,7 @@ class Resumer:
             what = ", ".join("model" if k == "model_sha256" else k for k in differ)
             raise ConfigurationError(
                 f"checkpoint {self.path} was written by another calibration (it differs in: {what}; "
-                f"it holds {saved['partial']['num_samples']} samples). Pass restart=True (--restart) "
+                f"it holds {saved['partial']['num_samples']} samples). Pass {_restart()} "
                 "to discard it and start over, or choose another checkpoint path"
             )
         collector.merge_partial(saved["partial"])
@@ -241,7 +246,7 @@ class Resumer:
             raise ConfigurationError(
                 f"checkpoint {self.path} counted {state.batches} batches ({state.position} samples) of the "
                 f"stream, but it now yields only {skipped}: the data is not the one the checkpoint was written "
-                "for. Pass restart=True (--restart) to start over"
+                f"for. Pass {_restart()} to start over"
             )
 
     def _check_stream(self, position: int, state: ResumeState) -> None:
@@ -249,7 +254,7 @@ class Resumer:
             raise ConfigurationError(
                 f"checkpoint {self.path}: the stream's first {state.batches} batches differ from those the "
                 "checkpoint counted (a stream must yield the same samples in the same order to be resumed). "
-                "Pass restart=True (--restart) to start over"
+                f"Pass {_restart()} to start over"
             )
 
     def stream_digest(self) -> str | None:

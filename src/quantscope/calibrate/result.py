@@ -143,7 +143,7 @@ class Calibration:
 
     def to_json(self) -> str:
         """JSON text with every statistic, histograms included; floats round-trip exactly."""
-        return json.dumps(self.to_dict(), indent=1, allow_nan=True)
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False)
 
     def to_csv(self) -> str:
         """CSV text of :attr:`table` (floats written with full precision, ``%.17g``)."""

@@ -113,7 +113,19 @@ def _from_mapping(m: Mapping[str, Any], where: str) -> tuple[Any, Any]:
             "(or under the model's input name) and the optional labels under 'y', e.g. "
             "np.savez(path, x=inputs, y=labels)"
         )
+    if "y" not in keys:
+        labels_like = [k for k in keys if k != name and k.lower() in _LABEL_NAMES]
+        if labels_like:
+            raise CalibrationDataError(
+                f"{where} holds {labels_like[0]!r} next to the inputs {name!r}: quantscope reads labels only "
+                f"from an array named 'y'. Rename it (np.savez(path, x=inputs, y=labels)), or remove it to "
+                "run without labels"
+            )
     return m[name], (m["y"] if "y" in keys else None)
+
+
+#: Array names that mean labels where 'y' is missing (refused rather than silently unused).
+_LABEL_NAMES = frozenset({"y", "label", "labels", "target", "targets", "class", "classes", "gt", "truth"})
 
 
 class _NpzMembers(Mapping):

@@ -232,8 +232,9 @@ class TensorStats:
 
     # ---- (de)serialization ---------------------------------------------------------
     def to_dict(self) -> dict:
-        """JSON-ready dict; the histogram is stored sparse as ``[[bin, count], ...]``."""
-        out: dict = {"min": self.min, "max": self.max, "count": self.count}
+        """JSON-ready dict (strict JSON: a non-finite min or max is the string ``"inf"``,
+        ``"-inf"`` or ``"nan"``); the histogram is stored sparse as ``[[bin, count], ...]``."""
+        out: dict = {"min": _json_float(self.min), "max": _json_float(self.max), "count": self.count}
         if self.hist is not None:
             nz = np.flatnonzero(self.hist)
             out["hist"] = {
@@ -263,6 +264,12 @@ class TensorStats:
         if not (0 <= count < 2**63 and 1 <= stride < 2**31):
             raise ValueError(f"count {count} or histogram stride {stride} is out of range")
         return cls(min=float(d["min"]), max=float(d["max"]), count=count, hist=hist, hist_stride=stride)
+
+
+def _json_float(v: float) -> float | str:
+    """``v`` as JSON can hold it: a finite float, or ``"inf"``, ``"-inf"``, ``"nan"``
+    (JSON has no infinities; ``float()`` reads these strings back)."""
+    return v if np.isfinite(v) else ("nan" if np.isnan(v) else ("inf" if v > 0 else "-inf"))
 
 
 def _same_float(a: float, b: float) -> bool:

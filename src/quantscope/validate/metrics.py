@@ -58,7 +58,7 @@ def _label_indices(labels: np.ndarray, num_classes: int | None = None) -> np.nda
     return idx
 
 
-def _class_scores(scores: np.ndarray) -> np.ndarray:
+def class_scores(scores: np.ndarray) -> np.ndarray:
     """``(N, classes)`` scores from ``(N, classes)`` or ``(N, classes, 1, 1)``-like
     outputs. Any other output (a sequence, a feature map, boxes) has no one class per
     sample: flattened, its positions would be counted as classes and the accuracy would
@@ -77,14 +77,14 @@ def _class_scores(scores: np.ndarray) -> np.ndarray:
 def top1_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of samples whose highest score is the label's class (0..1). ``scores``:
     ``(N, classes)`` (or with trailing axes of size 1)."""
-    scores = _class_scores(scores)
+    scores = class_scores(scores)
     return float(np.mean(scores.argmax(axis=1) == _label_indices(labels, scores.shape[1])))
 
 
 def top5_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of samples whose label is among the five highest scores (0..1). ``scores``
     as :func:`top1_accuracy`'s."""
-    scores = _class_scores(scores)
+    scores = class_scores(scores)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :5]
     return float(np.mean((top == _label_indices(labels, scores.shape[1])[:, None]).any(axis=1)))
 
@@ -134,7 +134,8 @@ def resolve_metrics(metrics: Any) -> dict[str, Metric]:
         for m in metrics:
             if isinstance(m, str):
                 if m not in _NAMED:
-                    raise ConfigurationError(f"unknown metric {m!r}; use one of {', '.join(_NAMED)} or a function")
+                    extra = option(" or a function(scores, labels)", " (--metric NAME, repeated for several)")
+                    raise ConfigurationError(f"unknown metric {m!r}; use one of {', '.join(_NAMED)}{extra}")
                 items.append((_NAMED[m].__name__, _NAMED[m]))
             elif callable(m):
                 items.append((getattr(m, "__name__", "metric"), m))

@@ -26,7 +26,14 @@ from ..quantize.numerics import FloatScale, PowerOfTwo
 from ..quantize.plan import QuantPlan, Target, make_plan
 from ..simulate.engine import Kernels
 from .measure import BatchPart, BatchValidator, LayerError, Totals
-from .metrics import LABEL_METRICS, agreement_metrics, evaluate_metric, resolve_metrics, top1_accuracy
+from .metrics import (
+    LABEL_METRICS,
+    agreement_metrics,
+    class_scores,
+    evaluate_metric,
+    resolve_metrics,
+    top1_accuracy,
+)
 
 __all__ = ["ValidationResult", "validate"]
 
@@ -332,8 +339,12 @@ def validate(
     totals = Totals(network)
 
     def add(part: BatchPart) -> None:
-        if totals.count == 0 and part.labels is None and metric_fns is not None:
-            _check_unlabelled(metric_fns)
+        if totals.count == 0:  # the first batch: refuse what cannot work before the others run
+            if part.labels is None and metric_fns is not None:
+                _check_unlabelled(metric_fns)
+            asked = metric_fns if metric_fns is not None else {"top1": top1_accuracy} if part.labels is not None else {}
+            if any(fn in LABEL_METRICS for fn in asked.values()):
+                class_scores(part.float_scores)  # one score per class, or a clear error
         totals.add(part)
 
     if client is not None:
@@ -447,22 +458,30 @@ def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
 
 
 def _frames_per_second(plan: QuantPlan, processor) -> tuple[float, float, str]:
-    """Estimated Frames/s of one frame on ``processor`` (int8) and on its ``_single`` twin;
-    refuses a plan whose per-channel parameters the processor does not have."""
+    """Estimated Frames/s of one frame on the int8 processor and on its ``_single`` twin
+    (``processor`` may name either; NaN where a twin is not known), and the int8
+    processor's name; refuses a plan whose per-channel parameters the processor does not
+    have."""
     from ..fpga import PRESETS, estimate_performance
     from ..fpga import processor as get_processor
+    from ..fpga.config import DataType
     from ..fpga.per_channel import check_per_channel
 
     network = plan.network
     cfg = get_processor(processor)
-    if isinstance(plan.scheme, PowerOfTwo):  # the scheme the processor runs
-        check_per_channel(plan, cfg)
-    fps = estimate_performance(network, cfg, frames=1).frames_per_second
-    twin = cfg.name.replace("_int8", "_single") if cfg.name.endswith("_int8") else None
-    fps_float = (
-        estimate_performance(network, get_processor(twin), frames=1).frames_per_second if twin in PRESETS else math.nan
-    )
-    return fps, fps_float, cfg.name
+    if cfg.data_type is DataType.SINGLE:  # a float bitstream given: its int8 twin runs the int8 network
+        single, twin = cfg, cfg.name.replace("_single", "_int8") if cfg.name.endswith("_single") else None
+        int8 = get_processor(twin) if twin in PRESETS else None
+    else:
+        int8, twin = cfg, cfg.name.replace("_int8", "_single") if cfg.name.endswith("_int8") else None
+        single = get_processor(twin) if twin in PRESETS else None
+    if int8 is not None and isinstance(plan.scheme, PowerOfTwo):  # the scheme the processor runs
+        check_per_channel(plan, int8)
+
+    def fps(c) -> float:
+        return estimate_performance(network, c, frames=1).frames_per_second if c is not None else math.nan
+
+    return fps(int8), fps(single), (int8 or cfg).name
 
 
 def _layer_table(plan: QuantPlan, errors: dict[str, LayerError]) -> pd.DataFrame:
