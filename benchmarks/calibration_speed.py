@@ -192,6 +192,7 @@ def child_run(args) -> dict:
 
     elif method == "quantscope":
         import quantscope
+        from quantscope.calibrate.collector import StatsCollector  # noqa: F401 - imported before the clock, as fetch
 
         network = quantscope.prepare(str(original))
         profiler = None

@@ -289,11 +289,23 @@ def test_simulator_fast_equals_reference_for_float_scales(scheme, scale_kernels)
     assert not hasattr(fast._SCRATCH, "buf")  # the accumulator buffer is freed after each batch
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def quantize_pass(request, monkeypatch):
+    """Both passes of fast.quantize_pow2: the compiled one (loaded first) and numpy's."""
+    if request.param == "numpy":
+        monkeypatch.setenv("QUANTSCOPE_KERNELS", "numpy")
+    else:
+        from quantscope._compiled import kernel
+
+        assert kernel(fast.REQUANTIZE_MODULE, "quantize_values") is not None
+    return request.param
+
+
 @pytest.mark.parametrize("rounding", ROUNDINGS)
 @pytest.mark.parametrize("bits", [4, 8, 16])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("e", [-5, 0, 3])
-def test_fast_quantize_equals_reference(rounding, bits, dtype, e):
+def test_fast_quantize_equals_reference(rounding, bits, dtype, e, quantize_pass):
     from quantscope.quantize.numerics import quantize
 
     rng = np.random.default_rng(bits)

@@ -4,6 +4,8 @@ compiles the kernel)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -42,8 +44,55 @@ def requantize_conv(acc, border, bias, multiplier, zero_point, lo, hi, floor, ou
                 out[n, c, p] = np.int8(r)
 
 
+@njit(nogil=True, cache=True)
+def quantize_values(x, factor, mode, lo, hi, out):  # pragma: no cover - compiled
+    """Eq. (2) at a power-of-two scale, one pass: ``out = clip(R(x * factor), lo, hi)``.
+
+    ``x``: 1-D float32 or float64, contiguous; ``factor`` (``2**-exponent``), ``lo``,
+    ``hi``: scalars of ``x``'s type; ``mode``: the rounding, 0 half away from zero, 1 half
+    even, 2 floor, 3 toward zero (``fast.ROUNDING_MODES``); ``out``: 1-D integers of
+    ``x``'s size. The product is exact where the caller chose ``x``'s type so
+    (:func:`~quantscope.simulate.fast.quantize_pow2`), and each rounding is the exact one
+    of :func:`~quantscope.quantize.numerics.round_values` (``|v| - floor(|v|)`` is exact);
+    infinities saturate. Returns True (``out`` then undefined) when ``x`` holds a NaN.
+    The loops have no branches, so that they vectorize.
+    """
+    half = x.dtype.type(0.5)
+    one = x.dtype.type(1.0)
+    zero = x.dtype.type(0.0)
+    nan = False
+    if mode == 0:
+        for i in range(x.size):
+            v = x[i] * factor
+            nan |= v != v
+            a = np.abs(v)
+            f = np.floor(a)
+            f += one if a - f >= half else zero
+            out[i] = min(max(math.copysign(f, v), lo), hi)
+    elif mode == 1:
+        for i in range(x.size):
+            v = x[i] * factor
+            nan |= v != v
+            out[i] = min(max(np.rint(v), lo), hi)
+    elif mode == 2:
+        for i in range(x.size):
+            v = x[i] * factor
+            nan |= v != v
+            out[i] = min(max(np.floor(v), lo), hi)
+    else:
+        for i in range(x.size):
+            v = x[i] * factor
+            nan |= v != v
+            out[i] = min(max(np.trunc(v), lo), hi)
+    return nan
+
+
 def warm_up() -> None:
-    """Load (or compile) the kernel for its one signature."""
+    """Load (or compile) the kernels for their signatures."""
+    for dtype in (np.float32, np.float64):
+        for out in (np.int8, np.int16, np.int32):
+            one = dtype(1.0)
+            quantize_values(np.zeros(2, dtype), one, 0, -one, one, np.empty(2, out))
     acc = np.zeros((1, 1, 2), np.float32)
     requantize_conv(
         acc,

@@ -567,8 +567,10 @@ class FastEngine(ReferenceEngine):
         #: Conv (and power-of-two Add) layers as one onnxruntime graph each where
         #: provably exact (key -> (FusedLayer or None: not applicable, clamps fused)).
         self._fused: dict[str, tuple] = {}
+        # numba loads while the input is read (numpy quantizes until it is there)
+        prepare(fast.REQUANTIZE_MODULE, "quantize_values")
         if isinstance(plan.scheme, FloatScale):
-            prepare(fast.REQUANTIZE_MODULE, "requantize_conv")  # numba loads while the input is read
+            prepare(fast.REQUANTIZE_MODULE, "requantize_conv")
 
     def run(self, x, collect=False, on_layer=None):
         """:meth:`ReferenceEngine.run`; the float-scale Conv layers' accumulator buffer is

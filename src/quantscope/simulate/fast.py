@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .._compiled import loaded
 from ..quantize.numerics import Overflow, Rounding, check_accumulator
 from . import reference
 from .reference import bias_values, int64_values, operand_values, spatial_geometry
@@ -188,6 +189,12 @@ def quantize_pow2(x: np.ndarray, exponent: int, bits: int, rounding: Rounding) -
     lo, hi = int_range(bits, True)
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty(flat.size, int_dtype(bits, True))
+    compiled = loaded(REQUANTIZE_MODULE, "quantize_values") if flat.dtype == dtype else None
+    if compiled is not None:  # one pass (simulate/_numba_requantize.py), the same integers
+        mode = ROUNDING_MODES[Rounding(rounding)]
+        if compiled(flat, factor, mode, dtype(lo), dtype(hi), out):
+            raise ValueError("quantize: the input holds NaN; find the layer that produced it")
+        return out.reshape(np.shape(x))
     # a cache-sized piece at a time through one reused buffer: the rounding's temporaries
     # stay small and warm (2-3x faster than whole-array passes on a batch of images)
     buf = np.empty(min(_QUANTIZE_PIECE, flat.size), dtype)
@@ -201,6 +208,9 @@ def quantize_pow2(x: np.ndarray, exponent: int, bits: int, rounding: Rounding) -
         out[start : start + _QUANTIZE_PIECE] = v
     return out.reshape(np.shape(x))
 
+
+#: The ``mode`` of the compiled ``quantize_values`` for each rounding.
+ROUNDING_MODES = {Rounding.HALF_AWAY: 0, Rounding.HALF_EVEN: 1, Rounding.FLOOR: 2, Rounding.ZERO: 3}
 
 #: Values per piece of :func:`quantize_pow2`.
 _QUANTIZE_PIECE = 1 << 16
