@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
@@ -226,11 +227,11 @@ def max_pool(x: np.ndarray, **attrs: Any) -> np.ndarray:
     key = tuple(
         sorted((k, v if v is None or isinstance(v, (str, int)) else tuple(int(i) for i in v)) for k, v in attrs.items())
     )
-    return _max_pool_session(xa.dtype.str, xa.ndim, key)(xa)
+    return _max_pool_session(xa.dtype.str, xa.ndim, key, SESSION_THREADS.get())(xa)
 
 
 @lru_cache(maxsize=256)
-def _max_pool_session(dtype: str, ndim: int, items: tuple) -> FusedLayer:
+def _max_pool_session(dtype: str, ndim: int, items: tuple, threads: int) -> FusedLayer:
     from onnx import TensorProto, helper
 
     attrs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in items if v is not None}
@@ -267,8 +268,16 @@ def _shared_arena() -> bool:
     return True
 
 
+#: onnxruntime threads per operator of the layer sessions made in this context (0: its
+#: default, one per core). Validation runs the float network beside the emulation and
+#: gives each half of the cores (quantscope.validate.measure.BatchValidator): two
+#: sessions with a thread per core each on the same cores wait on each other's threads.
+SESSION_THREADS: ContextVar[int] = ContextVar("quantscope_session_threads", default=0)
+
+
 def _session(graph):
-    """An onnxruntime CPU session (opset 13, threads that do not spin) for ``graph``.
+    """An onnxruntime CPU session (opset 13, threads that do not spin, as many per
+    operator as :data:`SESSION_THREADS` says) for ``graph``.
 
     Sessions are kept by the sha256 of the model's bytes, the most recently used
     first, up to :data:`SESSION_CACHE_BYTES` of models: another engine of the same
@@ -283,12 +292,13 @@ def _session(graph):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7
     data = model.SerializeToString()
-    key = hashlib.sha256(data).digest()
+    threads = SESSION_THREADS.get()
+    key = hashlib.sha256(data).digest() + threads.to_bytes(4, "little")
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key][0]
-    session = _new_session(data)
+    session = _new_session(data, threads)
     with _CACHE_LOCK:
         _CACHE[key] = (session, len(data))
         total = sum(size for _, size in _CACHE.values())
@@ -303,13 +313,15 @@ _CACHE: OrderedDict[bytes, tuple] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 
 
-def _new_session(model: bytes):
+def _new_session(model: bytes, threads: int = 0):
     """An onnxruntime session of the serialized layer ``model`` (see :func:`_session`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = options.inter_op_num_threads = int(threads)
     if _shared_arena():
         options.add_session_config_entry("session.use_env_allocators", "1")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

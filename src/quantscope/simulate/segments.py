@@ -29,6 +29,7 @@ from ..calibrate.collector import run_checked
 from ..errors import UnsupportedModelError
 from ..network import Network, OptimizedLayer
 from ..network.protos import node_reads
+from .fast import SESSION_THREADS
 
 __all__ = ["Segment", "schedule"]
 
@@ -95,6 +96,9 @@ def _session(
     options = ort.SessionOptions()
     options.log_severity_level = 4  # its errors reach the user as quantscope's messages
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    threads = SESSION_THREADS.get()
+    if threads:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
     try:
         return ort.InferenceSession(network.session_source(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own exception types
