@@ -413,8 +413,12 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     import json
 
     from ._io import write_atomic
+    from .calibrate.stats import prepare_kernel
     from .validate import validate
 
+    # validation loads numba for its diagnostics anyway: started now, the calibration
+    # (with --calibration) gets the compiled statistics pass too (docs/calibration.md)
+    prepare_kernel()
     cal = _calibrated(args, console)
     result = validate(
         cal,

@@ -8,9 +8,6 @@ samples.
 
 from __future__ import annotations
 
-import sys
-import time
-
 import numpy as np
 import onnxruntime as ort
 
@@ -25,7 +22,7 @@ from ..network import Network
 from ..network.network import Inputs, batch_pieces
 from ..ops import ops_with
 from .result import Calibration, RangeEntry
-from .stats import TensorStats, prepare_kernel
+from .stats import TensorStats
 
 __all__ = ["BoundOutputs", "StatsCollector", "create_session", "derived_layers", "run_checked", "weight_entries"]
 
@@ -248,9 +245,6 @@ class StatsCollector:
         # (kept for 4 run sizes: the run size, a batch's remainder, the last batch's).
         self._bound: BoundOutputs | None = None
         self._bind = not use_gpu and BoundOutputs.possible(self.shapes[k:])
-        #: seconds spent on statistics so far, until the compiled pass is asked for
-        self._stats_seconds = 0.0
-        self._kernel_asked = False
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -293,7 +287,6 @@ class StatsCollector:
         for piece, count in batch_pieces(x, run, fixed=self.network.fixed_batch is not None):
             index = batch.index[start : start + count]
             outs = self.run_outputs(piece)
-            started = time.perf_counter()
             for i, (stats, layer, out) in enumerate(zip(self.stats[k:], self.measured[k:], outs), k):
                 batched, masked = self.batch_first[i], self.masked[i]
                 if batched or (batched is None and out.ndim and len(out) == len(piece)):
@@ -301,21 +294,7 @@ class StatsCollector:
                 else:
                     _update_shared(stats, out, count, layer, index, masked)
             start += count
-            self._maybe_compile(time.perf_counter() - started)
         self.num_samples += len(x)
-
-    def _maybe_compile(self, seconds: float) -> None:
-        """Ask for the compiled statistics pass (``calibrate/_numba_stats.py``: the same
-        results in about half the time) once numpy has spent :data:`COMPILE_AFTER_S` on
-        statistics, or at once where numba is already loaded: loading numba costs about
-        1.5 s of CPU, more than a short calibration's statistics take. It loads in the
-        background while numpy goes on."""
-        if self._kernel_asked:
-            return
-        self._stats_seconds += seconds
-        if self._stats_seconds >= COMPILE_AFTER_S or "numba" in sys.modules:
-            self._kernel_asked = True
-            prepare_kernel()
 
     def partial(self) -> dict:
         """The state so far: ``{"num_samples": int, "stats": [TensorStats.to_dict()...]}``."""
@@ -381,9 +360,6 @@ def _histogram_stride(shape: tuple | None, option: int | str) -> int:
         raise CalibrationDataError(f"histogram_stride must be 'auto' or an integer >= 1, got {option!r}")
     return int(option) if shape is not None and len(shape) >= 3 else 1
 
-
-#: Seconds of statistics in numpy after which the compiled pass is loaded.
-COMPILE_AFTER_S = 1.0
 
 #: Largest size (bytes) of the measured outputs of one onnxruntime run.
 RUN_BYTES = 64 * 2**20
