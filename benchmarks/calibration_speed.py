@@ -15,9 +15,12 @@ Methods
                     prepared float model, same batches: the yardstick.
 ``fetch``           the floor of any calibration: onnxruntime handing over every layer
                     output quantscope measures (the collector's own session and I/O
-                    binding, in pieces of the same size), with no statistics.
+                    binding, in pieces of the same size), with no statistics (and
+                    numba never loaded).
 ``quantscope``      ``quantscope.calibrate(network, batches, batch_size=B)``: min/max and
-                    histograms of every layer output (every range method afterwards).
+                    histograms of every layer output (every range method afterwards);
+                    quantscope's modules are imported before the clock starts, as
+                    onnxruntime's are for the other rows.
 ``ort-minmax``      onnxruntime's ``quantize_static(..., QDQ, calibrate_method=MinMax)``,
 ``ort-entropy``     ... ``Entropy`` and
 ``ort-percentile``  ... ``Percentile``, with a ``CalibrationDataReader`` over the same
