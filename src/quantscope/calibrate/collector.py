@@ -24,7 +24,15 @@ from ..ops import ops_with
 from .result import Calibration, RangeEntry
 from .stats import TensorStats
 
-__all__ = ["BoundOutputs", "StatsCollector", "create_session", "derived_layers", "run_checked", "weight_entries"]
+__all__ = [
+    "BoundOutputs",
+    "StatsCollector",
+    "create_session",
+    "derived_layers",
+    "run_checked",
+    "session_options",
+    "weight_entries",
+]
 
 
 def create_session(
@@ -42,12 +50,7 @@ def create_session(
     Raises:
         DeviceError: ``use_gpu`` and this onnxruntime has no GPU provider.
     """
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # its errors reach the user as quantscope's messages
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = options.inter_op_num_threads = int(threads)
+    options = session_options(spinning=spinning, threads=threads)
     if use_gpu:
         available = ort.get_available_providers()
         gpu = [p for p in ("CUDAExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider") if p in available]
@@ -65,6 +68,19 @@ def create_session(
     except Exception as exc:  # onnxruntime's own exception types (Fail, InvalidGraph, NotImplemented...)
         message, nodes = _ort_reason(exc, model)
         raise UnsupportedModelError(message, nodes=nodes) from None
+
+
+def session_options(spinning: bool = True, threads: int = 0, log_severity: int = 4) -> ort.SessionOptions:
+    """onnxruntime session options as quantscope's sessions use them: ``spinning=False``
+    keeps idle threads from spinning between runs; ``threads`` per operator (0: one per
+    core); ``log_severity`` 4 leaves errors to quantscope's own messages."""
+    options = ort.SessionOptions()
+    options.log_severity_level = log_severity
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = options.inter_op_num_threads = int(threads)
+    return options
 
 
 def _ort_reason(exc: Exception, model: bytes | str) -> tuple[str, list[tuple[str, str]]]:

@@ -39,7 +39,7 @@ from typing import Any
 from .._progress import progress_bar
 from ..errors import CalibrationDataError, ConfigurationError, QuantscopeError, option
 from ..network import Network
-from .collector import StatsCollector
+from .collector import StatsCollector, session_options
 from .data import Batch, DataSource, check_not_empty
 from .options import CalibrationOptions
 from .result import Calibration
@@ -185,10 +185,7 @@ def _session(net: Network, col: StatsCollector, use_gpu: bool) -> Any:
         return col.session
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
+    options = session_options(threads=1, log_severity=3)
     proto = net.to_proto(col.output_names).SerializeToString()
     return ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
 

@@ -317,11 +317,9 @@ def _new_session(model: bytes, threads: int = 0):
     """An onnxruntime session of the serialized layer ``model`` (see :func:`_session`)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = options.inter_op_num_threads = int(threads)
+    from ..calibrate.collector import session_options
+
+    options = session_options(spinning=False, threads=threads, log_severity=3)
     if _shared_arena():
         options.add_session_config_entry("session.use_env_allocators", "1")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

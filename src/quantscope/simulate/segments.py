@@ -25,7 +25,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnx import helper
 
-from ..calibrate.collector import run_checked
+from ..calibrate.collector import run_checked, session_options
 from ..errors import UnsupportedModelError
 from ..network import Network, OptimizedLayer
 from ..network.protos import node_reads
@@ -93,12 +93,7 @@ def _session(
     )
     model = helper.make_model(graph, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
     model.functions.extend(proto.functions)
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # its errors reach the user as quantscope's messages
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    threads = SESSION_THREADS.get()
-    if threads:
-        options.intra_op_num_threads = options.inter_op_num_threads = threads
+    options = session_options(spinning=False, threads=SESSION_THREADS.get())  # errors: quantscope's messages
     try:
         return ort.InferenceSession(network.session_source(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own exception types
