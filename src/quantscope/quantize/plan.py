@@ -139,6 +139,9 @@ class QuantPlan:
             range is not finite).
         bias_corrections: layer name -> the mean output shift per channel that bias
             correction took out of its int32 bias (docs/accuracy.md (4)-(5)).
+        weight_rounding: layer name -> how much GPTQ's rounding of its weights lowered
+            their share of its output error on the calibration data, in dB
+            (docs/accuracy.md (8)-(10); 0.0 where nearest rounding was kept).
     """
 
     network: Network
@@ -149,6 +152,7 @@ class QuantPlan:
     float_layers: dict[str, str] = field(default_factory=dict)
     float_outputs: set[str] = field(default_factory=set)
     bias_corrections: dict[str, np.ndarray] = field(default_factory=dict)
+    weight_rounding: dict[str, float] = field(default_factory=dict)
 
     @property
     def rounding(self) -> Rounding:

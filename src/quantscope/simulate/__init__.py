@@ -3,6 +3,7 @@ network engine, and the quantized network that runs a plan."""
 
 from .bias_correction import correct_biases
 from .engine import FastEngine, IntTensor, Kernels, ReferenceEngine, Simulator
+from .gptq import compensate_weights
 from .quantized import QuantizedNetwork, quantize_network
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "QuantizedNetwork",
     "ReferenceEngine",
     "Simulator",
+    "compensate_weights",
     "correct_biases",
     "quantize_network",
 ]

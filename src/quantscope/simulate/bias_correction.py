@@ -33,7 +33,7 @@ from ..quantize.numerics import round_values, saturate
 from ..quantize.plan import QuantPlan
 from .engine import FastEngine
 
-__all__ = ["DEFAULT_SAMPLES", "correct_biases"]
+__all__ = ["DEFAULT_SAMPLES", "calibration_samples", "correct_biases"]
 
 #: Samples of the calibration data bias correction uses at most (the first ones).
 DEFAULT_SAMPLES = 256
@@ -74,7 +74,7 @@ def correct_biases(
     corrected = dataclasses.replace(plan, biases=dict(plan.biases), bias_corrections={})
     if not targets:
         return corrected
-    x = _samples(plan, data, max_samples, batch_size, layout)
+    x = calibration_samples(plan, data, max_samples, batch_size, layout, "--bias-correction", "bias_correction")
     fixed = network.fixed_batch
     if fixed is not None and len(x) > fixed:  # whole batches only: no padded copies in either mean
         x = x[: len(x) // fixed * fixed]
@@ -84,7 +84,11 @@ def correct_biases(
     return corrected
 
 
-def _samples(plan: QuantPlan, data: Any, max_samples: int, batch_size: int, layout: str):
+def calibration_samples(
+    plan: QuantPlan, data: Any, max_samples: int, batch_size: int, layout: str, flag: str, keyword: str
+):
+    """The first ``max_samples`` samples of ``data`` as one array (or :class:`Inputs`),
+    fed as ``plan``'s network takes them; ``flag``/``keyword`` name the option in errors."""
     network = plan.network
     source = as_source(
         data, layout=layout, input_shape=network.input_shape, dtype=network.input_dtype, inputs=network.input_spec
@@ -98,7 +102,7 @@ def _samples(plan: QuantPlan, data: Any, max_samples: int, batch_size: int, layo
         if n >= max_samples:
             break
     if n == 0:
-        raise CalibrationDataError(f"the data for {option('bias_correction', '--bias-correction')} contains no samples")
+        raise CalibrationDataError(f"the data for {option(keyword, flag)} contains no samples")
     if isinstance(parts[0], Inputs):
         return Inputs.concatenate(parts)
     return np.concatenate(parts)

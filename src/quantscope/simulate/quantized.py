@@ -18,6 +18,7 @@ from ..quantize.numerics import FloatScale, PowerOfTwo
 from ..quantize.plan import QuantPlan, Target, make_plan
 from .bias_correction import correct_biases
 from .engine import Kernels, Simulator
+from .gptq import compensate_weights
 
 __all__ = ["QuantizedNetwork", "quantize_network"]
 
@@ -53,7 +54,9 @@ class QuantizedNetwork:
         ``s``; with :func:`~quantscope.absorb_biases`, the bias moved out of it or into
         it and its activation's largest |value| before -> after), and ``BiasShift``:
         the largest |shift| bias correction took out of its output
-        (``bias_correction=``), in the output's units."""
+        (``bias_correction=``), in the output's units; ``RoundingGain(dB)``: how much
+        GPTQ lowered the weights' share of its output error on the calibration data
+        (``gptq=``, eq. (10) of docs/accuracy.md; 0.0 where nearest rounding was kept)."""
         equalized = _equalized_by_layer(self.network)
         rows = []
         for name, precision, reason in self.plan.summary():
@@ -71,6 +74,7 @@ class QuantizedNetwork:
                     ", ".join(self.network.onnx_names(layer)),
                     "; ".join(equalized.get(name, ())),
                     float(np.max(np.abs(shift))) if shift is not None and np.size(shift) else None,
+                    self.plan.weight_rounding.get(name),
                 )
             )
         columns = [
@@ -83,6 +87,7 @@ class QuantizedNetwork:
             "ONNXNodes",
             "Equalized",
             "BiasShift",
+            "RoundingGain(dB)",
         ]
         return pd.DataFrame(rows, columns=columns)
 
@@ -120,6 +125,7 @@ def quantize_network(
     *,
     bias_correction: Any = None,
     range_methods: Mapping[str, str] | None = None,
+    gptq: Any = None,
 ) -> QuantizedNetwork:
     """Quantize a calibrated network for a :class:`~quantscope.quantize.Target` (``"fpga"``:
     power-of-two scales, ``"cpu"``: float scales) or a scheme object.
@@ -128,14 +134,19 @@ def quantize_network(
     int8 (refused with the reason when they cannot); ``range_methods``: per-layer range
     or exponent methods; see :func:`~quantscope.quantize.make_plan`. ``bias_correction``:
     the calibration data, to take each layer's mean output shift out of its int32 bias
-    (:func:`~quantscope.simulate.correct_biases`, docs/accuracy.md (4)-(5)).
+    (:func:`~quantscope.simulate.correct_biases`, docs/accuracy.md (4)-(5)). ``gptq``: the
+    calibration data, to round the int8 conv/fc weights by GPTQ against each layer's
+    inputs (:func:`~quantscope.simulate.compensate_weights`, docs/accuracy.md (8)-(10));
+    with both, GPTQ comes first.
     """
-    if bias_correction is True:
-        raise ConfigurationError(
-            "bias_correction measures each layer's output shift on the calibration data: pass that data "
-            "(bias_correction=calibration_data)"
-        )
+    for keyword, value in (("bias_correction", bias_correction), ("gptq", gptq)):
+        if value is True:
+            raise ConfigurationError(
+                f"{keyword} measures each layer on the calibration data: pass that data ({keyword}=calibration_data)"
+            )
     plan = make_plan(calibration, target, keep_float, require_int8=require_int8, range_methods=range_methods)
+    if gptq is not None and gptq is not False:
+        plan = compensate_weights(plan, gptq)
     if bias_correction is not None and bias_correction is not False:
         plan = correct_biases(plan, bias_correction)
     return QuantizedNetwork(plan, kernels=kernels)

@@ -237,6 +237,7 @@ def validate(
     bias_correction: Any = None,
     range_methods: Mapping[str, str] | None = None,
     max_metric_drop: float | None = None,
+    gptq: Any = None,
 ) -> ValidationResult:
     """Quantize, run the float and the int8 network on ``data``, and compare them.
 
@@ -274,6 +275,11 @@ def validate(
             the data the ranges came from, never the validation data): the int8 biases
             take out the mean output shift quantization leaves in each layer, measured
             on it (:func:`~quantscope.simulate.correct_biases`, docs/accuracy.md (4)-(5)).
+        gptq: calibration data (as for ``bias_correction``): the int8 conv/fc weights
+            are rounded by GPTQ on the float network's inputs to each layer, so that
+            their share of each layer's output error is least
+            (:func:`~quantscope.simulate.compensate_weights`, docs/accuracy.md
+            (8)-(10)); with ``bias_correction`` too, the biases are corrected after.
         range_methods: per-layer range or exponent methods (see
             :func:`~quantscope.quantize.make_plan`).
         max_metric_drop: float fallback to a metric target (docs/accuracy.md (7)): keep
@@ -292,6 +298,11 @@ def validate(
             f"{option('bias_correction', '--bias-correction')} measures each layer's output shift on the "
             "calibration data: "
             + option("pass that data (bias_correction=calibration_data)", "give --calibration DATA")
+        )
+    if gptq is True:
+        raise ConfigurationError(
+            f"{option('gptq', '--gptq')} rounds the weights against each layer's inputs on the calibration data: "
+            + option("pass that data (gptq=calibration_data)", "give --calibration DATA")
         )
     if max_metric_drop is not None:
         from .fallback import check_max_drop, search
@@ -317,6 +328,7 @@ def validate(
                 shards=shards,
                 bias_correction=bias_correction,
                 range_methods=merged or None,
+                gptq=gptq,
             )
 
         result, report = search(run, target, drop, _names(keep_float), _names(require_int8))
@@ -328,6 +340,10 @@ def validate(
         if isinstance(calibration, QuantPlan)
         else make_plan(calibration, target, keep_float, require_int8=require_int8, range_methods=range_methods)
     )
+    if gptq is not None and gptq is not False:
+        from ..simulate.gptq import compensate_weights
+
+        plan = compensate_weights(plan, gptq, layout=layout)
     if bias_correction is not None and bias_correction is not False:
         from ..simulate.bias_correction import correct_biases
 
