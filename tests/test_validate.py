@@ -617,3 +617,22 @@ def test_top1_on_an_output_without_classes_stops_after_the_first_batch(monkeypat
     with pytest.raises(qs.ConfigurationError, match=r"one score per class .* shape \(4, 3, 4\)"):
         qs.validate(cal, (x, np.zeros(40, np.int64)), batch_size=4, progress=False)
     assert len(calls) == 1
+
+
+def test_a_ready_plan_with_options_it_already_fixed_is_refused_not_looped():
+    """validate(plan, ..., max_metric_drop=D) used to loop forever when all-int8 missed D:
+    the search kept layers in float through keep_float, which a ready plan ignored."""
+    from quantscope.quantize import make_plan
+
+    model = small_cnn()
+    x = np.random.default_rng(0).uniform(-1, 1, (12, 3, 8, 8)).astype(np.float32)
+    cal = qs.calibrate(qs.prepare(model), x[:8], progress=False)
+    plan = make_plan(cal, "cpu")
+    assert qs.validate(plan, x[8:], progress=False).num_samples == 4  # a plan alone is fine
+    for options, named in (
+        ({"max_metric_drop": 0.0}, "max_metric_drop"),
+        ({"keep_float": ["conv1"]}, "keep_float"),
+        ({"range_methods": {"conv1": "mse"}}, "range_methods"),
+    ):
+        with pytest.raises(qs.ConfigurationError, match=f"ready QuantPlan and {named}: .* pass the Calibration"):
+            qs.validate(plan, x[8:], progress=False, **options)

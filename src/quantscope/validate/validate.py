@@ -304,6 +304,25 @@ def validate(
             f"{option('gptq', '--gptq')} rounds the weights against each layer's inputs on the calibration data: "
             + option("pass that data (gptq=calibration_data)", "give --calibration DATA")
         )
+    if isinstance(calibration, QuantPlan):
+        # a ready plan already fixed these: taking them silently would validate something
+        # else than asked (and --max-drop's search, which keeps layers in float, looped)
+        given = [
+            name
+            for name, value in (
+                ("max_metric_drop", max_metric_drop),
+                ("keep_float", _names(keep_float)),
+                ("require_int8", _names(require_int8)),
+                ("range_methods", range_methods),
+            )
+            if value
+        ]
+        if given or max_metric_drop is not None:
+            raise ConfigurationError(
+                f"validate got a ready QuantPlan and {', '.join(given or ['max_metric_drop'])}: a plan already fixes "
+                "which layers are int8 and their ranges; pass the Calibration instead (make_plan(cal, ...) takes "
+                "keep_float, require_int8 and range_methods)"
+            )
     if max_metric_drop is not None:
         from .fallback import check_max_drop, search
 
