@@ -636,3 +636,17 @@ def test_a_ready_plan_with_options_it_already_fixed_is_refused_not_looped():
     ):
         with pytest.raises(qs.ConfigurationError, match=f"ready QuantPlan and {named}: .* pass the Calibration"):
             qs.validate(plan, x[8:], progress=False, **options)
+
+
+def test_processor_with_the_cpu_target_is_refused_in_python_too():
+    model = small_cnn()
+    x = np.random.default_rng(1).uniform(-1, 1, (10, 3, 8, 8)).astype(np.float32)
+    cal = qs.calibrate(qs.prepare(model), x[:6], progress=False)
+    with pytest.raises(qs.ConfigurationError, match=r"power-of-two scheme \(target='fpga'\); drop processor="):
+        qs.validate(cal, x[6:], target="cpu", processor="zcu102_int8", progress=False)
+
+
+def test_the_verdict_never_reads_zero_percent_for_a_share_above_zero():
+    from quantscope.validate.validate import _percent
+
+    assert _percent(0.0) == "0.00%" and _percent(3e-7) == "<0.01%" and _percent(0.0153) == "1.53%"

@@ -47,7 +47,7 @@ def print_validation(console: Console, result, max_layers: int = 10) -> None:
         for col in df.columns:
             t.add_column(col, justify="left" if col == "NetworkImplementation" else "right")
         for row in df.itertuples(index=False):
-            t.add_row(str(row[0]), f"{row[1]:.6g}", f"{row[2]:.5g}", *[f"{v:.5g}" for v in row[3:]])
+            t.add_row(str(row[0]), f"{row[1]:.6g}", f"{int(row[2]):,}", *[f"{v:.5g}" for v in row[3:]])
         console.print(t)
     t = Table(title="Layers that lose most (worst first)", header_style="bold")
     for col in ("Layer", "Precision", "SQNRDrop(dB)", "SQNR(dB)", "WeightSQNR(dB)", "Saturated", "FlushedToZero"):

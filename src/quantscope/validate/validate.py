@@ -88,8 +88,8 @@ class ValidationResult:
         verdict: one line naming the layer that costs most.
         plan: the quantization plan used.
         float_scores, int8_scores: the two networks' outputs ``(N, ...)``.
-        labels: the labels used by the metrics (the float network's top-1 when the
-            data has none).
+        labels: the data's labels; without labels, the float network's top-1 (the
+            metrics then get ``labels=None``).
     """
 
     num_samples: int
@@ -503,6 +503,11 @@ def _frames_per_second(plan: QuantPlan, processor) -> tuple[float, float, str]:
     from ..fpga.per_channel import check_per_channel
 
     network = plan.network
+    if not isinstance(plan.scheme, PowerOfTwo):
+        raise ConfigurationError(
+            "processor= estimates Frames/s on an FPGA processor, which runs the power-of-two scheme (target='fpga'); "
+            "drop processor= or use target='fpga'"
+        )
     cfg = get_processor(processor)
     if cfg.data_type is DataType.SINGLE:  # a float bitstream given: its int8 twin runs the int8 network
         single, twin = cfg, cfg.name.replace("_single", "_int8") if cfg.name.endswith("_single") else None
@@ -529,8 +534,10 @@ def _layer_table(plan: QuantPlan, errors: dict[str, LayerError]) -> pd.DataFrame
         before = min((sqnr[i] for i in layer.inputs if i in sqnr), default=math.inf)
         if not layer.inputs:
             drop = math.nan  # the input layer: nothing before it
-        elif not math.isfinite(own):
+        elif own == math.inf:
             drop = 0.0  # no error at all
+        elif own == -math.inf:
+            drop = math.inf  # a float output all zero that int8 makes nonzero: everything lost here
         else:
             drop = min(before, _INT8_SQNR) - own  # exact inputs count as an ideal int8 grid
         rows.append(
@@ -549,11 +556,17 @@ def _layer_table(plan: QuantPlan, errors: dict[str, LayerError]) -> pd.DataFrame
             )
         )
     df = pd.DataFrame(rows, columns=LAYER_COLUMNS)
-    df.attrs["scheme"] = type(plan.scheme).__name__
     order = np.lexsort((np.arange(len(df)), -df["SQNRDrop(dB)"].to_numpy(dtype=np.float64)))
     out = df.iloc[order].reset_index(drop=True)
     out.attrs["scheme"] = type(plan.scheme).__name__
+    out.attrs["per_channel"] = bool(getattr(plan.scheme, "per_channel", False))
     return out
+
+
+def _percent(share: float) -> str:
+    """A share as a percentage that never reads 0 for a share above 0."""
+    percent = 100 * share
+    return "<0.01%" if 0 < percent < 0.01 else f"{percent:.2f}%"
 
 
 def _verdict(table: pd.DataFrame) -> str:
@@ -570,13 +583,14 @@ def _verdict(table: pd.DataFrame) -> str:
     if not math.isnan(worst["WeightSQNR(dB)"]):
         parts.append(f"weights quantize at {worst['WeightSQNR(dB)']:.1f} dB")
     spread = worst["WeightChannelSpread"]
-    if isinstance(plan_scheme := table.attrs.get("scheme"), str) and plan_scheme == "PowerOfTwo" and spread >= 8:
+    per_tensor = table.attrs.get("scheme") == "PowerOfTwo" and not table.attrs.get("per_channel", False)
+    if per_tensor and spread >= 8:
         parts.append(
             f"its largest weight channel is {spread:.0f}x the median one, so one per-tensor scale leaves "
             "most channels few levels (use per-channel scales, target 'cpu', or equalize the layers)"
         )
     if worst["Saturated"] > 0:
-        parts.append(f"{100 * worst['Saturated']:.2f}% of its outputs saturate")
+        parts.append(f"{_percent(worst['Saturated'])} of its outputs saturate")
     if worst["FlushedToZero"] > 0:
-        parts.append(f"{100 * worst['FlushedToZero']:.1f}% flush to zero")
+        parts.append(f"{_percent(worst['FlushedToZero'])} flush to zero")
     return "; ".join(parts)
