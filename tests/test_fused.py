@@ -395,3 +395,69 @@ def test_float32_feed_of_power_of_two_integers_equals_dequantize(e, dtype):
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, want)
     assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+def _mobile_block_net(seed: int = 0):
+    """conv -> Relu6 -> depthwise -> Relu6 -> pointwise -> pointwise -> Relu -> depthwise
+    (stride 2) -> pointwise -> GlobalAveragePool -> Gemm: runs of Conv layers each
+    reading only the one before, as in MobileNetV2's blocks."""
+    from onnx import helper
+    from tinymodels import make_model, tensor
+
+    rng = np.random.default_rng(seed)
+
+    def w(*shape):
+        return (
+            rng.standard_normal(shape) * np.exp(rng.uniform(-1.5, 1.0, shape[0])).reshape(-1, *[1] * (len(shape) - 1))
+        ).astype(np.float32)
+
+    init = {
+        "w0": w(8, 3, 3, 3), "b0": rng.uniform(-0.5, 0.5, 8).astype(np.float32),
+        "w1": w(8, 1, 3, 3), "b1": rng.uniform(-0.5, 0.5, 8).astype(np.float32),
+        "w2": w(6, 8, 1, 1), "b2": rng.uniform(-0.5, 0.5, 6).astype(np.float32),
+        "w3": w(12, 6, 1, 1), "b3": rng.uniform(-0.5, 0.5, 12).astype(np.float32),
+        "w4": w(12, 1, 3, 3), "b4": rng.uniform(-0.5, 0.5, 12).astype(np.float32),
+        "w5": w(5, 12, 1, 1), "b5": rng.uniform(-0.5, 0.5, 5).astype(np.float32),
+        "w6": w(4, 5), "b6": rng.uniform(-0.5, 0.5, 4).astype(np.float32),
+        "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32),
+    }  # fmt: skip
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        n("Clip", ["c0", "lo", "hi"], ["a0"], name="relu6_0"),
+        n("Conv", ["a0", "w1", "b1"], ["c1"], name="dw1", pads=[1, 1, 1, 1], group=8),
+        n("Clip", ["c1", "lo", "hi"], ["a1"], name="relu6_1"),
+        n("Conv", ["a1", "w2", "b2"], ["c2"], name="pw2"),
+        n("Conv", ["c2", "w3", "b3"], ["c3"], name="pw3"),
+        n("Relu", ["c3"], ["a3"], name="relu3"),
+        n("Conv", ["a3", "w4", "b4"], ["c4"], name="dw4", pads=[1, 1, 1, 1], strides=[2, 2], group=12),
+        n("Conv", ["c4", "w5", "b5"], ["c5"], name="pw5"),
+        n("GlobalAveragePool", ["c5"], ["g"], name="gap"),
+        n("Flatten", ["g"], ["f"], name="flatten"),
+        n("Gemm", ["f", "w6", "b6"], ["y"], name="fc", transB=1),
+    ]
+    return make_model(nodes, [tensor("x", ["N", 3, 10, 10])], [tensor("y", ["N", 4])], init, name="blocks")
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("collect", [True, False])
+def test_chains_of_fused_convs_equal_the_reference(rounding, collect):
+    """Consecutive fused Conv layers run as one graph (fast.chain) give every layer's
+    integers of the reference, whether each layer's output is asked for (validation) or
+    only the network's (predict)."""
+    net = qs.prepare(_mobile_block_net())
+    x = np.random.default_rng(1).uniform(-2, 2, (12, 3, 10, 10)).astype(np.float32)
+    plan = make_plan(qs.calibrate(net, x, progress=False), PowerOfTwo(rounding=rounding))
+    sim = Simulator(plan, "fast")
+    out_fast, layers_fast = sim.run(x, collect=collect)
+    out_ref, layers_ref = Simulator(plan, "reference").run(x, collect=True)
+    np.testing.assert_array_equal(out_fast, out_ref)
+    for name in layers_fast:
+        if isinstance(layers_ref[name], IntTensor):
+            np.testing.assert_array_equal(layers_fast[name].q, layers_ref[name].q, err_msg=name)
+    chains = {first: [m.name for m in members] for first, members in sim._chains.items()}
+    if rounding is Rounding.ZERO:
+        assert not any(k.startswith("chain|") and v[0] is not None for k, v in sim._fused.items())
+    else:
+        assert ["conv0_relu6_0", "dw1_relu6_1", "pw2", "pw3_relu3", "dw4", "pw5"] in chains.values()
+        assert any(k.startswith("chain|") and v[0] is not None for k, v in sim._fused.items())

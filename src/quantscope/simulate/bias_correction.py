@@ -146,7 +146,10 @@ def _float_means(plan: QuantPlan, targets: list[OptimizedLayer], x, batch_size: 
 
 class _CorrectingEngine(FastEngine):
     """The fast engine, correcting each target layer's int32 bias from the batch it
-    runs, just before the layer runs (its fused kernel is built after)."""
+    runs, just before the layer runs (its fused kernel is built after; no chains of
+    layers, which would run a layer before its correction)."""
+
+    chains = False
 
     def __init__(self, plan: QuantPlan, float_means: dict[str, np.ndarray]):
         super().__init__(plan)

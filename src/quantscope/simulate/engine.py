@@ -561,12 +561,19 @@ class FastEngine(ReferenceEngine):
     The tests check it against the reference bit for bit."""
 
     kernels = fast.KERNELS
+    #: Join consecutive fused power-of-two Conv layers into one graph (:func:`fast.chain`).
+    chains = True
 
     def __init__(self, plan: QuantPlan, overflow: Overflow = Overflow.RAISE):
         super().__init__(plan, overflow)
         #: Conv (and power-of-two Add) layers as one onnxruntime graph each where
         #: provably exact (key -> (FusedLayer or None: not applicable, clamps fused)).
         self._fused: dict[str, tuple] = {}
+        #: first layer's name -> the layers of its chain (computed with the schedule)
+        self._chains: dict[str, list[OptimizedLayer]] | None = None
+        #: outputs a chain computed ahead of their layers' turn in the schedule
+        self._ahead: dict[str, IntTensor] = {}
+        self._keep_all = False
         # numba loads while the input is read (numpy quantizes until it is there)
         prepare(fast.REQUANTIZE_MODULE, "quantize_values")
         if isinstance(plan.scheme, FloatScale):
@@ -575,10 +582,103 @@ class FastEngine(ReferenceEngine):
     def run(self, x, collect=False, on_layer=None):
         """:meth:`ReferenceEngine.run`; the float-scale Conv layers' accumulator buffer is
         freed when the batch is done."""
+        self._keep_all = bool(collect or on_layer is not None)  # a chain then gives every layer's output
         try:
             return super().run(x, collect, on_layer)
         finally:
+            self._ahead = {}
             fast.release_scratch()
+
+    def _run_int(self, layer, env):
+        if layer.name in self._ahead:
+            return self._ahead.pop(layer.name)
+        if self.chains and self._steps is not None:
+            if self._chains is None:
+                self._chains = self._find_chains()
+            members = self._chains.get(layer.name)
+            if members is not None:
+                outs = self._run_chain(members, env)
+                if outs is not None:
+                    self._ahead.update({m.name: out for m, out in zip(members[1:], outs[1:])})
+                    return outs[0]
+        return super()._run_int(layer, env)
+
+    def _chain_link(self, layer: OptimizedLayer, xin: IntTensor):
+        """The layer's fused power-of-two Conv with its clamps fused, or None."""
+        plan = self.plan
+        if not isinstance(plan.scheme, PowerOfTwo) or layer.kind != "conv" or layer.op_types[0] != "Conv":
+            return None
+        if int8_family(layer) != "learnable" or layer.name not in plan.weights:
+            return None
+        out_qp = plan.activations.get(layer.output)
+        if out_qp is None:
+            return None
+        qw, w_qp = plan.weights[layer.name]
+        qb = plan.biases[layer.name][0] if layer.name in plan.biases else None
+        fused, clamps_fused = self._fused_conv(layer, xin, qw, qb, w_qp, out_qp)
+        return fused if fused is not None and clamps_fused and getattr(fused, "recipe", None) else None
+
+    def _find_chains(self) -> dict[str, list[OptimizedLayer]]:
+        """Runs of consecutive int8 Conv steps, each reading only the one before, whose
+        value nothing else reads (no other step, not a network output)."""
+        readers: dict[str, int] = {}
+        for step in self._steps:
+            for name in step.inputs:
+                readers[name] = readers.get(name, 0) + 1
+        for name in self.network.output_names:
+            readers[name] = readers.get(name, 0) + 1
+        chains: dict[str, list[OptimizedLayer]] = {}
+        run: list[OptimizedLayer] = []
+        for step in [*self._steps, None]:
+            linked = (
+                isinstance(step, OptimizedLayer)
+                and run
+                and tuple(step.inputs) == (run[-1].output,)
+                and readers.get(run[-1].output) == 1
+                and self._interior_link(step, run[-1])
+            )
+            if linked:
+                run.append(step)
+                continue
+            if len(run) > 1:
+                chains[run[0].name] = run
+            run = [step] if isinstance(step, OptimizedLayer) and self._interior_link(step, None) else []
+        return chains
+
+    def _interior_link(self, layer: OptimizedLayer, before: OptimizedLayer | None) -> bool:
+        """Whether ``layer`` can be a link, reading the int8 output of ``before`` (or, for
+        a first link, the integers of its input as the plan quantizes them)."""
+        name = layer.inputs[0] if len(layer.inputs) == 1 else None
+        qp = self.plan.activations.get(name) if name is not None else None
+        if qp is None or qp.bits > 8:
+            return False
+        probe = IntTensor(np.zeros(0, dtype=np.int8), qp)
+        return self._chain_link(layer, probe) is not None
+
+    def _run_chain(self, members: list[OptimizedLayer], env) -> list[IntTensor] | None:
+        """Every member's output from one graph; None where the first member's input is
+        not int8 (then each layer runs alone)."""
+        first = members[0]
+        out_qp = self.plan.activations.get(first.output)
+        xin = self._as_int(env[first.inputs[0]], self.plan.activations.get(first.inputs[0], out_qp))
+        if xin.q.dtype != np.int8:
+            return None
+        links = [self._chain_link(first, xin)]
+        for before, layer in zip(members, members[1:]):
+            links.append(self._chain_link(layer, IntTensor(np.zeros(0, np.int8), self.plan.activations[before.output])))
+        if any(link is None for link in links):
+            return None
+        keep = [self._keep_all] * (len(members) - 1)
+        key = "chain|" + "|".join(m.name for m in members) + f"|{self._keep_all}"
+        if key not in self._fused:
+            self._fused[key] = (fast.chain(links, keep), False)
+        joined = self._fused[key][0]
+        if joined is None:
+            return None
+        outs = joined(xin.q)
+        if not self._keep_all:  # only the last output is needed: the others are never read
+            outs = [None] * (len(members) - 1) + outs
+        return [IntTensor(q, self.plan.activations[m.output]) if q is not None else None for m, q in zip(members, outs)]
 
     def _quantize(self, x: np.ndarray, qp: QParams) -> np.ndarray:
         """The in-place version of eq. (2) for per-tensor power-of-two parameters that

@@ -540,38 +540,133 @@ class FusedLayer:
 
     @classmethod
     def _build(cls, nodes, inputs, consts, shift, rounding, lo, hi) -> FusedLayer | None:
-        """Append the rounding tail to ``nodes`` (which compute ``v``) and open the session."""
-        from onnx import TensorProto, helper
+        """Append the rounding tail to ``nodes`` (which compute ``v``) and open the session;
+        the layer keeps its recipe (:func:`chain` joins layers from it)."""
+        recipe = (list(nodes), list(inputs), dict(consts), int(shift), rounding, int(lo), int(hi))
+        tail = _tail("", int(shift), rounding, int(lo), int(hi), as_float=False)
+        if tail is None:
+            return None
+        tail_nodes, tail_consts = tail
+        layer = cls(_session(_graph([*nodes, *tail_nodes], inputs, _consts({**consts, **tail_consts}))))
+        layer.recipe = recipe
+        return layer
 
-        if abs(int(shift)) > 100 or lo > hi or not -128 <= lo <= hi <= 127:
+
+def _consts(consts: dict) -> dict:
+    """Constants as the graphs hold them: int8 stays int8, everything else float32."""
+    return {
+        k: (np.asarray(c) if np.asarray(c).dtype == np.int8 else np.asarray(c, np.float32)) for k, c in consts.items()
+    }
+
+
+def _tail(prefix: str, shift: int, rounding: Rounding, lo: int, hi: int, as_float: bool):
+    """The rounding tail of a fused layer (see :class:`FusedLayer`), from ``{prefix}v``:
+    ``(nodes, consts)`` ending in ``{prefix}y``, int8, or with ``as_float`` the same
+    integers as float32 (``Round`` is half even, as ``QuantizeLinear`` with scale 1; the
+    value is inside ``[lo, hi]`` already); None where the rounding has no exact tail
+    (or, as float, toward zero)."""
+    from onnx import TensorProto, helper
+
+    if abs(shift) > 100 or lo > hi or not -128 <= lo <= hi <= 127:
+        return None
+    p = prefix
+    consts = {f"{p}lo": np.array(lo), f"{p}hi": np.array(hi), f"{p}one": np.array(1.0)}
+    nodes = [helper.make_node("Clip", [f"{p}v", f"{p}lo", f"{p}hi"], [f"{p}c"])]
+    v = f"{p}c"
+    if shift > 0 and rounding is Rounding.HALF_AWAY:
+        step = 2.0 ** -(shift + 1)
+        consts.update({f"{p}half": np.array(0.5), f"{p}neg_step": np.array(-step), f"{p}step": np.array(step)})
+        nodes += [
+            helper.make_node("Mul", [v, f"{p}half"], [f"{p}v_half"]),
+            helper.make_node("Clip", [f"{p}v_half", f"{p}neg_step", f"{p}step"], [f"{p}nudge"]),
+            helper.make_node("Add", [v, f"{p}nudge"], [f"{p}v_nudged"]),
+        ]
+        v = f"{p}v_nudged"
+    elif shift > 0 and rounding is Rounding.FLOOR:
+        nodes.append(helper.make_node("Floor", [v], [f"{p}v_floor"]))
+        v = f"{p}v_floor"
+    elif shift > 0 and rounding not in (Rounding.HALF_EVEN, Rounding.ZERO):
+        return None
+    if shift > 0 and rounding is Rounding.ZERO:
+        if as_float:
             return None
-        consts = dict(consts, lo=np.array(lo), hi=np.array(hi), one=np.array(1.0))
-        nodes.append(helper.make_node("Clip", ["v", "lo", "hi"], ["c"]))
-        v = "c"
-        if shift > 0 and rounding is Rounding.HALF_AWAY:
-            step = 2.0 ** -(int(shift) + 1)
-            consts.update(half=np.array(0.5), neg_step=np.array(-step), step=np.array(step))
-            nodes += [
-                helper.make_node("Mul", [v, "half"], ["v_half"]),
-                helper.make_node("Clip", ["v_half", "neg_step", "step"], ["nudge"]),
-                helper.make_node("Add", [v, "nudge"], ["v_nudged"]),
-            ]
-            v = "v_nudged"
-        elif shift > 0 and rounding is Rounding.FLOOR:
-            nodes.append(helper.make_node("Floor", [v], ["v_floor"]))
-            v = "v_floor"
-        elif shift > 0 and rounding not in (Rounding.HALF_EVEN, Rounding.ZERO):
+        nodes.append(helper.make_node("Cast", [v], [f"{p}y"], to=TensorProto.INT8))  # truncates
+    elif as_float:
+        nodes.append(helper.make_node("Round", [v], [f"{p}y"]))
+    else:
+        consts[f"{p}zero"] = np.array(0, np.int8)
+        nodes.append(helper.make_node("QuantizeLinear", [v, f"{p}one", f"{p}zero"], [f"{p}y"]))
+    return nodes, consts
+
+
+class FusedChain:
+    """Consecutive fused power-of-two Conv layers, each reading only the one before, as
+    one onnxruntime graph (:func:`chain`): the same float32 operations on the same
+    values, so the same integers, without leaving onnxruntime's blocked layout between
+    the layers. Called with the first layer's input integers; returns the int8 outputs
+    of the layers asked for, the last one always last."""
+
+    def __init__(self, session, outputs: list[str]):
+        self._session = session
+        self._outputs = outputs
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return self._session.run(self._outputs, {"x": np.ascontiguousarray(x)})
+
+
+def chain(layers: list[FusedLayer], keep: list[bool]) -> FusedChain | None:
+    """One graph of the fused Conv ``layers`` (each made by :meth:`FusedLayer.conv`, each
+    reading the one before): layer ``i``'s integers go on to layer ``i + 1`` as float32
+    (its input ``Cast`` dropped); ``keep[i]``: also output layer ``i``'s int8 integers
+    (``y{i}``; the last layer's always). None where a layer has no float tail."""
+    from onnx import TensorProto, helper
+
+    nodes, consts, outputs = [], {}, []
+    inputs = None
+    previous = None  # the float32 integers of the layer before
+    for i, layer in enumerate(layers):
+        recipe = getattr(layer, "recipe", None)
+        if recipe is None:
             return None
-        if shift > 0 and rounding is Rounding.ZERO:
-            nodes.append(helper.make_node("Cast", [v], ["y"], to=TensorProto.INT8))  # truncates
+        layer_nodes, layer_inputs, layer_consts, shift, rounding, lo, hi = recipe
+        if layer_nodes[0].op_type != "Cast" or [n for n, _, _ in layer_inputs] != ["x"]:
+            return None
+        last = i == len(layers) - 1
+        tail = _tail(f"l{i}_", shift, rounding, lo, hi, as_float=not last)
+        if tail is None:
+            return None
+        p = f"l{i}_"
+
+        def named(name: str, p=p, first=(i == 0), before=previous) -> str:
+            if name == "x":
+                return "x"
+            if name == "xf" and not first:
+                return before
+            return p + name
+
+        body = layer_nodes if i == 0 else layer_nodes[1:]  # later layers read float32 already
+        for node in body:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            nodes.append(
+                helper.make_node(
+                    node.op_type, [named(n) for n in node.input], [named(n) for n in node.output], **attrs
+                )
+            )
+        consts.update({p + k: c for k, c in layer_consts.items()})
+        tail_nodes, tail_consts = tail
+        nodes += tail_nodes
+        consts.update(tail_consts)
+        if i == 0:
+            inputs = layer_inputs
+        if last:
+            nodes.append(helper.make_node("Identity", [f"{p}y"], ["y"]))
         else:
-            consts["zero"] = np.array(0, np.int8)
-            nodes.append(helper.make_node("QuantizeLinear", [v, "one", "zero"], ["y"]))
-        consts = {
-            k: (np.asarray(c) if np.asarray(c).dtype == np.int8 else np.asarray(c, np.float32))
-            for k, c in consts.items()
-        }
-        return cls(_session(_graph(nodes, inputs, consts)))
+            previous = f"{p}y"
+            if keep[i]:
+                nodes.append(helper.make_node("Cast", [previous], [f"y{i}"], to=TensorProto.INT8))
+                outputs.append(f"y{i}")
+    outputs.append("y")
+    return FusedChain(_session(_graph(nodes, inputs, _consts(consts), outputs)), outputs)
 
 
 class ScaleConv:
@@ -697,9 +792,9 @@ def release_scratch() -> None:
     _SCRATCH.__dict__.pop("buf", None)
 
 
-def _graph(nodes, inputs, consts):
+def _graph(nodes, inputs, consts, outputs=("y",)):
     """A graph of ``nodes`` with ``inputs`` ``[(name, dtype, shape)]``, the constants
-    ``{name: array}`` (their own dtypes) and the int8 output ``y``."""
+    ``{name: array}`` (their own dtypes) and the int8 ``outputs`` (``y``)."""
     from onnx import TensorProto, helper, numpy_helper
 
     return helper.make_graph(
@@ -709,7 +804,7 @@ def _graph(nodes, inputs, consts):
             helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(d)), shape)
             for n, d, shape in inputs
         ],
-        [helper.make_tensor_value_info("y", TensorProto.INT8, None)],
+        [helper.make_tensor_value_info(name, TensorProto.INT8, None) for name in outputs],
         initializer=[numpy_helper.from_array(np.asarray(c), name) for name, c in consts.items()],
     )
 
