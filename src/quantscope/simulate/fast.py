@@ -648,9 +648,7 @@ def chain(layers: list[FusedLayer], keep: list[bool]) -> FusedChain | None:
         for node in body:
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             nodes.append(
-                helper.make_node(
-                    node.op_type, [named(n) for n in node.input], [named(n) for n in node.output], **attrs
-                )
+                helper.make_node(node.op_type, [named(n) for n in node.input], [named(n) for n in node.output], **attrs)
             )
         consts.update({p + k: c for k, c in layer_consts.items()})
         tail_nodes, tail_consts = tail
