@@ -223,3 +223,39 @@ def test_cli_gptq(tmp_path, capsys):
     err = " ".join(capsys.readouterr().err.split())
     assert "--gptq rounds the weights against each layer's inputs" in err and "instead of --ranges" in err
     assert "Traceback" not in err
+
+
+def test_the_float_fallback_rounds_each_layer_once(monkeypatch):
+    """--max-drop validates plan after plan: GPTQ measures each layer's H once for the
+    whole search, and the result equals GPTQ on the final set given at once."""
+    from test_accuracy import sensitive_net
+
+    from quantscope.simulate import gptq
+
+    model, x = sensitive_net()
+    cal = qs.calibrate(qs.prepare(model), x[:48], progress=False)
+    measured, real = [], gptq._hessians
+
+    def counted(network, forms, *args, **kwargs):
+        measured.extend(forms)
+        return real(network, forms, *args, **kwargs)
+
+    monkeypatch.setattr(gptq, "_hessians", counted)
+    result = qs.validate(cal, x[48:], target="cpu", max_metric_drop=0.005, gptq=x[:48], progress=False)
+    assert len(result.fallback.steps) >= 2 and sorted(measured) == sorted(set(measured))
+    again = qs.validate(cal, x[48:], target="cpu", keep_float=result.fallback.keep_float, gptq=x[:48], progress=False)
+    assert np.array_equal(again.int8_scores, result.int8_scores)
+
+
+def test_what_gptq_did_is_in_the_saved_parameters(tmp_path):
+    import json
+
+    net = qs.prepare(depthwise_net())
+    cal_x = _smooth(24, 7)
+    cal = qs.calibrate(net, cal_x, progress=False)
+    _, saved = qs.quantize_network(cal, "cpu", gptq=cal_x, bias_correction=cal_x).save(tmp_path / "q.onnx")
+    params = json.loads(saved.read_text())
+    assert sorted(params["gptq_gain_db"]) == sorted(la.name for la in net.layers if la.kind in ("conv", "fc"))
+    assert params["bias_correction_max_shift"] and all(v >= 0 for v in params["bias_correction_max_shift"].values())
+    _, plain = qs.quantize_network(cal, "cpu").save(tmp_path / "p.onnx")
+    assert json.loads(plain.read_text())["gptq_gain_db"] == {}

@@ -205,6 +205,12 @@ class QuantPlan:
             "weights": {k: v[1].to_dict() for k, v in self.weights.items()},
             "biases": {k: v[1].to_dict() for k, v in self.biases.items()},
             "float_layers": dict(self.float_layers),
+            # what the accuracy options did (docs/accuracy.md): GPTQ's gain (10) per layer
+            # in dB (null: no error left) and bias correction's largest |shift| per layer
+            "gptq_gain_db": {k: (float(v) if np.isfinite(v) else None) for k, v in self.weight_rounding.items()},
+            "bias_correction_max_shift": {
+                k: float(np.max(np.abs(v))) for k, v in self.bias_corrections.items() if np.size(v)
+            },
         }
 
 

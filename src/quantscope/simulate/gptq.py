@@ -48,7 +48,7 @@ from ..quantize.numerics import FloatScale, Rounding, round_values
 from ..quantize.plan import QuantPlan
 from .bias_correction import calibration_samples
 
-__all__ = ["DAMPING", "DEFAULT_SAMPLES", "compensate_weights", "gptq_rows", "gptq_rows_reference"]
+__all__ = ["DAMPING", "DEFAULT_SAMPLES", "WeightRounder", "compensate_weights", "gptq_rows", "gptq_rows_reference"]
 
 #: Samples of the calibration data GPTQ uses at most (the first ones).
 DEFAULT_SAMPLES = 256
@@ -82,32 +82,64 @@ def compensate_weights(
         the new plan; ``plan.weight_rounding`` maps each int8 conv/fc layer to the
         gain of eq. (10) in dB (0.0 where nearest rounding was kept).
     """
-    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
-        raise ConfigurationError(f"max_samples must be a positive integer, got {max_samples!r}")
-    network = plan.network
-    forms = {}
-    for layer in network.layers:
-        if layer.kind in ("conv", "fc") and layer.name in plan.weights and plan.is_int(layer):
-            form = _form(network, layer)
-            if form is not None:
-                forms[layer.name] = form
-    done = dataclasses.replace(plan, weights=dict(plan.weights), weight_rounding={})
-    if not forms:
+    return WeightRounder(data, max_samples=max_samples, batch_size=batch_size, layout=layout)(plan)
+
+
+class WeightRounder:
+    """:func:`compensate_weights` for plan after plan of one network on the same data
+    (the float-fallback search validates one plan per step): each layer's integers are
+    computed once per weight grid, and the data read once."""
+
+    def __init__(self, data: Any, *, max_samples: int = DEFAULT_SAMPLES, batch_size: int = 16, layout: str = "NCHW"):
+        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
+            raise ConfigurationError(f"max_samples must be a positive integer, got {max_samples!r}")
+        self.data, self.max_samples, self.batch_size, self.layout = data, max_samples, batch_size, layout
+        self._x = None
+        self._done: dict[tuple, tuple[np.ndarray, float] | None] = {}  # layer and grid -> (integers, gain)
+
+    def __call__(self, plan: QuantPlan) -> QuantPlan:
+        network = plan.network
+        done = dataclasses.replace(plan, weights=dict(plan.weights), weight_rounding={})
+        todo = {}
+        for layer in network.layers:
+            if layer.kind in ("conv", "fc") and layer.name in plan.weights and plan.is_int(layer):
+                form = _form(network, layer)
+                if form is not None and self._key(plan, layer.name) not in self._done:
+                    todo[layer.name] = form
+        if todo:
+            if self._x is None:
+                self._x = calibration_samples(
+                    plan, self.data, self.max_samples, self.batch_size, self.layout, "--gptq", "gptq"
+                )
+            for group in _groups(network, todo):
+                hessians = _hessians(network, group, self._x, self.batch_size)
+                for name, form in group.items():
+                    self._done[self._key(plan, name)] = _round_layer(plan, name, form, hessians.pop(name))
+        for layer in network.layers:
+            key = self._key(plan, layer.name) if layer.name in plan.weights and plan.is_int(layer) else None
+            result = self._done.get(key) if key is not None else None
+            if result is not None:
+                q, gain = result
+                if gain > 0:
+                    done.weights[layer.name] = (q, plan.weights[layer.name][1])
+                done.weight_rounding[layer.name] = gain
         return done
-    x = calibration_samples(plan, data, max_samples, batch_size, layout, "--gptq", "gptq")
-    for group in _groups(network, forms):
-        hessians = _hessians(network, group, x, batch_size)
-        for name, form in group.items():
-            _round_layer(plan, done, name, form, hessians.pop(name))
-    return done
+
+    @staticmethod
+    def _key(plan: QuantPlan, name: str) -> tuple:
+        """A layer's weights on their grid: the same key, the same GPTQ integers."""
+        qw, w_qp = plan.weights[name]
+        scale = np.asarray(w_qp.scale, np.float64)
+        return (id(plan.network), name, scale.tobytes(), scale.shape, w_qp.bits, plan.rounding, type(plan.scheme))
 
 
-def _round_layer(plan: QuantPlan, done: QuantPlan, name: str, form: _Form, h: np.ndarray) -> None:
-    """GPTQ's integers for one layer into ``done``, where they lower eq. (8)."""
+def _round_layer(plan: QuantPlan, name: str, form: _Form, h: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """GPTQ's integers for one layer and the gain of eq. (10) (0.0, with the nearest
+    integers, where eq. (8) is not lower); None for weights with a zero point."""
     network = plan.network
     qw, w_qp = plan.weights[name]
     if np.any(np.asarray(w_qp.zero_point) != 0):
-        return
+        return None
     w = form.rows(network.constant(network.layer(name).weight).astype(np.float64))
     scale = np.broadcast_to(np.asarray(w_qp.scale, np.float64).reshape(-1), (w.shape[0] * w.shape[1],))
     scale = scale.reshape(w.shape[0], w.shape[1])
@@ -118,10 +150,9 @@ def _round_layer(plan: QuantPlan, done: QuantPlan, name: str, form: _Form, h: np
     q = gptq_rows(w, h, scale, qmin, qmax, plan.rounding)
     before, after = _error(w, form.rows(qw.astype(np.float64)), scale, h), _error(w, q, scale, h)
     if after < before:
-        done.weights[name] = (form.unrows(q, qw.shape).astype(qw.dtype), w_qp)
-        done.weight_rounding[name] = float(10 * np.log10(before / after)) if after > 0 else float("inf")
-    else:
-        done.weight_rounding[name] = 0.0
+        gain = float(10 * np.log10(before / after)) if after > 0 else float("inf")
+        return form.unrows(q, qw.shape).astype(qw.dtype), gain
+    return qw, 0.0
 
 
 #: Bytes of ``H`` held at once: layers beyond it wait for another run of the float network.
@@ -234,7 +265,7 @@ def gptq_rows(w: np.ndarray, h: np.ndarray, scale: np.ndarray, qmin: int, qmax: 
 def _error(w: np.ndarray, q: np.ndarray, scale: np.ndarray, h: np.ndarray) -> float:
     """Eq. (8) summed over rows and groups."""
     d = w - q * scale[:, :, None]
-    return float(np.einsum("grk,gkl,grl->", d, h, d))
+    return float(np.sum(np.matmul(d, h) * d))
 
 
 # ---------------------------------------------------------------- the layers' rows and H

@@ -327,6 +327,11 @@ def validate(
         from .fallback import check_max_drop, search
 
         drop = check_max_drop(max_metric_drop)
+        if gptq is not None and gptq is not False and gptq is not True:
+            from ..simulate.gptq import WeightRounder
+
+            # one rounder for every step: each layer's GPTQ integers are computed once
+            gptq = gptq if isinstance(gptq, WeightRounder) else WeightRounder(gptq, layout=layout)
 
         def run(kept: tuple[str, ...], methods: Mapping[str, str] | None) -> ValidationResult:
             merged = dict(range_methods or {})
@@ -359,18 +364,18 @@ def validate(
         if isinstance(calibration, QuantPlan)
         else make_plan(calibration, target, keep_float, require_int8=require_int8, range_methods=range_methods)
     )
+    # the processor's estimate first: a network it cannot run fails before any work
+    fps = _frames_per_second(plan, processor) if processor is not None else None
     if gptq is not None and gptq is not False:
-        from ..simulate.gptq import compensate_weights
+        from ..simulate.gptq import WeightRounder
 
-        plan = compensate_weights(plan, gptq, layout=layout)
+        plan = (gptq if isinstance(gptq, WeightRounder) else WeightRounder(gptq, layout=layout))(plan)
     if bias_correction is not None and bias_correction is not False:
         from ..simulate.bias_correction import correct_biases
 
         plan = correct_biases(plan, bias_correction, batch_size=batch_size, layout=layout)
     network = plan.network
     metric_fns = resolve_metrics(metrics) if metrics is not None else None
-    # the processor's estimate first: a network it cannot run fails before any work
-    fps = _frames_per_second(plan, processor) if processor is not None else None
     totals = Totals(network)
 
     def add(part: BatchPart) -> None:
