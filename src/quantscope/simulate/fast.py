@@ -564,13 +564,15 @@ def _tail(prefix: str, shift: int, rounding: Rounding, lo: int, hi: int, as_floa
     ``(nodes, consts)`` ending in ``{prefix}y``, int8, or with ``as_float`` the same
     integers as float32 (``Round`` is half even, as ``QuantizeLinear`` with scale 1; the
     value is inside ``[lo, hi]`` already); None where the rounding has no exact tail
-    (or, as float, toward zero)."""
+    (or, as float, toward zero). onnxruntime has no blocked-layout kernel for ``Round``
+    (nor for an ``Add`` of a constant): inside a chain the values leave that layout
+    for the rounding and come back, still cheaper than a graph per layer."""
     from onnx import TensorProto, helper
 
     if abs(shift) > 100 or lo > hi or not -128 <= lo <= hi <= 127:
         return None
     p = prefix
-    consts = {f"{p}lo": np.array(lo), f"{p}hi": np.array(hi), f"{p}one": np.array(1.0)}
+    consts = {f"{p}lo": np.array(lo), f"{p}hi": np.array(hi)}
     nodes = [helper.make_node("Clip", [f"{p}v", f"{p}lo", f"{p}hi"], [f"{p}c"])]
     v = f"{p}c"
     if shift > 0 and rounding is Rounding.HALF_AWAY:
@@ -594,7 +596,7 @@ def _tail(prefix: str, shift: int, rounding: Rounding, lo: int, hi: int, as_floa
     elif as_float:
         nodes.append(helper.make_node("Round", [v], [f"{p}y"]))
     else:
-        consts[f"{p}zero"] = np.array(0, np.int8)
+        consts.update({f"{p}one": np.array(1.0), f"{p}zero": np.array(0, np.int8)})
         nodes.append(helper.make_node("QuantizeLinear", [v, f"{p}one", f"{p}zero"], [f"{p}y"]))
     return nodes, consts
 
@@ -602,9 +604,9 @@ def _tail(prefix: str, shift: int, rounding: Rounding, lo: int, hi: int, as_floa
 class FusedChain:
     """Consecutive fused power-of-two Conv layers, each reading only the one before, as
     one onnxruntime graph (:func:`chain`): the same float32 operations on the same
-    values, so the same integers, without leaving onnxruntime's blocked layout between
-    the layers. Called with the first layer's input integers; returns the int8 outputs
-    of the layers asked for, the last one always last."""
+    values, so the same integers, in one run, without the int8 casts between layers.
+    Called with the first layer's input integers; returns the int8 outputs of the
+    layers asked for, the last one always last."""
 
     def __init__(self, session, outputs: list[str]):
         self._session = session
