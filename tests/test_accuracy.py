@@ -880,3 +880,32 @@ def test_network_outputs_keep_their_whole_range_unless_asked(method):
         asked = make_plan(cal, scheme, range_methods={layer.name: method})
         assert not plain.activations[layer.output].same_as(asked.activations[layer.output])
         assert pow2.activations[layer.output].exponent == pow2_exponent(cal.stats(layer.name).max_abs, 8)
+
+
+def test_the_fallback_search_lets_go_of_the_outputs_of_results_it_does_not_return():
+    """Each validation holds both networks' outputs on every sample: the search keeps them
+    only for the all-int8 start and the result it returns (it used to hold every step's:
+    18 GB on a text recognizer)."""
+    from quantscope.validate.fallback import search
+
+    model, x = sensitive_net()
+    cal = qs.calibrate(qs.prepare(model), x[:48], progress=False)
+    made = []
+
+    def never_met(scores, labels):  # the float network's scores come as float32, int8's as float64
+        return 1.0 if scores.dtype == np.float32 else 0.0
+
+    def run(kept, methods):
+        made.append(
+            qs.validate(
+                cal, x[48:], target="cpu", keep_float=kept, range_methods=methods, metrics=never_met, progress=False
+            )
+        )
+        return made[-1]
+
+    result, report = search(run, "cpu", 0.5)  # never met: every layer is tried in turn
+    assert len(made) >= 3 and result.int8_scores is not None and made[0].int8_scores is not None
+    held = [r for r in made if r.int8_scores is not None]
+    assert all(r is made[0] or r is result for r in held)
+    again = qs.validate(cal, x[48:], target="cpu", keep_float=report.keep_float, metrics=never_met, progress=False)
+    assert np.array_equal(again.int8_scores, result.int8_scores) and not report.met

@@ -130,10 +130,19 @@ def search(
 
     def validated(layers: tuple[str, ...]):
         key = frozenset(layers)
-        if key not in seen:
+        if key not in seen or seen[key].int8_scores is None:  # never run, or its outputs let go
             seen[key] = run(layers, None)
         return seen[key]
 
+    def let_go(*results) -> None:
+        """Keep only the tables of results the search will not return: each holds both
+        networks' outputs on every sample (a text recognizer's (N, 40, 6625) twice), and a
+        search of a hundred steps held them all (18 GB)."""
+        for res in results:
+            if res is not None and res is not base and res is not result:
+                res.float_scores = res.int8_scores = None
+
+    result = None
     base = validated(tuple(keep_float))
     name, float_value, value = _metric(base)
     if name in _FRACTIONS and max_metric_drop >= 1:
@@ -157,13 +166,14 @@ def search(
     while not ok(value):
         table = result.layer_errors
         candidates = table[(table["Precision"] == "int8") & (table["Kind"] != "input")]
-        candidates = candidates[[not math.isnan(d) for d in candidates["SQNRDrop(dB)"]]]
+        candidates = candidates[candidates["SQNRDrop(dB)"].notna()]
         candidates = candidates[~candidates["Layer"].isin(required)]
         if candidates.empty:
             break
         layer = str(candidates.iloc[0]["Layer"])
         kept.append(layer)
-        result = validated(tuple(keep_float) + tuple(kept))
+        before, result = result, validated(tuple(keep_float) + tuple(kept))
+        let_go(before)
         value = _metric(result)[2]
         report.steps.append(FallbackStep(given + tuple(kept), value, result.memory[1], f"keep {layer} in float"))
     if ok(value):
@@ -172,9 +182,12 @@ def search(
             attempt = validated(tuple(keep_float) + tuple(trial))
             v = _metric(attempt)[2]
             if ok(v):
+                before = result
                 kept, result, value = trial, attempt, v
+                let_go(before)
                 action = f"{layer} back to int8"
             else:
+                let_go(attempt)
                 action = f"{layer} back to int8 reaches only {v:.4g}: kept in float"
             report.steps.append(FallbackStep(given + tuple(trial), v, attempt.memory[1], action))
     report.keep_float = given + tuple(kept)
