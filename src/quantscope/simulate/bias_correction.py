@@ -33,9 +33,9 @@ from ..quantize.numerics import round_values, saturate
 from ..quantize.plan import QuantPlan
 from .engine import FastEngine
 
-__all__ = ["DEFAULT_SAMPLES", "calibration_samples", "correct_biases"]
+__all__ = ["DEFAULT_SAMPLES", "calibration_samples", "check_max_samples", "correct_biases"]
 
-#: Samples of the calibration data bias correction uses at most (the first ones).
+#: Samples of the calibration data bias correction and GPTQ use at most (the first ones).
 DEFAULT_SAMPLES = 256
 
 
@@ -63,8 +63,7 @@ def correct_biases(
         the corrected plan; ``plan.bias_corrections`` maps each corrected layer to the
         shift ``d`` taken out, per output channel (float64, in the output's units).
     """
-    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
-        raise ConfigurationError(f"max_samples must be a positive integer, got {max_samples!r}")
+    check_max_samples(max_samples)
     network = plan.network
     targets = [
         layer
@@ -82,6 +81,12 @@ def correct_biases(
     engine = _CorrectingEngine(corrected, float_means)
     engine.run(x)
     return corrected
+
+
+def check_max_samples(max_samples: Any) -> None:
+    """``max_samples`` of bias correction and GPTQ: a positive integer."""
+    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
+        raise ConfigurationError(f"max_samples must be a positive integer, got {max_samples!r}")
 
 
 def calibration_samples(

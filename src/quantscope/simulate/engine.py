@@ -635,19 +635,19 @@ class FastEngine(ReferenceEngine):
                 and run
                 and tuple(step.inputs) == (run[-1].output,)
                 and readers.get(run[-1].output) == 1
-                and self._interior_link(step, run[-1])
+                and self._can_link(step)
             )
             if linked:
                 run.append(step)
                 continue
             if len(run) > 1:
                 chains[run[0].name] = run
-            run = [step] if isinstance(step, OptimizedLayer) and self._interior_link(step, None) else []
+            run = [step] if isinstance(step, OptimizedLayer) and self._can_link(step) else []
         return chains
 
-    def _interior_link(self, layer: OptimizedLayer, before: OptimizedLayer | None) -> bool:
-        """Whether ``layer`` can be a link, reading the int8 output of ``before`` (or, for
-        a first link, the integers of its input as the plan quantizes them)."""
+    def _can_link(self, layer: OptimizedLayer) -> bool:
+        """Whether ``layer`` can be in a chain, reading its one input as the int8
+        integers the plan gives that value (the output of the link before it)."""
         name = layer.inputs[0] if len(layer.inputs) == 1 else None
         qp = self.plan.activations.get(name) if name is not None else None
         if qp is None or qp.bits > 8:

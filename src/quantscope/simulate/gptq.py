@@ -41,17 +41,14 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..calibrate.collector import create_session, run_checked
-from ..errors import ConfigurationError
 from ..network import Network, OptimizedLayer
 from ..network.network import batch_pieces
 from ..quantize.numerics import FloatScale, Rounding, round_values
 from ..quantize.plan import QuantPlan
-from .bias_correction import calibration_samples
+from .bias_correction import DEFAULT_SAMPLES, calibration_samples, check_max_samples
 
 __all__ = ["DAMPING", "DEFAULT_SAMPLES", "WeightRounder", "compensate_weights", "gptq_rows", "gptq_rows_reference"]
 
-#: Samples of the calibration data GPTQ uses at most (the first ones).
-DEFAULT_SAMPLES = 256
 #: Damping added to the diagonal of ``H``, as a share of its mean (eq. (9)).
 DAMPING = 0.01
 #: Columns per lazy update block (eq. (9)).
@@ -91,8 +88,7 @@ class WeightRounder:
     computed once per weight grid, and the data read once."""
 
     def __init__(self, data: Any, *, max_samples: int = DEFAULT_SAMPLES, batch_size: int = 16, layout: str = "NCHW"):
-        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
-            raise ConfigurationError(f"max_samples must be a positive integer, got {max_samples!r}")
+        check_max_samples(max_samples)
         self.data, self.max_samples, self.batch_size, self.layout = data, max_samples, batch_size, layout
         self._x = None
         self._done: dict[tuple, tuple[np.ndarray, float] | None] = {}  # layer and grid -> (integers, gain)
