@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -156,3 +158,30 @@ def test_workflow_refuses_a_cpu_quantized_network_and_validate_checks_the_proces
     monkeypatch.setattr(ReferenceEngine, "run", never)  # FastEngine inherits it
     with pytest.raises(qs.UnsupportedModelError, match="1 Elu layer"):
         qs.validate(other, x, processor="zcu102_int8", progress=False)
+
+
+def test_cli_compile_and_profile_refuse_a_network_the_processor_cannot_run_before_calibrating(
+    tmp_path, capsys, monkeypatch
+):
+    from onnx import helper
+    from tinymodels import make_model, tensor
+
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Elu", ["c"], ["h"], name="elu"),
+        helper.make_node("GlobalAveragePool", ["h"], ["y"], name="gap"),
+    ]
+    model = tmp_path / "elu.onnx"
+    onnx.save(make_model(nodes, [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 4, 1, 1])], {"w": w}), model)
+    np.save(tmp_path / "cal.npy", np.random.default_rng(1).standard_normal((6, 3, 8, 8)).astype(np.float32))
+
+    def never(*args, **kwargs):
+        raise AssertionError("calibration ran")
+
+    monkeypatch.setattr(sys.modules["quantscope.calibrate"], "calibrate", never)
+    for command in ("compile", "profile"):
+        args = [command, str(model), "--bitstream", "zcu102_int8", "--calibration", str(tmp_path / "cal.npy")]
+        assert main([*args, "--gptq", "--bias-correction"]) == 2, command
+        err = capsys.readouterr().err
+        assert "cannot run this network" in err and "1 Elu layer" in err, err

@@ -96,10 +96,14 @@ def _prepared(args: argparse.Namespace, console: Console, data: str | None):
     return network
 
 
-def _calibrated(args: argparse.Namespace, console: Console):
+def _calibrated(args: argparse.Namespace, console: Console, check=None):
+    """The calibration of ARGS' model on --calibration (or --ranges); ``check(network)``,
+    when given, runs on the prepared network first (a refusal then costs no pass)."""
     from .calibrate import calibrate
 
     network = _prepared(args, console, getattr(args, "calibration", None))
+    if check is not None:
+        check(network)
     if getattr(args, "ranges", None):
         from .calibrate import Calibration
 
@@ -514,11 +518,12 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
 
 
 def _workflow(args: argparse.Namespace, console: Console):
-    from .fpga import Workflow
+    from .fpga import Workflow, compile_network, processor
     from .simulate import quantize_network
 
     if args.calibration or args.ranges:
-        cal = _calibrated(args, console)
+        # a network the processor cannot run is refused before calibration, --gptq and --bias-correction
+        cal = _calibrated(args, console, check=lambda network: compile_network(network, processor(args.bitstream)))
         source = quantize_network(cal, _scheme(args), bias_correction=_bias_data(args), gptq=_gptq_data(args))
         _bias_note(args, source.plan, console)
     else:
