@@ -96,6 +96,55 @@ def test_cpu_export_8bit_agrees_where_onnxruntime_does_not_saturate(mnist):
     assert diff <= out_scale * 1.0001
 
 
+def test_cpu_emulation_applies_a_fused_leaky_relu_and_prelu_as_the_export_runs_them():
+    """On the CPU target a LeakyRelu or PRelu fused after a Conv/Gemm takes the real
+    output (eq. (9a)), as onnxruntime runs the export's Conv -> LeakyRelu ->
+    QuantizeLinear; on the output's grid, which holds the activation's range, the
+    negative pre-activations would saturate before the slope."""
+    from onnx import helper
+    from tinymodels import make_model, tensor
+
+    from quantscope.simulate import Simulator
+
+    rng = np.random.default_rng(3)
+    init = {
+        "w1": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+        "b1": rng.standard_normal(8).astype(np.float32),
+        "w2": (rng.standard_normal((8, 8, 3, 3)) * 0.3).astype(np.float32),
+        "slope": rng.uniform(0.05, 0.4, (8, 1, 1)).astype(np.float32),
+        "wf": (rng.standard_normal((5, 8)) * 0.5).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("LeakyRelu", ["c1"], ["a1"], name="leaky", alpha=0.1),
+        helper.make_node("Conv", ["a1", "w2"], ["c2"], name="c2", pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["c2", "slope"], ["a2"], name="prelu"),
+        helper.make_node("GlobalAveragePool", ["a2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "wf"], ["y"], name="fc", transB=1),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 3, 12, 12])], [tensor("y", ["N", 5])], init)
+    x = rng.standard_normal((40, 3, 12, 12)).astype(np.float32)
+    net = qs.prepare(model)
+    cal = qs.calibrate(net, x[:20], progress=False)
+    qnet = qs.quantize_network(cal, "cpu")
+    assert [layer.op_types for layer in net.layers if layer.kind == "conv"] == [
+        ("Conv", "LeakyRelu"),
+        ("Conv", "PRelu"),
+    ]
+    emulated, ort_out = _qdq_vs_emulation(qnet, net, x[20:])
+    reference, _ = Simulator(qnet.plan, "reference").run(x[20:])
+    np.testing.assert_array_equal(emulated, reference)
+    float_out = ort.InferenceSession(net.to_proto().SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {net.input_name: x[20:]}
+    )[0]
+    out_scale = float(qnet.plan.activations[net.layers[-1].output].scale)
+    # float32 and float64 requantization may differ by one step where they cross a tie
+    assert float(np.abs(emulated - ort_out).max()) <= out_scale * 1.0001
+    error = np.abs(emulated - float_out).max() / np.abs(float_out).max()
+    assert error < 0.05, error
+
+
 def test_unlabelled_data_measures_agreement():
     net = qs.prepare(small_cnn(seed=3))
     x = images(48, seed=9)

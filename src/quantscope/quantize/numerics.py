@@ -494,12 +494,17 @@ def requantize_scale(
     *,
     signed: bool = True,
     axis: int | None = None,
+    negative_slope: Any = None,
 ) -> np.ndarray:
     """Requantize an accumulator with a real multiplier (float-scale CPU scheme), eq. (9).
 
     ``q = sat(R(acc * multiplier) + zero_point)``, the product in float64, where
     ``multiplier = s_x * s_w / s_y`` (a scalar, or one per output channel along
     ``axis``). ``acc``: integers, any shape. Returns :func:`int_dtype` ``(bits, signed)``.
+    ``negative_slope``: a LeakyRelu's ``alpha`` or a PRelu's slopes (real, broadcasting
+    to ``acc`` as numpy broadcasts): each negative product ``v`` becomes ``fl64(v *
+    slope)`` before ``R``, eq. (9a), the activation applied to the real output as
+    onnxruntime applies it between a float Conv and the ``QuantizeLinear`` after it.
     """
     bits = _check_bits(bits)
     rounding = _check_rounding(rounding)
@@ -508,7 +513,13 @@ def requantize_scale(
     if m.size == 0 or not (np.all(np.isfinite(m)) and np.all(m > 0)):
         raise ConfigurationError(f"multiplier must be finite and > 0, got {np.asarray(multiplier)!r}")
     z = _zero_point(zero_point, a.shape, axis, bits, signed)
-    q = round_values(a.astype(np.float64) * m, rounding) + z
+    v = a.astype(np.float64) * m
+    if negative_slope is not None:
+        slope = np.asarray(negative_slope, dtype=np.float64)
+        if not np.all(np.isfinite(slope)):
+            raise ConfigurationError("negative_slope must be finite")
+        v = np.where(v < 0, v * slope, v)
+    q = round_values(v, rounding) + z
     return saturate(q, bits, signed, saturation).astype(int_dtype(bits, signed))
 
 

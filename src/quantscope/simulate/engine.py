@@ -294,18 +294,51 @@ class ReferenceEngine:
         fused, clamps_fused = None, False
         if layer.op_types[0] == "Conv":
             fused, clamps_fused = self._fused_conv(layer, xin, qw, qb, w_qp, out_qp)
+        activations = [(m, t) for m, t in zip(layer.members[1:], layer.op_types[1:]) if t in _ACTIVATIONS]
+        slope = None
         if fused is not None:
             out = IntTensor(fused(xin.q), out_qp)
         else:
-            out = self._accumulate_requantize(layer, xin, qw, qb, w_qp, out_qp)
+            slope = self._real_slope(layer, activations)
+            if slope is not None:
+                activations = activations[1:]  # applied to the real output, eq. (9a)
+            out = self._accumulate_requantize(layer, xin, qw, qb, w_qp, out_qp, slope)
         if not clamps_fused:
-            for member, op_type in zip(layer.members[1:], layer.op_types[1:]):
-                if op_type in _ACTIVATIONS:
-                    out = self._activation(member, op_type, out)
+            for member, op_type in activations:
+                out = self._activation(member, op_type, out)
         return out
 
-    def _accumulate_requantize(self, layer, xin: IntTensor, qw, qb, w_qp: QParams, out_qp: QParams) -> IntTensor:
-        """The exact accumulator of the layer's kernel (eq. (4)), requantized to ``out_qp``."""
+    def _real_slope(self, layer, activations: list[tuple[str, str]]):
+        """The CPU scheme's first fused activation when it is a LeakyRelu or PRelu right
+        after the layer's kernel: its slope (``alpha``, or the PRelu's slopes shaped to
+        broadcast over the output), which eq. (9a) applies to the real output before
+        rounding, as onnxruntime runs ``Conv -> LeakyRelu -> QuantizeLinear`` (the
+        output's grid holds the activation's range, into which the negative
+        pre-activations would saturate before the slope). None otherwise: the power-of-two
+        scheme applies eq. (8c) on the output's integers, as the FPGA processor does."""
+        if isinstance(self.plan.scheme, PowerOfTwo) or not activations:
+            return None
+        member, op_type = activations[0]
+        if layer.members.index(member) != 1:
+            return None
+        if op_type == "LeakyRelu":
+            return np.float64(self._attrs(member).get("alpha", 0.01))
+        if op_type == "PRelu":
+            slope = self._const_input(member, 1)
+            if slope is None:
+                return None
+            slope = np.asarray(slope, np.float64)
+            rank = len(self.plan.network.value_shape(layer.output) or ()) or 4
+            if rank >= 3 and slope.ndim == 1:
+                slope = slope.reshape(-1, *([1] * (rank - 2)))
+            return slope
+        return None
+
+    def _accumulate_requantize(
+        self, layer, xin: IntTensor, qw, qb, w_qp: QParams, out_qp: QParams, slope=None
+    ) -> IntTensor:
+        """The exact accumulator of the layer's kernel (eq. (4)), requantized to ``out_qp``
+        (``slope``: a fused LeakyRelu/PRelu applied before rounding, eq. (9a))."""
         plan, k = self.plan, self.kernels
         head = layer.members[0]
         op = layer.op_types[0]
@@ -354,7 +387,14 @@ class ReferenceEngine:
             multiplier = xin.qp.scale * w_qp.scale / out_qp.scale
             axis = channel_axis if np.ndim(multiplier) else None
             q = requantize_scale(
-                acc, multiplier, out_qp.zero_point, out_qp.bits, plan.rounding, plan.saturation, axis=axis
+                acc,
+                multiplier,
+                out_qp.zero_point,
+                out_qp.bits,
+                plan.rounding,
+                plan.saturation,
+                axis=axis,
+                negative_slope=slope,
             )
         return IntTensor(q, out_qp)
 
@@ -721,6 +761,9 @@ class FastEngine(ReferenceEngine):
                 ends = IntTensor(np.array([out_qp.qmin, out_qp.qmax], dtype=dtype), out_qp)
                 activations = [(m, t) for m, t in zip(layer.members[1:], layer.op_types[1:]) if t in _ACTIVATIONS]
                 clamps_fused = all(t in _CLAMPS for _, t in activations)
+                if not pow2 and self._real_slope(layer, activations) is not None:
+                    self._fused[key] = (None, False)  # eq. (9a) in the exact kernel
+                    return self._fused[key]
                 if clamps_fused:
                     for member, op_type in activations:
                         ends = self._activation(member, op_type, ends)
