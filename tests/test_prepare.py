@@ -375,3 +375,66 @@ def test_vanishing_weight_channel_beside_a_bias_stays_int8():
     assert np.abs(qb.astype(np.int64)).max() <= 2**30
     res = qs.validate(cal, x, target="cpu", progress=False)
     assert res.metric_results["output_sqnr_db"]["MetricOutput"].iloc[1] > 20
+
+
+@pytest.mark.parametrize(
+    "opset, split_args, split_inputs, parts",
+    [
+        (11, {"split": [2, 3, 3]}, [], 3),  # sizes as an attribute
+        (13, {}, ["sizes"], 3),  # sizes as an input
+        (13, {}, [], 2),  # equal parts of the static size
+        (18, {"num_outputs": 3}, [], 3),  # ceil(8 / 3) = 3, 3, 2
+    ],
+)
+def test_a_split_of_known_sizes_becomes_slices_and_its_parts_stay_int8(opset, split_args, split_inputs, parts):
+    rng = np.random.default_rng(opset)
+    outs = [f"part{k}" for k in range(parts)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Split", ["r", *split_inputs], outs, name="chunk", axis=-3, **split_args),
+    ]
+    nodes += [
+        helper.make_node("Conv", [out, f"w{k}"], [f"y{k}"], name=f"head{k}", pads=[1, 1, 1, 1])
+        for k, out in enumerate(outs[:-1])  # the last part is read by no one
+    ]
+    nodes.append(helper.make_node("Concat", [f"y{k}" for k in range(parts - 1)], ["y"], name="cat", axis=1))
+    sizes = {11: [2, 3, 3], 13: [2, 3, 3] if split_inputs else [4, 4], 18: [3, 3, 2]}[opset]
+    init = {"w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32)}
+    init.update({f"w{k}": rng.standard_normal((4, n, 3, 3)).astype(np.float32) for k, n in enumerate(sizes[:-1])})
+    if split_inputs:
+        init["sizes"] = np.array(sizes, np.int64)
+    graph = helper.make_graph(
+        nodes,
+        "split",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 6, 6])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4 * (parts - 1), 6, 6])],
+        [onnx.numpy_helper.from_array(v, k) for k, v in init.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    net = qs.prepare(model)
+    assert net.log.splits == ["chunk"]
+    slices = [layer for layer in net.layers if layer.kind == "Slice"]
+    assert [layer.name for layer in slices] == [f"chunk_{k}" for k in range(parts - 1)]
+    x = images(12, seed=opset)[:, :, :6, :6]
+    ours = ort.InferenceSession(net.to_proto().SerializeToString()).run(None, {net.input_name: x})[0]
+    theirs = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(ours, theirs)
+    cal = qs.calibrate(net, x, progress=False)
+    for target in ("cpu", "fpga"):
+        plan = qs.quantize_network(cal, target).plan
+        assert not set(plan.float_layers) & {"chunk_0", "chunk_1", "head0", "head1"}, plan.float_layers
+
+
+def test_a_split_of_run_time_sizes_is_left_as_it_is():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Split", ["r"], ["a", "b"], name="chunk", axis=1),
+        helper.make_node("Add", ["a", "b"], ["y"], name="sum"),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", "C"])], [tensor("y", ["N", None])], {})
+    net = qs.prepare(model)
+    assert net.log.splits == []
+    assert any(layer.kind == "Split" for layer in net.layers)

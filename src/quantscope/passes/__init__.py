@@ -28,6 +28,7 @@ from .merge_pad import MergePadPass
 from .name_nodes import NameNodesPass
 from .readable_names import ReadableNamesPass
 from .reduce_mean_to_pool import ReduceMeanToPoolPass
+from .split_to_slices import SplitToSlicesPass
 
 __all__ = [
     "AbsorbedBias",
@@ -44,6 +45,7 @@ __all__ = [
     "PrepareLog",
     "ReadableNamesPass",
     "ReduceMeanToPoolPass",
+    "SplitToSlicesPass",
     "absorb_biases",
     "bias_targets",
     "equalize_model",
@@ -61,6 +63,7 @@ class PrepareLog:
     pooled: list[str] = field(default_factory=list)  # ReduceMean nodes now GlobalAveragePool
     shapes: list[str] = field(default_factory=list)  # Reshape nodes whose computed shape was folded
     pads: list[str] = field(default_factory=list)  # Pad nodes merged into the Conv/AveragePool after them
+    splits: list[str] = field(default_factory=list)  # Split nodes rewritten as one Slice per output
     constants: list[str] = field(default_factory=list)  # nodes folded into constants
     notes: list[str] = field(default_factory=list)  # why a rewrite did not apply
     onnx_names: dict[str, str] = field(default_factory=dict)  # readable node name -> the ONNX node name
@@ -71,9 +74,9 @@ class PrepareLog:
 def run_prepare_passes(model: ir.Model, equalize: bool = False) -> PrepareLog:
     """Prepare ``model`` in place: name nodes, lift constants, drop Dropout/Identity, fold
     constant bias Adds into the Conv before them, fold BN,
-    rewrite spatial ReduceMean as GlobalAveragePool, fold computed Reshape shapes, merge
-    zero Pads into the Conv/AveragePool after them; with ``equalize``, then equalize
-    the layers (:class:`EqualizePass`)."""
+    rewrite spatial ReduceMean as GlobalAveragePool, fold computed Reshape shapes, rewrite
+    Splits of constant sizes as Slices, merge zero Pads into the Conv/AveragePool after
+    them; with ``equalize``, then equalize the layers (:class:`EqualizePass`)."""
     log = PrepareLog()
     if model.ir_version < 4:
         # IR 3 (opset 7/8 era) lists every initializer as a graph input too; the
@@ -97,12 +100,16 @@ def run_prepare_passes(model: ir.Model, equalize: bool = False) -> PrepareLog:
     pool(model)
     shapes = FoldReshapeShapesPass()
     shapes(model)
+    splits = SplitToSlicesPass()
+    splits(model)
     pads = MergePadPass()
     pads(model)
     RemoveUnusedNodesPass()(model)
     TopologicalSortPass()(model)
     notes: list[str] = []
-    if shapes.folded or pool.rewritten or consts.folded:  # the shapes after the rewritten nodes were unknown or stale
+    if (
+        shapes.folded or pool.rewritten or consts.folded or splits.rewritten
+    ):  # the shapes after the rewritten nodes were unknown or stale
         try:
             ShapeInferencePass()(model)
         except Exception as exc:  # keep the rewrite; shapes stay as they were
@@ -115,6 +122,7 @@ def run_prepare_passes(model: ir.Model, equalize: bool = False) -> PrepareLog:
     log.pooled = pool.rewritten
     log.shapes = shapes.folded
     log.pads = pads.merged
+    log.splits = splits.rewritten
     log.constants = consts.folded
     log.notes = drop.notes + fold.notes + notes
     if equalize:
