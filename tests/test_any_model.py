@@ -342,6 +342,40 @@ def test_a_mask_filled_with_minus_infinity_stays_float():
     assert np.isfinite(res.layer_errors.set_index("Layer").loc["fill", "SQNR(dB)"])
 
 
+def test_a_mask_filled_with_the_float_minimum_has_no_sqnr_and_an_embedding_has_a_drop(encoder):
+    """GPT-2's dynamo export fills masked scores with finfo(float32).min: that tensor's
+    signal is the fill's (an SQNR of 830 dB, then a drop of -800 dB at the Softmax), so
+    it has no SQNR and the layers computed from it alone no drop; an embedding, which
+    reads token ids (exact), has the drop of its own table's quantization."""
+    w = (np.random.default_rng(0).standard_normal((4, 4)) * 0.5).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["s"], name="scores"),
+        helper.make_node("Cast", ["mask"], ["m"], name="to_bool", to=TensorProto.BOOL),
+        helper.make_node("Where", ["m", "s", "fill_value"], ["masked"], name="fill"),
+        helper.make_node("Softmax", ["masked"], ["p"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["p", "w"], ["y"], name="mix"),
+    ]
+    model = make_model(
+        nodes,
+        [tensor("x", ["N", 4]), tensor("mask", ["N", 4], TensorProto.INT64)],
+        [tensor("y", ["N", 4])],
+        {"w": w, "fill_value": np.array(np.finfo(np.float32).min, np.float32)},
+    )
+    rng = np.random.default_rng(1)
+    data = {"x": rng.standard_normal((20, 4)).astype(np.float32), "mask": (rng.random((20, 4)) > 0.3).astype(np.int64)}
+    data["mask"][:, 0] = 1
+    res = qs.validate(qs.calibrate(model, data, progress=False), data, target="cpu", progress=False)
+    table = res.layer_errors.set_index("Layer")
+    assert np.isnan(table.loc["fill", "SQNR(dB)"]) and np.isnan(table.loc["fill", "SQNRDrop(dB)"])
+    assert np.isnan(table.loc["softmax", "SQNRDrop(dB)"])
+    assert np.isfinite(table.loc["scores", "SQNR(dB)"]) and np.isfinite(table.loc["mix", "SQNRDrop(dB)"])
+    assert table["SQNRDrop(dB)"].dropna().abs().max() < 60
+    _, net, cal = encoder
+    res = qs.validate(cal, encoder_data(20, seed=3), target="cpu", progress=False)
+    drop = res.layer_errors.set_index("Layer").loc["embeddings.word", "SQNRDrop(dB)"]
+    assert np.isfinite(drop) and drop > 0
+
+
 def test_an_integer_first_output_and_float16_tensors():
     """An ArgMax (int64) first output is compared as it is; float16 tensors inside the
     network run too."""

@@ -497,6 +497,17 @@ def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value or ())
 
 
+#: Mean square above which a float tensor holds an attention mask's fill values
+#: (``finfo(float32).min``, 1e9-style fills squared stay far below it; -inf makes it inf).
+_FILL_MEAN_SQUARE = 1e60
+
+
+def _fill_values(e: LayerError) -> bool:
+    """The float tensor holds fill values (an attention mask's ``-inf`` or
+    ``finfo.min``): its signal is theirs, so its SQNR says nothing of the error."""
+    return e.count > 0 and not e.signal / e.count <= _FILL_MEAN_SQUARE
+
+
 def _frames_per_second(plan: QuantPlan, processor) -> tuple[float, float, str]:
     """Estimated Frames/s of one frame on the int8 processor and on its ``_single`` twin
     (``processor`` may name either; NaN where a twin is not known), and the int8
@@ -531,14 +542,22 @@ def _frames_per_second(plan: QuantPlan, processor) -> tuple[float, float, str]:
 
 def _layer_table(plan: QuantPlan, errors: dict[str, LayerError]) -> pd.DataFrame:
     network = plan.network
-    sqnr = {layer.output: _db(errors[layer.name].signal, errors[layer.name].noise) for layer in network.layers}
+    sqnr = {
+        layer.output: math.nan
+        if _fill_values(errors[layer.name])
+        else _db(errors[layer.name].signal, errors[layer.name].noise)
+        for layer in network.layers
+    }
     rows = []
     for layer in network.layers:
         e = errors[layer.name]
         own = sqnr[layer.output]
-        before = min((sqnr[i] for i in layer.inputs if i in sqnr), default=math.inf)
-        if not layer.inputs:
-            drop = math.nan  # the input layer: nothing before it
+        measured = [sqnr[i] for i in layer.inputs if i in sqnr]
+        before = min((v for v in measured if not math.isnan(v)), default=math.inf)
+        if layer.kind == "input" or math.isnan(own) or (measured and all(math.isnan(v) for v in measured)):
+            # nothing before an input; a tensor holding a mask's fill values has no
+            # meaningful SQNR, nor has a layer computed from such tensors alone
+            drop = math.nan
         elif own == math.inf:
             drop = 0.0  # no error at all
         elif own == -math.inf:
