@@ -28,6 +28,48 @@ def test_memory_rule_squeezenet_5_classes():
     assert "conv10_relu_conv10" in kept.float_layers
 
 
+def test_memory_counts_every_float_learnable_once():
+    """An LSTM's weights, a LayerNorm's scale and bias and a constant added to the
+    activations are learnables too (they stay in float: 4 bytes each); a constant
+    read by two layers counts once; the input normalization's mean and std do not."""
+    from onnx import helper
+    from tinymodels import make_model, tensor
+
+    rng = np.random.default_rng(0)
+    h = 6
+    init = {
+        "mean": np.array([0.5, 0.25, 0.0, 0.1], np.float32),
+        "w_in": rng.standard_normal((4, 8)).astype(np.float32),
+        "pos": rng.standard_normal((5, 8)).astype(np.float32),
+        "W": rng.standard_normal((1, 4 * h, 8)).astype(np.float32),
+        "R": rng.standard_normal((1, 4 * h, h)).astype(np.float32),
+        "B": rng.standard_normal((1, 8 * h)).astype(np.float32),
+        "gamma": rng.standard_normal(h).astype(np.float32),
+        "beta": rng.standard_normal(h).astype(np.float32),
+        "w_out": rng.standard_normal((h, 3)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Sub", ["x", "mean"], ["xn"], name="norm"),
+        helper.make_node("MatMul", ["xn", "w_in"], ["e"], name="proj"),
+        helper.make_node("Add", ["e", "pos"], ["ep"], name="add_pos"),
+        helper.make_node("Add", ["ep", "pos"], ["ep2"], name="add_pos_again"),
+        helper.make_node("Transpose", ["ep2"], ["t"], name="time_major", perm=[1, 0, 2]),
+        helper.make_node("LSTM", ["t", "W", "R", "B"], ["seq"], name="lstm", hidden_size=h),
+        helper.make_node("Squeeze", ["seq", "one"], ["s"], name="squeeze"),
+        helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["ln"], name="ln", axis=-1),
+        helper.make_node("MatMul", ["ln", "w_out"], ["y"], name="head"),
+    ]
+    init["one"] = np.array([1], np.int64)
+    model = make_model(nodes, [tensor("x", ["N", 5, 4])], [tensor("y", [5, "N", 3])], init)
+    net = qs.prepare(model)
+    cal = qs.calibrate(net, rng.standard_normal((6, 5, 4)).astype(np.float32), progress=False)
+    learnables = sum(init[k].size for k in ("w_in", "pos", "W", "R", "B", "gamma", "beta", "w_out"))
+    plan = make_plan(cal, "cpu")
+    assert {"proj", "head"} <= set(plan.weights)
+    int8 = init["w_in"].size + init["w_out"].size
+    assert plan.memory_bytes() == (4 * learnables, 4 * (learnables - int8) + int8)
+
+
 def test_pow2_exponents_follow_the_formula():
     net = qs.prepare(small_cnn(seed=4))
     x = images(16)

@@ -181,18 +181,31 @@ class QuantPlan:
 
         Float: 4 bytes per learnable. Quantized: 1 byte per int8 weight and 4 per
         int32 bias of each quantized layer, 4 bytes per learnable of layers left in
-        float (docs/published.md, "Learnable-parameter memory").
+        float (docs/published.md, "Learnable-parameter memory"). The learnables of a
+        layer: its weights and bias, and every other float constant of more than one
+        value that its nodes read (an LSTM's or a ConvTranspose's weights, a LayerNorm's
+        scale and bias, a BatchNormalization left unfolded, position embeddings added
+        as a constant, a PRelu's slopes), each counted once however many nodes read it;
+        the input normalization's mean and std are not learnables.
         """
+        network = self.network
         float_bytes = quant_bytes = 0
-        for layer in self.network.layers:
-            sizes = [self.network.constant(n).size for n in (layer.weight, layer.bias) if n is not None]
-            float_bytes += 4 * sum(sizes)
-            if layer.name in self.weights:
-                quant_bytes += self.weights[layer.name][0].size
-                if layer.name in self.biases:
+        seen: set[str] = set()
+        for layer in network.layers:
+            own = [n for n in (layer.weight, layer.bias) if n is not None]
+            others = [] if layer.kind == "normalization" else _float_constants(layer, set(own))
+            for name in own + others:
+                if name in seen:
+                    continue
+                seen.add(name)
+                size = int(network.constant(name).size)
+                float_bytes += 4 * size
+                if name == layer.weight and layer.name in self.weights:
+                    quant_bytes += self.weights[layer.name][0].size
+                elif name == layer.bias and layer.name in self.biases:
                     quant_bytes += 4 * self.biases[layer.name][0].size
-            else:
-                quant_bytes += 4 * sum(sizes)
+                else:
+                    quant_bytes += 4 * size
         return float_bytes, quant_bytes
 
     def to_dict(self) -> dict:
@@ -212,6 +225,19 @@ class QuantPlan:
                 k: float(np.max(np.abs(v))) for k, v in self.bias_corrections.items() if np.size(v)
             },
         }
+
+
+def _float_constants(layer, skip: set[str]) -> list[str]:
+    """Names of the float initializers of more than one value that ``layer``'s nodes
+    read, in order, without those in ``skip``."""
+    names: list[str] = []
+    for node in layer.nodes:
+        for value in node.inputs:
+            if value is None or value.const_value is None or value.name in skip or value.name in names:
+                continue
+            if value.const_value.dtype.is_floating_point() and value.const_value.size > 1:
+                names.append(value.name)
+    return names
 
 
 class Target(StrEnum):
