@@ -1023,3 +1023,31 @@ def test_yolov8n_conv_layers_order_of_magnitude():
         f"published network 34,269,889 ({total / 34269889 - 1:+.0%})"
     )
     assert 0.4 < total / 34_269_889 < 1.5
+
+
+def test_the_refusal_advises_for_the_kinds_it_names():
+    """The advice fits the missing kinds: a BatchNormalization after a ReLU (it folds
+    only into the Conv before it) is not told to change its activations, an Elu is."""
+    rng = np.random.default_rng(0)
+    init = {
+        "w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        **{k: rng.uniform(0.5, 1.5, 4).astype(np.float32) for k in ("scale", "bias", "mean", "var")},
+    }
+
+    def net(activation: str, bn_after: bool):
+        nodes = [
+            helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+            helper.make_node(activation, ["c"], ["a"], name="act"),
+            helper.make_node("BatchNormalization", ["a", "scale", "bias", "mean", "var"], ["b"], name="bn")
+            if bn_after
+            else helper.make_node("Identity", ["a"], ["b"], name="same"),
+            helper.make_node("GlobalAveragePool", ["b"], ["y"], name="gap"),
+        ]
+        return quantscope.prepare(make_model(nodes, [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 4, 1, 1])], init))
+
+    with pytest.raises(UnsupportedModelError) as bn:
+        fpga.estimate_performance(net("Relu", True), "zcu102_int8")
+    assert "place it after the convolution" in str(bn.value) and "activations the processor has" not in str(bn.value)
+    with pytest.raises(UnsupportedModelError) as elu:
+        fpga.estimate_performance(net("Elu", False), "zcu102_int8")
+    assert "in place of Elu" in str(elu.value) and "BatchNormalization" not in str(elu.value)

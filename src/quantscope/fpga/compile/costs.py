@@ -67,7 +67,13 @@ def layer_info(
             wshape = net.constant(layer.weight).shape if wvalue is None else wvalue.const_value.shape
             if len(wshape) != 4:
                 raise UnsupportedModelError(
-                    f"layer {layer.name!r}: only 2-D convolutions run on the conv module (weight shape {wshape})",
+                    f"layer {layer.name!r}: only 2-D convolutions run on the conv module (weight shape {wshape})"
+                    + (
+                        ": export a 1-D convolution as a 2-D one with a kernel of height 1 (nn.Conv2d on input "
+                        "(N, C, 1, L)), or quantize for the CPU target"
+                        if len(wshape) == 3
+                        else ""
+                    ),
                     nodes=[(layer.name, layer.op_types[0])],
                 )
             kernel = (int(wshape[2]), int(wshape[3]))

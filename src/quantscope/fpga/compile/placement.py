@@ -109,6 +109,46 @@ def is_fused(kind: str) -> bool:
     return COSTS[kind] is fused
 
 
+#: Kinds that are (parts of) activations the processor lacks: GELU exports as Div, Erf,
+#: Add, Mul; Mish as Softplus, Tanh, Mul.
+_ACTIVATION_KINDS = frozenset(
+    {"Elu", "Selu", "Celu", "Gelu", "Erf", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Div", "Exp", "Pow"}
+)
+_NORMALIZATION_KINDS = frozenset(
+    {"BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization"}
+)
+
+
+def _advice(kinds: set[str]) -> str:
+    """What to do about the layer kinds the processor has no module for (the sentence
+    before "or quantize for the CPU target instead")."""
+    advice = []
+    if kinds & _ACTIVATION_KINDS:
+        advice.append(
+            "use activations the processor has (Relu, Clip/Relu6, LeakyRelu, PRelu, Sigmoid, Tanh, HardSigmoid, "
+            "HardSwish, SiLU) in place of "
+            + ", ".join(sorted(kinds & _ACTIVATION_KINDS))
+            + " (GELU exports as Div, Erf, Add and Mul)"
+        )
+    if "BatchNormalization" in kinds:
+        advice.append(
+            "a BatchNormalization folds only into the Conv right before it: place it after the convolution "
+            "(Conv -> BN -> ReLU rather than BN -> ReLU -> Conv)"
+        )
+    if kinds & _NORMALIZATION_KINDS - {"BatchNormalization"}:
+        advice.append(
+            "the processor has no "
+            + " or ".join(sorted(kinds & _NORMALIZATION_KINDS - {"BatchNormalization"}))
+            + " (a transformer runs on the CPU target)"
+        )
+    if "Transpose" in kinds:
+        advice.append(
+            "a Transpose (a channel shuffle's Reshape -> Transpose -> Reshape, a layout change) has no module: "
+            "the processor keeps activations channel-planar"
+        )
+    return ("; ".join(advice)[:1].upper() + "; ".join(advice)[1:] + "; or ") if advice else "Otherwise "
+
+
 def _listing(names: list[str]) -> str:
     """Every name, comma-separated (an error names every layer at once)."""
     return ", ".join(names)
@@ -187,8 +227,8 @@ def place(net: Network, acts: Activations) -> tuple[dict[str, Placement], dict[s
             "its normalization, and a tail of output layers after the last hardware layer ("
             + ", ".join(sorted(OUTPUT_SOFTWARE_KINDS))
             + ", or any kind it lacks). "
-            "Use activations the processor has (Relu, Clip/Relu6, LeakyRelu, PRelu, Sigmoid, Tanh, HardSigmoid, "
-            "HardSwish, SiLU) in their place, or quantize for the CPU target instead ("
+            + _advice(set(no_module))
+            + "quantize for the CPU target instead ("
             + option(
                 'quantize("cpu"), validate(..., target="cpu")', "quantscope validate --target cpu, without --bitstream"
             )
