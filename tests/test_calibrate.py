@@ -287,3 +287,13 @@ def test_loaded_ranges_quantize_once_given_their_network(tmp_path):
     )
     with pytest.raises(qs.ConfigurationError, match="measured on another model"):
         loaded.attach(other)
+
+
+def test_loading_ranges_for_a_torch_module_says_to_prepare_it(tmp_path):
+    torch = pytest.importorskip("torch")
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    net = qs.prepare(module, example_input=torch.zeros(1, 3, 8, 8))
+    qs.calibrate(net, images(4, seed=1), progress=False).save(tmp_path / "r.json")
+    with pytest.raises(qs.ConfigurationError, match=r"network=quantscope.prepare\(module, example_input="):
+        qs.Calibration.load(tmp_path / "r.json", network=module)
+    assert qs.Calibration.load(tmp_path / "r.json", network=net).network is net

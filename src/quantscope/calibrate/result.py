@@ -176,13 +176,20 @@ class Calibration:
         the histograms are absent (``stats.hist is None``).
 
         ``network``: the network it was made for (a :class:`~quantscope.Network`, or a
-        model path / ``ModelProto`` to prepare), so that ``quantize`` and ``validate``
+        model path / ``ModelProto`` to prepare; a torch module: prepare it first,
+        ``prepare(module, example_input=...)``), so that ``quantize`` and ``validate``
         can use the loaded ranges; its layers are checked against the file's.
         """
         cal = cls._load(Path(path))
         if network is not None:
             from ..network import prepare
+            from ..network.load import _is_torch_module
 
+            if _is_torch_module(network):
+                raise ConfigurationError(
+                    "Calibration.load(path, network=...) takes a prepared network for a torch module: "
+                    "Calibration.load(path, network=quantscope.prepare(module, example_input=torch.zeros(...)))"
+                )
             cal.attach(prepare(network))
         return cal
 
