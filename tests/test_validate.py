@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import onnxruntime as ort
@@ -699,3 +700,34 @@ def test_the_verdict_never_reads_zero_percent_for_a_share_above_zero():
     from quantscope.validate.validate import _percent
 
     assert _percent(0.0) == "0.00%" and _percent(3e-7) == "<0.01%" and _percent(0.0153) == "1.53%"
+
+
+def test_validation_data_scaled_unlike_the_calibration_data_is_warned_of():
+    import logging
+
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    net = qs.prepare(small_cnn(seed=1, with_norm=False))
+    raw = images(24, seed=4)  # 0..255 pixels
+    normalized = ((raw / 255 - 0.45) / 0.25).astype(np.float32)
+    # (calibration, validation, the share the warning must show above 25%)
+    cases = [(raw, normalized, r"([\d.]+)% round to 0"), (normalized, raw, r"([\d.]+)% of its values lie beyond")]
+    for cal_x, val_x, share in [*cases, (normalized, normalized, None)]:
+        records, log = Records(), logging.getLogger("quantscope")  # the CLI's tests stop propagation
+        log.addHandler(records)
+        try:
+            qs.validate(qs.calibrate(net, cal_x[:12], progress=False), val_x[12:], progress=False)
+        finally:
+            log.removeHandler(records)
+        warned = [m for m in records.messages if "does not look like its calibration data" in m]
+        if share is None:
+            assert not warned
+        else:
+            assert len(warned) == 1 and "pixel_scale" in warned[0], warned
+            assert float(re.search(share, warned[0]).group(1)) > 25, warned[0]

@@ -69,6 +69,10 @@ class OpInfo:
         random: its result is not a function of its inputs (never folded into a constant).
         homogeneous: positively homogeneous per channel, ``f(x / s) = f(x) / s`` for a
             positive scale ``s`` per channel (cross-layer equalization scales through it).
+        fpga_advice: what the FPGA refusal advises for a layer of this kind the processor
+            lacks: ``"activation"`` (use one it has; GELU's Div and Erf too),
+            ``"batchnorm"`` (fold it into the Conv before it), ``"normalization"`` (none on
+            the processor), or None.
     """
 
     int8: str | None = None
@@ -87,10 +91,19 @@ class OpInfo:
     copies_values: bool = False
     random: bool = False
     homogeneous: bool = False
+    fpga_advice: str | None = None
 
 
 #: THE table. Operators absent from it run in float (``OpInfo()``).
 OPS: dict[str, OpInfo] = {
+    **dict.fromkeys(
+        ("Elu", "Selu", "Celu", "Gelu", "Erf", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Exp", "Pow"),
+        OpInfo(fpga_advice="activation"),
+    ),
+    "BatchNormalization": OpInfo(fpga_advice="batchnorm"),
+    **dict.fromkeys(
+        ("LayerNormalization", "InstanceNormalization", "GroupNormalization"), OpInfo(fpga_advice="normalization")
+    ),
     "Conv": OpInfo(int8="learnable", takes_bias=True, merges_zero_pad=True),
     "Gemm": OpInfo(int8="learnable", takes_bias=True),
     "MatMul": OpInfo(int8="learnable"),
@@ -108,7 +121,7 @@ OPS: dict[str, OpInfo] = {
     "Sum": OpInfo(fpga_module="adder", fpga_cost="elementwise"),
     "Sub": OpInfo(normalization=True),
     "Mul": OpInfo(normalization=True, commutative=True, fpga_module="adder", fpga_cost="elementwise"),
-    "Div": OpInfo(normalization=True),
+    "Div": OpInfo(normalization=True, fpga_advice="activation"),
     "Concat": OpInfo(int8="concat", fpga_cost="fused", fpga_channels=True),
     "Flatten": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True, fpga_cost="fused"),
     "Reshape": OpInfo(int8="move", same_values=True, fpga_output=True, fpga_alias=True, fpga_cost="fused"),

@@ -465,6 +465,7 @@ def validate(
             df["FramesPerSecond"] = [fps_float, fps_int8]
         extra["processor"] = name
     table = _layer_table(plan, errors)
+    _check_inputs_like_calibration(plan, errors)
     return ValidationResult(
         extra=extra,
         num_samples=n,
@@ -495,6 +496,33 @@ def _check_unlabelled(metric_fns: dict) -> None:
 def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
     """A layer name or a collection of them as a tuple (None: none)."""
     return (value,) if isinstance(value, str) else tuple(value or ())
+
+
+#: Shares of a network input's validation values beyond its calibrated grid, or made 0
+#: by it, above which the data looks scaled unlike the calibration data.
+_INPUT_SATURATED, _INPUT_FLUSHED = 0.05, 0.25
+
+
+def _check_inputs_like_calibration(plan: QuantPlan, errors: dict[str, LayerError]) -> None:
+    """Warn when a quantized network input's validation values lie far outside the range
+    calibrated for it, or mostly round to 0 on its grid: validation data scaled unlike
+    the calibration data (0..255 pixels against normalized ones, say) makes every int8
+    figure meaningless."""
+    for layer in plan.network.layers:
+        e = errors.get(layer.name)
+        if layer.kind != "input" or layer.output not in plan.activations or e is None or not e.count:
+            continue
+        saturated, flushed = e.saturated / e.count, e.flushed / e.count
+        if saturated > _INPUT_SATURATED or flushed > _INPUT_FLUSHED:
+            _log.warning(
+                "the validation data of input %r does not look like its calibration data: %.1f%% of its values "
+                "lie beyond the range calibrated for it and %.1f%% round to 0 on its int8 grid. Give both the same "
+                "scaling and normalization (for image folders: %s)",
+                layer.output,
+                100 * saturated,
+                100 * flushed,
+                option("ImageDatastore(..., pixel_scale=, mean=, std=)", "--pixel-scale, --mean, --std"),
+            )
 
 
 #: Mean square above which a float tensor holds an attention mask's fill values

@@ -109,14 +109,9 @@ def is_fused(kind: str) -> bool:
     return COSTS[kind] is fused
 
 
-#: Kinds that are (parts of) activations the processor lacks: GELU exports as Div, Erf,
-#: Add, Mul; Mish as Softplus, Tanh, Mul.
-_ACTIVATION_KINDS = frozenset(
-    {"Elu", "Selu", "Celu", "Gelu", "Erf", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Div", "Exp", "Pow"}
-)
-_NORMALIZATION_KINDS = frozenset(
-    {"BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization"}
-)
+#: Kinds the refusal has advice for (the op table's ``fpga_advice``).
+_ACTIVATION_KINDS = ops_with(fpga_advice="activation")
+_NORMALIZATION_KINDS = ops_with(fpga_advice="normalization")
 
 
 def _advice(kinds: set[str]) -> str:
@@ -130,15 +125,15 @@ def _advice(kinds: set[str]) -> str:
             + ", ".join(sorted(kinds & _ACTIVATION_KINDS))
             + " (GELU exports as Div, Erf, Add and Mul)"
         )
-    if "BatchNormalization" in kinds:
+    if kinds & ops_with(fpga_advice="batchnorm"):
         advice.append(
             "a BatchNormalization folds only into the Conv right before it: place it after the convolution "
             "(Conv -> BN -> ReLU rather than BN -> ReLU -> Conv)"
         )
-    if kinds & _NORMALIZATION_KINDS - {"BatchNormalization"}:
+    if kinds & _NORMALIZATION_KINDS:
         advice.append(
             "the processor has no "
-            + " or ".join(sorted(kinds & _NORMALIZATION_KINDS - {"BatchNormalization"}))
+            + " or ".join(sorted(kinds & _NORMALIZATION_KINDS))
             + " (a transformer runs on the CPU target)"
         )
     if "Transpose" in kinds:
