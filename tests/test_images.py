@@ -285,3 +285,15 @@ def test_webp_images_are_read(tmp_path):
     assert [Path(f).name for f in ds.files] == ["a.png", "b.webp"]
     batch = next(ds.batches(2))
     np.testing.assert_array_equal(batch.x[0], batch.x[1])
+
+
+def test_a_class_list_with_duplicate_names_keeps_every_position(folder):
+    """ImageNet's class list names "crane" and "maillot" twice: each line is an output
+    index, so a duplicate earlier in the list must not move the classes after it; a
+    subfolder named like a duplicated entry is ambiguous and refused."""
+    ds = ImageDatastore(folder, size=(8, 8), channels=3, class_names=["bird", "crane", "crane", "dog", "cat"])
+    _, _, y, _ = read_all(ds)
+    assert sorted(set(y.tolist())) == [3, 4]
+    assert y.tolist().count(4) == 5 and y.tolist().count(3) == 3
+    with pytest.raises(CalibrationDataError, match=r"'cat' \(list entries 2, 4\).*ambiguous"):
+        ImageDatastore(folder, class_names=["dog", "cat", "bird", "cat"])

@@ -731,3 +731,24 @@ def test_validation_data_scaled_unlike_the_calibration_data_is_warned_of():
         else:
             assert len(warned) == 1 and "pixel_scale" in warned[0], warned
             assert float(re.search(share, warned[0]).group(1)) > 25, warned[0]
+
+
+def test_a_class_list_whose_length_is_not_the_outputs_is_refused(tmp_path):
+    from PIL import Image
+
+    from quantscope.calibrate.images import ImageDatastore
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    net = qs.prepare(small_cnn(seed=1, with_norm=False))
+    outputs = net.value_shape(net.output_names[0])[1]
+    cal = qs.calibrate(net, images(8, seed=2), progress=False)
+    names = [f"class{i}" for i in range(outputs)]
+    names[0], names[2] = "dog", "cat"  # 3 outputs
+    res = qs.validate(cal, ImageDatastore(tmp_path, class_names=names), progress=False)
+    assert sorted(set(res.labels.tolist())) == [0, 2]
+    with pytest.raises(qs.ConfigurationError, match=f"class list has {outputs + 2} names and the network {outputs}"):
+        qs.validate(cal, ImageDatastore(tmp_path, class_names=[*names, "x", "y"]), progress=False)

@@ -208,13 +208,29 @@ class ImageDatastore:
             else:
                 label_names = np.array([r[0] for r in rels], dtype=str)
         if class_names is not None and label_names is not None:
-            known = list(dict.fromkeys(str(c) for c in class_names))
+            # position in the list = output index, duplicates included (ImageNet's list names
+            # "crane" and "maillot" twice): dropping one would shift every later class
+            known = [str(c) for c in class_names]
             unknown = sorted(set(label_names.tolist()) - set(known))
             if unknown:
                 raise CalibrationDataError(
                     f"image folder {folder}: class subfolder(s) {', '.join(unknown[:8])}"
                     f"{' ...' if len(unknown) > 8 else ''} are not in the class list "
                     f"({len(known)} names, e.g. {', '.join(known[:3])}); name the subfolders as the list does"
+                )
+            places: dict[str, list[int]] = {}
+            for i, c in enumerate(known):
+                places.setdefault(c, []).append(i)
+            ambiguous = sorted(n for n in set(label_names.tolist()) if len(places[n]) > 1)
+            if ambiguous:
+                raise CalibrationDataError(
+                    f"image folder {folder}: class subfolder(s) "
+                    + ", ".join(
+                        f"{n!r} (list entries {', '.join(str(i + 1) for i in places[n])})" for n in ambiguous[:5]
+                    )
+                    + " name more than one entry of the class list, so their output index is ambiguous; make "
+                    "those names unique in the list (e.g. 'crane (bird)', 'crane (machine)') and name the "
+                    "subfolders as the list does"
                 )
             classes = known
         else:
@@ -232,6 +248,8 @@ class ImageDatastore:
             std=std,
             skip_bad=skip_bad,
         )
+        #: ``classes`` is the user's class list (``class_names``), in the network's output order
+        self.class_list_given = class_names is not None and label_names is not None
 
     def _init(
         self,
@@ -286,7 +304,9 @@ class ImageDatastore:
         self.skipped: list[tuple[Path, str]] = []
         self._mean = mean_v
         self._std = std_v
-        class_index = {c: i for i, c in enumerate(classes)}
+        class_index: dict[str, int] = {}
+        for i, c in enumerate(classes):
+            class_index.setdefault(c, i)
         self._y = (
             None if label_names is None else np.array([class_index[n] for n in label_names.tolist()], dtype=np.int64)
         )
@@ -313,6 +333,7 @@ class ImageDatastore:
             classes=list(self.classes),
             **kw,
         )
+        new.class_list_given = self.class_list_given
         return new
 
     # ------------------------------------------------------------------ DataSource

@@ -387,6 +387,10 @@ def validate(
                 class_scores(part.float_scores)  # one score per class, or a clear error
         totals.add(part)
 
+    class_list = getattr(data, "classes", None) if getattr(data, "class_list_given", False) else None
+    outputs = network.value_shape(network.output_names[0]) if class_list else None
+    if class_list and outputs and len(outputs) == 2 and isinstance(outputs[1], int):
+        _check_class_list(class_list, outputs[1])  # before any work, where the output's width is known
     if client is not None:
         check_dask_inputs(network)
         from .distributed import validate_on_dask  # Dask is an optional extra
@@ -430,7 +434,9 @@ def validate(
     else:
         y = float_top1
         metric_labels = None  # metrics of unlabelled data get labels=None
-    if labelled and classes and fs.ndim == 2 and fs.shape[1] != len(classes):
+    if labelled and class_list and fs.ndim == 2:
+        _check_class_list(class_list, fs.shape[1])
+    if labelled and classes and not class_list and fs.ndim == 2 and fs.shape[1] != len(classes):
         _log.warning(
             "the data has %d classes (%s...) and the network %d outputs: class i is taken as output i, in "
             "the sorted order of the class names. If the classes are a part of the network's, give the "
@@ -496,6 +502,16 @@ def _check_unlabelled(metric_fns: dict) -> None:
 def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
     """A layer name or a collection of them as a tuple (None: none)."""
     return (value,) if isinstance(value, str) else tuple(value or ())
+
+
+def _check_class_list(classes: list[str], outputs: int) -> None:
+    """Refuse a user's class list whose length is not the network's number of outputs."""
+    if len(classes) != outputs:
+        raise ConfigurationError(
+            f"the class list has {len(classes)} names and the network {outputs} outputs: give the network's "
+            "class list, one name per output in output order "
+            f"({option('ImageDatastore(..., class_names=[...])', '--classes FILE')})"
+        )
 
 
 #: Shares of a network input's validation values beyond its calibrated grid, or made 0
