@@ -421,3 +421,22 @@ def test_read_ahead_gives_the_same_batches_and_raises_where_the_plain_loop_does(
 
     assert len(list(read_ahead(as_source(generator()), 2))) == 3
     assert set(threads) == {threading.current_thread()}
+
+
+def test_a_cast_that_would_change_values_is_refused(tmp_path):
+    """Integer inputs (file bytes, token ids) get whole numbers in their type's range, and
+    float64 data fits float32: the cast never wraps, truncates or overflows silently."""
+    ints = dict(input_shape=(None, 6), dtype=np.int32)
+    good = np.arange(12, dtype=np.int64).reshape(2, 6)
+    batch = next(as_source(good, **ints).batches(2))
+    assert batch.x.dtype == np.int32 and np.array_equal(batch.x, good)
+    with pytest.raises(CalibrationDataError, match="takes integers.*fractions"):
+        next(as_source(good + 0.5, **ints).batches(2))
+    with pytest.raises(CalibrationDataError, match=r"int32 values .*from 1099511627776"):
+        next(as_source(good + 2**40, **ints).batches(2))
+    np.save(tmp_path / "big.npy", np.full((2, 3, 4, 4), 1e40))
+    with pytest.raises(CalibrationDataError, match="big.npy.*beyond float32's range"):
+        next(as_source(str(tmp_path / "big.npy"), input_shape=(None, 3, 4, 4)).batches(2))
+    two = {"ids": ((None, 5), np.dtype(np.int64)), "mask": ((None, 5), np.dtype(np.int32))}
+    with pytest.raises(CalibrationDataError, match="'mask' takes int32"):
+        next(as_source({"ids": np.zeros((2, 5)), "mask": np.full((2, 5), 2**33)}, inputs=two).batches(2))

@@ -285,13 +285,43 @@ class Conformer:
             x = x.transpose(0, 3, 1, 2)
         if plan.insert_axis is not None:
             x = np.expand_dims(x, plan.insert_axis)
-        x = np.ascontiguousarray(x, dtype=self.dtype)
+        x = cast_checked(x, self.dtype, f"{self.desc}, at sample {position}: the network input")
         check_finite(x, position, self.desc)
         return x
 
     def conform(self, x: np.ndarray, position: int, *, single_ok: bool) -> tuple[np.ndarray, bool]:
         plan = self.plan(tuple(x.shape), position, single_ok=single_ok)
         return self.apply(plan, x, position), plan.single
+
+
+def cast_checked(x: np.ndarray, dtype: Any, what: str) -> np.ndarray:
+    """``x`` as a contiguous array of ``dtype``, refusing what the cast would change
+    silently: fractions or non-finite values for an integer input (token ids, file
+    bytes), values outside an integer type's range (2**40 wraps in int32), finite
+    values beyond float32's range (1e40 becomes inf). ``what`` starts the message."""
+    target = np.dtype(dtype)
+    if target.kind in "iub" and x.dtype != target and x.size:
+        if x.dtype.kind == "f" and (not np.all(np.isfinite(x)) or not np.all(x == np.round(x))):
+            raise CalibrationDataError(
+                f"{what} takes integers ({target}), and the data holds fractions or non-finite values; "
+                "give whole numbers"
+            )
+        if target.kind != "b" and x.dtype.kind in "iuf":
+            info = np.iinfo(target)
+            lo, hi = x.min(), x.max()
+            if lo < info.min or hi > info.max:
+                raise CalibrationDataError(
+                    f"{what} takes {target} values ({info.min}..{info.max}), and the data holds values from "
+                    f"{lo} to {hi}; give values in the input's range"
+                )
+    elif target.kind == "f" and x.dtype.kind == "f" and x.dtype.itemsize > target.itemsize and x.size:
+        finite = np.abs(x[np.isfinite(x)])
+        if finite.size and finite.max() > np.finfo(target).max:
+            raise CalibrationDataError(
+                f"{what} takes {target} values, and the data holds finite values up to {finite.max():.4g}, beyond "
+                f"{target}'s range ({np.finfo(target).max:.4g}); scale the data"
+            )
+    return np.ascontiguousarray(x, dtype=target)
 
 
 def check_finite(x: np.ndarray, first_position: int | np.ndarray, desc: str = "the data") -> None:

@@ -18,7 +18,16 @@ import numpy as np
 
 from ..errors import CalibrationDataError
 from ..network.network import Inputs
-from .data import NUMPY_FILE_ERRORS, Batch, check_batch_size, check_finite, fmt_shape, to_numpy, unreadable
+from .data import (
+    NUMPY_FILE_ERRORS,
+    Batch,
+    cast_checked,
+    check_batch_size,
+    check_finite,
+    fmt_shape,
+    to_numpy,
+    unreadable,
+)
 
 __all__ = ["InputSpec", "multi_input_source"]
 
@@ -50,12 +59,7 @@ def _conform(arrays: Mapping[str, Any], spec: InputSpec, desc: str, position: in
                 f"{desc}, at sample {position}: input {name!r} has shape {fmt_shape(x.shape)}, and the network "
                 f"takes {fmt_shape(shape)} (batch axis first)"
             )
-        if np.dtype(dtype).kind in "iub" and x.dtype.kind == "f":
-            if not np.all(np.isfinite(x)) or not np.all(x == np.round(x)):
-                raise CalibrationDataError(
-                    f"{desc}: input {name!r} takes integers ({np.dtype(dtype)}), and the data holds fractions"
-                )
-        x = np.ascontiguousarray(x, dtype=dtype)
+        x = cast_checked(x, dtype, f"{desc}: input {name!r}")
         if x.dtype.kind == "f":
             check_finite(x, position, f"{desc}, input {name!r}")
         out[name] = x
