@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 import subprocess
 
 import numpy as np
@@ -291,3 +292,33 @@ def test_markup_in_names_and_paths_is_printed_as_text(tmp_path, capsys):
     assert main([*args, *both]) == 2
     err = capsys.readouterr().err
     assert "both in --keep-float and --require-int8" in err and "keep_float" not in err
+
+
+def test_outputs_never_replace_the_commands_inputs_and_os_errors_are_messages(model_and_data, tmp_path, capsys):
+    """A quantized model written over its float source, ranges overwritten by the
+    quantized model's scales or a report's data, a scales file that is a folder: each
+    refused before any work, the inputs untouched; an unreadable file is a message."""
+    model, data = (str(p) for p in model_and_data)
+    ranges = tmp_path / "q.json"
+    assert main(["calibrate", model, data, "--out", str(ranges), "--quiet"]) == 0
+    before = {p: p.read_bytes() for p in (Path(model), ranges)}
+    capsys.readouterr()
+    cases = [
+        (["quantize", model, "--calibration", data, "-o", model], "would replace MODEL"),
+        (["quantize", model, "--ranges", str(ranges), "-o", str(tmp_path / "q.onnx")], "would replace --ranges"),
+        (
+            ["validate", model, "--ranges", str(ranges), "--validation", data, "--report", str(tmp_path / "q.html")],
+            "would replace --ranges",
+        ),
+    ]
+    for args, message in cases:
+        assert main([*args, "--quiet"]) == 2, args
+        assert message in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before
+    (tmp_path / "s.json").mkdir()
+    assert main(["quantize", model, "--calibration", data, "-o", str(tmp_path / "s.onnx"), "--quiet"]) == 2
+    assert "s.json beside it, which is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "s.onnx").exists()
+    # an OSError the checks cannot foresee (a file name longer than the system allows) is a message
+    assert main(["calibrate", str(tmp_path / ("m" * 300 + ".onnx")), data, "--quiet"]) == 2
+    assert "File name too long" in capsys.readouterr().err

@@ -320,3 +320,31 @@ def test_cli_several_inputs_on_dask_refused_before_calibrating(tmp_path, monkeyp
     assert main(["calibrate", str(tmp_path / "enc.onnx"), data, "--checkpoint", str(tmp_path / "c"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "without --dask and --checkpoint" in err and "client" not in err
+
+
+def test_an_address_that_is_not_a_dask_scheduler_is_a_message():
+    """A service that answers in another protocol (an HTTP server): Dask misreads its
+    bytes as a message length (a MemoryError of exbibytes); the user gets a message."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def answer():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/html\r\n\r\n" + b"<html>no</html>" * 20)
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        with pytest.raises(qs.ConfigurationError, match="Is a Dask scheduler listening there"):
+            qs.calibrate(MODEL, X[:4], client=f"tcp://127.0.0.1:{port}", progress=False)
+    finally:
+        server.close()

@@ -782,6 +782,10 @@ def _check_args(args: argparse.Namespace) -> None:
                 f"--report {report} writes its data to {data}, which is also --out {out}; give the report another name"
             )
         _check_output(str(data), "--report", (".json",), shown=report)
+    output = getattr(args, "output", None)
+    if output and args.command == "quantize":  # the exponents/scales go beside the model
+        _check_output(str(Path(output).with_suffix(".json")), "-o/--output", (".json",), shown=output)
+    _check_outputs_are_not_inputs(args)
     if getattr(args, "report_date", None) is not None:
         import datetime
 
@@ -861,6 +865,47 @@ def _check_accuracy_args(args: argparse.Namespace) -> None:
                 )
 
 
+#: (attribute, flag) of the files a command reads
+_INPUTS = (
+    ("model", "MODEL"),
+    ("data", "DATA"),
+    ("calibration", "--calibration"),
+    ("validation", "--validation"),
+    ("ranges", "--ranges"),
+    ("classes", "--classes"),
+)
+
+
+def _check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
+    """Refuse an output that would replace one of the command's own inputs (the model
+    quantized over itself, ranges overwritten by a report's data...)."""
+    from .errors import ConfigurationError
+
+    outputs = []
+    for attr, flag in (("out", "--out"), ("output", "-o/--output"), ("report", "--report")):
+        value = getattr(args, attr, None)
+        if value:
+            outputs.append((flag, value, Path(value)))
+            side = Path(value).with_suffix(".json")
+            if attr != "out" and side != Path(value):  # the report's data, the quantized model's scales
+                outputs.append((flag, value, side))
+    for attr, in_flag in _INPUTS:
+        value = getattr(args, attr, None)
+        if not value or not Path(value).exists():
+            continue
+        for flag, shown, path in outputs:
+            try:
+                same = path.exists() and path.samefile(value)
+            except OSError:
+                same = False
+            if same or path.resolve() == Path(value).resolve():
+                what = "" if str(path) == shown else f" writes {path}, which"
+                raise ConfigurationError(
+                    f"{flag} {shown}{what} would replace {in_flag} {value}, an input of this command; "
+                    "write the output to another file"
+                )
+
+
 def _check_output(value: str, flag: str, suffixes: tuple[str, ...], shown: str | None = None) -> None:
     """Refuse an output path of the wrong type, a folder, or one that cannot be written."""
     from .errors import ConfigurationError
@@ -875,7 +920,7 @@ def _check_output(value: str, flag: str, suffixes: tuple[str, ...], shown: str |
     if Path(shown).is_dir() or path.is_dir():
         if shown != value and not Path(shown).is_dir():  # the data file beside the page
             raise ConfigurationError(
-                f"{flag} {shown} writes its data to {value}, which is a folder; give the report another name"
+                f"{flag} {shown} writes {value} beside it, which is a folder; give the output another name"
             )
         raise ConfigurationError(f"{flag} {shown} is a folder; give a file name")
     folder = path.parent if str(path.parent) else Path(".")
@@ -931,6 +976,14 @@ def _main(argv: list[str] | None) -> int:
     except QuantscopeError as exc:
         # soft wrap: never a line break inside a message (a path), whatever the width
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written (permissions, a folder, a full disk)
+        where = f"{exc.filename}: " if exc.filename else ""
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]error:[/] {escape(where)}{escape(exc.strerror or str(exc))}; check the path, its "
+            "permissions and the free space",
+            highlight=False,
+        )
         return 2
     except KeyboardInterrupt:
         checkpoint = getattr(args, "checkpoint", None)

@@ -160,9 +160,11 @@ def dask_client(client: Any) -> Iterator[Any]:
         raise ConfigurationError("the Dask scheduler address is empty; pass e.g. tcp://host:8786 or local:4")
     try:
         c = distributed.Client(spec, timeout="30s")
-    except (OSError, TimeoutError, ValueError) as exc:
+    except Exception as exc:  # refused, timed out, or not a Dask scheduler (its bytes misread: a MemoryError)
+        reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, MemoryError) else str(exc)
         raise ConfigurationError(
-            f"cannot connect to the Dask scheduler at {spec}: {exc}. Start one with "
+            f"cannot connect to the Dask scheduler at {spec}: {reason[:300]}. Is a Dask scheduler listening "
+            "there? Start one with "
             f"`dask scheduler` (and workers with `dask worker {spec}`), check the address and "
             "that this machine can reach it, or use --dask local:N for a cluster on this machine"
         ) from exc
