@@ -314,7 +314,7 @@ def test_cli_report_flags(cli_files, tmp_path, capsys):
         (["--report", "r.html", "--report-date", "tomorrow"], "--report-date 'tomorrow': give a date"),
         (["--report-date", DATE], "add --report"),
         (["--report", ""], "--report '': give a file name"),  # an empty $VAR: not silently no report
-        (["--report", "taken.html"], "--report taken.html writes its data to taken.json, which is a folder"),
+        (["--report", "taken.html"], "--report taken.html writes taken.json beside it, which is a folder"),
         (["--out", ""], "--out '': give a file name"),
     ],
 )
