@@ -752,3 +752,18 @@ def test_a_class_list_whose_length_is_not_the_outputs_is_refused(tmp_path):
     assert sorted(set(res.labels.tolist())) == [0, 2]
     with pytest.raises(qs.ConfigurationError, match=f"class list has {outputs + 2} names and the network {outputs}"):
         qs.validate(cal, ImageDatastore(tmp_path, class_names=[*names, "x", "y"]), progress=False)
+
+
+def test_two_dimensional_labels_must_be_one_hot_rows_of_the_outputs_width():
+    from quantscope.validate.metrics import top1_accuracy
+
+    scores = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]])
+    assert top1_accuracy(scores, np.array([[0, 1, 0], [1, 0, 0]])) == 1.0
+    assert top1_accuracy(scores, np.array([1, 0])) == 1.0
+    for labels, message in [
+        (np.zeros((2, 3)), r"sample 0 .* not a one-hot row"),  # argmax made every label class 0
+        (np.array([[0.2, 0.7, 0.1], [1, 0, 0]]), r"sample 0 .* not a one-hot row"),  # probabilities
+        (np.array([[0, 1], [1, 0]]), "2 columns and the network 3 classes"),
+    ]:
+        with pytest.raises(qs.ConfigurationError, match=message):
+            top1_accuracy(scores, labels)

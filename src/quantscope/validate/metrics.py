@@ -37,6 +37,21 @@ def _label_indices(labels: np.ndarray, num_classes: int | None = None) -> np.nda
     computed with it would be silently wrong."""
     labels = np.asarray(labels)
     if labels.ndim == 2:
+        # one-hot rows: exactly one 1 and 0 elsewhere, one column per class (a row of
+        # zeros or of probabilities has no one class: argmax would make one up)
+        hot = (labels == 1).sum(axis=1)
+        bad = np.flatnonzero((hot != 1) | ((labels != 0) & (labels != 1)).any(axis=1))
+        if bad.size:
+            raise ConfigurationError(
+                f"the labels of sample {int(bad[0])} ({np.array2string(labels[bad[0]][:10], threshold=10)}) are "
+                f"not a one-hot row (one 1, zeros elsewhere), nor are {bad.size - 1} other(s): give class indices "
+                "(N,) or one-hot rows (N, classes)"
+            )
+        if num_classes is not None and labels.shape[1] != num_classes:
+            raise ConfigurationError(
+                f"the one-hot labels have {labels.shape[1]} columns and the network {num_classes} classes: give "
+                "one column per output class, or class indices (N,)"
+            )
         return labels.argmax(axis=1)
     flat = labels.reshape(-1)
     if flat.dtype.kind not in "iub":
