@@ -322,3 +322,25 @@ def test_outputs_never_replace_the_commands_inputs_and_os_errors_are_messages(mo
     # an OSError the checks cannot foresee (a file name longer than the system allows) is a message
     assert main(["calibrate", str(tmp_path / ("m" * 300 + ".onnx")), data, "--quiet"]) == 2
     assert "File name too long" in capsys.readouterr().err
+
+
+def test_image_and_checkpoint_flags_are_named_as_flags(model_and_data, tmp_path, capsys):
+    from PIL import Image
+
+    model, data = (str(p) for p in model_and_data)
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    folder = str(tmp_path / "imgs")
+    cases = [
+        ([folder, "--mean", "1", "2"], "--mean has 2 values"),
+        ([folder, "--std", "0"], "--std must be positive"),
+        ([folder, "--std", "-1"], "--std must be positive"),
+        ([folder, "--size", "0", "0"], "--size must be positive"),
+        ([data, "--checkpoint-every", "5"], "add --checkpoint"),
+        ([data, "--checkpoint", str(tmp_path / "c.json"), "--checkpoint-every", "0"], "--checkpoint-every must be"),
+    ]
+    for args, message in cases:
+        assert main(["calibrate", model, *args, "--quiet"]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert "checkpoint_every" not in err and "checkpoint=" not in err

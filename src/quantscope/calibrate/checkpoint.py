@@ -177,10 +177,16 @@ class Resumer:
     @classmethod
     def create(cls, path: str | os.PathLike | None, every: int | None, restart: bool = False) -> Resumer:
         if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-            raise ConfigurationError(f"checkpoint_every must be a positive number of batches, got {every!r}")
+            raise ConfigurationError(
+                f"{option('checkpoint_every', '--checkpoint-every')} must be a positive number of batches, "
+                f"got {every!r}"
+            )
         if path is None and (every is not None or restart):
             raise ConfigurationError(
-                "checkpoint_every and restart need a checkpoint path: pass checkpoint='cal.ckpt.json' (--checkpoint)"
+                option(
+                    "checkpoint_every and restart need a checkpoint path: pass checkpoint='cal.ckpt.json'",
+                    "--checkpoint-every and --restart need a checkpoint file: add --checkpoint cal.ckpt.json",
+                )
             )
         return cls(path, DEFAULT_EVERY if every is None else every, restart)
 

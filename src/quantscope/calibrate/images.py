@@ -270,26 +270,32 @@ class ImageDatastore:
             try:
                 h, w = (int(s) for s in size)
             except (TypeError, ValueError):
-                raise ConfigurationError(f"size must be (height, width) in pixels, got {size!r}") from None
+                raise ConfigurationError(
+                    f"{option('size', '--size')} must be (height, width) in pixels, got {size!r}"
+                ) from None
             if h < 1 or w < 1:
-                raise ConfigurationError(f"size must be positive (height, width), got {size!r}")
+                raise ConfigurationError(f"{option('size', '--size')} must be positive (height, width), got {size!r}")
             size = (h, w)
         if channels is not None and channels not in (1, 3):
-            raise ConfigurationError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+            raise ConfigurationError(
+                f"{option('channels', '--channels')} must be 1 (grayscale) or 3 (RGB), got {channels!r}"
+            )
         if not (isinstance(scale, (int, float, np.integer, np.floating)) and math.isfinite(scale)):
-            raise ConfigurationError(f"scale must be a finite number, got {scale!r}")
+            raise ConfigurationError(f"{option('scale', '--pixel-scale')} must be a finite number, got {scale!r}")
         mean_v = _channel_vector(mean, "mean", 0.0)
         std_v = _channel_vector(std, "std", 1.0)
-        if (std_v == 0).any():
-            raise ConfigurationError(f"std must not be zero, got {std!r}")
+        if not (std_v > 0).all():
+            raise ConfigurationError(f"{option('std', '--std')} must be positive (a standard deviation), got {std!r}")
         for name, v in (("mean", mean_v), ("std", std_v)):
             if v.size not in (1,) and channels is not None and v.size != channels:
                 raise ConfigurationError(
-                    f"{name} has {v.size} values but the images have {channels} channel(s); "
-                    f"pass one {name} or one per channel"
+                    f"{option(name, '--' + name)} has {v.size} values but the images have {channels} "
+                    f"channel(s); pass one {option(name, '--' + name)} value or one per channel"
                 )
             if v.size not in (1, 3) and channels is None:
-                raise ConfigurationError(f"{name} has {v.size} values; pass one value or one per channel (3 for RGB)")
+                raise ConfigurationError(
+                    f"{option(name, '--' + name)} has {v.size} values; pass one value or one per channel (3 for RGB)"
+                )
         self.folder = folder
         self.files = files
         self.labels = label_names
@@ -420,7 +426,8 @@ class ImageDatastore:
         for name, v in (("mean", self._mean), ("std", self._std)):
             if v.size not in (1, c):
                 raise ConfigurationError(
-                    f"{name} has {v.size} values but the images have {c} channel(s); pass one {name} or one per channel"
+                    f"{option(name, '--' + name)} has {v.size} values but the images have {c} channel(s); pass one "
+                    f"{option(name, '--' + name)} value or one per channel"
                 )
         if self.scale != 1.0:
             x *= np.float32(self.scale)
