@@ -1051,3 +1051,19 @@ def test_the_refusal_advises_for_the_kinds_it_names():
     with pytest.raises(UnsupportedModelError) as elu:
         fpga.estimate_performance(net("Elu", False), "zcu102_int8")
     assert "in place of Elu" in str(elu.value) and "BatchNormalization" not in str(elu.value)
+
+
+def test_cli_optimize_says_once_why_no_configuration_can_run_the_network(tmp_path, capsys):
+    from quantscope.cli import main
+
+    init = {"cw": np.zeros((4, 3, 3, 3), np.float32)}
+    model = make_model(
+        [helper.make_node("Conv", ["x", "cw"], ["y"], name="conv1", pads=[1] * 4)],
+        [tensor("x", ["N", 3, "H", "W"])],
+        [tensor("y", ["N", 4, "H", "W"])],
+        init,
+    )
+    onnx.save(model, tmp_path / "dyn.onnx")
+    assert main(["optimize", str(tmp_path / "dyn.onnx"), "--board", "zcu102", "--fps", "30"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("fixed input size") == 1, captured

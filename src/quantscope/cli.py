@@ -548,6 +548,11 @@ def _cmd_profile(args: argparse.Namespace, console: Console) -> int:
         batch = next(as_source(data, layout=args.layout, input_shape=workflow.network.input_shape).batches(args.frames))
         workflow.deploy()
         _, profile = workflow.predict(batch.x, profile=True)
+        if len(batch.x) < args.frames:
+            console.print(
+                f"[yellow]note:[/] {escape(args.calibration)} holds {len(batch.x)} frame(s), fewer than --frames "
+                f"{args.frames}: the profile is of {len(batch.x)}"
+            )
         console.print(f"Measured on the simulated board with {len(batch.x)} frame(s) of {escape(args.calibration)}:")
     else:
         profile = workflow.estimate_performance(frames=args.frames)
@@ -565,6 +570,9 @@ def _cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     from .fpga import optimize_config
 
     search = optimize_config(args.model, board=args.board, frames_per_second=args.fps, data_type=args.data_type)
+    reasons = {c.reason for c in search.candidates}
+    if search.chosen is None and len(reasons) == 1 and all(c.verdict == "does not fit" for c in search.candidates):
+        raise ConfigurationError(search.failure())  # the network's own reason: once, not once per configuration
     console.print(search.format(), markup=False, highlight=False)
     if search.chosen is None:
         raise ConfigurationError(search.failure())
