@@ -297,3 +297,15 @@ def test_a_class_list_with_duplicate_names_keeps_every_position(folder):
     assert y.tolist().count(4) == 5 and y.tolist().count(3) == 3
     with pytest.raises(CalibrationDataError, match=r"'cat' \(list entries 2, 4\).*ambiguous"):
         ImageDatastore(folder, class_names=["dog", "cat", "bird", "cat"])
+
+
+def test_class_folders_linked_from_elsewhere_are_read_and_a_link_loop_ends(tmp_path, folder):
+    root = tmp_path / "linked"
+    root.mkdir()
+    (root / "cat").symlink_to(folder / "cat", target_is_directory=True)
+    (root / "dog").mkdir()
+    rgb(8, 8).save(root / "dog" / "d.png")
+    (root / "dog" / "again").symlink_to(root, target_is_directory=True)  # a loop back up
+    ds = ImageDatastore(root)
+    assert ds.classes == ["cat", "dog"]
+    assert ds.count_each_label() == {"cat": 5, "dog": 1}

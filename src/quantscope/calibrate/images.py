@@ -178,8 +178,17 @@ class ImageDatastore:
                 f"{folder} is not a folder; pass the folder that holds the images (or their class subfolders)"
             )
         rels: list[tuple[str, ...]] = []
-        for root, dirs, names in os.walk(folder):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
+        seen = {os.path.realpath(folder)}
+        # symbolic links to folders are followed (a class folder linked from elsewhere),
+        # each real folder once (a link back up would loop)
+        for root, dirs, names in os.walk(folder, followlinks=True):
+            kept = []
+            for d in dirs:
+                real = os.path.realpath(os.path.join(root, d))
+                if not d.startswith(".") and real not in seen:
+                    seen.add(real)
+                    kept.append(d)
+            dirs[:] = kept
             rel_root = Path(root).relative_to(folder).parts
             for name in names:
                 if name.startswith(".") or not name.lower().endswith(exts):
