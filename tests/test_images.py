@@ -309,3 +309,12 @@ def test_class_folders_linked_from_elsewhere_are_read_and_a_link_loop_ends(tmp_p
     ds = ImageDatastore(root)
     assert ds.classes == ["cat", "dog"]
     assert ds.count_each_label() == {"cat": 5, "dog": 1}
+
+
+def test_a_size_beyond_the_bound_or_unlike_the_networks_is_refused_before_decoding(folder):
+    with pytest.raises(ConfigurationError, match="at most 16384 pixels a side"):
+        ImageDatastore(folder, size=(100000, 100000))
+    sized = ImageDatastore(folder, size=(40, 40))
+    with pytest.raises(CalibrationDataError, match=r"resizes the images to 40x40 pixels, and the network takes 32x32"):
+        as_source(sized, input_shape=(None, 3, 32, 32))
+    assert as_source(ImageDatastore(folder, size=(32, 32)), input_shape=(None, 3, 32, 32)).size == (32, 32)

@@ -118,6 +118,10 @@ def _decode(path: Path, size: tuple[int, int] | None, channels: int | None) -> n
     return np.ascontiguousarray(arr)
 
 
+#: The largest height or width an image is resized to (16384: 3 GiB per float32 RGB image).
+MAX_SIDE = 16384
+
+
 class ImageDatastore:
     """Image files under a folder, read as NCHW ``float32`` batches (a ``DataSource``).
 
@@ -284,6 +288,11 @@ class ImageDatastore:
                 ) from None
             if h < 1 or w < 1:
                 raise ConfigurationError(f"{option('size', '--size')} must be positive (height, width), got {size!r}")
+            if max(h, w) > MAX_SIDE:
+                raise ConfigurationError(
+                    f"{option('size', '--size')} {h} {w}: at most {MAX_SIDE} pixels a side (one such image is "
+                    f"{h * w * 12 / 2**30:.1f} GiB as float32 RGB); give the network's input size"
+                )
             size = (h, w)
         if channels is not None and channels not in (1, 3):
             raise ConfigurationError(
@@ -490,6 +499,12 @@ class ImageDatastore:
             raise CalibrationDataError(
                 f"{self.desc}: the network input {shape} has {c} channels, but images give 1 "
                 f"(grayscale) or 3 (RGB){hint}; pass the data as arrays instead"
+            )
+        if fill_only and self.size is not None and h is not None and w is not None and tuple(self.size) != (h, w):
+            raise CalibrationDataError(
+                f"{self.desc}: {option('size=', '--size')} {self.size[0]} {self.size[1]} resizes the images to "
+                f"{self.size[0]}x{self.size[1]} pixels, and the network takes {h}x{w}; give "
+                f"{option(f'size=({h}, {w})', f'--size {h} {w}')} or leave it out (the network's size is used)"
             )
         config: dict[str, Any] = {}
         if c is not None and not (fill_only and self.channels is not None):
