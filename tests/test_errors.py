@@ -38,6 +38,22 @@ def test_outputs_get_the_umask_and_keep_a_replaced_files_mode(tmp_path):
         os.umask(old)
 
 
+def test_an_output_through_a_symbolic_link_writes_the_links_target(tmp_path):
+    from quantscope._io import write_atomic
+
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "ranges.json"
+    target.write_text("old")
+    link = tmp_path / "ranges.json"
+    link.symlink_to(target)
+    assert write_atomic(link, "new") == target
+    assert link.is_symlink() and target.read_text() == "new" and link.read_text() == "new"
+    dangling = tmp_path / "later.json"
+    dangling.symlink_to(tmp_path / "real" / "later.json")  # a link to a file not written yet
+    write_atomic(dangling, "first")
+    assert dangling.is_symlink() and (tmp_path / "real" / "later.json").read_text() == "first"
+
+
 def test_errors_are_not_wrapped_inside_paths(tmp_path, capsys):
     from quantscope.cli import main
 

@@ -21,10 +21,17 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def _target(path: str | os.PathLike) -> Path:
+    """The file to write for ``path``: a symbolic link's target (the link stays a link,
+    pointing at the new contents), else ``path``."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 def replace_atomic(written: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Move the finished file ``written`` (in ``path``'s folder) to ``path`` with
     ``os.replace``, with the mode :func:`write_atomic` gives."""
-    path = Path(path)
+    path = _target(path)
     os.chmod(written, _file_mode(path))
     os.replace(written, path)
     return path
@@ -33,8 +40,9 @@ def replace_atomic(written: str | os.PathLike, path: str | os.PathLike) -> Path:
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and
     ``os.replace``; an existing file is replaced only when the write succeeded. The
-    file keeps the mode of the one it replaces, or gets the user's umask."""
-    path = Path(path)
+    file keeps the mode of the one it replaces, or gets the user's umask; a symbolic
+    link keeps pointing at the written file."""
+    path = _target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
