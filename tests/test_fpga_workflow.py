@@ -185,3 +185,15 @@ def test_cli_compile_and_profile_refuse_a_network_the_processor_cannot_run_befor
         assert main([*args, "--gptq", "--bias-correction"]) == 2, command
         err = capsys.readouterr().err
         assert "cannot run this network" in err and "1 Elu layer" in err, err
+
+
+def test_cli_compile_refuses_data_options_it_would_not_read(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    onnx.save(small_cnn(seed=11, with_norm=False), model)
+    for extra, named in (
+        (["--batch-size", "0", "--layout", "NHWC"], "--batch-size, --layout apply"),
+        (["--size", "8", "8", "--mean", "3"], "--mean, --size apply"),
+    ):
+        assert main(["compile", str(model), "--bitstream", "zcu102_int8", *extra]) == 2
+        assert named in capsys.readouterr().err
+    assert main(["compile", str(model), "--bitstream", "zcu102_int8"]) == 0

@@ -117,12 +117,9 @@ def _calibrated(args: argparse.Namespace, console: Console, check=None):
     )
 
 
-def _data(args: argparse.Namespace, path: str):
-    """A DATA argument: an image folder gets the image options (an ImageDatastore);
-    a .npy/.npz path is passed as it is."""
-    import os
-
-    given = [
+def _image_flags(args: argparse.Namespace) -> list[str]:
+    """The image-folder options given on the command line."""
+    return [
         flag
         for flag, value in (
             ("--pixel-scale", getattr(args, "pixel_scale", None)),
@@ -137,6 +134,14 @@ def _data(args: argparse.Namespace, path: str):
         )
         if value is not None
     ]
+
+
+def _data(args: argparse.Namespace, path: str):
+    """A DATA argument: an image folder gets the image options (an ImageDatastore);
+    a .npy/.npz path is passed as it is."""
+    import os
+
+    given = _image_flags(args)
     if not given:
         return path
     folders = [getattr(args, a, None) for a in ("data", "calibration", "validation")]
@@ -650,7 +655,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "validate":
             p.add_argument("--validation", required=True, help="validation data: image folder, .npy or .npz (labels y)")
-            p.add_argument("--metric", action="append", help="top1 (default with labels), top5; repeat for several")
+            p.add_argument(
+                "--metric",
+                action="append",
+                help="top1 (or accuracy; the default with labels), top5; repeat for several",
+            )
             p.add_argument(
                 "--bitstream",
                 help="with --target fpga: add the processor's Frames/s (zcu102_int8, arria10soc_int8, ...)",
@@ -682,8 +691,10 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="LAYER",
             help="this layer must run in int8: an error says why when it cannot (repeat)",
         )
-        p.add_argument("--batch-size", type=int, default=32)
-        p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
+        p.add_argument("--batch-size", type=int, default=32, help="samples per run (default 32)")
+        p.add_argument(
+            "--layout", choices=("NCHW", "NHWC"), default="NCHW", help="layout of 4-D array data (default NCHW)"
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         _add_accuracy_options(p, name)
         _add_image_options(p)
@@ -708,8 +719,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "profile":
             p.add_argument("--frames", type=int, default=1, help="frames to profile (default 1)")
             _add_report_options(p, "the profile: per-layer cycles, DDR memory map, resources")
-        p.add_argument("--batch-size", type=int, default=32)
-        p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
+        p.add_argument(
+            "--batch-size", type=int, default=32, help="samples per run of --calibration's data (default 32)"
+        )
+        p.add_argument(
+            "--layout",
+            choices=("NCHW", "NHWC"),
+            default="NCHW",
+            help="layout of 4-D array data in --calibration (default NCHW)",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         _add_accuracy_options(p, name)
         _add_image_options(p)
@@ -865,6 +883,18 @@ def _check_accuracy_args(args: argparse.Namespace) -> None:
     drop = getattr(args, "max_drop", None)
     if drop is not None and not (0 <= drop < float("inf")):
         raise ConfigurationError(f"--max-drop {drop:g}: give the largest metric drop to accept, a number >= 0")
+    if args.command in ("compile", "profile") and not args.calibration:
+        unread = _image_flags(args) + [
+            flag
+            for flag, given in (("--batch-size", args.batch_size != 32), ("--layout", args.layout != "NCHW"))
+            if given
+        ]
+        if unread:
+            raise ConfigurationError(
+                f"{', '.join(unread)} {'applies' if len(unread) == 1 else 'apply'} to --calibration DATA, which this "
+                f"command does not read {'with --ranges' if args.ranges else 'without it'}; drop "
+                f"{'it' if len(unread) == 1 else 'them'} or give --calibration DATA"
+            )
     if args.command in ("compile", "profile") and not (args.calibration or args.ranges):
         for flag, attr in (("--per-channel", "per_channel"), ("--exponent-method", "exponent_method")):
             if getattr(args, attr, None):

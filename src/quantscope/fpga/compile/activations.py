@@ -47,7 +47,9 @@ def chw(shape: tuple[int | None, ...] | None, value: str, layer: str) -> tuple[i
     if any(d is None for d in dims):
         raise UnsupportedModelError(
             f"the shape of {value!r} (layer {layer!r}) is {shape}, with a symbolic dimension other than the "
-            "batch; the processor needs a fixed input size (H, W and channels).",
+            "batch; the processor needs a fixed input size (H, W and channels): export the model with a fixed "
+            "input size (torch.onnx.export without dynamic axes on H and W, or onnxruntime's "
+            "python -m onnxruntime.tools.make_dynamic_shape_fixed).",
             nodes=[(layer, "shape")],
         )
     if len(dims) == 3:
