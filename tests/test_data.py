@@ -440,3 +440,13 @@ def test_a_cast_that_would_change_values_is_refused(tmp_path):
     two = {"ids": ((None, 5), np.dtype(np.int64)), "mask": ((None, 5), np.dtype(np.int32))}
     with pytest.raises(CalibrationDataError, match="'mask' takes int32"):
         next(as_source({"ids": np.zeros((2, 5)), "mask": np.full((2, 5), 2**33)}, inputs=two).batches(2))
+
+
+def test_unreadable_array_files_say_what_is_wrong(tmp_path):
+    np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}, None], dtype=object))
+    full = tmp_path / "full.npy"
+    np.save(full, np.zeros((4, 3, 8, 8), np.float32))
+    (tmp_path / "cut.npy").write_bytes(full.read_bytes()[:500])
+    for name, message in (("objects.npz", "array of Python objects"), ("cut.npy", "shorter than its header says")):
+        with pytest.raises(CalibrationDataError, match=message):
+            next(as_source(str(tmp_path / name), input_shape=(None, 3, 8, 8)).batches(2))

@@ -409,7 +409,18 @@ def unreadable(desc: str, suffix: str, exc: BaseException) -> str:
     quantscope's words (numpy's own may suggest unsafe pickle loading)."""
     text = str(exc).lower()
     zip_words = ("zip", "pickle", "magic")
-    if isinstance(exc, (zlib.error, EOFError)) or "crc" in text:
+    if isinstance(exc, PermissionError):
+        return f"{desc} cannot be read: permission denied; check the file's permissions"
+    if isinstance(exc, OSError) and not isinstance(exc, (zipfile.BadZipFile, EOFError)):
+        return f"{desc} cannot be read: {exc.strerror or exc}"
+    if "object arrays" in text:
+        what = (
+            "it holds an array of Python objects (dtype=object), which quantscope does not unpickle; "
+            "store numbers (a float or integer dtype)"
+        )
+    elif "mmap length" in text or "greater than file size" in text:
+        what = "the file is shorter than its header says (cut short while copying or writing?)"
+    elif isinstance(exc, (zlib.error, EOFError)) or "crc" in text:
         what = f"its data is damaged or cut short ({' '.join(str(exc).split()) or type(exc).__name__})"
     elif isinstance(exc, zipfile.BadZipFile) or (suffix == ".npz" and any(w in text for w in zip_words)):
         what = "it is not a zip archive, as an .npz file is"
