@@ -330,6 +330,10 @@ def test_cli_report_flags_are_checked_before_work(cli_files, tmp_path, capsys, m
     args = ["validate", str(model), "--calibration", str(data), "--validation", str(data), "--quiet"]
     assert main(args + extra) == 2
     assert message in capsys.readouterr().err
+    # a malformed SOURCE_DATE_EPOCH (the footer's default date) too, before any work
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    assert main([*args, "--report", "page.html"]) == 2
+    assert "SOURCE_DATE_EPOCH='yesterday'" in capsys.readouterr().err
 
 
 def test_import_and_help_stay_light():

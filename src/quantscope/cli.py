@@ -812,6 +812,10 @@ def _check_args(args: argparse.Namespace) -> None:
     if output and args.command == "quantize":  # the exponents/scales go beside the model
         _check_output(str(Path(output).with_suffix(".json")), "-o/--output", (".json",), shown=output)
     _check_outputs_are_not_inputs(args)
+    if getattr(args, "report", None) and getattr(args, "report_date", None) is None:
+        from .report.build import report_date
+
+        report_date()  # a malformed SOURCE_DATE_EPOCH: refused before any work, not after it
     if getattr(args, "report_date", None) is not None:
         import datetime
 
