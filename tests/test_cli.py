@@ -140,7 +140,10 @@ def test_image_folder_preprocessing_options(tmp_path, capsys):
     assert "NumSamples: 6" in capsys.readouterr().out
     np.save(tmp_path / "x.npy", images(4))
     assert main(["calibrate", str(model), str(tmp_path / "x.npy"), "--quiet", "--mean", "1"]) == 2
-    assert "preprocess image folders" in capsys.readouterr().err
+    assert "--mean is an option of image folders" in capsys.readouterr().err
+    assert main(["calibrate", str(model), str(tmp_path / "x.npy"), "--quiet", "--skip-bad"]) == 2
+    err = capsys.readouterr().err
+    assert "--skip-bad is an option of image folders" in err and "normalize" not in err
 
 
 def test_bad_out_name_is_refused_before_calibrating_and_ctrl_c_is_a_message(

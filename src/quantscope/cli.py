@@ -150,8 +150,10 @@ def _data(args: argparse.Namespace, path: str):
     if not os.path.isdir(path):
         from .errors import ConfigurationError
 
+        preprocess = {"--pixel-scale", "--mean", "--std", "--size", "--channels"} & set(given)
         raise ConfigurationError(
-            f"{'/'.join(given)} preprocess image folders; {path} is not a folder (preprocess arrays before saving them)"
+            f"{'/'.join(given)} {'are options' if len(given) > 1 else 'is an option'} of image folders; {path} is "
+            "not a folder" + (" (scale, normalize or resize arrays before saving them)" if preprocess else "")
         )
     from .calibrate import ImageDatastore
     from .calibrate.images import DEFAULT_EXTENSIONS
