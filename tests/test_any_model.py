@@ -314,14 +314,13 @@ def test_a_computed_flatten_runs_and_compiles_for_the_fpga():
 # ------------------------------------------------------------------ found on models the tool was not tuned on
 
 
-def test_a_mask_filled_with_minus_infinity_stays_float():
-    """masked_fill(mask, -inf) before a Softmax (GPT-2, RoBERTa and ALBERT TorchScript
-    exports): -inf is no error; that layer keeps float and the rest quantizes."""
+def _masked_scores(fill: float):
+    """Scores, masked_fill(mask, fill) by a Where, Softmax and a MatMul, with its data."""
     w = (np.random.default_rng(0).standard_normal((4, 4)) * 0.5).astype(np.float32)
     nodes = [
         helper.make_node("MatMul", ["x", "w"], ["s"], name="scores"),
         helper.make_node("Cast", ["mask"], ["m"], name="to_bool", to=TensorProto.BOOL),
-        helper.make_node("Where", ["m", "s", "neg_inf"], ["masked"], name="fill"),
+        helper.make_node("Where", ["m", "s", "fill_value"], ["masked"], name="fill"),
         helper.make_node("Softmax", ["masked"], ["p"], name="softmax", axis=-1),
         helper.make_node("MatMul", ["p", "w"], ["y"], name="mix"),
     ]
@@ -329,11 +328,18 @@ def test_a_mask_filled_with_minus_infinity_stays_float():
         nodes,
         [tensor("x", ["N", 4]), tensor("mask", ["N", 4], TensorProto.INT64)],
         [tensor("y", ["N", 4])],
-        {"w": w, "neg_inf": np.array(-np.inf, np.float32)},
+        {"w": w, "fill_value": np.array(fill, np.float32)},
     )
     rng = np.random.default_rng(1)
     data = {"x": rng.standard_normal((20, 4)).astype(np.float32), "mask": (rng.random((20, 4)) > 0.3).astype(np.int64)}
     data["mask"][:, 0] = 1
+    return model, data
+
+
+def test_a_mask_filled_with_minus_infinity_stays_float():
+    """masked_fill(mask, -inf) before a Softmax (GPT-2, RoBERTa and ALBERT TorchScript
+    exports): -inf is no error; that layer keeps float and the rest quantizes."""
+    model, data = _masked_scores(-np.inf)
     cal = qs.calibrate(model, data, progress=False)
     assert cal.stats("fill").min == -np.inf
     res = qs.validate(cal, data, target="cpu", progress=False)
@@ -347,23 +353,7 @@ def test_a_mask_filled_with_the_float_minimum_has_no_sqnr_and_an_embedding_has_a
     signal is the fill's (an SQNR of 830 dB, then a drop of -800 dB at the Softmax), so
     it has no SQNR and the layers computed from it alone no drop; an embedding, which
     reads token ids (exact), has the drop of its own table's quantization."""
-    w = (np.random.default_rng(0).standard_normal((4, 4)) * 0.5).astype(np.float32)
-    nodes = [
-        helper.make_node("MatMul", ["x", "w"], ["s"], name="scores"),
-        helper.make_node("Cast", ["mask"], ["m"], name="to_bool", to=TensorProto.BOOL),
-        helper.make_node("Where", ["m", "s", "fill_value"], ["masked"], name="fill"),
-        helper.make_node("Softmax", ["masked"], ["p"], name="softmax", axis=-1),
-        helper.make_node("MatMul", ["p", "w"], ["y"], name="mix"),
-    ]
-    model = make_model(
-        nodes,
-        [tensor("x", ["N", 4]), tensor("mask", ["N", 4], TensorProto.INT64)],
-        [tensor("y", ["N", 4])],
-        {"w": w, "fill_value": np.array(np.finfo(np.float32).min, np.float32)},
-    )
-    rng = np.random.default_rng(1)
-    data = {"x": rng.standard_normal((20, 4)).astype(np.float32), "mask": (rng.random((20, 4)) > 0.3).astype(np.int64)}
-    data["mask"][:, 0] = 1
+    model, data = _masked_scores(np.finfo(np.float32).min)
     res = qs.validate(qs.calibrate(model, data, progress=False), data, target="cpu", progress=False)
     table = res.layer_errors.set_index("Layer")
     assert np.isnan(table.loc["fill", "SQNR(dB)"]) and np.isnan(table.loc["fill", "SQNRDrop(dB)"])

@@ -661,14 +661,18 @@ def test_buffer_too_small():
         fpga.compile_network(net, cfg)
 
 
-def test_dynamic_spatial_size_is_unsupported():
-    init = {"cw": np.zeros((4, 3, 3, 3), np.float32)}
-    model = make_model(
+def _dynamic_size_conv() -> onnx.ModelProto:
+    """One Conv whose input has symbolic H and W."""
+    return make_model(
         [helper.make_node("Conv", ["x", "cw"], ["y"], name="conv1", pads=[1] * 4)],
         [tensor("x", ["N", 3, "H", "W"])],
         [tensor("y", ["N", 4, "H", "W"])],
-        init,
+        {"cw": np.zeros((4, 3, 3, 3), np.float32)},
     )
+
+
+def test_dynamic_spatial_size_is_unsupported():
+    model = _dynamic_size_conv()
     with pytest.raises(UnsupportedModelError, match="fixed input size"):
         fpga.compile_network(quantscope.prepare(model), "zcu102_int8")
     # the configuration search says why nothing fits, not only that nothing does
@@ -1056,13 +1060,7 @@ def test_the_refusal_advises_for_the_kinds_it_names():
 def test_cli_optimize_says_once_why_no_configuration_can_run_the_network(tmp_path, capsys):
     from quantscope.cli import main
 
-    init = {"cw": np.zeros((4, 3, 3, 3), np.float32)}
-    model = make_model(
-        [helper.make_node("Conv", ["x", "cw"], ["y"], name="conv1", pads=[1] * 4)],
-        [tensor("x", ["N", 3, "H", "W"])],
-        [tensor("y", ["N", 4, "H", "W"])],
-        init,
-    )
+    model = _dynamic_size_conv()
     onnx.save(model, tmp_path / "dyn.onnx")
     assert main(["optimize", str(tmp_path / "dyn.onnx"), "--board", "zcu102", "--fps", "30"]) == 2
     captured = capsys.readouterr()

@@ -51,3 +51,12 @@ def int_list(node: ir.Node, name: str, position: int) -> list[int] | None:
         return [int(v) for v in attr.as_ints()]
     arr = const_array(node.inputs[position]) if len(node.inputs) > position else None
     return None if arr is None else [int(v) for v in arr.reshape(-1)]
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``...: the first not in ``taken``."""
+    base, k = name, 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    return name

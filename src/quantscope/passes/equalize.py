@@ -46,7 +46,7 @@ import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
 from ..ops import info
-from ._util import const_array, int_attr, new_initializer
+from ._util import const_array, int_attr, new_initializer, unique_name
 
 __all__ = ["EqualizePass", "EqualizedPair"]
 
@@ -302,7 +302,7 @@ class EqualizePass(InPlacePass):
         if pair.clip_min is not None:
             relu = ir.Node("", "Relu", [x])
             graph.insert_before(clip, relu)
-            relu.outputs[0].name = _unique(f"{out.name}_relu", values)
+            relu.outputs[0].name = unique_name(f"{out.name}_relu", values)
             relu.outputs[0].shape, relu.outputs[0].type = x.shape, x.type
             x = relu.outputs[0]
         bound = new_initializer(graph, f"{name}_ceilings", ceilings)
@@ -318,16 +318,8 @@ class EqualizePass(InPlacePass):
             minimum.name = name
             return name, None
         relu.name = name
-        minimum.name = _unique(f"{name}_ceilings", {n.name for n in graph if n is not minimum})
+        minimum.name = unique_name(f"{name}_ceilings", {n.name for n in graph if n is not minimum})
         return minimum.name, minimum.name
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    base, k = name, 1
-    while name in taken:
-        k += 1
-        name = f"{base}_{k}"
-    return name
 
 
 def _clip_bounds(node: ir.Node) -> tuple[float | None, float | None] | None:

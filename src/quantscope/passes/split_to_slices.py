@@ -18,7 +18,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-from ._util import const_array, int_attr, new_initializer
+from ._util import const_array, int_attr, new_initializer, unique_name
 
 
 class SplitToSlicesPass(InPlacePass):
@@ -51,7 +51,8 @@ class SplitToSlicesPass(InPlacePass):
                 start, offset = offset, offset + size
                 if not out.uses() and not out.is_graph_output():
                     continue
-                name = _unique(f"{node.name}_{k}", names)
+                name = unique_name(f"{node.name}_{k}", names)
+                names.add(name)
                 if opset >= 10:
                     bounds = [
                         new_initializer(graph, f"{name}_{what}", np.array([v], np.int64))
@@ -106,12 +107,3 @@ def _part_sizes(node: ir.Node, opset: int) -> list[int] | None:
     chunk = -(-total // parts)  # ceil: the last part takes what is left
     sizes = [min(chunk, max(0, total - k * chunk)) for k in range(parts)]
     return sizes
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    base, k = name, 1
-    while name in taken:
-        k += 1
-        name = f"{base}_{k}"
-    taken.add(name)
-    return name
