@@ -348,3 +348,24 @@ def test_an_address_that_is_not_a_dask_scheduler_is_a_message():
             qs.calibrate(MODEL, X[:4], client=f"tcp://127.0.0.1:{port}", progress=False)
     finally:
         server.close()
+
+
+def test_a_service_that_never_answers_is_given_up(monkeypatch):
+    """A server that accepts and says nothing (an HTTP server waiting for a request
+    line) held the Dask handshake forever; the connection is given up after the limit."""
+    import socket
+    import time
+
+    from quantscope.calibrate import distributed as dist
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    monkeypatch.setattr(dist, "CONNECT_SECONDS", 1.0)
+    start = time.perf_counter()
+    try:
+        with pytest.raises(qs.ConfigurationError, match="no answer in Dask's protocol"):
+            qs.calibrate(MODEL, X[:4], client=f"tcp://127.0.0.1:{server.getsockname()[1]}", progress=False)
+    finally:
+        server.close()
+    assert time.perf_counter() - start < 30

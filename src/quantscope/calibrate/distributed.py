@@ -159,7 +159,7 @@ def dask_client(client: Any) -> Iterator[Any]:
     if not spec:
         raise ConfigurationError("the Dask scheduler address is empty; pass e.g. tcp://host:8786 or local:4")
     try:
-        c = distributed.Client(spec, timeout="30s")
+        c = _connect(distributed, spec, CONNECT_SECONDS)
     except Exception as exc:  # refused, timed out, or not a Dask scheduler (its bytes misread: a MemoryError)
         reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, MemoryError) else str(exc)
         raise ConfigurationError(
@@ -172,6 +172,35 @@ def dask_client(client: Any) -> Iterator[Any]:
         yield c
     finally:
         c.close()
+
+
+#: Seconds to connect to a scheduler, handshake included.
+CONNECT_SECONDS = 30.0
+
+
+def _connect(distributed: Any, spec: str, seconds: float) -> Any:
+    """``distributed.Client(spec)``, given up after ``seconds``: a service that accepts
+    the connection and never answers in Dask's protocol (an HTTP server waiting for a
+    request line) would otherwise hold the handshake forever, whatever the Client's own
+    timeout. The attempt runs in a daemon thread, left behind when it does not return."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            box["client"] = distributed.Client(spec, timeout=f"{seconds:g}s")
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=attempt, name="quantscope-dask-connect", daemon=True)
+    thread.start()
+    thread.join(seconds + 5)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer in Dask's protocol within {seconds + 5:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["client"]
 
 
 # =========================================================================== the worker side
