@@ -524,3 +524,26 @@ def test_time_major_values_and_outputs_without_shape(tmp_path, capsys, output_sh
     assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max()  # int8: within a few steps of float
     argv = ["validate", str(path), "--calibration", str(tmp_path / "x.npy"), "--validation", str(tmp_path / "x.npy")]
     assert main([*argv, "--quiet"]) == 0, capsys.readouterr().err
+
+
+def test_values_whose_first_axis_is_batch_times_heads_validate():
+    """The dynamo exporter reshapes attention to (batch x heads, S, D), a first axis whose
+    symbol ("4*N") is not the batch's: the float network's reused output buffers, sized
+    by the batch, do not fit it, and validation runs those outputs unbound."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((8, 8)) * 0.5).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+        helper.make_node("Reshape", ["h", "heads"], ["bh"], name="split_heads"),
+        helper.make_node("Softmax", ["bh"], ["p"], name="softmax", axis=-1),
+        helper.make_node("Reshape", ["p", "back"], ["merged"], name="merge_heads"),
+        helper.make_node("MatMul", ["merged", "w"], ["y"], name="out"),
+    ]
+    init = {"w": w, "heads": np.array([-1, 5, 4], np.int64), "back": np.array([-1, 5, 8], np.int64)}
+    model = make_model(nodes, [tensor("x", ["N", 5, 8])], [tensor("y", ["N", 5, 8])], init)
+    model.graph.value_info.append(tensor("bh", ["2*N", 5, 4]))
+    model.graph.value_info.append(tensor("p", ["2*N", 5, 4]))
+    x = rng.standard_normal((12, 5, 8)).astype(np.float32)
+    cal = qs.calibrate(model, x[:6], progress=False)
+    res = qs.validate(cal, x[6:], target="cpu", progress=False, batch_size=3)
+    assert res.num_samples == 6 and res.metric_results["cosine_similarity"]["MetricOutput"].iloc[1] > 0.99
