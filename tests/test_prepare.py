@@ -111,6 +111,27 @@ def test_dropout_and_identity_are_dropped():
     np.testing.assert_array_equal(run(net.to_proto(), x), run(model, x))
 
 
+def test_a_cast_to_the_type_it_has_is_dropped_and_a_real_cast_kept():
+    """GPT-2's Softmax -> Cast(to=float): no layer of its own (it took the blame for the
+    quantization of the Softmax's output); a Cast that changes the type stays."""
+    from onnx import TensorProto
+
+    init = {"w": np.ones((2, 2), np.float32)}
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["g"], name="fc"),
+        helper.make_node("Softmax", ["g"], ["p"], name="softmax"),
+        helper.make_node("Cast", ["p"], ["pf"], name="same_type", to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["pf"], ["ph"], name="to_half", to=TensorProto.FLOAT16),
+        helper.make_node("Cast", ["ph"], ["y"], name="back", to=TensorProto.FLOAT),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 2])], [tensor("y", ["N", 2])], init)
+    net = qs.prepare(model)
+    assert "same_type" in net.log.dropped
+    assert [n.name for n in net.model.graph if n.op_type == "Cast"] == ["to_half", "back"]
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    np.testing.assert_array_equal(run(net.to_proto(), x), run(model, x))
+
+
 def test_identity_that_is_graph_output_keeps_output_name():
     init = {"w": np.ones((2, 2), np.float32)}
     nodes = [

@@ -1,4 +1,4 @@
-"""Drop Dropout and Identity nodes: at inference both pass their input through."""
+"""Drop Dropout, Identity and no-op Cast nodes: at inference each passes its input through."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ class DropDropoutPass(InPlacePass):
     def call(self, model: ir.Model) -> PassResult:
         graph = model.graph
         for node in list(graph):
+            if node.op_type == "Cast" and node.domain in ("", "ai.onnx"):
+                # a Cast to the type its input has already (GPT-2's Softmax -> Cast(float)):
+                # an Identity, so that no layer of its own takes the blame for what follows
+                to, x = node.attributes.get("to"), node.inputs[0]
+                if to is not None and x is not None and x.type is not None and int(to.value) == x.dtype.value:
+                    self._to_identity(graph, node)
+                continue
             if node.op_type != "Dropout":
                 continue
             if len(node.outputs) > 1 and node.outputs[1].uses():
@@ -31,14 +38,7 @@ class DropDropoutPass(InPlacePass):
             if training is not None and (training.const_value is None or bool(training.const_value.numpy())):
                 self.notes.append(f"Dropout {node.name!r} not dropped: training_mode is not a constant false")
                 continue
-            identity = ir.Node("", "Identity", [node.inputs[0]], name=node.name)
-            graph.insert_before(node, identity)
-            old = node.outputs[0]
-            new = identity.outputs[0]
-            new.name = old.name
-            new.shape, new.type = old.shape, old.type
-            old.replace_all_uses_with(new, replace_graph_outputs=True)
-            graph.remove(node, safe=True)
+            self._to_identity(graph, node)
         identities = [n.name for n in graph if n.op_type == "Identity"]
         result = IdentityEliminationPass()(model)
         remaining = {n.name for n in graph if n.op_type == "Identity"}
@@ -48,3 +48,15 @@ class DropDropoutPass(InPlacePass):
                 f"Identity/Dropout {name!r} not dropped: it connects a graph input directly to a graph output"
             )
         return PassResult(model, bool(self.dropped) or result.modified)
+
+    @staticmethod
+    def _to_identity(graph: ir.Graph, node: ir.Node) -> None:
+        """Replace ``node`` by an Identity of its first input, under its name."""
+        identity = ir.Node("", "Identity", [node.inputs[0]], name=node.name)
+        graph.insert_before(node, identity)
+        old = node.outputs[0]
+        new = identity.outputs[0]
+        new.name = old.name
+        new.shape, new.type = old.shape, old.type
+        old.replace_all_uses_with(new, replace_graph_outputs=True)
+        graph.remove(node, safe=True)
