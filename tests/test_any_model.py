@@ -547,3 +547,43 @@ def test_values_whose_first_axis_is_batch_times_heads_validate():
     cal = qs.calibrate(model, x[:6], progress=False)
     res = qs.validate(cal, x[6:], target="cpu", progress=False, batch_size=3)
     assert res.num_samples == 6 and res.metric_results["cosine_similarity"]["MetricOutput"].iloc[1] > 0.99
+
+
+def test_an_infinity_in_position_arithmetic_is_no_overflow():
+    """T5's relative-position buckets take log(0) = -inf by design, computed from the
+    sequence's positions alone (Shape, Range) and cast to integer indices after a Where:
+    calibration keeps it (that layer stays in float); in data it would be an overflow."""
+    rng = np.random.default_rng(0)
+    s = 6
+    init = {
+        "w": (rng.standard_normal((s, s)) * 0.5).astype(np.float32),
+        "table": rng.standard_normal(16).astype(np.float32),
+        "zero": np.array(0, np.int64),
+        "one": np.array(1, np.int64),
+        "axis1": np.array([1], np.int64),
+        "two": np.array(2.0, np.float32),
+        "top": np.array(15, np.int64),
+    }
+    n = helper.make_node
+    nodes = [
+        n("Shape", ["x"], ["shape"], name="shape"),
+        n("Gather", ["shape", "one"], ["length"], name="length", axis=0),
+        n("Range", ["zero", "length", "one"], ["positions"], name="positions"),
+        n("Cast", ["positions"], ["positions_f"], name="to_float", to=TensorProto.FLOAT),
+        n("Log", ["positions_f"], ["log_positions"], name="log_positions"),
+        n("Mul", ["log_positions", "two"], ["scaled"], name="scaled"),
+        n("Cast", ["scaled"], ["buckets"], name="to_int", to=TensorProto.INT64),
+        n("Less", ["positions", "one"], ["first"], name="first"),
+        n("Where", ["first", "positions", "buckets"], ["index"], name="choose"),
+        n("Clip", ["index", "zero", "top"], ["clipped"], name="clip"),
+        n("Gather", ["table", "clipped"], ["bias"], name="bias", axis=0),
+        n("MatMul", ["x", "w"], ["h"], name="proj"),
+        n("Add", ["h", "bias"], ["y"], name="add_bias"),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", s])], [tensor("y", ["N", s])], init)
+    x = rng.standard_normal((16, s)).astype(np.float32)
+    cal = qs.calibrate(model, x[:8], progress=False)
+    assert cal.stats("log_positions").min == -np.inf
+    res = qs.validate(cal, x[8:], target="cpu", progress=False)
+    assert "log_positions" in res.plan.float_layers
+    assert res.metric_results["cosine_similarity"]["MetricOutput"].iloc[1] > 0.95

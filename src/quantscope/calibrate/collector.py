@@ -250,7 +250,12 @@ class StatsCollector:
         #: has the run's length)
         self.batch_first = [network.batch_first(layer.output) for layer in self.measured]
         #: per measured output: computed from a mask's fill value, so -inf/+inf is expected
-        self.masked = [layer.output in network.mask_values() for layer in self.measured]
+        #: (or from integers and scalars alone, positions and shapes: T5's relative-position
+        #: buckets take log(0) = -inf by design before a cast to integers)
+        masks, data = network.mask_values(), network.data_values()
+        self.masked = [
+            layer.output in masks or (layer.kind != "input" and layer.output not in data) for layer in self.measured
+        ]
         self.num_samples = 0
         self._use_gpu = use_gpu
         #: the onnxruntime session of ``network`` computing ``output_names`` (made on first
@@ -413,7 +418,8 @@ def _update(stats: TensorStats, values: np.ndarray, layer, index: np.ndarray, ex
     :class:`NonFiniteActivationError` naming the layer and the first bad sample; -inf and
     +inf are kept (an attention mask's fill value): such a layer's range is not finite and
     it stays in float. ``expected_inf``: the layer is computed from a mask's fill value
-    (``Network.mask_values``); elsewhere an infinity is an overflow and raises too."""
+    (``Network.mask_values``) or from integers and scalars alone (not
+    ``Network.data_values``); elsewhere an infinity is an overflow and raises too."""
     stats.update(values)
     if np.isnan(stats.min) or np.isnan(stats.max) or (not stats.finite and not expected_inf):
         bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1) if values.ndim else np.array([True])
