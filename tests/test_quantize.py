@@ -70,6 +70,28 @@ def test_memory_counts_every_float_learnable_once():
     assert plan.memory_bytes() == (4 * learnables, 4 * (learnables - int8) + int8)
 
 
+def test_a_resizes_scales_are_not_learnables():
+    from onnx import helper
+    from tinymodels import make_model, tensor
+
+    rng = np.random.default_rng(1)
+    init = {
+        "w1": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "w2": rng.standard_normal((2, 4, 3, 3)).astype(np.float32),
+        "roi": np.zeros(0, np.float32),
+        "scales": np.array([1, 1, 2, 2], np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Resize", ["c", "roi", "scales"], ["u"], name="up", mode="nearest"),
+        helper.make_node("Conv", ["u", "w2"], ["y"], name="c2", pads=[1, 1, 1, 1]),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 3, 4, 4])], [tensor("y", ["N", 2, 8, 8])], init)
+    cal = qs.calibrate(model, rng.standard_normal((4, 3, 4, 4)).astype(np.float32), progress=False)
+    weights = init["w1"].size + init["w2"].size
+    assert make_plan(cal, "fpga").memory_bytes() == (4 * weights, weights)
+
+
 def test_pow2_exponents_follow_the_formula():
     net = qs.prepare(small_cnn(seed=4))
     x = images(16)

@@ -73,6 +73,8 @@ class OpInfo:
             lacks: ``"activation"`` (use one it has; GELU's Div and Erf too),
             ``"batchnorm"`` (fold it into the Conv before it), ``"normalization"`` (none on
             the processor), or None.
+        sizes_only: its constant inputs after the first are sizes, scales or regions
+            (Resize, Upsample), not learnable parameters.
     """
 
     int8: str | None = None
@@ -92,6 +94,7 @@ class OpInfo:
     random: bool = False
     homogeneous: bool = False
     fpga_advice: str | None = None
+    sizes_only: bool = False
 
 
 #: THE table. Operators absent from it run in float (``OpInfo()``).
@@ -141,7 +144,8 @@ OPS: dict[str, OpInfo] = {
     ),
     # on the processor: nearest Resize by integer factors on the conv module; Slice and
     # Split along channels read their part in place; ConvTranspose on the conv module
-    "Resize": OpInfo(fpga_module="conv", fpga_cost="resize"),
+    "Resize": OpInfo(fpga_module="conv", fpga_cost="resize", sizes_only=True),
+    "Upsample": OpInfo(sizes_only=True),
     "Slice": OpInfo(int8="move", fpga_alias=True, fpga_cost="fused", fpga_channels=True),
     "Split": OpInfo(fpga_alias=True, fpga_cost="fused", fpga_channels=True),
     "ConvTranspose": OpInfo(fpga_module="conv", fpga_cost="conv_transpose"),

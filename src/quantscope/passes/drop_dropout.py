@@ -36,7 +36,11 @@ class DropDropoutPass(InPlacePass):
                 continue
             training = node.inputs[2] if len(node.inputs) > 2 else None
             if training is not None and (training.const_value is None or bool(training.const_value.numpy())):
-                self.notes.append(f"Dropout {node.name!r} not dropped: training_mode is not a constant false")
+                self.notes.append(
+                    f"Dropout {node.name!r} not dropped: training_mode is not a constant false, so the network's "
+                    "outputs (and every range and metric) are random from run to run; export the model in "
+                    "inference mode (module.eval() before torch.onnx.export)"
+                )
                 continue
             self._to_identity(graph, node)
         identities = [n.name for n in graph if n.op_type == "Identity"]

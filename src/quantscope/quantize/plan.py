@@ -232,6 +232,8 @@ def _float_constants(layer, skip: set[str]) -> list[str]:
     read, in order, without those in ``skip``."""
     names: list[str] = []
     for node in layer.nodes:
+        if info(node.op_type, node.domain).sizes_only:
+            continue  # a Resize's scales are not learnables
         for value in node.inputs:
             if value is None or value.const_value is None or value.name in skip or value.name in names:
                 continue

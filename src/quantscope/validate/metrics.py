@@ -82,8 +82,9 @@ def class_scores(scores: np.ndarray) -> np.ndarray:
     if scores.ndim < 2 or sum(1 for d in scores.shape[1:] if d != 1) > 1:
         raise ConfigurationError(
             f"top-1/top-5 accuracy needs one score per class for each sample, shape (N, classes), but the "
-            f"network's output has shape {scores.shape}. Validate without labels (the int8 output is then "
-            "compared with the float one: agreement, cosine similarity, SQNR), or "
+            f"network's output has shape {scores.shape}. Validate without labels "
+            + option("", "(--no-labels for an image folder, no y in an .npz) ")
+            + "(the int8 output is then compared with the float one: agreement, cosine similarity, SQNR), or "
             + option("pass metric= a function suited to this output.", "use the Python API with a metric function.")
         )
     return scores.reshape(len(scores), -1)
