@@ -1,4 +1,5 @@
-"""Drop Dropout, Identity and no-op Cast nodes: at inference each passes its input through."""
+"""Drop Dropout, Identity and no-op Cast nodes (a Cast to the type its input has): at
+inference each passes its input through."""
 
 from __future__ import annotations
 
