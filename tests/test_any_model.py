@@ -587,3 +587,15 @@ def test_an_infinity_in_position_arithmetic_is_no_overflow():
     res = qs.validate(cal, x[8:], target="cpu", progress=False)
     assert "log_positions" in res.plan.float_layers
     assert res.metric_results["cosine_similarity"]["MetricOutput"].iloc[1] > 0.95
+
+
+def test_inputs_that_share_a_named_axis_must_agree_on_it(encoder):
+    """input_ids and attention_mask both (N, S): a mask of another length is refused by
+    name, not left to onnxruntime's broadcast error deep inside the attention."""
+    _, net, cal = encoder
+    data = encoder_data(4, seq=10, seed=2)
+    data["attention_mask"] = data["attention_mask"][:, :7]
+    with pytest.raises(qs.CalibrationDataError, match=r"share axis 'S'.*10 in 'input_ids'.*7 in 'attention_mask'"):
+        qs.calibrate(net, data, progress=False)
+    with pytest.raises(qs.CalibrationDataError, match="share axis 'S'"):
+        qs.validate(cal, data, target="cpu", progress=False)

@@ -152,8 +152,33 @@ class Network:
         """onnxruntime feeds for a batch ``x``: one array (a single-input network) or
         :class:`Inputs`, each cast to its input's dtype, C-contiguous."""
         if isinstance(x, Inputs):
-            return {n: np.ascontiguousarray(x.arrays[n], dtype=self.input_dtypes[n]) for n in self.input_names}
+            feeds = {n: np.ascontiguousarray(x.arrays[n], dtype=self.input_dtypes[n]) for n in self.input_names}
+            self._check_shared_axes(feeds)
+            return feeds
         return {self.input_name: np.ascontiguousarray(x, dtype=self.input_dtype)}
+
+    def _check_shared_axes(self, feeds: dict[str, np.ndarray]) -> None:
+        """Refuse inputs whose sizes differ along an axis the model names alike in
+        several inputs (a transformer's ``sequence`` in ``input_ids`` and
+        ``attention_mask``): onnxruntime would fail deep inside with a broadcast error."""
+        axes = self.__dict__.get("_shared_axes")
+        if axes is None:
+            named: dict[str, list[tuple[str, int]]] = {}
+            for value in self.model.graph.inputs:
+                for axis, dim in enumerate(value.shape or ()):
+                    if axis and not isinstance(dim, int) and dim.value:
+                        named.setdefault(str(dim.value), []).append((value.name, axis))
+            axes = self.__dict__["_shared_axes"] = {k: v for k, v in named.items() if len(v) > 1}
+        for dim, uses in axes.items():
+            sizes = [(name, axis, feeds[name].shape[axis]) for name, axis in uses if feeds[name].ndim > axis]
+            if len({size for _, _, size in sizes}) > 1:
+                from ..errors import CalibrationDataError
+
+                raise CalibrationDataError(
+                    f"the model's inputs share axis {dim!r}, and the data gives it "
+                    + ", ".join(f"{size} in {name!r} (axis {axis})" for name, axis, size in sizes)
+                    + "; give those inputs the same size along it"
+                )
 
     @property
     def fixed_batch(self) -> int | None:
