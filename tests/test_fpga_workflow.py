@@ -95,7 +95,11 @@ def test_cli_compile_and_profile(calibrated, tmp_path, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "Measured on the simulated board with 2 frame(s)" in out
+    assert "Measured on the simulated board with 2 frame(s)" in out and "fewer than --frames" not in out
+    args = ["profile", str(model), "--bitstream", "zcu102_int8", "--calibration", str(tmp_path / "cal.npz")]
+    assert main([*args, "--frames", "20", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "holds 8 frame(s), fewer than --frames 20: the profile is of 8" in out
     assert main(["compile", str(model), "--bitstream", "no_such_board"]) == 2
     assert "no_such_board" in capsys.readouterr().err
 
