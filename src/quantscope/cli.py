@@ -525,12 +525,14 @@ def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
 
 
 def _workflow(args: argparse.Namespace, console: Console):
-    from .fpga import Workflow, compile_network, processor
+    from .fpga import Workflow, processor
+    from .fpga.compile import cost_network
     from .simulate import quantize_network
 
     if args.calibration or args.ranges:
-        # a network the processor cannot run is refused before calibration, --gptq and --bias-correction
-        cal = _calibrated(args, console, check=lambda network: compile_network(network, processor(args.bitstream)))
+        # a network the processor cannot run (placement, shapes) is refused before
+        # calibration, --gptq and --bias-correction
+        cal = _calibrated(args, console, check=lambda network: cost_network(network, processor(args.bitstream)))
         source = quantize_network(cal, _scheme(args), bias_correction=_bias_data(args), gptq=_gptq_data(args))
         _bias_note(args, source.plan, console)
     else:

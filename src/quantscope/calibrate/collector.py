@@ -134,6 +134,8 @@ class BoundOutputs:
     def __init__(self, session: ort.InferenceSession, names: list[str], shapes: list, keep: int = 4):
         self.session, self.names, self.shapes, self.keep = session, names, shapes, keep
         self._bindings: dict[int, tuple] = {}
+        #: set once an output did not fit its buffer: every run is a plain one from then on
+        self.unbound = False
 
     @staticmethod
     def possible(shapes: list) -> bool:
@@ -141,7 +143,13 @@ class BoundOutputs:
         return all(s is not None and len(s) > 0 and all(isinstance(d, int) for d in s[1:]) for s in shapes)
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """The outputs for ``feeds`` (input name -> array, batch axis first)."""
+        """The outputs for ``feeds`` (input name -> array, batch axis first). An output
+        whose first axis is not the batch though its shape said so (time steps x batch
+        before a Gemm; a dynamo export's batch x heads, "4*N") does not fit a buffer of
+        ``(samples, ...)``: from then on the outputs are run without binding (a failure
+        of the data itself is raised again by the plain run)."""
+        if self.unbound:
+            return run_checked(lambda: self.session.run(self.names, feeds))
         n = len(next(iter(feeds.values())))
         if n not in self._bindings:
             if len(self._bindings) >= self.keep:
@@ -156,7 +164,11 @@ class BoundOutputs:
         binding, buffers = self._bindings[n]
         for name, x in feeds.items():
             binding.bind_cpu_input(name, x)
-        run_checked(lambda: self.session.run_with_iobinding(binding))
+        try:
+            run_checked(lambda: self.session.run_with_iobinding(binding))
+        except CalibrationDataError:
+            self.unbound, self._bindings = True, {}
+            return run_checked(lambda: self.session.run(self.names, feeds))
         return buffers
 
 
@@ -283,15 +295,7 @@ class StatsCollector:
             return run_checked(lambda: self.session.run(self.output_names, feeds))
         if self._bound is None:
             self._bound = BoundOutputs(self.session, self.output_names, self.shapes[self.k :])
-        try:
-            return self._bound(feeds)
-        except CalibrationDataError:
-            # A measured output whose first axis is not the batch (time steps x batch
-            # before a Gemm, a symbol shape inference could not tie to the input's) does
-            # not fit a buffer of (samples, ...): run without binding from now on; a
-            # failure of the data itself is raised again by the plain run.
-            self._bind, self._bound = False, None
-            return run_checked(lambda: self.session.run(self.output_names, feeds))
+        return self._bound(feeds)
 
     def update(self, batch) -> None:
         """Run the network on ``batch`` (a :class:`~quantscope.calibrate.data.Batch`) and

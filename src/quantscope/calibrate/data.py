@@ -314,14 +314,17 @@ def cast_checked(x: np.ndarray, dtype: Any, what: str) -> np.ndarray:
                     f"{what} takes {target} values ({info.min}..{info.max}), and the data holds values from "
                     f"{lo} to {hi}; give values in the input's range"
                 )
-    elif target.kind == "f" and x.dtype.kind == "f" and x.dtype.itemsize > target.itemsize and x.size:
-        finite = np.abs(x[np.isfinite(x)])
-        if finite.size and finite.max() > np.finfo(target).max:
+    with np.errstate(over="ignore"):  # an overflow is said below, in quantscope's words
+        out = np.ascontiguousarray(x, dtype=target)
+    if target.kind == "f" and x.dtype.kind == "f" and x.dtype.itemsize > target.itemsize and x.size:
+        # a pass over the narrow copy only; the wide data is read again only when it overflowed
+        if not np.isfinite(out).all() and np.any(np.isinf(out) & np.isfinite(x)):
+            largest = float(np.max(np.abs(x), where=np.isfinite(x), initial=0.0))
             raise CalibrationDataError(
-                f"{what} takes {target} values, and the data holds finite values up to {finite.max():.4g}, beyond "
+                f"{what} takes {target} values, and the data holds finite values up to {largest:.4g}, beyond "
                 f"{target}'s range ({np.finfo(target).max:.4g}); scale the data"
             )
-    return np.ascontiguousarray(x, dtype=target)
+    return out
 
 
 def check_finite(x: np.ndarray, first_position: int | np.ndarray, desc: str = "the data") -> None:

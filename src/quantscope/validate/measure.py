@@ -16,7 +16,7 @@ import numpy as np
 
 from .._compiled import kernel, prepare
 from ..calibrate.collector import BoundOutputs, create_session, run_checked
-from ..errors import CalibrationDataError, NonFiniteActivationError
+from ..errors import NonFiniteActivationError
 from ..network.network import Inputs, batch_pieces
 from ..quantize.numerics import Rounding, Saturation
 from ..quantize.plan import QParams, QuantPlan
@@ -385,15 +385,9 @@ class _FloatOutputs:
         )
 
     def __call__(self, x) -> dict[str, np.ndarray]:
-        if self._bound is not None:
-            try:
-                return dict(zip(self.names, self._bound(self.network.feeds(x))))
-            except CalibrationDataError:
-                # an output whose first axis is not the batch, though inference gave it a
-                # symbol (a dynamo export's "4*N" of batch x heads): run without binding
-                # from now on; a failure of the data itself is raised again by the plain run
-                self._bound = None
-        return _run_float(self.session, self.network, self.names, x)
+        if self._bound is None:
+            return _run_float(self.session, self.network, self.names, x)
+        return dict(zip(self.names, self._bound(self.network.feeds(x))))
 
 
 def _run_float(session, network, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:

@@ -309,17 +309,17 @@ def validate(
         # else than asked (and --max-drop's search, which keeps layers in float, looped)
         given = [
             name
-            for name, value in (
-                ("max_metric_drop", max_metric_drop),
-                ("keep_float", _names(keep_float)),
-                ("require_int8", _names(require_int8)),
-                ("range_methods", range_methods),
+            for name, present in (
+                ("max_metric_drop", max_metric_drop is not None),
+                ("keep_float", bool(_names(keep_float))),
+                ("require_int8", bool(_names(require_int8))),
+                ("range_methods", bool(range_methods)),
             )
-            if value
+            if present
         ]
-        if given or max_metric_drop is not None:
+        if given:
             raise ConfigurationError(
-                f"validate got a ready QuantPlan and {', '.join(given or ['max_metric_drop'])}: a plan already fixes "
+                f"validate got a ready QuantPlan and {', '.join(given)}: a plan already fixes "
                 "which layers are int8 and their ranges; pass the Calibration instead (make_plan(cal, ...) takes "
                 "keep_float, require_int8 and range_methods)"
             )
