@@ -461,3 +461,76 @@ def test_chains_of_fused_convs_equal_the_reference(rounding, collect):
     else:
         assert ["conv0_relu6_0", "dw1_relu6_1", "pw2", "pw3_relu3", "dw4", "pw5"] in chains.values()
         assert any(k.startswith("chain|") and v[0] is not None for k, v in sim._fused.items())
+
+
+def _residual_block_net(seed: int = 0):
+    """MobileNetV2- and ResNet-style blocks: conv -> Relu6 -> depthwise -> pointwise ->
+    Add with the block's input; then a shortcut Conv and two pointwise Convs from that
+    sum, added; the first sum is also read after the run (a GlobalAveragePool), so it
+    comes out of the joined graph even when only the network's output is asked for."""
+    from onnx import helper
+    from tinymodels import make_model, tensor
+
+    rng = np.random.default_rng(seed)
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * np.exp(rng.uniform(-1.0, 0.5, shape[0])).reshape(-1, 1, 1, 1)).astype(
+            np.float32
+        )
+
+    def b(m):
+        return rng.uniform(-0.5, 0.5, m).astype(np.float32)
+
+    init = {
+        "w0": w(8, 3, 3, 3), "b0": b(8), "w1": w(8, 1, 3, 3), "b1": b(8), "w2": w(8, 8, 1, 1), "b2": b(8),
+        "w3": w(8, 8, 1, 1), "b3": b(8), "w4": w(8, 8, 1, 1), "b4": b(8), "w5": w(8, 8, 1, 1), "b5": b(8),
+        "w6": (rng.standard_normal((4, 8)) * 0.5).astype(np.float32), "b6": b(4),
+        "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32),
+    }  # fmt: skip
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        n("Clip", ["c0", "lo", "hi"], ["a0"], name="relu6_0"),
+        n("Conv", ["a0", "w1", "b1"], ["c1"], name="dw1", pads=[1, 1, 1, 1], group=8),
+        n("Clip", ["c1", "lo", "hi"], ["a1"], name="relu6_1"),
+        n("Conv", ["a1", "w2", "b2"], ["c2"], name="pw2"),
+        n("Add", ["c2", "a0"], ["s2"], name="add2"),
+        n("Conv", ["s2", "w3", "b3"], ["c3"], name="shortcut3"),
+        n("Conv", ["s2", "w4", "b4"], ["c4"], name="pw4"),
+        n("Relu", ["c4"], ["a4"], name="relu4"),
+        n("Conv", ["a4", "w5", "b5"], ["c5"], name="pw5"),
+        n("Add", ["c5", "c3"], ["s5"], name="add5"),
+        n("GlobalAveragePool", ["s5"], ["g5"], name="gap5"),
+        n("GlobalAveragePool", ["s2"], ["g2"], name="gap2"),
+        n("Add", ["g5", "g2"], ["g"], name="add_pooled"),
+        n("Flatten", ["g"], ["f"], name="flatten"),
+        n("Gemm", ["f", "w6", "b6"], ["y"], name="fc", transB=1),
+    ]
+    return make_model(nodes, [tensor("x", ["N", 3, 9, 9])], [tensor("y", ["N", 4])], init, name="residual")
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("collect", [True, False])
+def test_chains_through_residual_adds_equal_the_reference(rounding, collect):
+    """A joined graph takes in the residual Adds and a shortcut Conv reading the run's
+    input (fast.chain with sources): the same integers as the reference, for every
+    rounding, whether every layer's output is asked for or only the network's; a value
+    read after the run (the first sum) comes out of the graph."""
+    net = qs.prepare(_residual_block_net())
+    x = np.random.default_rng(2).uniform(-2, 2, (10, 3, 9, 9)).astype(np.float32)
+    plan = make_plan(qs.calibrate(net, x, progress=False), PowerOfTwo(rounding=rounding))
+    sim = Simulator(plan, "fast")
+    out_fast, layers_fast = sim.run(x, collect=collect)
+    out_ref, layers_ref = Simulator(plan, "reference").run(x, collect=True)
+    np.testing.assert_array_equal(out_fast, out_ref)
+    for name in layers_fast:
+        if isinstance(layers_ref[name], IntTensor):
+            np.testing.assert_array_equal(layers_fast[name].q, layers_ref[name].q, err_msg=name)
+    if rounding is Rounding.ZERO:
+        assert not any(k.startswith("chain|") and v[0] is not None for k, v in sim._fused.items())
+        return
+    runs = [[m.name for m in members] for members in sim._chains.values()]
+    assert ["conv0_relu6_0", "dw1_relu6_1", "pw2", "add2", "shortcut3", "pw4_relu4", "pw5", "add5"] in runs
+    needed = sim._chain_needed["conv0_relu6_0"]
+    assert needed == [False, False, False, True, False, False, False, True]
+    assert any(k.startswith("chain|") and v[0] is not None for k, v in sim._fused.items())
