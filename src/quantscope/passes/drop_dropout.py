@@ -45,14 +45,34 @@ class DropDropoutPass(InPlacePass):
                 continue
             self._to_identity(graph, node)
         identities = [n.name for n in graph if n.op_type == "Identity"]
-        result = IdentityEliminationPass()(model)
+        if any(
+            a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for n in graph for a in n.attributes.values()
+        ):
+            # onnx_ir's pass also rewrites the If/Loop bodies, and raises on an Identity
+            # that is a body's output (Silero VAD): the main graph's only, here
+            modified = self._drop_main_identities(graph)
+        else:
+            modified = IdentityEliminationPass()(model).modified
         remaining = {n.name for n in graph if n.op_type == "Identity"}
         self.dropped = [name for name in identities if name not in remaining]
         for name in sorted(remaining):
-            self.notes.append(
-                f"Identity/Dropout {name!r} not dropped: it connects a graph input directly to a graph output"
-            )
-        return PassResult(model, bool(self.dropped) or result.modified)
+            self.notes.append(f"Identity/Dropout {name!r} not dropped: its output is one of the network's outputs")
+        return PassResult(model, bool(self.dropped) or modified)
+
+    @staticmethod
+    def _drop_main_identities(graph: ir.Graph) -> bool:
+        """Remove the main graph's Identity nodes whose output is not a graph output
+        (its readers, in the graph or in a subgraph, read the input instead)."""
+        modified = False
+        for node in list(graph):
+            if node.op_type != "Identity" or node.domain not in ("", "ai.onnx") or node.inputs[0] is None:
+                continue
+            if node.outputs[0].is_graph_output():
+                continue
+            node.outputs[0].replace_all_uses_with(node.inputs[0])
+            graph.remove(node, safe=True)
+            modified = True
+        return modified
 
     @staticmethod
     def _to_identity(graph: ir.Graph, node: ir.Node) -> None:
