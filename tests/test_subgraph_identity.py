@@ -46,3 +46,23 @@ def test_identities_in_if_branches_do_not_stop_prepare():
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for x in (np.array([[1.0, -2.0, 3.0, 0.5]], np.float32), np.array([[-1.0, -2.0, 0.5, 0.0]], np.float32)):
         np.testing.assert_array_equal(session.run(None, {"x": x})[0], want.run(None, {"x": x})[0])
+
+
+def test_an_internal_error_is_one_message_on_the_command_line(monkeypatch, capsys):
+    """A defect of quantscope's own (any exception that is not a QuantscopeError) is one
+    line with exit status 1, not a traceback; QUANTSCOPE_TRACEBACK=1 shows it."""
+    import pytest
+
+    from quantscope import cli
+
+    def broken(args):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(cli, "_check_args", broken)
+    monkeypatch.delenv("QUANTSCOPE_TRACEBACK", raising=False)
+    assert cli.main(["calibrate", "model.onnx", "data.npy"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: boom." in err and "second line" not in err and "Traceback" not in err
+    monkeypatch.setenv("QUANTSCOPE_TRACEBACK", "1")
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.main(["calibrate", "model.onnx", "data.npy"])

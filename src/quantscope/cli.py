@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -1040,8 +1041,23 @@ def _main(argv: list[str] | None) -> int:
         )
         Console(stderr=True, soft_wrap=True).print(f"[bold red]interrupted[/]{escape(hint)}", highlight=False)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a defect of quantscope's own, told in one message
+        if os.environ.get("QUANTSCOPE_TRACEBACK"):
+            raise
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(_first_line(exc))}. This is a "
+            "quantscope defect, not a problem with your input as far as quantscope can tell: please report it "
+            "with the command and the model; QUANTSCOPE_TRACEBACK=1 shows where it happened",
+            highlight=False,
+        )
+        return 1
     finally:
         INTERFACE.reset(token)
+
+
+def _first_line(exc: BaseException, limit: int = 400) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 if __name__ == "__main__":  # pragma: no cover
