@@ -172,6 +172,11 @@ def ops_with(**conditions) -> frozenset[str]:
     return frozenset(op for op, i in OPS.items() if all(getattr(i, k) == v for k, v in conditions.items()))
 
 
+#: A windowed pool -> its global form, which it is when its one window covers the input
+#: (``passes/reduce_mean_to_pool.py``).
+GLOBAL_POOL_OF: dict[str, str] = {"AveragePool": "GlobalAveragePool", "MaxPool": "GlobalMaxPool"}
+
+
 #: Operators that mean a model is already quantized (ONNX and onnxruntime's
 #: com.microsoft contrib domain).
 QUANTIZED_OPS: frozenset[str] = frozenset(

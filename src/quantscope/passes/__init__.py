@@ -6,6 +6,9 @@ each pass's explanations of what it did not rewrite.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import onnx_ir as ir
@@ -111,10 +114,16 @@ def run_prepare_passes(model: ir.Model, equalize: bool = False) -> PrepareLog:
         shapes.folded or pool.rewritten or consts.folded or splits.rewritten
     ):  # the shapes after the rewritten nodes were unknown or stale
         try:
-            ShapeInferencePass()(model)
+            with _caught_warnings(ShapeInferencePass.__module__) as warned:
+                ShapeInferencePass()(model)
+            failure = next((r.exc_info[1] for r in warned if r.exc_info and r.exc_info[1] is not None), None)
         except Exception as exc:  # keep the rewrite; shapes stay as they were
+            failure = exc
+        if failure is not None:
+            first = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
             notes.append(
-                f"shape inference after the rewrites failed ({type(exc).__name__}: {exc}); some shapes stay unknown"
+                f"shape inference after the rewrites failed ({type(failure).__name__}: {first}); "
+                "some shapes stay unknown"
             )
     log.onnx_names = readable.renamed
     log.dropped = drop.dropped
@@ -128,6 +137,28 @@ def run_prepare_passes(model: ir.Model, equalize: bool = False) -> PrepareLog:
     if equalize:
         equalize_model(model, log)
     return log
+
+
+@contextmanager
+def _caught_warnings(logger_name: str) -> Iterator[list[logging.LogRecord]]:
+    """Keep what the logger ``logger_name`` reports while the block runs, instead of
+    printing it: onnx_ir's shape inference logs its failure, with a traceback, to
+    stderr and leaves the model unchanged; quantscope reports it as a note."""
+    logger = logging.getLogger(logger_name)
+    records: list[logging.LogRecord] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler, propagate = _Keep(logging.DEBUG), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def equalize_model(model: ir.Model, log: PrepareLog) -> None:

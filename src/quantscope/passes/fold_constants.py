@@ -9,6 +9,12 @@ of the int8 emulation have less to compute. Each node is evaluated once with
 ``onnx.reference`` (the ONNX definition); random operators, operators of other
 domains, nodes with subgraphs and results of more than 2**24 elements are left as
 they are, and so is a node that produces a graph output.
+
+A folded constant has exactly the shape, rank included, and the type onnxruntime
+computes for the value it replaces: a 0-D scalar stays 0-D (the shape arithmetic of
+TorchScript exports, ``Shape -> Gather -> Cast/Div/Ceil -> Unsqueeze -> Concat``,
+depends on it), and a result that disagrees with the value's known shape or type
+is not folded.
 """
 
 from __future__ import annotations
@@ -30,6 +36,30 @@ def _static_shape(value: ir.Value) -> tuple[int, ...] | None:
     if value is None or value.shape is None or not all(isinstance(d, int) for d in value.shape):
         return None
     return tuple(int(d) for d in value.shape)
+
+
+def _agrees(value: ir.Value, array: np.ndarray) -> bool:
+    """Whether ``array`` can stand for ``value``: the same element type and the same
+    rank and static dimensions as far as the graph knows them."""
+    try:
+        dtype = ir.DataType.from_numpy(array.dtype)
+    except Exception:  # a numpy type with no ONNX element type
+        return False
+    if value.type is not None and isinstance(value.type, ir.TensorType) and value.type.dtype != dtype:
+        return False
+    if value.shape is not None:
+        if len(value.shape) != array.ndim:
+            return False
+        if any(isinstance(d, int) and d != n for d, n in zip(value.shape, array.shape)):
+            return False
+    return True
+
+
+def _c_contiguous(array: np.ndarray) -> np.ndarray:
+    """``array`` in C order with its shape kept (``np.ascontiguousarray`` makes a 0-D
+    scalar 1-D, which would change the rank of the value it folds)."""
+    array = np.asarray(array)
+    return array if array.flags.c_contiguous else array.copy(order="C")
 
 
 def _evaluate(node: ir.Node, opset: int) -> list[np.ndarray] | None:
@@ -81,8 +111,11 @@ class FoldConstantsPass(InPlacePass):
                     continue
             else:
                 continue
+            results = [_c_contiguous(r) for r in results]
+            if len(results) != len(node.outputs) or not all(map(_agrees, node.outputs, results)):
+                continue  # leave it to onnxruntime rather than fold a value of another shape or type
             for out, array in zip(node.outputs, results):
-                folded = new_initializer(graph, f"{out.name}_folded", np.ascontiguousarray(array))
+                folded = new_initializer(graph, f"{out.name}_folded", array)
                 out.replace_all_uses_with(folded)
             graph.remove(node, safe=True)
             self.folded.append(node.name)

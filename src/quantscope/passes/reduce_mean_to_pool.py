@@ -18,6 +18,7 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
+from ..ops import GLOBAL_POOL_OF
 from ._util import int_attr, int_list
 
 
@@ -32,7 +33,7 @@ class ReduceMeanToPoolPass(InPlacePass):
     def call(self, model: ir.Model) -> PassResult:
         graph = model.graph
         for node in list(graph):
-            if node.op_type in ("AveragePool", "MaxPool") and node.domain in ("", "ai.onnx"):
+            if node.op_type in GLOBAL_POOL_OF and node.domain in ("", "ai.onnx"):
                 self._one_window(graph, node)
                 continue
             if node.op_type != "ReduceMean" or node.domain not in ("", "ai.onnx"):
@@ -90,8 +91,7 @@ class ReduceMeanToPoolPass(InPlacePass):
             out = (-(-span // s) if ceil_mode else span // s) + 1
             if out != 1:
                 return
-        op = "GlobalAveragePool" if node.op_type == "AveragePool" else "GlobalMaxPool"
-        pool = ir.Node("", op, [x], name=node.name)
+        pool = ir.Node("", GLOBAL_POOL_OF[node.op_type], [x], name=node.name)
         graph.insert_before(node, pool)
         old, new = node.outputs[0], pool.outputs[0]
         new.name = old.name
