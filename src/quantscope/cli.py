@@ -91,10 +91,32 @@ def _prepared(args: argparse.Namespace, console: Console, data: str | None):
         from .calibrate.absorb import absorb_biases
 
         network = absorb_biases(network, _data(args, data), batch_size=args.batch_size, layout=args.layout)
-    for note in network.log.notes:
+    for note in _grouped_notes(network.log.notes):
         console.print(f"[yellow]note:[/] {escape(note)}")
     _equalized_note(network, console)
     return network
+
+
+def _grouped_notes(notes: list[str], shown: int = 6) -> list[str]:
+    """``notes`` with those that differ only in the first quoted name (23 BatchNorms
+    not folded for one reason) told once, naming the first ``shown`` of them and how
+    many more, in the order they came."""
+    import re
+
+    quoted = re.compile(r"'[^']*'")
+    groups: dict[str, list[str]] = {}
+    for note in notes:
+        match = quoted.search(note)
+        key = quoted.sub("{}", note, count=1) if match else note
+        groups.setdefault(key, []).append(match.group(0) if match else "")
+    out = []
+    for key, names in groups.items():
+        if len(names) == 1:
+            out.append(key.replace("{}", names[0], 1) if names[0] else key)
+            continue
+        listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+        out.append(key.replace(" {}", "", 1).replace("{}", "", 1) + f" ({len(names)} nodes: {listed})")
+    return out
 
 
 def _calibrated(args: argparse.Namespace, console: Console, check=None):
@@ -682,7 +704,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "-o", "--output", required=True, help="QDQ ONNX file to write (exponents/scales beside it as .json)"
             )
         p.add_argument(
-            "--target", choices=("fpga", "cpu"), default="fpga", help="fpga: power-of-two scales; cpu: onnxruntime int8"
+            "--target",
+            choices=("fpga", "cpu"),
+            default="fpga",
+            help="fpga (the default, MATLAB's): power-of-two scales for the FPGA processor; cpu: float scales, "
+            "per-channel weights, for onnxruntime's int8 kernels",
         )
         p.add_argument(
             "--reduce-range",

@@ -1,0 +1,27 @@
+"""The command line's notes and help texts."""
+
+from __future__ import annotations
+
+from quantscope.cli import _grouped_notes, build_parser
+
+
+def test_notes_that_differ_only_in_the_node_are_told_once():
+    notes = [f"BatchNormalization 'bn{i}' not folded: its input is not a Conv" for i in range(9)]
+    notes.insert(3, "Dropout 'drop' not dropped: its mask output is used")
+    got = _grouped_notes(notes)
+    assert got == [
+        "BatchNormalization not folded: its input is not a Conv (9 nodes: 'bn0', 'bn1', 'bn2', 'bn3', 'bn4', "
+        "'bn5' and 3 more)",
+        "Dropout 'drop' not dropped: its mask output is used",
+    ]
+    assert _grouped_notes(["a note without a name"]) == ["a note without a name"]
+
+
+def test_the_help_says_which_target_is_the_default(capsys):
+    import pytest
+
+    for command in ("quantize", "validate"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert "fpga (the default" in out, command
