@@ -241,8 +241,9 @@ def test_resize_and_concat_only_where_the_processor_can():
         "w": np.ones((4, 3, 1, 1), np.float32),
     }
     model = make_model(nodes, [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 4, 16, 16])], init)
-    with pytest.raises(qs.UnsupportedModelError, match="nearest neighbour with integer factors"):
+    with pytest.raises(qs.UnsupportedModelError, match="nearest neighbour with integer factors") as raised:
         fpga.compile_network(qs.prepare(model), "zcu102_int8")
+    assert "ConvTranspose" in str(raised.value) and "target='cpu'" in str(raised.value)  # what to do
 
 
 def test_yolov8n_small_on_the_published_bitstream(yolo):
