@@ -366,3 +366,17 @@ def test_cpu_scheme_and_an_encoder(tmp_path):
     data_json = json.loads(path.with_suffix(".json").read_text())
     assert any(row["precision"] == "float" for row in data_json["layers"])
     assert len(data_json["tensors"]) == len(res.calibration.entries)
+
+
+def test_the_heat_map_says_an_infinite_range():
+    """JSON has no infinity (the data's min is null); the heat map's tooltip says -inf,
+    where it said 'min None' for an attention mask's fill."""
+    from quantscope.report.svg import heatmap
+
+    row = {"row": "mask_add", "kind": "Add", "min": None, "max": 3.5, "range_text": "min -inf, max 3.5"}
+    row.update({"layer_index": None, "cells": [], "window": None, "in_range": None, "zero": 0.0})
+    page = str(heatmap([row], (0, 2)))
+    assert "min -inf, max 3.5" in page and "min None" not in page
+    from quantscope.report.build import _g
+
+    assert (_g(float("-inf")), _g(float("inf")), _g(3.5), _g(1 / 3)) == ("-inf", "inf", "3.5", "0.333333")

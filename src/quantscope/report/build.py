@@ -38,6 +38,12 @@ WORST = 3
 _SUB = 1 << MANTISSA_BITS  # fine histogram bins per octave
 
 
+def _g(x: Any) -> str:
+    """A number for reading: ``-inf``/``inf``/``nan`` as such, else 6 significant digits."""
+    x = float(x)
+    return str(x) if not math.isfinite(x) else f"{x:.6g}"
+
+
 def _f(x: Any, digits: int | None = None) -> float | None:
     """A JSON number: None for NaN/inf/None, else float (rounded to ``digits``
     significant digits when given)."""
@@ -445,6 +451,8 @@ def _tensors(calibration: Calibration | None, plan: QuantPlan | None, network) -
             "tensor": e.tensor,
             "min": _f(stats.min),
             "max": _f(stats.max),
+            # JSON has no infinity: the text says what a null min/max was (a mask's fill)
+            "range_text": f"min {_g(stats.min)}, max {_g(stats.max)}",
             "count": int(stats.count),
             "bits": qp.bits if qp is not None else None,
             "exponent": qp.exponent if qp is not None else None,

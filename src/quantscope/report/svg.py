@@ -388,7 +388,8 @@ def heatmap(tensors: Sequence[dict], octaves: Sequence[int], width: int = 1180) 
     for i, t in enumerate(tensors):
         y = top + i * row_h
         svg.open("g", class_="hm-row", data_row=str(i))
-        svg.add(f"<title>{esc(t['row'])} ({esc(t['kind'])}): min {t['min']}, max {t['max']}</title>")
+        range_text = t.get("range_text") or f"min {t['min']}, max {t['max']}"
+        svg.add(f"<title>{esc(t['row'])} ({esc(t['kind'])}): {esc(range_text)}</title>")
         svg.add(f'<a href="#layer-{esc(t["layer_index"])}">' if t.get("layer_index") is not None else "<a>")
         svg.text(label_w - 6, y + row_h - 3, _clip(t["row"], 48), "end", size=10)
         svg.add("</a>")
