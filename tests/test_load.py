@@ -137,6 +137,40 @@ def test_torch_module_export():
         qs.prepare(module)
 
 
+def test_torch_module_with_several_inputs():
+    """A tuple (positional) or dict (keyword) example_input exports every input, integer
+    token ids kept integer; it raised numpy's and torch's own errors before."""
+    torch = pytest.importorskip("torch")
+
+    class Bag(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(50, 8)
+            self.fc = torch.nn.Linear(8, 3)
+
+        def forward(self, ids, mask):
+            return self.fc((self.embed(ids) * mask.unsqueeze(-1)).mean(1))
+
+    torch.manual_seed(0)
+    module = Bag().eval()
+    ids, mask = np.random.default_rng(0).integers(0, 50, (4, 6)), np.ones((4, 6), np.int64)
+    mask[:, 4:] = 0
+    want = module(torch.as_tensor(ids), torch.as_tensor(mask)).detach().numpy()
+    for example, names in (
+        ((ids[:1], mask[:1]), ["input_0", "input_1"]),
+        ({"ids": ids[:1], "mask": mask[:1]}, ["ids", "mask"]),
+    ):
+        net = qs.prepare(module, example_input=example)
+        assert net.input_names == names
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(net.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
+        got = session.run(None, dict(zip(names, (ids, mask))))[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(qs.ModelLoadError, match="example_input 'mask': expected a tensor"):
+        qs.prepare(module, example_input={"ids": ids, "mask": {"not": "a tensor"}})
+
+
 def test_ir3_model_with_initializers_as_inputs_prepares_and_exports():
     """IR 3 (opset 7/8 era) lists initializers as graph inputs; BatchNormalization folding
     adds new initializers, so prepare moves the model to IR 4 and the QDQ export loads."""

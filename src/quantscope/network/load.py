@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
@@ -31,9 +32,12 @@ def load_model(source: Any, example_input: Any = None) -> onnx.ModelProto:
     Args:
         source: a path to an ``.onnx`` file, an ``onnx.ModelProto``, or a
             ``torch.nn.Module`` (then ``example_input`` is required).
-        example_input: for a torch module, one example input tensor of shape
-            ``(N, C, H, W)`` (or whatever the module takes); the batch axis is
-            exported as dynamic.
+        example_input: for a torch module, one example input tensor (or a tuple of
+            them: forward's positional inputs, named ``input_0``, ``input_1``...; or a dict:
+            its keyword inputs, named by the keys; floats become float32, integers stay
+            integers), each of shape ``(N, C, H, W)`` or whatever the module takes. The
+            first axis (the batch) is exported as dynamic, every other axis as fixed at
+            the example's size (export the module yourself for other dynamic axes).
 
     Raises:
         ModelLoadError: the file is missing, is not ONNX, is truncated, fails
@@ -211,12 +215,38 @@ def _from_torch(module: Any, example_input: Any) -> onnx.ModelProto:
     if example_input is None:
         raise ModelLoadError(
             "a torch.nn.Module needs example_input (a tensor of the input's shape, e.g. "
-            "torch.zeros(1, 3, 224, 224)) to be exported to ONNX"
+            "torch.zeros(1, 3, 224, 224); a tuple or a dict of them for several inputs) to be exported to ONNX"
         )
     import torch  # optional extra: imported only here
 
-    if not isinstance(example_input, torch.Tensor):
-        example_input = torch.as_tensor(example_input, dtype=torch.float32)
+    def tensor(value: Any, name: str):
+        if isinstance(value, torch.Tensor):
+            return value
+        try:
+            array = np.asarray(value)
+            if array.dtype.kind == "f":
+                return torch.as_tensor(array, dtype=torch.float32)
+            if array.dtype.kind in "biu":  # token ids, masks: the module's embeddings want integers
+                return torch.as_tensor(array)
+        except (TypeError, ValueError):
+            pass
+        raise ModelLoadError(
+            f"example_input {name}: expected a tensor or an array of numbers, got {type(value).__name__}; give one "
+            "tensor, or a tuple (forward's positional inputs) or a dict (its keyword inputs) of tensors"
+        )
+
+    if isinstance(example_input, dict):
+        names = [str(k) for k in example_input]
+        args: tuple = ()
+        kwargs = {str(k): tensor(v, repr(k)) for k, v in example_input.items()}
+    elif isinstance(example_input, (tuple, list)):
+        names = ["input"] if len(example_input) == 1 else [f"input_{i}" for i in range(len(example_input))]
+        args = tuple(tensor(v, f"[{i}]") for i, v in enumerate(example_input))
+        kwargs = {}
+    else:
+        names, args, kwargs = ["input"], (tensor(example_input, "(the one input)"),), {}
+    if not names:
+        raise ModelLoadError("example_input is empty; give the module's example inputs")
     buffer = io.BytesIO()
     was_training = module.training
     module.eval()
@@ -225,12 +255,13 @@ def _from_torch(module: Any, example_input: Any) -> onnx.ModelProto:
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module,
-                (example_input,),
+                args,
                 buffer,
+                kwargs=kwargs or None,
                 dynamo=False,
-                input_names=["input"],
+                input_names=names,
                 output_names=["output"],
-                dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
+                dynamic_axes={**{name: {0: "N"} for name in names}, "output": {0: "N"}},
                 opset_version=17,
                 do_constant_folding=True,
             )

@@ -440,7 +440,8 @@ def prepare(source: Any, example_input: Any = None, *, equalize: bool = False) -
         source: an ``.onnx`` path, ``onnx.ModelProto``, ``torch.nn.Module``, or an
             already prepared :class:`Network` (returned as is, or equalized as a copy
             with ``equalize=True``).
-        example_input: for a torch module, an example input ``(N, C, H, W)``.
+        example_input: for a torch module, an example input ``(N, C, H, W)``, or a tuple
+            or dict of them for several inputs (:func:`~quantscope.network.load.load_model`).
         equalize: cross-layer equalization after the other passes
             (:class:`~quantscope.passes.EqualizePass`, docs/accuracy.md): the float
             network computes the same function with weights that suit one scale per
