@@ -12,6 +12,12 @@ What is written:
   DequantizeLinear (per output channel along ``axis`` for the CPU scheme), and its
   bias an int32 initializer behind a DequantizeLinear at scale ``s_x * s_w``;
 - layers the plan keeps in float are left as they are.
+
+A model below opset 13 is converted first; the converter adds nodes without names
+(Softmax 12 -> 13 becomes Shape, Flatten, Softmax, Reshape, the original output
+written by the unnamed Reshape), so the nodes are placed by their position in the
+graph, never by name. A model that fails ``onnx.checker`` is an
+:class:`~quantscope.errors.UnsupportedModelError` naming the layers involved.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .._io import replace_atomic, write_atomic
+from ..errors import UnsupportedModelError, option
 from ..network.protos import node_reads
 from .numerics import FloatScale, cpu_int8_saturates
 from .plan import QParams, QuantPlan
@@ -51,7 +58,20 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
 
     Warns (``UserWarning``) when the scheme has full 8-bit weights and this machine is
     an x86 CPU without VNNI, where onnxruntime's int8 kernels saturate (docs/int8.md (9)).
+
+    Raises:
+        UnsupportedModelError: the model cannot be converted to opset 13, or the
+            exported model fails ``onnx.checker`` (the message names the layers involved).
     """
+    model, involved = _build(plan)
+    if not plan.network.large:  # a large one's weights are external: save_qdq checks the written file
+        _check(model, involved, plan)
+    return model
+
+
+def _build(plan: QuantPlan) -> tuple[onnx.ModelProto, dict[str, set[str]]]:
+    """The QDQ model, unchecked, and for each name it writes the layers whose quantization
+    wrote it (to name them if the checker fails)."""
     if isinstance(plan.scheme, FloatScale) and not plan.scheme.reduce_range and cpu_int8_saturates():
         warnings.warn(
             "this CPU is x86 without VNNI: onnxruntime's int8 kernels add pairs of 8-bit products in int16 "
@@ -59,18 +79,37 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
             "(and lose accuracy) when run on this machine. Quantize with FloatScale(reduce_range=True) "
             "(--reduce-range) for 7-bit weights that cannot saturate (docs/int8.md (9)).",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,  # to_qdq's caller
         )
     network = plan.network
     model = network.to_proto()
     graph = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < _MIN_OPSET:
-        model = onnx.version_converter.convert_version(model, _MIN_OPSET)
+        try:
+            model = onnx.version_converter.convert_version(model, _MIN_OPSET)
+        except Exception as exc:  # the converter's own error types are not public
+            raise UnsupportedModelError(
+                f"cannot export a QDQ model: converting the network from opset {opset} to opset {_MIN_OPSET} "
+                f"(needed for per-channel DequantizeLinear) failed: {_short(exc)}. Convert the model to opset "
+                f"{_MIN_OPSET} or later before preparing it."
+            ) from exc
         graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
     new_inits: list[onnx.TensorProto] = []
-    dq_before: dict[str, list[onnx.NodeProto]] = {}  # node name -> DQ nodes to put before it
+    # node position in graph.node -> nodes to put before / after it. By position, not by
+    # name: nodes added by the version converter have none (and "" would match them all)
+    dq_before: dict[int, list[onnx.NodeProto]] = {}
+    position = {}
+    for i, node in enumerate(graph.node):
+        if node.name:
+            position.setdefault(node.name, i)
+    involved: dict[str, set[str]] = {}  # a name the export writes -> the layers to keep in float if it fails
+
+    def blame(names, layers) -> None:
+        for name in names:
+            involved.setdefault(name, set()).update(layers)
+
     taken = {t.name for t in graph.initializer} | {v for n in graph.node for v in n.output}
     taken |= {v.name for v in graph.input}
 
@@ -130,24 +169,31 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
                 bdq = bcast
             replace[layer.bias] = bdq
         for member in layer.members:
-            node = next(n for n in graph.node if n.name == member)
+            node = graph.node[position[member]]
             for i, name in enumerate(node.input):
                 if name in replace:
                     node.input[i] = replace[name]
-        dq_before.setdefault(head, []).extend(nodes)
+        dq_before.setdefault(position[head], []).extend(nodes)
+        blame([*replace.values(), *(n.name for n in nodes), *(v for n in nodes for v in n.input)], [layer.name])
 
     # activations
-    producers = {out: node for node in graph.node for out in node.output}
+    producers = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    producer_layer = {layer.output: layer for layer in network.layers}
+    int8_readers: dict[str, list[str]] = {}
+    for layer in network.layers:
+        if plan.is_int(layer) and layer.kind != "input":
+            for value in dict.fromkeys(layer.inputs):
+                int8_readers.setdefault(value, []).append(layer.name)
     elem_types = {
         v.name: v.dtype.value
         for v in [*network.model.graph.inputs, *(o for n in network.model.graph for o in n.outputs)]
         if v.dtype is not None
     }
-    qdq_after: dict[str, list[onnx.NodeProto]] = {}
+    qdq_after: dict[int, list[onnx.NodeProto]] = {}
     input_qdq: list[onnx.NodeProto] = []
     for value, qp in plan.activations.items():
         if value in producers:
-            node = producers[value]
+            node = graph.node[producers[value]]
             pre = unique(f"{value}_prequant")
             node.output[list(node.output).index(value)] = pre
         elif value in network.input_names:
@@ -180,8 +226,14 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
                 0, helper.make_node("Cast", [pre], [q_in], name=f"{value}_to_float32", to=onnx.TensorProto.FLOAT)
             )
             pair.append(helper.make_node("Cast", [dq_out], [dq_name], name=f"{value}_from_float32", to=elem))
+        source = producer_layer.get(value)
+        blame(
+            [value, pre, q_name, *(n.name for n in pair), *(v for n in pair for v in n.output)],
+            [source.name] if source is not None and plan.is_int(source) and source.kind != "input" else [],
+        )
+        blame([value, pre, q_name, *(n.name for n in pair)], int8_readers.get(value, []))
         if value in producers:
-            qdq_after.setdefault(producers[value].name, []).extend(pair)
+            qdq_after.setdefault(producers[value], []).extend(pair)
         else:
             input_qdq.extend(pair)
             for node in graph.node:
@@ -190,10 +242,10 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
                         node.input[i] = dq_name
 
     ordered = list(input_qdq)
-    for node in graph.node:
-        ordered.extend(dq_before.get(node.name, []))
+    for i, node in enumerate(graph.node):
+        ordered.extend(dq_before.get(i, []))
         ordered.append(node)
-        ordered.extend(qdq_after.get(node.name, []))
+        ordered.extend(qdq_after.get(i, []))
     del graph.node[:]
     graph.node.extend(ordered)
     used = {name for node in graph.node for name in node_reads(node)}  # subgraphs' outer names included
@@ -202,20 +254,53 @@ def to_qdq(plan: QuantPlan) -> onnx.ModelProto:
     graph.initializer.extend(kept + new_inits)
     del graph.value_info[:]
     model.producer_name = "quantscope"
-    if not plan.network.large:  # a large one's weights are external: save_qdq checks the written file
-        onnx.checker.check_model(model)
     del initializers
-    return model
+    return model, involved
+
+
+def _short(exc: BaseException, limit: int = 600) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check(checked: onnx.ModelProto | str, involved: dict[str, set[str]], plan: QuantPlan) -> None:
+    """``onnx.checker`` on ``checked`` (the model or the file it was written to); a failure
+    is an :class:`UnsupportedModelError` naming the layers whose quantization wrote the
+    names in the checker's message, with ``--keep-float`` for them."""
+    try:
+        onnx.checker.check_model(checked)
+    except onnx.checker.ValidationError as exc:
+        text = str(exc)
+        quoted = {part for i, part in enumerate(text.split("'")) if i % 2}  # the checker quotes names
+        named = [n for n in sorted(involved, key=len, reverse=True) if n in quoted]
+        if not named:  # unquoted: a name that appears as a word
+            words = set(text.replace(",", " ").replace(":", " ").split())
+            named = [n for n in sorted(involved, key=len, reverse=True) if n in words]
+        layers = sorted({layer for n in named for layer in involved[n]})
+        if layers:
+            flags = option(f"keep_float={layers!r}", " ".join(f"--keep-float {name}" for name in layers))
+            hint = (
+                f" It concerns the quantization of {', '.join(repr(n) for n in named[:3])} (layer(s) "
+                f"{', '.join(layers)}); leaving them in float ({flags}) avoids it."
+            )
+        else:
+            flags = option("keep_float=[...]", "--keep-float LAYER")
+            hint = f" Leaving the layers around the node it names in float ({flags}) may avoid it."
+        raise UnsupportedModelError(
+            f"the exported QDQ model is not a valid ONNX model (onnx.checker: {_short(exc)}). This is a "
+            f"quantscope export defect for this network; please report it.{hint}",
+            nodes=[(layer, plan.network.layer(layer).op_types[-1]) for layer in layers],
+        ) from exc
 
 
 def save_qdq(plan: QuantPlan, path: str | Path) -> Path:
     """Write :func:`to_qdq` to ``path`` atomically. A :attr:`~quantscope.network.Network.large`
     network's model keeps its weights as external data in ``<path>.data`` beside it
     (one protobuf message holds at most 2 GiB)."""
-    model = to_qdq(plan)
     folder = plan.network.external_folder
     if folder is None:
-        return write_atomic(path, model.SerializeToString())
+        return write_atomic(path, to_qdq(plan).SerializeToString())
+    model, involved = _build(plan)  # checked once written, below
     path = Path(path)
     data_name = f"{path.name}.data"
     onnx.external_data_helper.load_external_data_for_model(model, str(folder))
@@ -228,7 +313,7 @@ def save_qdq(plan: QuantPlan, path: str | Path) -> Path:
             location=data_name,
             size_threshold=0,
         )
-        onnx.checker.check_model(str(Path(tmp) / path.name))
+        _check(str(Path(tmp) / path.name), involved, plan)
         replace_atomic(Path(tmp) / data_name, path.parent / data_name)  # the data first, then the model
         replace_atomic(Path(tmp) / path.name, path)
     return path
