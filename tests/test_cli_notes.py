@@ -25,3 +25,22 @@ def test_the_help_says_which_target_is_the_default(capsys):
             build_parser().parse_args([command, "--help"])
         out = " ".join(capsys.readouterr().out.split())
         assert "fpga (the default" in out, command
+
+
+def test_fpga_max_drop_says_which_layers_have_no_int8_kernel(tmp_path, capsys):
+    """The fpga search said 'every layer runs in int8 on the processor' for a network
+    with float layers (a BERT's LayerNorm, Softmax, Erf)."""
+    import numpy as np
+    import onnx
+    from tinymodels import images, small_cnn
+
+    from quantscope.cli import main
+
+    onnx.save(small_cnn(seed=3), tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", images(24, seed=4))
+    argv = ["validate", str(tmp_path / "m.onnx"), "--calibration", str(tmp_path / "x.npy")]
+    argv += ["--validation", str(tmp_path / "x.npy"), "--target", "fpga", "--max-drop", "0.5"]
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "layer(s) have no int8 kernel and run in float in the emulation (prob)" in out
+    assert "every layer runs in int8" not in out

@@ -297,7 +297,7 @@ def _add_accuracy_options(p: argparse.ArgumentParser, command: str) -> None:
         )
 
 
-def _print_fallback(console: Console, fallback) -> None:
+def _print_fallback(console: Console, fallback, plan=None) -> None:
     """The path of --max-drop and its final set."""
     t = Table(
         title=f"Float fallback: {fallback.metric} within {fallback.max_drop:g} of float ({fallback.float_metric:.4g})",
@@ -328,9 +328,17 @@ def _print_fallback(console: Console, fallback) -> None:
             change = (
                 f"{target} NOT reached even with these {len(fallback.keep_float)} layer(s) in float: {escape(kept)}"
             )
-        console.print(
-            f"fpga target: every layer runs in int8 on the processor (the results below are all int8); {change}"
-        )
+        floats = [] if plan is None else [name for name, precision, _ in plan.summary() if precision == "float"]
+        if floats:
+            listed = ", ".join(floats[:6]) + (f" and {len(floats) - 6} more" if len(floats) > 6 else "")
+            where = (
+                f"fpga target: {len(floats)} layer(s) have no int8 kernel and run in float in the emulation "
+                f"({escape(listed)}): the processor cannot run them (compile says which and why); the search "
+                f"changed only int8 layers; {change}"
+            )
+        else:
+            where = f"fpga target: every layer runs in int8 on the processor (the results below are all int8); {change}"
+        console.print(where)
         if fallback.best_methods:
             hist = sorted(k for k, v in fallback.best_methods.items() if v == "Histogram")
             listed = f" ({escape(', '.join(hist[:8]))}{'...' if len(hist) > 8 else ''})" if hist else ""
@@ -499,7 +507,7 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
         max_metric_drop=args.max_drop,
     )
     if result.fallback is not None:
-        _print_fallback(console, result.fallback)
+        _print_fallback(console, result.fallback, result.plan)
     print_validation(console, result)
     _bias_note(args, result.plan, console)
     _saturation_note(args, console)
