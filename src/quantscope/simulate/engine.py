@@ -611,8 +611,6 @@ class FastEngine(ReferenceEngine):
         self._fused: dict[str, tuple] = {}
         #: first layer's name -> the layers of its chain (computed with the schedule)
         self._chains: dict[str, list[OptimizedLayer]] | None = None
-        #: first layer's name -> per member of its chain, whether a step after it reads it
-        self._chain_needed: dict[str, list[bool]] = {}
         #: outputs a chain computed ahead of their layers' turn in the schedule
         self._ahead: dict[str, IntTensor] = {}
         self._keep_all = False
@@ -661,45 +659,31 @@ class FastEngine(ReferenceEngine):
         return fused if fused is not None and clamps_fused and getattr(fused, "recipe", None) else None
 
     def _find_chains(self) -> dict[str, list[OptimizedLayer]]:
-        """Runs of consecutive int8 steps that run as one graph (:func:`fast.chain`): a
-        power-of-two Conv first, then Convs and Adds that each read only the run's
-        values or the first Conv's input (MobileNetV2's blocks, their residual Adds
-        included). ``_chain_needed[first]``: per member, whether a step after the run
-        (or the network's outputs) reads its value, which then comes out of the graph."""
-        readers: dict[str, list] = {}
+        """Runs of consecutive int8 Conv steps, each reading only the one before, whose
+        value nothing else reads (no other step, not a network output)."""
+        readers: dict[str, int] = {}
         for step in self._steps:
             for name in step.inputs:
-                readers.setdefault(name, []).append(step)
-        outputs = set(self.network.output_names)
+                readers[name] = readers.get(name, 0) + 1
+        for name in self.network.output_names:
+            readers[name] = readers.get(name, 0) + 1
         chains: dict[str, list[OptimizedLayer]] = {}
-        self._chain_needed = {}
         run: list[OptimizedLayer] = []
         for step in [*self._steps, None]:
-            if isinstance(step, OptimizedLayer) and run and self._joins(step, run):
+            linked = (
+                isinstance(step, OptimizedLayer)
+                and run
+                and tuple(step.inputs) == (run[-1].output,)
+                and readers.get(run[-1].output) == 1
+                and self._can_link(step)
+            )
+            if linked:
                 run.append(step)
                 continue
             if len(run) > 1:
-                members = {id(m) for m in run}
                 chains[run[0].name] = run
-                self._chain_needed[run[0].name] = [
-                    m.output in outputs or any(id(r) not in members for r in readers.get(m.output, ())) for m in run
-                ]
             run = [step] if isinstance(step, OptimizedLayer) and self._can_link(step) else []
         return chains
-
-    def _joins(self, step: OptimizedLayer, run: list[OptimizedLayer]) -> bool:
-        """Whether ``step`` can join ``run``: it reads only the run's values and its first
-        member's input (a ResNet shortcut's Conv reads only the latter), and has a chain
-        link."""
-        inside = {m.output for m in run}
-        start = run[0].inputs[0]
-        names = tuple(step.inputs)
-        if not names or not all(n in inside or n == start for n in names):
-            return False
-        if int8_family(step) == "add" and len(names) == 2:
-            qps = [self.plan.activations.get(n) for n in names]
-            return None not in qps and self._add_link(step, qps[0], qps[1]) is not None
-        return len(names) == 1 and self._can_link(step)
 
     def _can_link(self, layer: OptimizedLayer) -> bool:
         """Whether ``layer`` can be in a chain, reading its one input as the int8
@@ -711,48 +695,29 @@ class FastEngine(ReferenceEngine):
         probe = IntTensor(np.zeros(0, dtype=np.int8), qp)
         return self._chain_link(layer, probe) is not None
 
-    def _add_link(self, layer: OptimizedLayer, a_qp: QParams, b_qp: QParams):
-        """The layer's fused power-of-two Add reading int8 integers at ``a_qp`` and
-        ``b_qp``, or None."""
-        out_qp = self.plan.activations.get(layer.output)
-        if out_qp is None or len(layer.members) != 1:
-            return None
-        if any(qp.bits > 8 or qp.axis is not None or int(qp.zero_point) != 0 for qp in (a_qp, b_qp)):
-            return None
-        fused = self._add_kernel(layer, np.dtype(np.int8), np.dtype(np.int8), a_qp.exponent, b_qp.exponent, out_qp)
-        return fused if fused is not None and getattr(fused, "recipe", None) else None
-
     def _run_chain(self, members: list[OptimizedLayer], env) -> list[IntTensor] | None:
-        """Every member's output from one graph (None for those no step after the run
-        reads, unless every layer is asked for); None where the first member's input is
+        """Every member's output from one graph; None where the first member's input is
         not int8 (then each layer runs alone)."""
         first = members[0]
-        start = first.inputs[0]
-        xin = self._as_int(env[start], self.plan.activations.get(start, self.plan.activations.get(first.output)))
+        out_qp = self.plan.activations.get(first.output)
+        xin = self._as_int(env[first.inputs[0]], self.plan.activations.get(first.inputs[0], out_qp))
         if xin.q.dtype != np.int8:
             return None
-        qps = {start: xin.qp}
-        index = {start: -1}
-        links, sources = [], []
-        for i, layer in enumerate(members):
-            if int8_family(layer) == "add":
-                link = self._add_link(layer, qps[layer.inputs[0]], qps[layer.inputs[1]])
-            else:
-                link = self._chain_link(layer, IntTensor(np.zeros(0, np.int8), qps[layer.inputs[0]]))
-            if link is None:
-                return None
-            links.append(link)
-            sources.append(tuple(index[n] for n in layer.inputs))
-            index[layer.output] = i
-            qps[layer.output] = self.plan.activations[layer.output]
-        keep = [self._keep_all or needed for needed in self._chain_needed[first.name][:-1]]
-        key = "chain|" + "|".join(m.name for m in members) + f"|{self._keep_all}|{xin.qp.exponent}"
+        links = [self._chain_link(first, xin)]
+        for before, layer in zip(members, members[1:]):
+            links.append(self._chain_link(layer, IntTensor(np.zeros(0, np.int8), self.plan.activations[before.output])))
+        if any(link is None for link in links):
+            return None
+        keep = [self._keep_all] * (len(members) - 1)
+        key = "chain|" + "|".join(m.name for m in members) + f"|{self._keep_all}"
         if key not in self._fused:
-            self._fused[key] = (fast.chain(links, sources, keep), False)
+            self._fused[key] = (fast.chain(links, keep), False)
         joined = self._fused[key][0]
         if joined is None:
             return None
         outs = joined(xin.q)
+        if not self._keep_all:  # only the last output is needed: the others are never read
+            outs = [None] * (len(members) - 1) + outs
         return [IntTensor(q, self.plan.activations[m.output]) if q is not None else None for m, q in zip(members, outs)]
 
     def _quantize(self, x: np.ndarray, qp: QParams) -> np.ndarray:
@@ -859,25 +824,27 @@ class FastEngine(ReferenceEngine):
         return IntTensor(fused(t.q), qp) if fused is not None else super().requantize(t, qp)
 
     def _fused_add(self, layer, a: IntTensor, b: IntTensor, out_qp: QParams) -> IntTensor | None:
-        fused = self._add_kernel(layer, a.q.dtype, b.q.dtype, a.qp.exponent, b.qp.exponent, out_qp)
-        return IntTensor(fused(a.q, b.q), out_qp) if fused is not None else None
-
-    def _add_kernel(self, layer, a_dtype, b_dtype, e_a, e_b, out_qp: QParams):
-        """The power-of-two Add of integers of ``a_dtype`` at exponent ``e_a`` and of
-        ``b_dtype`` at ``e_b`` as one graph (:meth:`~quantscope.simulate.fast.FusedLayer.add`),
-        or None where it does not apply."""
         plan = self.plan
-        if not isinstance(plan.scheme, PowerOfTwo) or None in (e_a, e_b, out_qp.exponent):
-            return None
-        key = f"{layer.name}|{a_dtype}|{b_dtype}|{e_a}|{e_b}"
-        if key not in self._fused:
-            fused = None
-            if plan.saturation is Saturation.SATURATE and out_qp.bits <= 8:
-                fused = fast.FusedLayer.add(
-                    a_dtype, b_dtype, e_a, e_b, out_qp.exponent, plan.rounding, out_qp.qmin, out_qp.qmax
-                )
-            self._fused[key] = (fused, False)
-        return self._fused[key][0]
+        if isinstance(plan.scheme, PowerOfTwo):
+            key = f"{layer.name}|{a.q.dtype}|{b.q.dtype}|{a.qp.exponent}|{b.qp.exponent}"
+            if key not in self._fused:
+                fused = None
+                if plan.saturation is Saturation.SATURATE and out_qp.bits <= 8:
+                    fused = fast.FusedLayer.add(
+                        a.q.dtype,
+                        b.q.dtype,
+                        a.qp.exponent,
+                        b.qp.exponent,
+                        out_qp.exponent,
+                        plan.rounding,
+                        out_qp.qmin,
+                        out_qp.qmax,
+                    )
+                self._fused[key] = (fused, False)
+            fused = self._fused[key][0]
+            if fused is not None:
+                return IntTensor(fused(a.q, b.q), out_qp)
+        return None
 
 
 class Kernels(StrEnum):

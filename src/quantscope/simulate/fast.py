@@ -602,90 +602,71 @@ def _tail(prefix: str, shift: int, rounding: Rounding, lo: int, hi: int, as_floa
 
 
 class FusedChain:
-    """Fused power-of-two layers run as one onnxruntime graph (:func:`chain`): the same
-    float32 operations on the same values, so the same integers, in one run, without
-    the int8 casts between layers. Called with the first layer's input integers."""
+    """Consecutive fused power-of-two Conv layers, each reading only the one before, as
+    one onnxruntime graph (:func:`chain`): the same float32 operations on the same
+    values, so the same integers, in one run, without the int8 casts between layers.
+    Called with the first layer's input integers; returns the int8 outputs of the
+    layers asked for, the last one always last."""
 
-    def __init__(self, session, outputs: list[str], links: list[int], count: int):
+    def __init__(self, session, outputs: list[str]):
         self._session = session
         self._outputs = outputs
-        self._links = links
-        self._count = count
 
-    def __call__(self, x: np.ndarray) -> list[np.ndarray | None]:
-        """Each link's int8 output, in link order; None for a link not asked for."""
-        got = self._session.run(self._outputs, {"x": np.ascontiguousarray(x)})
-        outs: list[np.ndarray | None] = [None] * self._count
-        for i, q in zip(self._links, got):
-            outs[i] = q
-        return outs
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return self._session.run(self._outputs, {"x": np.ascontiguousarray(x)})
 
 
-def chain(links: list[FusedLayer], sources: list[tuple[int, ...]], keep: list[bool]) -> FusedChain | None:
-    """One graph of fused power-of-two layers (made by :meth:`FusedLayer.conv` and
-    :meth:`FusedLayer.add`), in an order where each reads only layers before it.
-
-    ``sources[i]``: for each input of link ``i`` (a Conv's ``x``, an Add's ``a`` and
-    ``b``), the index of the link whose output it reads, or -1 for the graph's input
-    ``x`` (link 0 reads it). Integers pass from link to link as float32 (each link's
-    input ``Cast`` dropped, its rounding tail ending in ``Round`` on a value already
-    clamped: docs/int8.md (12)). ``keep[i]``: also output link ``i``'s int8 integers;
-    the last link's always come out. None where a link has no float tail."""
+def chain(layers: list[FusedLayer], keep: list[bool]) -> FusedChain | None:
+    """One graph of the fused Conv ``layers`` (each made by :meth:`FusedLayer.conv`, each
+    reading the one before): layer ``i``'s integers go on to layer ``i + 1`` as float32
+    (its input ``Cast`` dropped); ``keep[i]``: also output layer ``i``'s int8 integers
+    (``y{i}``; the last layer's always). None where a layer has no float tail."""
     from onnx import TensorProto, helper
 
-    if not links or len(sources) != len(links) or sources[0] != (-1,):
-        return None
-    recipe0 = getattr(links[0], "recipe", None)
-    if recipe0 is None:
-        return None
-    nodes = [helper.make_node("Cast", ["x"], ["x_f"], to=TensorProto.FLOAT)]
-    consts: dict = {}
-    outputs: list[str] = []
-    kept: list[int] = []
-    floats = {-1: "x_f"}  # link index -> the name of its float32 integers
-    for i, layer in enumerate(links):
+    nodes, consts, outputs = [], {}, []
+    inputs = None
+    previous = None  # the float32 integers of the layer before
+    for i, layer in enumerate(layers):
         recipe = getattr(layer, "recipe", None)
         if recipe is None:
             return None
         layer_nodes, layer_inputs, layer_consts, shift, rounding, lo, hi = recipe
-        names = [n for n, _, _ in layer_inputs]
-        if len(names) != len(sources[i]) or any(not -1 <= j < i for j in sources[i]):
+        if layer_nodes[0].op_type != "Cast" or [n for n, _, _ in layer_inputs] != ["x"]:
             return None
-        casts = layer_nodes[: len(names)]  # each input's Cast to float32, in input order
-        if any(n.op_type != "Cast" or list(n.input) != [name] for n, name in zip(casts, names)):
-            return None
-        last = i == len(links) - 1
+        last = i == len(layers) - 1
         tail = _tail(f"l{i}_", shift, rounding, lo, hi, as_float=not last)
         if tail is None:
             return None
         p = f"l{i}_"
-        renamed = {n.output[0]: floats[j] for n, j in zip(casts, sources[i])}
-        for node in layer_nodes[len(names) :]:
+
+        def named(name: str, p=p, first=(i == 0), before=previous) -> str:
+            if name == "x":
+                return "x"
+            if name == "xf" and not first:
+                return before
+            return p + name
+
+        body = layer_nodes if i == 0 else layer_nodes[1:]  # later layers read float32 already
+        for node in body:
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             nodes.append(
-                helper.make_node(
-                    node.op_type,
-                    [renamed.get(n, p + n) for n in node.input],
-                    [p + n for n in node.output],
-                    **attrs,
-                )
+                helper.make_node(node.op_type, [named(n) for n in node.input], [named(n) for n in node.output], **attrs)
             )
         consts.update({p + k: c for k, c in layer_consts.items()})
         tail_nodes, tail_consts = tail
         nodes += tail_nodes
         consts.update(tail_consts)
+        if i == 0:
+            inputs = layer_inputs
         if last:
             nodes.append(helper.make_node("Identity", [f"{p}y"], ["y"]))
-            outputs.append("y")
-            kept.append(i)
         else:
-            floats[i] = f"{p}y"
+            previous = f"{p}y"
             if keep[i]:
-                nodes.append(helper.make_node("Cast", [floats[i]], [f"y{i}"], to=TensorProto.INT8))
+                nodes.append(helper.make_node("Cast", [previous], [f"y{i}"], to=TensorProto.INT8))
                 outputs.append(f"y{i}")
-                kept.append(i)
-    inputs = [("x", *recipe0[1][0][1:])]
-    return FusedChain(_session(_graph(nodes, inputs, _consts(consts), outputs)), outputs, kept, len(links))
+    outputs.append("y")
+    return FusedChain(_session(_graph(nodes, inputs, _consts(consts), outputs)), outputs)
 
 
 class ScaleConv:
