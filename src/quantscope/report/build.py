@@ -716,9 +716,13 @@ def _fingerprint_validation(validation) -> str:
     h = hashlib.sha256()
     h.update(str(validation.num_samples).encode())
     for arr in (validation.float_scores, validation.labels):
-        a = np.ascontiguousarray(arr)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
+        # an object array holds one output per sample (outputs of several shapes): its
+        # bytes would be addresses, so each sample's array is hashed
+        for a in arr if getattr(arr, "dtype", None) is np.dtype(object) else [arr]:
+            a = np.asarray(a)
+            a = a if a.flags.c_contiguous else a.copy(order="C")
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
     return h.hexdigest()
 
 

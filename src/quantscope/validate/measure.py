@@ -16,6 +16,7 @@ import numpy as np
 
 from .._compiled import kernel, prepare
 from ..calibrate.collector import BoundOutputs, create_session, run_checked
+from ..calibrate.data import Batch
 from ..errors import NonFiniteActivationError
 from ..network.network import Inputs, batch_pieces
 from ..quantize.numerics import Rounding, Saturation
@@ -23,7 +24,16 @@ from ..quantize.plan import QParams, QuantPlan
 from ..simulate.engine import IntTensor, Kernels, Simulator
 from ..simulate.fast import SESSION_THREADS
 
-__all__ = ["BatchPart", "BatchValidator", "LayerError", "Totals"]
+__all__ = [
+    "BATCH_BYTES",
+    "BatchPart",
+    "BatchValidator",
+    "LayerError",
+    "Totals",
+    "batch_pieces_of",
+    "sample_bytes",
+    "samples_at_once",
+]
 
 
 @dataclass
@@ -335,6 +345,60 @@ class BatchValidator:
             labels=None if batch.y is None else np.asarray(batch.y),
             count=len(x),
         )
+
+
+#: Largest size (bytes) of what validation holds for the samples it measures at once:
+#: every layer's output of the float network and of the int8 emulation. A batch whose
+#: samples would hold more is measured in pieces (:func:`samples_at_once`).
+BATCH_BYTES = 1 << 30
+
+
+def sample_bytes(plan: QuantPlan) -> int | None:
+    """Bytes validation holds per sample measured, or None when a layer's shape is not
+    known but for the batch axis (a sequence length, a dynamic image size).
+
+    Every layer's output twice: the float network's (float32, 4 bytes a value) and the
+    emulation's (1 byte for an int8 activation, 4 for a value it keeps in float); twice
+    that for a model with a fixed batch, whose pieces are joined into the batch's
+    outputs."""
+    network = plan.network
+    per_sample = 0
+    for layer in network.layers:
+        shape = network.value_shape(layer.output)
+        if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape[1:]):
+            return None
+        values = int(np.prod(shape[1:], dtype=np.int64))
+        per_sample += values * (4 + (1 if layer.output in plan.activations else 4))
+    return per_sample * (2 if network.fixed_batch is not None else 1)
+
+
+def samples_at_once(plan: QuantPlan) -> int | None:
+    """How many samples validation measures at once: as many as keep
+    :func:`sample_bytes` within :data:`BATCH_BYTES` (at least 1; a multiple of a fixed
+    batch), or None when that size is not known: batches are then measured whole."""
+    per_sample = sample_bytes(plan)
+    if per_sample is None:
+        return None
+    samples = max(1, BATCH_BYTES // max(per_sample, 1))
+    fixed = plan.network.fixed_batch
+    if fixed is not None:
+        samples = max(fixed, samples // fixed * fixed)
+    return int(samples)
+
+
+def batch_pieces_of(batch: Batch, samples: int | None) -> list[Batch]:
+    """``batch`` in consecutive pieces of at most ``samples`` samples from its start
+    (the batch itself when it is no larger, or ``samples`` is None)."""
+    if samples is None or len(batch) <= samples:
+        return [batch]
+    return [
+        Batch(
+            x=batch.x[start : start + samples],
+            y=None if batch.y is None else batch.y[start : start + samples],
+            index=batch.index[start : start + samples],
+        )
+        for start in range(0, len(batch), samples)
+    ]
 
 
 def _usable_cores() -> int:

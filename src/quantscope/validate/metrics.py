@@ -167,26 +167,56 @@ def resolve_metrics(metrics: Any) -> dict[str, Metric]:
     return out
 
 
+def _ragged(scores: Any) -> bool:
+    """``scores`` is an object array of one output per sample (outputs of different
+    shapes: sequences of several lengths), as validation makes them."""
+    return isinstance(scores, np.ndarray) and scores.dtype == object
+
+
 def cosine_similarity(reference: np.ndarray, other: np.ndarray) -> float:
     """The mean over samples of the cosine between ``other``'s and ``reference``'s
     output vectors (each sample's output flattened; float64). Two all-zero vectors
-    count as 1, one all-zero vector against another as 0."""
+    count as 1, one all-zero vector against another as 0. Either may be an object
+    array of one output per sample, of different shapes."""
+    if _ragged(reference) or _ragged(other):
+        return float(
+            np.mean(
+                [
+                    _cosines(
+                        np.asarray(a, dtype=np.float64).reshape(1, -1), np.asarray(b, dtype=np.float64).reshape(1, -1)
+                    )[0]
+                    for a, b in zip(reference, other)
+                ]
+            )
+        )
     a = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
     b = np.asarray(other, dtype=np.float64).reshape(len(other), -1)
+    return float(np.mean(_cosines(a, b)))
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine of each row of ``a`` with the same row of ``b`` (float64 ``(N, D)``)."""
     dot = np.einsum("ij,ij->i", a, b)
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
     both = (na == 0) & (nb == 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cos = np.where(both, 1.0, np.where((na == 0) | (nb == 0), 0.0, dot / (na * nb)))
-    return float(np.mean(cos))
+        return np.where(both, 1.0, np.where((na == 0) | (nb == 0), 0.0, dot / (na * nb)))
 
 
 def output_sqnr_db(reference: np.ndarray, other: np.ndarray) -> float:
     """``10 log10(sum reference^2 / sum (reference - other)^2)`` over every sample and
-    value (dB); inf when they are equal."""
-    a = np.asarray(reference, dtype=np.float64)
-    noise = float(np.sum((a - np.asarray(other, dtype=np.float64)) ** 2))
-    signal = float(np.sum(a * a))
+    value (dB); inf when they are equal. Either may be an object array of one output
+    per sample, of different shapes (each sample's sums added in sample order)."""
+    if _ragged(reference) or _ragged(other):
+        signal = noise = 0.0
+        for f, q in zip(reference, other):
+            a = np.asarray(f, dtype=np.float64)
+            noise += float(np.sum((a - np.asarray(q, dtype=np.float64)) ** 2))
+            signal += float(np.sum(a * a))
+    else:
+        a = np.asarray(reference, dtype=np.float64)
+        noise = float(np.sum((a - np.asarray(other, dtype=np.float64)) ** 2))
+        signal = float(np.sum(a * a))
     if noise == 0:
         return math.inf
     return -math.inf if signal == 0 else 10.0 * math.log10(signal / noise)
@@ -200,9 +230,17 @@ def agreement_metrics(float_out: np.ndarray, int8_out: np.ndarray) -> dict[str, 
     the fraction of samples whose highest score is the same class; ``cosine_similarity``
     (:func:`cosine_similarity`) and ``output_sqnr_db`` (:func:`output_sqnr_db`). The
     float network agrees with itself: 1, 1 and inf dB.
+
+    Outputs of different shapes (object arrays of one output per sample, sequences of
+    several lengths) are compared sample by sample: ``top1_agreement`` when every
+    sample's output is a vector of more than one score, the argmax of each.
     """
     out: dict[str, tuple[float, float]] = {}
-    if np.ndim(float_out) == 2 and np.shape(float_out)[1] > 1:
+    if _ragged(float_out) or _ragged(int8_out):
+        if all(np.ndim(f) == 1 and np.size(f) > 1 for f in float_out):
+            same = [np.argmax(f) == np.argmax(q) for f, q in zip(float_out, int8_out)]
+            out["top1_agreement"] = (1.0, float(np.mean(same)))
+    elif np.ndim(float_out) == 2 and np.shape(float_out)[1] > 1:
         same = np.asarray(float_out).argmax(axis=1) == np.asarray(int8_out).argmax(axis=1)
         out["top1_agreement"] = (1.0, float(np.mean(same)))
     out["cosine_similarity"] = (1.0, cosine_similarity(float_out, int8_out))

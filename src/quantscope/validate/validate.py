@@ -25,7 +25,7 @@ from ..errors import CalibrationDataError, ConfigurationError, option
 from ..quantize.numerics import FloatScale, PowerOfTwo
 from ..quantize.plan import QuantPlan, Target, make_plan
 from ..simulate.engine import Kernels
-from .measure import BatchPart, BatchValidator, LayerError, Totals
+from .measure import BatchPart, BatchValidator, LayerError, Totals, batch_pieces_of, samples_at_once
 from .metrics import (
     LABEL_METRICS,
     agreement_metrics,
@@ -87,7 +87,9 @@ class ValidationResult:
             names in the model file.
         verdict: one line naming the layer that costs most.
         plan: the quantization plan used.
-        float_scores, int8_scores: the two networks' outputs ``(N, ...)``.
+        float_scores, int8_scores: the two networks' outputs ``(N, ...)``; where the
+            batches' outputs differ in shape (sequences of several lengths), an object
+            array ``(N,)`` of each sample's output.
         labels: the data's labels; without labels, the float network's top-1 (the
             metrics then get ``labels=None``).
     """
@@ -115,6 +117,8 @@ class ValidationResult:
     @property
     def top1_agreement(self) -> float:
         """Fraction of samples where int8 and float pick the same class."""
+        if self.float_scores.dtype == object:  # one array per sample (outputs of different shapes)
+            return float(np.mean([np.argmax(f) == np.argmax(q) for f, q in zip(self.float_scores, self.int8_scores)]))
         f = self.float_scores.reshape(len(self.float_scores), -1).argmax(1)
         q = self.int8_scores.reshape(len(self.int8_scores), -1).argmax(1)
         return float(np.mean(f == q))
@@ -377,20 +381,36 @@ def validate(
     network = plan.network
     metric_fns = resolve_metrics(metrics) if metrics is not None else None
     totals = Totals(network)
+    asked: dict[str, Any] = {}  # the metrics that take every sample's scores as one array
 
     def add(part: BatchPart) -> None:
         if totals.count == 0:  # the first batch: refuse what cannot work before the others run
             if part.labels is None and metric_fns is not None:
                 _check_unlabelled(metric_fns)
-            asked = metric_fns if metric_fns is not None else {"top1": top1_accuracy} if part.labels is not None else {}
+            asked.update(
+                metric_fns
+                if metric_fns is not None
+                else {"top1_accuracy": top1_accuracy}
+                if part.labels is not None
+                else {}
+            )
             if any(fn in LABEL_METRICS for fn in asked.values()):
                 class_scores(part.float_scores)  # one score per class, or a clear error
+        else:  # outputs of another shape than the first batch's (a sequence of another length)
+            _check_same_shapes(part, totals, asked)
         totals.add(part)
 
     class_list = getattr(data, "classes", None) if getattr(data, "class_list_given", False) else None
     outputs = network.value_shape(network.output_names[0]) if class_list else None
     if class_list and outputs and len(outputs) == 2 and isinstance(outputs[1], int):
         _check_class_list(class_list, outputs[1])  # before any work, where the output's width is known
+    # what every layer's output of both networks takes per sample bounds the samples
+    # measured at once: batches are read that large at most (so the result is the same
+    # whatever larger batch_size is asked for), and larger ones split
+    at_once = samples_at_once(plan)
+    read_size = batch_size
+    if at_once is not None and isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0:
+        read_size = min(batch_size, at_once)
     if client is not None:
         check_dask_inputs(network)
         from .distributed import validate_on_dask  # Dask is an optional extra
@@ -400,7 +420,7 @@ def validate(
             data,
             client,
             add,
-            batch_size=batch_size,
+            batch_size=read_size,
             layout=layout,
             kernels=kernels,
             shards=shards,
@@ -412,12 +432,15 @@ def validate(
         )
         validator = BatchValidator(plan, kernels)
         with progress_bar("Validating", source.num_samples, enabled=progress) as bar:
-            for batch in read_ahead(source, batch_size):
+            for batch in read_ahead(source, read_size):
                 if totals.count == 0 and batch.y is None and metric_fns is not None:
                     _check_unlabelled(metric_fns)  # before any work
-                part = validator(batch)
-                add(part)
-                bar.advance(part.count)
+                # a source that keeps its own batches (mappings of several inputs) may
+                # give more samples than fit in memory at once: measured in pieces
+                for piece in batch_pieces_of(batch, at_once):
+                    part = validator(piece)
+                    add(part)
+                    bar.advance(part.count)
         classes = getattr(source, "classes", None)
     n, errors, labelled = totals.count, totals.errors, totals.labelled
     float_scores, int8_scores, labels = totals.float_scores, totals.int8_scores, totals.labels
@@ -425,9 +448,13 @@ def validate(
         raise CalibrationDataError("the validation data contains no samples")
     if labelled and metric_fns is None:
         metric_fns = {"top1_accuracy": top1_accuracy}
-    fs = np.concatenate(float_scores)
-    qs_ = np.concatenate(int8_scores)
-    float_top1 = fs.reshape(len(fs), -1).argmax(axis=1)
+    if all(a.shape[1:] == float_scores[0].shape[1:] for a in float_scores):
+        fs = np.concatenate(float_scores)
+        qs_ = np.concatenate(int8_scores)
+        float_top1 = fs.reshape(len(fs), -1).argmax(axis=1)
+    else:  # outputs of different shapes (sequences of several lengths): one array per sample
+        fs, qs_ = _per_sample(float_scores), _per_sample(int8_scores)
+        float_top1 = np.array([np.argmax(s) for s in fs], dtype=np.intp)
     if labelled:
         y = np.concatenate(labels)
         metric_labels = y
@@ -485,6 +512,44 @@ def validate(
         labelled=labelled,
         calibration=calibration if isinstance(calibration, Calibration) else None,
     )
+
+
+def _check_same_shapes(part: BatchPart, totals: Totals, asked: dict[str, Any]) -> None:
+    """Refuse, as soon as a batch's output (or labels) differs in shape from the first
+    batch's beyond the batch axis, metrics that take every sample's scores as one array
+    ``(N, ...)``: such outputs do not make one. Without metrics asked for (no labels),
+    the agreement metrics are computed per sample and over every value, whatever the
+    shapes."""
+    first = totals.float_scores[0]
+    shape = part.float_scores.shape
+    if asked and shape[1:] != first.shape[1:]:
+        names = ", ".join(repr(name) for name in asked)
+        raise ConfigurationError(
+            f"the network's first output has shape {tuple(first.shape)} on the first batch and {tuple(shape)} on "
+            f"the batch from sample {totals.count} on (inputs of another length or size): metric(s) {names} take "
+            "every sample's scores as one array (N, ...), which outputs of different shapes do not make. Give "
+            "inputs of one length (pad them), validate each length on its own, or validate without labels and "
+            f"{option('without metrics=', 'without --metric')}: cosine similarity and output SQNR are then "
+            "computed per sample and over every value"
+        )
+    if part.labels is not None and totals.labels and part.labels.shape[1:] != totals.labels[0].shape[1:]:
+        raise CalibrationDataError(
+            f"the labels have shape {tuple(totals.labels[0].shape)} in the first batch and {tuple(part.labels.shape)} "
+            f"in the batch from sample {totals.count} on: give labels of one shape per sample (class indices (N,) "
+            "or one-hot rows (N, classes))"
+        )
+
+
+def _per_sample(batches: list[np.ndarray]) -> np.ndarray:
+    """Batches' outputs of different shapes as one object array ``(N,)`` of each
+    sample's output (views of the batches' arrays)."""
+    out = np.empty(sum(len(b) for b in batches), dtype=object)
+    i = 0
+    for b in batches:
+        for sample in b:
+            out[i] = sample
+            i += 1
+    return out
 
 
 def _check_unlabelled(metric_fns: dict) -> None:
