@@ -130,6 +130,10 @@ class Network:
         self.input_shape: tuple[int | None, ...] = self.input_shapes[self.input_name]
         self.input_dtype = self.input_dtypes[self.input_name]
         self.output_names: list[str] = [v.name for v in model.graph.outputs]
+        #: the output validation judges: the first of a floating-point type (a scikit-learn
+        #: classifier's first output is its int64 label, its second the probabilities),
+        #: else the first
+        self.judged_output: str = next((v.name for v in model.graph.outputs if _float_tensor(v)), self.output_names[0])
         self._by_name = {layer.name: layer for layer in layers}
         #: whether cross-layer equalization ran (``prepare(..., equalize=True)``); what it
         #: did is in ``log.equalized``
@@ -431,6 +435,19 @@ class Network:
     def __repr__(self) -> str:
         name = self.source_name or "model"
         return f"Network({name}, {len(self.layers)} layers, input {self.input_name} {self.input_shape})"
+
+
+def _float_tensor(value: ir.Value) -> bool:
+    """Whether ``value`` is a floating-point tensor of at least one axis."""
+    try:
+        return (
+            isinstance(value.type, ir.TensorType)
+            and value.dtype.numpy().kind == "f"
+            and value.shape is not None
+            and len(value.shape) >= 1
+        )
+    except Exception:  # noqa: BLE001 - a type numpy has no dtype for
+        return False
 
 
 def prepare(source: Any, example_input: Any = None, *, equalize: bool = False) -> Network:

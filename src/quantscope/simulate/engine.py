@@ -123,6 +123,8 @@ class ReferenceEngine:
         self.plan = plan
         self.network: Network = plan.network
         self.overflow = overflow
+        #: the output :meth:`run` returns (validation sets ``network.judged_output``)
+        self.output: str = self.network.output_names[0]
         self._nodes = {node.name: node for node in self.network.model.graph}
         self._proto: onnx.ModelProto | None = None
         self._steps: list | None = None
@@ -202,7 +204,7 @@ class ReferenceEngine:
                     done(step.output)
         self._env = {}
         collected = {layer.name: env[layer.output] for layer in self.network.layers} if collect else {}
-        return _as_float(env[self.network.output_names[0]]), collected
+        return _as_float(env[self.output]), collected
 
     # ---------------------------------------------------------------- layers
     def _int_layers(self) -> list[OptimizedLayer]:

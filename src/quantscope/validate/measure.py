@@ -287,6 +287,7 @@ class BatchValidator:
         prepare(_DIAGNOSTICS, "layer_sums")  # numba loads while the first batch's float network runs
         self.plan = plan
         self.sim = Simulator(plan, kernels=kernels)
+        self.sim.output = network.judged_output  # the output the metrics judge
         self.threads = threads = int(threads) or max(1, _usable_cores() // 2)
         names = [layer.output for layer in network.layers if layer.kind != "input"]
         names += [name for name in network.output_names if name not in names]  # an int64 output
@@ -340,7 +341,7 @@ class BatchValidator:
         errors = {layer.name: parts[layer.name] for layer in network.layers}
         return BatchPart(
             errors=errors,
-            float_scores=np.array(outs[network.output_names[0]]),  # a copy: the buffers are reused
+            float_scores=np.array(outs[network.judged_output]),  # a copy: the buffers are reused
             int8_scores=result,
             labels=None if batch.y is None else np.asarray(batch.y),
             count=len(x),

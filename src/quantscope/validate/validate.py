@@ -401,7 +401,7 @@ def validate(
         totals.add(part)
 
     class_list = getattr(data, "classes", None) if getattr(data, "class_list_given", False) else None
-    outputs = network.value_shape(network.output_names[0]) if class_list else None
+    outputs = network.value_shape(network.judged_output) if class_list else None
     if class_list and outputs and len(outputs) == 2 and isinstance(outputs[1], int):
         _check_class_list(class_list, outputs[1])  # before any work, where the output's width is known
     # what every layer's output of both networks takes per sample bounds the samples

@@ -1,0 +1,43 @@
+"""Validation judges the first floating-point output: a scikit-learn classifier's first
+output is its int64 label (cosine over class numbers said 1.0 with labels changed),
+its second the probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+from tinymodels import make_model, tensor
+
+import quantscope as qs
+
+
+def _label_first(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    init = {
+        "w": (rng.standard_normal((6, 4)) * 0.6).astype(np.float32),
+        "b": rng.uniform(-0.2, 0.2, 4).astype(np.float32),
+    }
+    n = helper.make_node
+    nodes = [
+        n("Gemm", ["x", "w", "b"], ["logits"], name="fc"),
+        n("Softmax", ["logits"], ["probabilities"], name="softmax", axis=1),
+        n("ArgMax", ["probabilities"], ["label"], name="argmax", axis=1, keepdims=0),
+    ]
+    outputs = [tensor("label", ["N"], TensorProto.INT64), tensor("probabilities", ["N", 4])]
+    return make_model(nodes, [tensor("x", ["N", 6])], outputs, init, name="label_first")
+
+
+def test_the_first_float_output_is_judged():
+    net = qs.prepare(_label_first())
+    assert net.output_names == ["label", "probabilities"] and net.judged_output == "probabilities"
+    x = np.random.default_rng(1).standard_normal((64, 6)).astype(np.float32)
+    cal = qs.calibrate(net, x, progress=False)
+    res = qs.validate(cal, x, target="cpu", progress=False)
+    assert res.float_scores.shape == (64, 4)  # the probabilities, not the (N,) labels
+    assert set(res.metric_results) >= {"top1_agreement", "cosine_similarity"}
+    y = res.float_scores.argmax(1)
+    labelled = qs.validate(cal, (x, y), target="cpu", progress=False)  # labels: top-1 over the probabilities
+    table = labelled.metric_results["top1_accuracy"]
+    assert table["MetricOutput"].iloc[0] == 1.0
+    # predict keeps the first output
+    assert qs.quantize_network(cal, "cpu").predict(x).shape == (64,)
