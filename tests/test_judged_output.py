@@ -41,3 +41,40 @@ def test_the_first_float_output_is_judged():
     assert table["MetricOutput"].iloc[0] == 1.0
     # predict keeps the first output
     assert qs.quantize_network(cal, "cpu").predict(x).shape == (64,)
+
+
+def _joined(scale: float):
+    rng = np.random.default_rng(3)
+    init = {
+        "w": (rng.standard_normal((6, 4)) * 0.6).astype(np.float32),
+        "b": rng.uniform(-0.2, 0.2, 4).astype(np.float32),
+        "k": np.array(scale, np.float32),
+    }
+    n = helper.make_node
+    nodes = [
+        n("Gemm", ["x", "w", "b"], ["h"], name="fc"),
+        n("Mul", ["h", "k"], ["boxes"], name="boxes"),
+        n("Sigmoid", ["h"], ["scores"], name="scores"),
+        n("Concat", ["boxes", "scores"], ["y"], name="head", axis=1),
+    ]
+    return make_model(nodes, [tensor("x", ["N", 6])], [tensor("y", ["N", 8])], init, name="joined")
+
+
+def test_a_concat_of_very_different_ranges_is_warned_about(caplog):
+    """YOLOv8's head joins boxes (0..320) and class scores (0..1) on one int8 grid: every
+    score became 0 while the output SQNR said 30 dB."""
+    import logging
+
+    x = np.random.default_rng(4).standard_normal((64, 6)).astype(np.float32)
+    for target in ("cpu", "fpga"):
+        for scale, warned in ((300.0, True), (2.0, False)):
+            net = qs.prepare(_joined(scale))
+            cal = qs.calibrate(net, x, progress=False)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="quantscope"):
+                qs.validate(cal, x, target=target, progress=False)
+            said = [r.getMessage() for r in caplog.records if "joins values of very different ranges" in r.getMessage()]
+            assert bool(said) is warned, (target, scale, said)
+            if warned:
+                assert "layer 'head'" in said[0] and "'scores' (its own grid" in said[0]
+                assert "keep_float=['head']" in said[0]

@@ -23,7 +23,7 @@ from ..calibrate.result import Calibration
 from ..calibrate.source import as_source, read_ahead
 from ..errors import CalibrationDataError, ConfigurationError, option
 from ..quantize.numerics import FloatScale, PowerOfTwo
-from ..quantize.plan import QuantPlan, Target, make_plan
+from ..quantize.plan import QuantPlan, Target, int8_family, make_plan
 from ..simulate.engine import Kernels
 from .measure import BatchPart, BatchValidator, LayerError, Totals, batch_pieces_of, samples_at_once
 from .metrics import (
@@ -499,6 +499,7 @@ def validate(
         extra["processor"] = name
     table = _layer_table(plan, errors)
     _check_inputs_like_calibration(plan, errors)
+    _check_concats(plan, errors)
     return ValidationResult(
         extra=extra,
         num_samples=n,
@@ -582,6 +583,56 @@ def _check_class_list(classes: list[str], outputs: int) -> None:
 #: Shares of a network input's validation values beyond its calibrated grid, or made 0
 #: by it, above which the data looks scaled unlike the calibration data.
 _INPUT_SATURATED, _INPUT_FLUSHED = 0.05, 0.25
+
+
+#: Bits of its own grid an int8 Concat's input may lose to the shared one before a
+#: warning (5: the input keeps at most 3 of its 8 bits).
+_CONCAT_LOST_BITS = 5
+
+
+def _check_concats(plan: QuantPlan, errors: dict[str, LayerError]) -> None:
+    """Warn where an int8 Concat joins values of very different ranges: they share the
+    output's one grid, so the smaller ones keep few bits or round to 0 (YOLOv8's head
+    joins boxes of 0..320 with class scores of 0..1: every score became 0, while the
+    output SQNR, dominated by the boxes, said 30 dB)."""
+    producer = {layer.output: layer.name for layer in plan.network.layers}
+    for layer in plan.network.layers:
+        out_qp = plan.activations.get(layer.output)
+        if out_qp is None or not plan.is_int(layer) or int8_family(layer) != "concat":
+            continue
+        lost = []
+        for value in dict.fromkeys(layer.inputs):
+            qp = plan.activations.get(value)
+            bits = _bits_lost(qp, out_qp) if qp is not None else None
+            if bits is not None and bits >= _CONCAT_LOST_BITS:
+                lost.append((bits, producer.get(value, value)))
+        if not lost:
+            continue
+        e = errors.get(layer.name)
+        flushed = f"; {100 * e.flushed / e.count:.1f}% of its values round to 0" if e is not None and e.count else ""
+        parts = ", ".join(
+            f"{name!r} (its own grid {2**bits:.0f}x finer than the shared one: it keeps about {max(8 - bits, 0):.0f} "
+            "of its 8 bits)"
+            for bits, name in sorted(lost, reverse=True)
+        )
+        _log.warning(
+            "layer %r joins values of very different ranges on one int8 grid: %s%s. The output SQNR follows "
+            "the largest values and may not show it; keep the layer in float (%s) or judge the small part yourself",
+            layer.name,
+            parts,
+            flushed,
+            option(f"keep_float=[{layer.name!r}]", f"--keep-float {layer.name}"),
+        )
+
+
+def _bits_lost(qp, out_qp) -> float | None:
+    """log2 of the output grid's step over the input's own (per-tensor grids), or None."""
+    if qp.exponent is not None and out_qp.exponent is not None:
+        return float(out_qp.exponent - qp.exponent)
+    step_in, step_out = np.max(np.asarray(qp.scale, dtype=np.float64)), np.max(np.asarray(out_qp.scale, np.float64))
+    if qp.exponent is None and out_qp.exponent is None and step_in > 0 and step_out > 0:
+        return float(np.log2(step_out / step_in))
+    return None
 
 
 def _check_inputs_like_calibration(plan: QuantPlan, errors: dict[str, LayerError]) -> None:
