@@ -523,10 +523,13 @@ def test_nan_in_a_float_layer_is_named():
 def test_metric_is_accepted_as_the_command_lines_name_of_metrics(tiny_calibrated):
     cal, x = tiny_calibrated
     y = np.arange(len(x)) % 3
-    res = qs.validate(cal, (x, y), metric="top5", progress=False)
-    assert list(res.metric_results) == ["top5_accuracy"]
+    res = qs.validate(cal, (x, y), metric="top1", progress=False)
+    assert list(res.metric_results) == ["top1_accuracy"]
     with pytest.raises(qs.ConfigurationError, match="not both"):
-        qs.validate(cal, (x, y), metric="top5", metrics="top1", progress=False)
+        qs.validate(cal, (x, y), metric="top1", metrics="top5", progress=False)
+    # this network has 3 classes: top-5 would be 1 for any network
+    with pytest.raises(qs.ConfigurationError, match="top-5 accuracy of a network with 3 classes is 1"):
+        qs.validate(cal, (x, y), metric="top5", progress=False)
 
 
 def test_the_board_predicts_from_a_datastore_or_a_file(tiny_calibrated, tmp_path):

@@ -101,6 +101,12 @@ def top5_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of samples whose label is among the five highest scores (0..1). ``scores``
     as :func:`top1_accuracy`'s."""
     scores = class_scores(scores)
+    if scores.shape[1] <= 5:
+        top1 = option('metric="top1"', "--metric top1")
+        raise ConfigurationError(
+            f"top-5 accuracy of a network with {scores.shape[1]} classes is 1 for any network (every class is "
+            f"among the five highest scores); use top-1 ({top1})"
+        )
     top = np.argsort(-scores, axis=1, kind="stable")[:, :5]
     return float(np.mean((top == _label_indices(labels, scores.shape[1])[:, None]).any(axis=1)))
 
