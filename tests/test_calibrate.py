@@ -289,6 +289,22 @@ def test_loaded_ranges_quantize_once_given_their_network(tmp_path):
         loaded.attach(other)
 
 
+def test_ranges_of_the_same_file_prepared_otherwise_say_so(tmp_path):
+    """Ranges of model.onnx against model.onnx, changed since (or prepared with other
+    options, or by another version): the message said 'another model (m.onnx), not on
+    m.onnx' and explained only at its end."""
+    path = tmp_path / "m.onnx"
+    onnx.save(small_cnn(seed=1), path)
+    x = images(8, seed=2)
+    qs.calibrate(qs.prepare(str(path)), x, progress=False).save(tmp_path / "r.json")
+    onnx.save(small_cnn(seed=5), path)  # the file changed
+    with pytest.raises(qs.ConfigurationError) as raised:
+        qs.Calibration.load(tmp_path / "r.json", network=str(path))
+    text = str(raised.value)
+    assert "as it was prepared then" in text and "prepares to another network now" in text
+    assert "the model file changed, or it was prepared with other options (equalize=)" in text
+
+
 def test_loading_ranges_for_a_torch_module_says_to_prepare_it(tmp_path):
     torch = pytest.importorskip("torch")
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())

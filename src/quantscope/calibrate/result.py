@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,6 +200,17 @@ class Calibration:
         names = {layer.name for layer in network.layers}
         missing = [e.layer for e in self.entries if e.kind == "Activations" and e.layer not in names]
         differ = "" if missing else self._learnables_differ(network)
+        same_file = bool(self.model_name and network.source_name) and (
+            os.path.basename(str(self.model_name)) == os.path.basename(str(network.source_name))
+        )
+        if self.model_sha256 and network.fingerprint != self.model_sha256 and same_file:
+            raise ConfigurationError(
+                f"these ranges were measured on {self.model_name} as it was prepared then (sha256 "
+                f"{self.model_sha256[:12]}...), and {network.source_name} prepares to another network now (sha256 "
+                f"{network.fingerprint[:12]}...){differ or '; '}the model file changed, or it was prepared with "
+                f"other options ({option('equalize=', '--equalize')}) or by another quantscope version; calibrate "
+                "again with the options you validate with"
+            )
         if self.model_sha256 and network.fingerprint != self.model_sha256:
             raise ConfigurationError(
                 f"these ranges were measured on another model ({self.model_name or 'unnamed'}, sha256 "
