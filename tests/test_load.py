@@ -120,6 +120,8 @@ def test_two_inputs_take_a_mapping_keyed_by_input_name():
     assert cal.stats("add").min == -7.0 and cal.stats("add").max == 0.0  # a + b = -a
     with pytest.raises(qs.CalibrationDataError, match="lacks b"):
         qs.calibrate(net, {"a": a}, progress=False)
+    with pytest.raises(qs.CalibrationDataError, match=r"input 'b' is given as an array of shape \(\d+, 5\) \(samples"):
+        qs.calibrate(net, {"a": a, "b": np.zeros((len(a), 5), np.float32)}, progress=False)
     with pytest.raises(qs.CalibrationDataError, match="has unknown key\\(s\\) c"):
         qs.calibrate(net, {"a": a, "b": a, "c": a}, progress=False)
 

@@ -56,8 +56,8 @@ def _conform(arrays: Mapping[str, Any], spec: InputSpec, desc: str, position: in
             x.ndim != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape[1:], x.shape[1:]))
         ):
             raise CalibrationDataError(
-                f"{desc}, at sample {position}: input {name!r} has shape {fmt_shape(x.shape)}, and the network "
-                f"takes {fmt_shape(shape)} (batch axis first)"
+                f"{desc}, from sample {position} on: input {name!r} is given as an array of shape "
+                f"{fmt_shape(x.shape)} (samples first), and the network takes {fmt_shape(shape)} (batch axis first)"
             )
         x = cast_checked(x, dtype, f"{desc}: input {name!r}")
         if x.dtype.kind == "f":
