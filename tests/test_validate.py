@@ -555,6 +555,26 @@ def test_the_verdict_of_a_first_layer_gives_no_nan():
     assert verdict.startswith("embedding costs most: its output is at 37.2 dB") and "nan" not in verdict
 
 
+def test_the_verdict_names_a_float_layer_that_magnifies_its_input_error():
+    """DeBERTa on padded data: the verdict named an embedding costing 9.7 dB while the
+    float LayerNorm after it showed a 32.4 dB drop."""
+    import importlib
+
+    import pandas as pd
+
+    V = importlib.import_module("quantscope.validate.validate")
+    base = {"WeightSQNR(dB)": float("nan"), "WeightChannelSpread": 1.0, "Saturated": 0.0, "FlushedToZero": 0.0}
+    rows = [
+        {"Layer": "attention.output.LayerNorm", "Precision": "float", "SQNRDrop(dB)": 32.4, "SQNR(dB)": 4.3, **base},
+        {"Layer": "word_embeddings", "Precision": "int8", "SQNRDrop(dB)": 9.7, "SQNR(dB)": 37.0, **base},
+    ]
+    verdict = V._verdict(pd.DataFrame(rows))
+    assert verdict.startswith("word_embeddings costs most: it lowers the SQNR by 9.7 dB")
+    assert "but the float layer attention.output.LayerNorm lowers the SQNR more, by 32.4 dB" in verdict
+    rows[0]["SQNRDrop(dB)"] = 11.0  # within 3 dB of the int8 layer's: not mentioned
+    assert "float layer" not in V._verdict(pd.DataFrame(rows))
+
+
 def _layer_errors_both_ways(monkeypatch, f, q, qp, rounding="half_away"):
     """LayerError.update through the compiled kernel and through numpy."""
     import importlib

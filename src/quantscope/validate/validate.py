@@ -777,4 +777,14 @@ def _verdict(table: pd.DataFrame) -> str:
         parts.append(f"{_percent(worst['Saturated'])} of its outputs saturate")
     if worst["FlushedToZero"] > 0:
         parts.append(f"{_percent(worst['FlushedToZero'])} flush to zero")
+    float_rows = table[(table["Precision"] == "float") & table["SQNRDrop(dB)"].notna()]
+    if not float_rows.empty:
+        top = float_rows.sort_values("SQNRDrop(dB)", ascending=False, kind="stable").iloc[0]
+        if top["SQNRDrop(dB)"] > (drop if not math.isnan(drop) else 0.0) + 3.0:
+            parts.append(
+                f"but the float layer {top['Layer']} lowers the SQNR more, by {top['SQNRDrop(dB)']:.1f} dB: it "
+                "magnifies the error of its int8 input (a LayerNorm or Softmax over near-constant or padded "
+                "positions does); keeping the layers before it in float, or judging without padding, shows how much "
+                "it matters"
+            )
     return "; ".join(parts)
