@@ -15,6 +15,12 @@ def test_notes_that_differ_only_in_the_node_are_told_once():
         "Dropout 'drop' not dropped: its mask output is used",
     ]
     assert _grouped_notes(["a note without a name"]) == ["a note without a name"]
+    # LeViT: each BatchNorm after its own Flatten, a second quoted name
+    levit = [f"BatchNormalization 'bn{i}' not folded: its input comes from Flatten 'flat{i}'" for i in range(3)]
+    assert _grouped_notes(levit) == [
+        "BatchNormalization not folded: its input comes from Flatten (3 nodes: 'bn0', 'bn1', 'bn2')"
+    ]
+    assert _grouped_notes(levit[:1]) == levit[:1]
 
 
 def test_the_help_says_which_target_is_the_default(capsys):

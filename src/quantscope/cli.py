@@ -98,24 +98,26 @@ def _prepared(args: argparse.Namespace, console: Console, data: str | None):
 
 
 def _grouped_notes(notes: list[str], shown: int = 6) -> list[str]:
-    """``notes`` with those that differ only in the first quoted name (23 BatchNorms
-    not folded for one reason) told once, naming the first ``shown`` of them and how
-    many more, in the order they came."""
+    """``notes`` with those that differ only in their quoted names (23 BatchNorms not
+    folded for one reason, each after its own Flatten) told once, naming the first
+    quoted name of the first ``shown`` of them and how many more, in the order they came."""
     import re
 
     quoted = re.compile(r"'[^']*'")
     groups: dict[str, list[str]] = {}
+    first_note: dict[str, str] = {}
     for note in notes:
+        key = quoted.sub("{}", note)
         match = quoted.search(note)
-        key = quoted.sub("{}", note, count=1) if match else note
         groups.setdefault(key, []).append(match.group(0) if match else "")
+        first_note.setdefault(key, note)
     out = []
     for key, names in groups.items():
         if len(names) == 1:
-            out.append(key.replace("{}", names[0], 1) if names[0] else key)
+            out.append(first_note[key])
             continue
         listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
-        out.append(key.replace(" {}", "", 1).replace("{}", "", 1) + f" ({len(names)} nodes: {listed})")
+        out.append(key.replace(" {}", "").replace("{}", "") + f" ({len(names)} nodes: {listed})")
     return out
 
 
