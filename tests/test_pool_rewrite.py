@@ -77,3 +77,35 @@ def test_pools_that_fit_their_input_are_left_alone(kernel, ceil_mode):
     net = qs.prepare(_pooled_net("AveragePool", kernel=kernel, ceil_mode=ceil_mode))
     assert net.log.pooled == []
     assert "AveragePool" in [n.op_type for n in net.to_proto().graph.node]
+
+
+def test_a_huge_window_on_a_map_of_unknown_size_is_a_global_pool():
+    """A TorchScript export records no intermediate shapes, and its input's height and
+    width may be free: a kernel and stride of 256 or more (EfficientNet's 1280) cover
+    any feature map, so the pool is global at every size it can run at."""
+    rng = np.random.default_rng(0)
+    init = {
+        "w": (rng.standard_normal((6, 3, 3, 3)) * 0.4).astype(np.float32),
+        "b": rng.uniform(-0.3, 0.3, 6).astype(np.float32),
+        "wf": (rng.standard_normal((5, 6)) * 0.5).astype(np.float32),
+        "bf": rng.uniform(-0.3, 0.3, 5).astype(np.float32),
+    }
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w", "b"], ["c"], name="conv", strides=[2, 2], pads=[1, 1, 1, 1]),
+        n("Relu", ["c"], ["r"], name="relu"),
+        n("AveragePool", ["r"], ["p"], name="pool", kernel_shape=[1280, 1280], strides=[1280, 1280], ceil_mode=1),
+        n("Flatten", ["p"], ["f"], name="flatten"),
+        n("Gemm", ["f", "wf", "bf"], ["y"], name="fc", transB=1),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", 3, "H", "W"])], [tensor("y", ["N", 5])], init, name="free")
+    del model.graph.value_info[:]
+    net = qs.prepare(model)
+    assert net.log.pooled == ["pool"]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = ort.InferenceSession(net.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
+    for size in (8, 12):
+        x = np.random.default_rng(size).uniform(-1, 1, (3, 3, size, size)).astype(np.float32)
+        np.testing.assert_allclose(got.run(None, {"x": x})[0], want.run(None, {"x": x})[0], rtol=1e-6, atol=1e-6)
+    cal = qs.calibrate(net, x, progress=False)
+    assert _metric(qs.validate(cal, x, target="fpga", progress=False), "cosine_similarity") > 0.99

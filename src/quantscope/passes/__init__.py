@@ -20,6 +20,7 @@ from onnx_ir.passes.common import (
     TopologicalSortPass,
 )
 
+from ..ops import GLOBAL_POOL_OF
 from .absorb import AbsorbedBias, BiasTarget, absorb_biases, bias_targets
 from .drop_dropout import DropDropoutPass
 from .equalize import EqualizedPair, EqualizePass
@@ -110,21 +111,18 @@ def run_prepare_passes(model: ir.Model, equalize: bool = False) -> PrepareLog:
     RemoveUnusedNodesPass()(model)
     TopologicalSortPass()(model)
     notes: list[str] = []
+    # a pool whose input's shape a TorchScript export did not record: its one-window
+    # rewrite needs the shapes inferred first, then runs again
+    pools_unknown = any(
+        n.op_type in GLOBAL_POOL_OF and n.inputs and n.inputs[0] is not None and n.inputs[0].shape is None
+        for n in model.graph
+    )
     if (
-        shapes.folded or pool.rewritten or consts.folded or splits.rewritten
+        shapes.folded or pool.rewritten or consts.folded or splits.rewritten or pools_unknown
     ):  # the shapes after the rewritten nodes were unknown or stale
-        try:
-            with _caught_warnings(ShapeInferencePass.__module__) as warned:
-                ShapeInferencePass()(model)
-            failure = next((r.exc_info[1] for r in warned if r.exc_info and r.exc_info[1] is not None), None)
-        except Exception as exc:  # keep the rewrite; shapes stay as they were
-            failure = exc
-        if failure is not None:
-            first = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
-            notes.append(
-                f"shape inference after the rewrites failed ({type(failure).__name__}: {first}); "
-                "some shapes stay unknown"
-            )
+        _infer_shapes(model, notes)
+    if pools_unknown:
+        pool(model)  # adds to pool.rewritten
     log.onnx_names = readable.renamed
     log.dropped = drop.dropped
     log.folded = {**bias_adds.folded, **fold.folded}
@@ -137,6 +135,21 @@ def run_prepare_passes(model: ir.Model, equalize: bool = False) -> PrepareLog:
     if equalize:
         equalize_model(model, log)
     return log
+
+
+def _infer_shapes(model: ir.Model, notes: list[str]) -> None:
+    """onnx_ir's shape inference on ``model`` in place; a failure is a note."""
+    try:
+        with _caught_warnings(ShapeInferencePass.__module__) as warned:
+            ShapeInferencePass()(model)
+        failure = next((r.exc_info[1] for r in warned if r.exc_info and r.exc_info[1] is not None), None)
+    except Exception as exc:  # keep the rewrite; shapes stay as they were
+        failure = exc
+    if failure is not None:
+        first = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
+        notes.append(
+            f"shape inference after the rewrites failed ({type(failure).__name__}: {first}); some shapes stay unknown"
+        )
 
 
 @contextmanager

@@ -21,6 +21,10 @@ from onnx_ir.passes import InPlacePass, PassResult
 from ..ops import GLOBAL_POOL_OF
 from ._util import int_attr, int_list
 
+#: A kernel (and stride) at least this large on an axis of unknown size is larger than
+#: any feature map (Hugging Face's EfficientNet pools with kernel 1280, ceil_mode).
+_HUGE = 256
+
 
 class ReduceMeanToPoolPass(InPlacePass):
     """``ReduceMean(x, axes = 2..rank-1)`` on ``(N, C, D1, ...)`` -> ``GlobalAveragePool``
@@ -64,17 +68,19 @@ class ReduceMeanToPoolPass(InPlacePass):
         return PassResult(model, bool(self.rewritten))
 
     def _one_window(self, graph: ir.Graph, node: ir.Node) -> None:
-        """``node`` -> its global pool when its input's spatial size is known, no pads,
-        a kernel larger than the input on some axis and one output position per axis
-        (``ceil((in - k) / s) + 1 == 1`` with ``ceil_mode``): the window, clipped to the
-        input, is the whole input, and with no pads the average divides by its size
-        whatever ``count_include_pad`` says."""
+        """``node`` -> its global pool where its one window, clipped to the input, is the
+        whole input: no pads, a kernel larger than the input on some axis and one output
+        position per axis (``ceil((in - k) / s) + 1 == 1`` with ``ceil_mode``); with no
+        pads the average divides by the input's size whatever ``count_include_pad``
+        says. An axis of unknown size counts as fitting when its kernel and stride are
+        both at least :data:`_HUGE` (a feature map that large does not occur): that is
+        such a pool for every size it can run at."""
         x = node.inputs[0]
         if len(node.outputs) != 1 or x is None or x.shape is None or len(x.shape) < 3:
             return
         spatial = list(x.shape)[2:]
         kernel = int_list(node, "kernel_shape", 99)
-        if kernel is None or len(kernel) != len(spatial) or not all(isinstance(d, int) and d > 0 for d in spatial):
+        if kernel is None or len(kernel) != len(spatial):
             return
         nd = len(spatial)
         strides = int_list(node, "strides", 99) or [1] * nd
@@ -83,14 +89,23 @@ class ReduceMeanToPoolPass(InPlacePass):
         auto_pad = node.attributes.get("auto_pad")
         if auto_pad is not None and auto_pad.value not in ("NOTSET", "VALID", ""):
             return
-        if any(pads) or any(d != 1 for d in dilations) or not any(k > n for k, n in zip(kernel, spatial)):
+        if any(pads) or any(d != 1 for d in dilations):
             return
         ceil_mode = int_attr(node, "ceil_mode", 0)
+        larger = False
         for k, n, s in zip(kernel, spatial, strides):
+            if not isinstance(n, int):
+                if not (ceil_mode and k >= _HUGE and s >= k):
+                    return
+                larger = True
+                continue
             span = n - k
             out = (-(-span // s) if ceil_mode else span // s) + 1
-            if out != 1:
+            if out != 1 or n <= 0:
                 return
+            larger = larger or k > n
+        if not larger:
+            return
         pool = ir.Node("", GLOBAL_POOL_OF[node.op_type], [x], name=node.name)
         graph.insert_before(node, pool)
         old, new = node.outputs[0], pool.outputs[0]
