@@ -243,3 +243,44 @@ def test_the_report_fingerprint_of_several_lengths_is_stable(token_cal):
     assert _fingerprint_validation(one) == _fingerprint_validation(two)
     two.float_scores[3] = two.float_scores[3] + 1.0
     assert _fingerprint_validation(one) != _fingerprint_validation(two)
+
+
+def test_free_sizes_are_measured_in_pieces_too(token_cal, monkeypatch):
+    """A sequence length (or image size) the model leaves free: the sizes one sample
+    gives, run once per input size, bound the samples measured at once (an OCR
+    recognizer at 3x48x320 took 10.3 GB to validate 24 lines, now 1.6 GB) and the
+    samples per calibration run (7.3 GB for 40 lines, now 0.7 GB)."""
+    plan = make_plan(token_cal, "cpu")
+    validator = measure.BatchValidator(plan)
+    from quantscope.calibrate.data import Batch
+
+    data = tokens(9, 12, 1)
+    from quantscope.network import Inputs
+
+    batch = Batch(x=Inputs(data), y=None, index=np.arange(9))
+    shapes = validator.shapes_of(batch)
+    assert shapes["out"] == (1, 12, OUT) and shapes["input_ids"] == (1, 12)
+    per_sample = measure.sample_bytes(plan, shapes)
+    assert per_sample is not None and measure.sample_bytes(plan) is None
+    monkeypatch.setattr(measure, "BATCH_BYTES", 2 * per_sample + 1)
+    assert measure.samples_at_once(plan, shapes) == 2
+    seen = []
+    call = measure.BatchValidator.__call__
+    monkeypatch.setattr(measure.BatchValidator, "__call__", lambda self, b: seen.append(len(b)) or call(self, b))
+    split = qs.validate(token_cal, [data], target="cpu", progress=False)
+    assert seen == [2, 2, 2, 2, 1]
+    monkeypatch.setattr(measure, "BATCH_BYTES", 1 << 40)
+    whole = qs.validate(token_cal, [data], target="cpu", progress=False)
+    np.testing.assert_array_equal(split.int8_scores, whole.int8_scores)
+    # calibration: runs sized from one sample's outputs; the statistics are the same
+    collector_module = importlib.import_module("quantscope.calibrate.collector")
+    big = qs.calibrate(token_cal.network, [data], progress=False)
+    monkeypatch.setattr(collector_module, "RUN_BYTES", 1)
+    runs = []
+    run_outputs = collector_module.StatsCollector.run_outputs
+    monkeypatch.setattr(
+        collector_module.StatsCollector, "run_outputs", lambda self, x: runs.append(len(x)) or run_outputs(self, x)
+    )
+    small = qs.calibrate(token_cal.network, [data], progress=False)
+    assert runs == [1] + [1] * 9  # one sample to learn the sizes, then runs of one sample
+    pd.testing.assert_frame_equal(small.table, big.table, check_exact=True)

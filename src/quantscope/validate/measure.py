@@ -297,6 +297,20 @@ class BatchValidator:
         self._measuring = ThreadPoolExecutor(1, thread_name_prefix="quantscope-measure")
         self._outputs = {layer.name: layer.output for layer in network.layers}
 
+    def shapes_of(self, batch: Any) -> dict[str, tuple]:
+        """Every layer output's shape for one sample of ``batch``'s input sizes (the
+        float network run on its first sample, once per input size): what a sequence
+        length or an image size the model leaves free makes of each layer."""
+        feeds = self.network.feeds(batch.x)
+        key = tuple((name, a.shape[1:]) for name, a in feeds.items())
+        known = self.__dict__.setdefault("_shapes", {})
+        if key not in known:
+            one = {name: a[:1] for name, a in feeds.items()}
+            outs = self.float_outputs(Inputs(one) if len(one) > 1 else one[self.network.input_name])
+            known[key] = {name: (1, *np.shape(value)[1:]) for name, value in outs.items() if np.ndim(value)}
+            known[key].update({name: (1, *a.shape[1:]) for name, a in feeds.items()})
+        return known[key]
+
     def __call__(self, batch: Any) -> BatchPart:
         network, plan = self.network, self.plan
         feeds = network.feeds(batch.x)
@@ -354,9 +368,11 @@ class BatchValidator:
 BATCH_BYTES = 1 << 30
 
 
-def sample_bytes(plan: QuantPlan) -> int | None:
+def sample_bytes(plan: QuantPlan, shapes: dict[str, tuple] | None = None) -> int | None:
     """Bytes validation holds per sample measured, or None when a layer's shape is not
-    known but for the batch axis (a sequence length, a dynamic image size).
+    known but for the batch axis (a sequence length, a dynamic image size); ``shapes``:
+    value shapes for one sample of a batch (:meth:`BatchValidator.shapes_of`), used where the
+    network's own are not known.
 
     Every layer's output twice: the float network's (float32, 4 bytes a value) and the
     emulation's (1 byte for an int8 activation, 4 for a value it keeps in float); twice
@@ -366,6 +382,8 @@ def sample_bytes(plan: QuantPlan) -> int | None:
     per_sample = 0
     for layer in network.layers:
         shape = network.value_shape(layer.output)
+        if shapes and (shape is None or None in shape[1:]):
+            shape = shapes.get(layer.output, shape)
         if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape[1:]):
             return None
         values = int(np.prod(shape[1:], dtype=np.int64))
@@ -373,11 +391,13 @@ def sample_bytes(plan: QuantPlan) -> int | None:
     return per_sample * (2 if network.fixed_batch is not None else 1)
 
 
-def samples_at_once(plan: QuantPlan) -> int | None:
+def samples_at_once(plan: QuantPlan, shapes: dict[str, tuple] | None = None) -> int | None:
     """How many samples validation measures at once: as many as keep
     :func:`sample_bytes` within :data:`BATCH_BYTES` (at least 1; a multiple of a fixed
-    batch), or None when that size is not known: batches are then measured whole."""
-    per_sample = sample_bytes(plan)
+    batch), or None when that size is not known: batches are then measured whole.
+    ``shapes``: every value's shape for one sample of a batch
+    (:meth:`BatchValidator.shapes_of`), where the model leaves sizes free."""
+    per_sample = sample_bytes(plan, shapes)
     if per_sample is None:
         return None
     samples = max(1, BATCH_BYTES // max(per_sample, 1))

@@ -437,7 +437,8 @@ def validate(
                     _check_unlabelled(metric_fns)  # before any work
                 # a source that keeps its own batches (mappings of several inputs) may
                 # give more samples than fit in memory at once: measured in pieces
-                for piece in batch_pieces_of(batch, at_once):
+                size = at_once if at_once is not None else samples_at_once(plan, validator.shapes_of(batch))
+                for piece in batch_pieces_of(batch, size):
                     part = validator(piece)
                     add(part)
                     bar.advance(part.count)
