@@ -50,3 +50,36 @@ def test_fpga_max_drop_says_which_layers_have_no_int8_kernel(tmp_path, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "layer(s) have no int8 kernel and run in float in the emulation (prob)" in out
     assert "every layer runs in int8" not in out
+
+
+def test_fpga_refusals_of_shapes_say_what_to_do():
+    """A height/width Slice and a 5-D tensor were refused without a way out."""
+    import numpy as np
+    import pytest
+    from onnx import helper
+    from tinymodels import make_model, tensor
+
+    import quantscope as qs
+    from quantscope import fpga
+
+    w = np.ones((4, 3, 3, 3), np.float32) * 0.1
+    n = helper.make_node
+    cut = [
+        n("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        n("Slice", ["c", "start", "end", "axes"], ["y"], name="crop"),
+    ]
+    init = {"w": w, "start": np.array([1], np.int64), "end": np.array([8], np.int64), "axes": np.array([3], np.int64)}
+    model = make_model(cut, [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 4, 8, 7])], init)
+    with pytest.raises(qs.UnsupportedModelError, match="along the channels only") as raised:
+        fpga.compile_network(qs.prepare(model), "zcu102_int8")
+    assert "Cut or join along the channels instead" in str(raised.value) and "target='cpu'" in str(raised.value)
+    w3 = np.ones((4, 3, 1, 3, 3), np.float32) * 0.1
+    c3d = make_model(
+        [n("Conv", ["x", "w"], ["y"], name="conv3d", pads=[0, 1, 1, 0, 1, 1])],
+        [tensor("x", ["N", 3, 2, 8, 8])],
+        [tensor("y", ["N", 4, 2, 8, 8])],
+        {"w": w3},
+    )
+    with pytest.raises(qs.UnsupportedModelError) as raised:
+        fpga.compile_network(qs.prepare(c3d), "zcu102_int8")
+    assert "target='cpu'" in str(raised.value), str(raised.value)

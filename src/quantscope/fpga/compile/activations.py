@@ -4,7 +4,7 @@ elements in the DDR layout (channels padded to N, FC outputs to FCThreadNumber).
 
 from __future__ import annotations
 
-from ...errors import UnsupportedModelError
+from ...errors import UnsupportedModelError, option
 from ...network import LayerKind, Network, OptimizedLayer
 from ...ops import ops_with
 from ..config import ProcessorConfig
@@ -59,8 +59,10 @@ def chw(shape: tuple[int | None, ...] | None, value: str, layer: str) -> tuple[i
     if len(dims) == 2:
         return (int(dims[0]), 1, int(dims[1]))
     raise UnsupportedModelError(
-        f"{value!r} (layer {layer!r}) has shape {shape}; the processor handles (N, C, H, W), (N, C, L) "
-        "and (N, F) tensors.",
+        f"{value!r} (layer {layer!r}) has shape {shape}; the processor holds (N, C, H, W) images and (N, F) "
+        "features (and (N, C, L) as C x 1 x L). Fold the extra axis into the channels or the batch (a 3-D "
+        "convolution has no module), or quantize for the cpu target "
+        f"({option('target=' + repr('cpu'), '--target cpu')}) instead.",
         nodes=[(layer, "shape")],
     )
 

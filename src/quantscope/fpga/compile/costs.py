@@ -137,6 +137,10 @@ def layer_info(
 CHANNEL_KINDS = ops_with(fpga_channels=True)
 
 
+def _cpu() -> str:
+    return option("target='cpu'", "--target cpu")
+
+
 def _check_channel_axis(layer: OptimizedLayer, in_shapes, out_shape) -> None:
     """Concat, Slice and Split run in place only along the channels: every input and the
     output have the same height and width."""
@@ -144,7 +148,9 @@ def _check_channel_axis(layer: OptimizedLayer, in_shapes, out_shape) -> None:
         raise UnsupportedModelError(
             f"layer {layer.name!r} ({layer.kind}) joins or cuts activations along their height or width "
             f"({', '.join('x'.join(map(str, s)) for s in in_shapes)} -> {'x'.join(map(str, out_shape))}); "
-            "the processor writes and reads parts of an activation in place along the channels only",
+            "the processor writes and reads parts of an activation in place along the channels only. Cut or "
+            "join along the channels instead (or crop with the convolution's padding), or quantize for the cpu "
+            f"target ({_cpu()}) instead",
             nodes=[(layer.name, layer.kind)],
         )
 
