@@ -90,3 +90,37 @@ def test_a_concat_of_very_different_ranges_is_warned_about():
             if warned:
                 assert "layer 'head'" in said[0] and "'scores' (its own grid" in said[0]
                 assert "keep_float=['head']" in said[0]
+
+
+def test_fpga_layers_with_weights_left_in_float_are_warned_about():
+    """A ConvTranspose runs in float in the fpga emulation (docs/fpga.md): a generator of
+    them showed cosine 1 and the float memory as its int8 figures, without a word."""
+    import logging
+
+    rng = np.random.default_rng(5)
+    n = helper.make_node
+    nodes = [
+        n("ConvTranspose", ["x", "w"], ["u"], name="up", strides=[2, 2]),
+        n("Relu", ["u"], ["y"], name="relu"),
+    ]
+    init = {"w": (rng.standard_normal((3, 4, 2, 2)) * 0.5).astype(np.float32)}
+    model = make_model(nodes, [tensor("x", ["N", 3, 4, 4])], [tensor("y", ["N", 4, 8, 8])], init, name="up")
+    x = rng.standard_normal((8, 3, 4, 4)).astype(np.float32)
+    cal = qs.calibrate(qs.prepare(model), x, progress=False)
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    log, keep = logging.getLogger("quantscope"), Keep(logging.WARNING)
+    log.addHandler(keep)
+    try:
+        qs.validate(cal, x, target="fpga", progress=False)
+        said = [m for m in messages if "with weights run in float in the emulation" in m]
+        assert len(said) == 1 and "(up)" in said[0]
+        messages.clear()
+        qs.validate(cal, x, target="cpu", progress=False)  # the cpu target runs float layers in float
+        assert not [m for m in messages if "in the emulation" in m]
+    finally:
+        log.removeHandler(keep)

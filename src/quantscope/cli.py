@@ -299,6 +299,12 @@ def _add_accuracy_options(p: argparse.ArgumentParser, command: str) -> None:
         )
 
 
+def _float_layers(plan) -> list[str]:
+    from .validate.validate import _float_layers as floats
+
+    return floats(plan)
+
+
 def _print_fallback(console: Console, fallback, plan=None) -> None:
     """The path of --max-drop and its final set."""
     t = Table(
@@ -330,7 +336,7 @@ def _print_fallback(console: Console, fallback, plan=None) -> None:
             change = (
                 f"{target} NOT reached even with these {len(fallback.keep_float)} layer(s) in float: {escape(kept)}"
             )
-        floats = [] if plan is None else [name for name, precision, _ in plan.summary() if precision == "float"]
+        floats = [] if plan is None else _float_layers(plan)
         if floats:
             listed = ", ".join(floats[:6]) + (f" and {len(floats) - 6} more" if len(floats) > 6 else "")
             where = (

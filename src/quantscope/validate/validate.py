@@ -501,6 +501,7 @@ def validate(
     table = _layer_table(plan, errors)
     _check_inputs_like_calibration(plan, errors)
     _check_concats(plan, errors)
+    _check_fpga_floats(plan)
     return ValidationResult(
         extra=extra,
         num_samples=n,
@@ -623,6 +624,42 @@ def _check_concats(plan: QuantPlan, errors: dict[str, LayerError]) -> None:
             parts,
             flushed,
             option(f"keep_float=[{layer.name!r}]", f"--keep-float {layer.name}"),
+        )
+
+
+def _float_layers(plan: QuantPlan) -> list[str]:
+    """The layers (inputs aside) the plan keeps in float."""
+    kinds = {layer.name: layer.kind for layer in plan.network.layers}
+    return [name for name, precision, _ in plan.summary() if precision == "float" and kinds.get(name) != "input"]
+
+
+def _check_fpga_floats(plan: QuantPlan) -> None:
+    """On the power-of-two (fpga) target, warn that layers the emulation runs in float
+    (a ConvTranspose, a LayerNorm) are not in the int8 figures: a GAN generator of
+    ConvTransposes showed cosine 1 and the float memory for int8."""
+    if not isinstance(plan.scheme, PowerOfTwo):
+        return
+    graph = plan.network.model.graph
+    nodes = {node.name: node for node in graph}
+    members = {layer.name: layer.members for layer in plan.network.layers}
+
+    def weighted(name: str) -> bool:  # a member reads a constant of 2 or more axes (a kernel)
+        return any(
+            v is not None and v.const_value is not None and len(v.const_value.shape) >= 2
+            for m in members.get(name, ())
+            if m in nodes
+            for v in nodes[m].inputs
+        )
+
+    floats = [name for name in _float_layers(plan) if weighted(name)]
+    if floats:
+        listed = ", ".join(floats[:6]) + (f" and {len(floats) - 6} more" if len(floats) > 6 else "")
+        _log.warning(
+            "fpga target: %d layer(s) with weights run in float in the emulation (%s): their int8 error and memory "
+            "are not in these figures. The processor runs them in int8 (a ConvTranspose) or not at all (compile "
+            "says which, docs/fpga.md)",
+            len(floats),
+            listed,
         )
 
 
