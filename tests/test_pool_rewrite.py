@@ -109,3 +109,34 @@ def test_a_huge_window_on_a_map_of_unknown_size_is_a_global_pool():
         np.testing.assert_allclose(got.run(None, {"x": x})[0], want.run(None, {"x": x})[0], rtol=1e-6, atol=1e-6)
     cal = qs.calibrate(net, x, progress=False)
     assert _metric(qs.validate(cal, x, target="fpga", progress=False), "cosine_similarity") > 0.99
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_batchnorm_after_conv_transpose_folds(group):
+    """A GAN generator's ConvTranspose -> BatchNormalization (TorchScript export) stayed
+    unfolded: float on the cpu target and refused by the FPGA compile."""
+    rng = np.random.default_rng(group)
+    c_in, c_out = 4, 6
+    init = {
+        "w": (rng.standard_normal((c_in, c_out // group, 3, 3)) * 0.4).astype(np.float32),
+        "b": rng.uniform(-0.3, 0.3, c_out).astype(np.float32),
+        "gamma": rng.uniform(0.5, 1.5, c_out).astype(np.float32),
+        "beta": rng.uniform(-0.5, 0.5, c_out).astype(np.float32),
+        "mean": rng.uniform(-0.5, 0.5, c_out).astype(np.float32),
+        "var": rng.uniform(0.5, 2.0, c_out).astype(np.float32),
+    }
+    n = helper.make_node
+    nodes = [
+        n("ConvTranspose", ["x", "w", "b"], ["u"], name="up", strides=[2, 2], pads=[1, 1, 1, 1], group=group),
+        n("BatchNormalization", ["u", "gamma", "beta", "mean", "var"], ["y"], name="bn"),
+    ]
+    model = make_model(nodes, [tensor("x", ["N", c_in, 5, 5])], [tensor("y", ["N", c_out, 9, 9])], init, name="gen")
+    net = qs.prepare(model)
+    assert net.log.folded == {"bn": "up"}
+    assert "BatchNormalization" not in [node.op_type for node in net.to_proto().graph.node]
+    x = rng.standard_normal((3, c_in, 5, 5)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(net.to_proto().SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -1,8 +1,10 @@
-"""Fold BatchNormalization into the Conv or Gemm before it.
+"""Fold BatchNormalization into the Conv, ConvTranspose or Gemm before it.
 
 For a per-channel scale ``s = gamma / sqrt(var + eps)`` (float64):
 
-    W' = W * s   (broadcast along the output-channel axis of W)
+    W' = W * s   (broadcast along the output-channel axis of W; a ConvTranspose's
+                  weights are (C_in, C_out / group, k...), its output channel
+                  g * C_out / group + j)
     b' = (b - mean) * s + beta
 
 computed in float64 and stored as float32. Each BatchNormalization that cannot
@@ -47,9 +49,10 @@ class FoldBatchNormPass(InPlacePass):
         x = bn.inputs[0]
         producer = x.producer() if x is not None else None
         if producer is None:
-            return "its input is a graph input, not the output of a Conv or Gemm"
-        if not info(producer.op_type, producer.domain).takes_bias:
-            return f"its input comes from {producer.op_type} {producer.name!r}, not a Conv or Gemm"
+            return "its input is a graph input, not the output of a Conv, ConvTranspose or Gemm"
+        transposed = producer.op_type == "ConvTranspose" and producer.domain in ("", "ai.onnx")
+        if not transposed and not info(producer.op_type, producer.domain).takes_bias:
+            return f"its input comes from {producer.op_type} {producer.name!r}, not a Conv, ConvTranspose or Gemm"
         if len(x.uses()) != 1 or x.is_graph_output():
             return (
                 f"the output of {producer.op_type} {producer.name!r} is also used elsewhere, "
@@ -75,6 +78,13 @@ class FoldBatchNormPass(InPlacePass):
             out_axis = 0
             if w.shape[0] != scale.size:
                 return f"it has {scale.size} channels but the Conv has {w.shape[0]} filters"
+        elif transposed:  # weights (C_in, C_out / group, k...): output channel g * C_out/group + j
+            group = int_attr(producer, "group", 1)
+            if w.ndim < 3 or w.shape[0] % group or w.shape[1] * group != scale.size:
+                return f"it has {scale.size} channels but the ConvTranspose has {w.shape[1] * group} outputs"
+            per_in = np.repeat(np.arange(group), w.shape[0] // group)  # each input channel's group
+            factor = scale.reshape(group, -1)[per_in]  # (C_in, C_out / group)
+            w = w * factor.reshape(*factor.shape, *[1] * (w.ndim - 2))
         else:
             if int_attr(producer, "transA", 0) != 0 and w.ndim != 2:
                 return "the Gemm has an unusual layout"
@@ -88,9 +98,12 @@ class FoldBatchNormPass(InPlacePass):
                     return "the Gemm's bias is broadcast, not one value per output"
             producer.attributes["alpha"] = ir.AttrFloat32("alpha", 1.0)
             producer.attributes["beta"] = ir.AttrFloat32("beta", 1.0)
-        shape = [1] * w.ndim
-        shape[out_axis] = -1
-        new_w = (w * scale.reshape(shape)).astype(np.float32)
+        if transposed:
+            new_w = w.astype(np.float32)
+        else:
+            shape = [1] * w.ndim
+            shape[out_axis] = -1
+            new_w = (w * scale.reshape(shape)).astype(np.float32)
         b = np.zeros(scale.size) if bias is None else bias.astype(np.float64).reshape(-1)
         new_b = ((b - mean) * scale + beta).astype(np.float32)
 

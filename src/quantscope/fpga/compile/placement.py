@@ -127,7 +127,8 @@ def _advice(kinds: set[str]) -> str:
         )
     if kinds & ops_with(fpga_advice="batchnorm"):
         advice.append(
-            "a BatchNormalization folds only into the Conv right before it: place it after the convolution "
+            "a BatchNormalization folds only into the Conv, ConvTranspose or Gemm right before it (read by nothing "
+            "else): place it after the convolution "
             "(Conv -> BN -> ReLU rather than BN -> ReLU -> Conv)"
         )
     if kinds & _NORMALIZATION_KINDS:
