@@ -13,7 +13,9 @@ import quantscope as qs
 from quantscope.quantize.export import to_qdq
 
 
-def _pooled_net(op: str, kernel: int, ceil_mode: int, seed: int = 0):
+def _pooled_net(op: str, kernel: int, ceil_mode: int, seed: int = 0, size=(8, 8)):
+    """conv (stride 2) -> relu -> pool -> flatten -> fc; ``size``: the input's height and
+    width (names leave them free)."""
     rng = np.random.default_rng(seed)
     init = {
         "w": (rng.standard_normal((6, 3, 3, 3)) * 0.4).astype(np.float32),
@@ -29,7 +31,7 @@ def _pooled_net(op: str, kernel: int, ceil_mode: int, seed: int = 0):
         n("Flatten", ["p"], ["f"], name="flatten"),
         n("Gemm", ["f", "wf", "bf"], ["y"], name="fc", transB=1),
     ]
-    return make_model(nodes, [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 5])], init, name="pooled")
+    return make_model(nodes, [tensor("x", ["N", 3, *size])], [tensor("y", ["N", 5])], init, name="pooled")
 
 
 def _metric(result, name: str) -> float:
@@ -83,22 +85,7 @@ def test_a_huge_window_on_a_map_of_unknown_size_is_a_global_pool():
     """A TorchScript export records no intermediate shapes, and its input's height and
     width may be free: a kernel and stride of 256 or more (EfficientNet's 1280) cover
     any feature map, so the pool is global at every size it can run at."""
-    rng = np.random.default_rng(0)
-    init = {
-        "w": (rng.standard_normal((6, 3, 3, 3)) * 0.4).astype(np.float32),
-        "b": rng.uniform(-0.3, 0.3, 6).astype(np.float32),
-        "wf": (rng.standard_normal((5, 6)) * 0.5).astype(np.float32),
-        "bf": rng.uniform(-0.3, 0.3, 5).astype(np.float32),
-    }
-    n = helper.make_node
-    nodes = [
-        n("Conv", ["x", "w", "b"], ["c"], name="conv", strides=[2, 2], pads=[1, 1, 1, 1]),
-        n("Relu", ["c"], ["r"], name="relu"),
-        n("AveragePool", ["r"], ["p"], name="pool", kernel_shape=[1280, 1280], strides=[1280, 1280], ceil_mode=1),
-        n("Flatten", ["p"], ["f"], name="flatten"),
-        n("Gemm", ["f", "wf", "bf"], ["y"], name="fc", transB=1),
-    ]
-    model = make_model(nodes, [tensor("x", ["N", 3, "H", "W"])], [tensor("y", ["N", 5])], init, name="free")
+    model = _pooled_net("AveragePool", kernel=1280, ceil_mode=1, size=("H", "W"))
     del model.graph.value_info[:]
     net = qs.prepare(model)
     assert net.log.pooled == ["pool"]

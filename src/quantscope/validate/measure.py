@@ -301,10 +301,12 @@ class BatchValidator:
         """Every layer output's shape for one sample of ``batch``'s input sizes (the
         float network run on its first sample, once per input size): what a sequence
         length or an image size the model leaves free makes of each layer."""
-        feeds = self.network.feeds(batch.x)
-        key = tuple((name, a.shape[1:]) for name, a in feeds.items())
+        x = batch.x
+        arrays = x.arrays if isinstance(x, Inputs) else {self.network.input_name: x}
+        key = tuple((name, np.shape(a)[1:]) for name, a in arrays.items())  # no cast per batch: a lookup
         known = self.__dict__.setdefault("_shapes", {})
         if key not in known:
+            feeds = self.network.feeds(x[:1])
             one = {name: a[:1] for name, a in feeds.items()}
             outs = self.float_outputs(Inputs(one) if len(one) > 1 else one[self.network.input_name])
             known[key] = {name: (1, *np.shape(value)[1:]) for name, value in outs.items() if np.ndim(value)}

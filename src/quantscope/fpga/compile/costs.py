@@ -162,13 +162,12 @@ def _resize_scales(layer: OptimizedLayer, net, in_shape, out_shape) -> tuple[int
     mode = mode.decode() if isinstance(mode, bytes) else str(mode)
     (c, h, w), (co, ho, wo) = in_shape, out_shape
     if mode != "nearest" or co != c or ho % h or wo % w:
-        cpu = option("target='cpu'", "--target cpu")
         raise UnsupportedModelError(
             f"layer {layer.name!r}: the conv module resizes by nearest neighbour with integer factors; this "
             f"Resize is {mode} from {c}x{h}x{w} to {co}x{ho}x{wo}. To run it on the processor, export the "
             "upsampling as nearest with an integer factor (nn.Upsample(scale_factor=2, mode='nearest')) or as a "
             "ConvTranspose (the processor runs transposed convolutions), and fine-tune; or run the network on the "
-            f"cpu target ({cpu}), where every Resize runs",
+            f"cpu target ({_cpu()}), where every Resize runs",
             nodes=[(layer.name, layer.kind)],
         )
     return (ho // h, wo // w)
